@@ -1,0 +1,66 @@
+# mnemo — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+PROTO_STAMP := $(VENV)/.protos
+PROTO_FILES := $(shell find protos -name '*.proto')
+GEN_DIR := sdk/python
+BUF := node_modules/.bin/buf
+
+.PHONY: install proto run test check lint format bench clean
+
+install: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8; }
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Python stubs and their type stubs, generated from protos/ (never committed).
+proto: $(STAMP)
+	@rm -f $(PROTO_STAMP)
+	@$(MAKE) --no-print-directory $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
+	@find $(GEN_DIR)/mnemo -name '*_pb2*.py*' -delete
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
+		--grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+		$(patsubst protos/%,%,$(PROTO_FILES))
+	@for d in $$(find $(GEN_DIR)/mnemo -mindepth 1 -type d -not -name __pycache__); do touch $$d/__init__.py; done
+	@touch $@
+
+run: install
+	$(BIN)/mnemo server
+
+check: install $(BUF)
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install $(BUF)
+	$(BUF) format -w
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: check
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: install
+	$(BIN)/python -m bench.mesh $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	find $(GEN_DIR)/mnemo -name '*_pb2*.py*' -delete

@@ -1,0 +1,1 @@
+"""mnemo REST gateway: FastAPI in front of the gRPC mesh."""

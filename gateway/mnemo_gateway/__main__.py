@@ -1,0 +1,26 @@
+"""`python -m mnemo_gateway`: run the REST gateway."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from mnemo_core.logs import configure_logging
+from mnemo_gateway.app import create_app
+from mnemo_gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

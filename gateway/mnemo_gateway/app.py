@@ -1,0 +1,49 @@
+"""The FastAPI application: routes, error mapping, API key, mesh clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from mnemo_core.telemetry import setup_tracing
+from mnemo_gateway import errors, schemas
+from mnemo_gateway.auth import ensure_api_key
+from mnemo_gateway.backends import Backends
+from mnemo_gateway.routes import agents, health
+from mnemo_gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """A gateway app for `settings` (read from env and config when not given)."""
+    settings = settings or GatewaySettings()
+    traced = setup_tracing("gateway")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.backends = Backends(settings)
+        try:
+            yield
+        finally:
+            await app.state.backends.aclose()
+
+    app = FastAPI(
+        title="mnemo",
+        summary="Stateful LLM agents with long-term memory.",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses={
+            401: {"model": schemas.ErrorBody, "description": "Missing or invalid API key."},
+            404: {"model": schemas.ErrorBody, "description": "No such resource."},
+        },
+    )
+    app.state.api_key = ensure_api_key(settings)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(agents.router)
+    if traced:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app)
+    return app

@@ -1,0 +1,224 @@
+"""The REST API's JSON shapes. Clients are written against these: change them only compatibly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LlmOptions(BaseModel):
+    """Sampling options passed to the model on every step."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int = Field(default=0, ge=0, description="Longest reply per step; 0 = provider default.")
+    parallel_tool_calls: bool = False
+
+
+class BlockCreate(_In):
+    """A core memory block to create."""
+
+    label: str = Field(description="Name of the block within the agent, e.g. 'human'.")
+    value: str = ""
+    limit: int | None = Field(default=None, ge=1, description="Character limit; server default when unset.")
+    description: str = ""
+    read_only: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Block(BaseModel):
+    """A core memory block."""
+
+    id: str
+    label: str
+    value: str
+    limit: int
+    description: str
+    read_only: bool
+    agent_ids: list[str]
+    metadata: dict[str, Any]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class AgentCreate(_In):
+    """An agent to create."""
+
+    name: str
+    model: str = Field(description="Chat model as 'provider/model', e.g. 'openai/gpt-4o-mini'.")
+    system: str = Field(default="", description="Base system prompt; empty uses the default prompt.")
+    description: str = ""
+    memory_blocks: list[BlockCreate] = Field(default_factory=list)
+    tool_ids: list[str] = Field(default_factory=list)
+    include_base_tools: bool = Field(default=True, description="Attach the built-in memory tools.")
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    embedding_model: str = ""
+    context_window: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=0, ge=0)
+    agent_type: Literal["standard", "voice", "sleeptime"] = "standard"
+    llm_options: LlmOptions = Field(default_factory=LlmOptions)
+
+
+class Agent(BaseModel):
+    """A stateful agent with its core memory blocks."""
+
+    id: str
+    name: str
+    description: str
+    system: str
+    model: str
+    embedding_model: str
+    context_window: int
+    max_steps: int
+    agent_type: str
+    tool_ids: list[str]
+    tags: list[str]
+    metadata: dict[str, Any]
+    llm_options: LlmOptions
+    blocks: list[Block]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class TextPart(_In):
+    """A text part of a message's content."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class MessageCreate(_In):
+    """An input message of a turn."""
+
+    role: Literal["user", "system"] = "user"
+    content: str | list[TextPart]
+    name: str | None = Field(default=None, description="Optional speaker name (user messages).")
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class SendMessageRequest(_In):
+    """The body of a send-message request."""
+
+    messages: list[MessageCreate] = Field(min_length=1)
+    max_steps: int = Field(default=0, ge=0, description="Most steps for this turn; 0 = the agent's setting.")
+
+
+class _MessageBase(BaseModel):
+    id: str
+    date: datetime | None
+    run_id: str
+    step: int
+
+
+class UserMessage(_MessageBase):
+    message_type: Literal["user_message"] = "user_message"
+    content: str
+    name: str | None = None
+
+
+class SystemMessage(_MessageBase):
+    message_type: Literal["system_message"] = "system_message"
+    content: str
+
+
+class AssistantMessage(_MessageBase):
+    message_type: Literal["assistant_message"] = "assistant_message"
+    content: str
+
+
+class ReasoningMessage(_MessageBase):
+    message_type: Literal["reasoning_message"] = "reasoning_message"
+    reasoning: str
+
+
+class ToolCall(BaseModel):
+    """A tool the model asked to run."""
+
+    name: str
+    arguments: str
+    tool_call_id: str
+
+
+class ToolCallMessage(_MessageBase):
+    message_type: Literal["tool_call_message"] = "tool_call_message"
+    tool_call: ToolCall
+
+
+class ToolReturnMessage(_MessageBase):
+    message_type: Literal["tool_return_message"] = "tool_return_message"
+    tool_return: str
+    status: Literal["success", "error"]
+    tool_call_id: str
+    name: str
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class EventMessage(_MessageBase):
+    message_type: Literal["event_message"] = "event_message"
+    event_type: str
+    content: str
+
+
+Message = Annotated[
+    UserMessage
+    | SystemMessage
+    | AssistantMessage
+    | ReasoningMessage
+    | ToolCallMessage
+    | ToolReturnMessage
+    | EventMessage,
+    Field(discriminator="message_type"),
+]
+
+
+class StopReason(BaseModel):
+    """Why a turn ended."""
+
+    message_type: Literal["stop_reason"] = "stop_reason"
+    stop_reason: str
+
+
+class Usage(BaseModel):
+    """Tokens a turn spent, and its step count."""
+
+    message_type: Literal["usage_statistics"] = "usage_statistics"
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    step_count: int
+
+
+class SendMessageResponse(BaseModel):
+    """The result of a turn: its new messages, why it stopped, and its usage."""
+
+    messages: list[Message]
+    stop_reason: StopReason
+    usage: Usage
+    run_id: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    detail: str
+    reason: str
+    metadata: dict[str, str] | None = None
+    violations: list[dict[str, str]] | None = None
+
+
+class Health(BaseModel):
+    """Health of the gateway and every service behind it."""
+
+    status: Literal["ok", "degraded"]
+    services: dict[str, str]

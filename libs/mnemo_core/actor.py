@@ -1,0 +1,63 @@
+"""The actor: which organization and user a request acts for.
+
+Every RPC carries the actor in metadata; the server interceptor puts it in a
+context variable for the handler, and outgoing calls forward it unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from mnemo_core.errors import Unauthenticated
+
+ORG_KEY = "x-mnemo-org-id"
+USER_KEY = "x-mnemo-user-id"
+INTERNAL_TOKEN_KEY = "x-mnemo-internal-token"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The organization and user a request acts for; every query filters by `org_id`."""
+
+    org_id: str
+    user_id: str
+
+
+_actor: ContextVar[Actor | None] = ContextVar("mnemo_actor", default=None)
+# Monotonic deadline of the RPC being served, so outgoing calls never outlive it.
+_deadline: ContextVar[float | None] = ContextVar("mnemo_deadline", default=None)
+
+
+def current_actor() -> Actor:
+    """The actor of the request being served; UNAUTHENTICATED when there is none."""
+    actor = _actor.get()
+    if actor is None:
+        raise Unauthenticated("request carries no actor (x-mnemo-org-id / x-mnemo-user-id metadata)")
+    return actor
+
+
+def current_actor_or_none() -> Actor | None:
+    """The actor of the request being served, if any."""
+    return _actor.get()
+
+
+@contextlib.contextmanager
+def acting_as(actor: Actor, *, deadline: float | None = None) -> Iterator[Actor]:
+    """Runs the block on behalf of `actor` (and, optionally, within a monotonic deadline)."""
+    token = _actor.set(actor)
+    deadline_token = _deadline.set(deadline)
+    try:
+        yield actor
+    finally:
+        _deadline.reset(deadline_token)
+        _actor.reset(token)
+
+
+def remaining_time() -> float | None:
+    """Seconds left before the served RPC's deadline, or None when it has none."""
+    deadline = _deadline.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

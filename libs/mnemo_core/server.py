@@ -1,0 +1,107 @@
+"""gRPC server bootstrap: interceptors, health, reflection, graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mnemo_core.interceptors import ServerInterceptor
+from mnemo_core.logs import configure_logging
+from mnemo_core.settings import ServiceSettings
+from mnemo_core.telemetry import setup_tracing, shutdown_tracing
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcApp(Protocol):
+    """A service's servicers and resources, ready to be mounted on a server."""
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        """Adds the servicers to `server`; returns their full service names."""
+        ...
+
+    async def aclose(self) -> None:
+        """Releases the app's resources (database pools, channels)."""
+        ...
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str] = field(default_factory=list)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Reports NOT_SERVING, then drains in-flight RPCs for up to `grace` seconds."""
+        for name in ["", *self.service_names]:
+            await self.health.set(name, NOT_SERVING)
+        await self.server.stop(grace)
+
+
+async def start_server(
+    app: GrpcApp, *, host: str, port: int, internal_token: str | None = None
+) -> RunningServer:
+    """Starts `app` on host:port (0 picks a free port) with health and reflection."""
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(internal_token)],
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = list(app.register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, SERVING)
+    return RunningServer(server=server, port=bound, health=health_servicer, service_names=names)
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
+    """Runs one service until SIGTERM/SIGINT, then shuts it down gracefully."""
+    setup_tracing(settings.service)
+    app = await build(settings)
+    token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    running = await start_server(
+        app, host=settings.grpc_host, port=settings.port_of(settings.service), internal_token=token
+    )
+    log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("mnemo-%s shutting down", settings.service)
+    await running.stop()
+    await app.aclose()
+    shutdown_tracing()
+
+
+def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
+    """Entry point of a service process: settings, logging, then `serve`."""
+    settings = settings_cls()
+    configure_logging(settings.service, settings.log_level)
+    asyncio.run(serve(settings, build))

@@ -1,0 +1,112 @@
+"""Typed settings: runtime flags > env `MNEMO_*` > `$MNEMO_HOME/config.toml` > defaults.
+
+The config file holds common keys at the top level and one table per service
+(`[agent]`, `[memory]`, `[tools]`, `[llm]`, `[gateway]`) whose keys override
+the top level for that service only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ServiceName = Literal["agent", "memory", "tools", "llm", "gateway"]
+GRPC_SERVICES: tuple[ServiceName, ...] = ("agent", "memory", "tools", "llm")
+
+
+def default_home() -> Path:
+    """The data directory: `MNEMO_HOME`, else `~/.mnemo`."""
+    return Path(os.environ.get("MNEMO_HOME") or "~/.mnemo").expanduser()
+
+
+def config_file_path() -> Path:
+    """The config file: `MNEMO_CONFIG`, else `$MNEMO_HOME/config.toml`."""
+    explicit = os.environ.get("MNEMO_CONFIG")
+    return Path(explicit).expanduser() if explicit else default_home() / "config.toml"
+
+
+class _ConfigFileSource(InitSettingsSource):
+    """Reads the TOML config file: top-level keys, then the service's own table over them."""
+
+    def __init__(self, settings_cls: type[BaseSettings], section: str) -> None:
+        path = config_file_path()
+        data: dict[str, Any] = {}
+        if path.is_file():
+            with path.open("rb") as f:
+                raw = tomllib.load(f)
+            data = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+            own = raw.get(section, {})
+            if isinstance(own, dict):
+                data.update(own)
+        super().__init__(settings_cls, init_kwargs=data)
+
+
+class MnemoSettings(BaseSettings):
+    """Settings every process of the mesh shares: where data lives and how to reach each service."""
+
+    model_config = SettingsConfigDict(env_prefix="MNEMO_", extra="ignore", populate_by_name=True)
+    # Table of the config file that overrides the top level for this process.
+    section: ClassVar[str] = "common"
+
+    home: Path = Field(default_factory=default_home)
+    grpc_host: str = "127.0.0.1"
+    agent_port: int = 8284
+    memory_port: int = 8285
+    tools_port: int = 8286
+    llm_port: int = 8287
+    # Addresses other processes use to reach a service; empty means 127.0.0.1:<port>.
+    agent_addr: str = ""
+    memory_addr: str = ""
+    tools_addr: str = ""
+    llm_addr: str = ""
+    # Shared secret that internal hops must present with actor metadata; unset on a laptop.
+    internal_token: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls, cls.section))
+
+    def port_of(self, service: ServiceName) -> int:
+        """The gRPC port a service listens on."""
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def address_of(self, service: ServiceName) -> str:
+        """The `host:port` at which other processes reach a service."""
+        addr: str = getattr(self, f"{service}_addr")
+        return addr or f"127.0.0.1:{self.port_of(service)}"
+
+
+class ServiceSettings(MnemoSettings):
+    """Settings of one gRPC service with its own database."""
+
+    service: ClassVar[ServiceName]
+    # SQLAlchemy async URL; empty means the embedded SQLite file $MNEMO_HOME/data/<service>.db.
+    # A Postgres URL may be shared by all services: each uses its own schema.
+    database_url: str = ""
+    # Run pending migrations at start.
+    migrate: bool = True
+
+    def resolved_database_url(self) -> str:
+        """The database URL, with the embedded SQLite default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.home / 'data' / f'{self.service}.db'}"

@@ -1,0 +1,72 @@
+"""The `mnemo` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import typer
+
+app = typer.Typer(help="mnemo: stateful LLM agents with long-term memory.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """mnemo: stateful LLM agents with long-term memory."""
+
+
+@app.command()
+def server(
+    ready_timeout: float = typer.Option(60.0, help="Seconds to wait for every service to be healthy."),
+) -> None:
+    """Start the whole mesh (agent, memory, tools, llm-gateway, REST gateway) on this machine."""
+    from mnemo.supervisor import child_env, start_children, stop_children, supervise, wait_healthy
+    from mnemo_gateway.auth import api_key_file, ensure_api_key
+    from mnemo_gateway.settings import GatewaySettings
+    from mnemo_llm.settings import LlmSettings
+
+    settings = GatewaySettings()
+    llm = LlmSettings()
+    key = ensure_api_key(settings)
+    url = f"http://{settings.http_host}:{settings.http_port}"
+
+    async def run() -> int:
+        started = time.monotonic()
+        children = await start_children(child_env())
+        try:
+            await wait_healthy(settings, url, children, ready_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            typer.echo(f"mnemo: {exc}", err=True)
+            await stop_children(children)
+            return 1
+        provider = (
+            f"openai-compatible at {llm.openai_base_url or 'https://api.openai.com/v1'}"
+            if llm.openai_api_key or llm.openai_base_url
+            else "none configured (set OPENAI_API_KEY, and MNEMO_OPENAI_BASE_URL for a compatible server)"
+        )
+        key_source = "MNEMO_API_KEY" if settings.api_key else str(api_key_file(settings))
+        typer.echo(
+            "\n".join(
+                [
+                    f"mnemo is ready in {time.monotonic() - started:.1f} s",
+                    f"  REST API     {url}   (docs: {url}/docs)",
+                    f"  API key      {key}   (from {key_source})",
+                    *(
+                        f"  gRPC {name:<7} {settings.address_of(name)}"
+                        for name in ("agent", "memory", "tools", "llm")
+                    ),
+                    f"  data         {settings.home}",
+                    f"  LLM provider {provider}",
+                    "Press Ctrl-C to stop.",
+                ]
+            )
+        )
+        return await supervise(children)
+
+    sys.exit(asyncio.run(run()))
+
+
+def main() -> None:
+    """Entry point of the `mnemo` script."""
+    app()

@@ -1,0 +1,1 @@
+"""mnemo agent service: agents, runs and the step loop."""

@@ -1,0 +1,272 @@
+"""Agents: configuration in the agent schema, core memory blocks in the memory service.
+
+Creating an agent writes its blocks first (all or none) and its row second; if the row cannot be
+written, the blocks are removed again, so a failed create leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+
+from mnemo.memory.v1 import block_pb2, message_pb2
+from mnemo.tools.v1 import tool_pb2
+from mnemo_agent.mesh import Mesh
+from mnemo_agent.models import AgentRow, AgentTagRow
+from mnemo_core.actor import Actor
+from mnemo_core.db import Database
+from mnemo_core.errors import FieldViolation, InvalidArgument, MnemoError, NotFound
+from mnemo_core.ids import new_id, require_id
+from mnemo_core.paging import decode_token, encode_token, page_size
+from mnemo_core.validation import check_text, invalid
+from mnemo_core.wire import utcnow
+
+log = logging.getLogger(__name__)
+
+MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/\S+$")
+AGENT_TYPES = ("standard", "voice", "sleeptime")
+UPDATABLE_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "system",
+        "model",
+        "embedding_model",
+        "context_window",
+        "max_steps",
+        "tool_ids",
+        "tags",
+        "metadata",
+        "llm_options",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """An agent's configuration as a caller gives it."""
+
+    name: str
+    model: str
+    description: str = ""
+    system: str = ""
+    embedding_model: str = ""
+    context_window: int = 0
+    max_steps: int = 0
+    tool_ids: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    agent_type: str = "standard"
+    llm_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """An agent with its core memory blocks."""
+
+    row: AgentRow
+    blocks: list[block_pb2.Block]
+
+
+def _check(values: dict[str, Any], max_steps_limit: int, prefix: str = "agent.") -> None:
+    if "name" in values:
+        check_text(values["name"], f"{prefix}name", max_chars=200, allow_empty=False)
+    if "model" in values and not MODEL_PATTERN.match(values["model"]):
+        raise invalid(f"{prefix}model", "must be 'provider/model', e.g. 'openai/gpt-4o-mini'")
+    if values.get("embedding_model") and not MODEL_PATTERN.match(values["embedding_model"]):
+        raise invalid(f"{prefix}embedding_model", "must be 'provider/model'")
+    for text_field, limit in (("description", 10_000), ("system", 200_000)):
+        if text_field in values:
+            check_text(values[text_field], f"{prefix}{text_field}", max_chars=limit)
+    if not 0 <= values.get("max_steps", 0) <= max_steps_limit:
+        raise invalid(f"{prefix}max_steps", f"must be between 0 and {max_steps_limit}")
+    if values.get("context_window", 0) < 0:
+        raise invalid(f"{prefix}context_window", "must not be negative")
+    tags = values.get("tags", [])
+    if len(tags) > 50 or any(not tag or len(tag) > 200 for tag in tags):
+        raise invalid(f"{prefix}tags", "at most 50 tags of 1-200 characters")
+    tool_ids = values.get("tool_ids", [])
+    if len(set(tool_ids)) != len(tool_ids):
+        raise invalid(f"{prefix}tool_ids", "must not repeat an id")
+    if values.get("agent_type", "standard") not in AGENT_TYPES:
+        raise invalid(f"{prefix}agent_type", f"must be one of {', '.join(AGENT_TYPES)}")
+
+
+def _renamed_violations(exc: MnemoError, old: str, new: str) -> MnemoError:
+    """The memory service names fields of its own request; callers know them by ours."""
+    exc.violations = [FieldViolation(v.field.replace(old, new, 1), v.description) for v in exc.violations]
+    exc.message = exc.message.replace(old, new, 1)
+    return exc
+
+
+class Agents:
+    """Agent configuration of one organization at a time."""
+
+    def __init__(self, db: Database, mesh: Mesh, *, max_steps_limit: int) -> None:
+        self._db = db
+        self._mesh = mesh
+        self._max_steps_limit = max_steps_limit
+
+    async def create(
+        self, actor: Actor, spec: AgentSpec, blocks: list[block_pb2.Block], *, include_base_tools: bool
+    ) -> AgentView:
+        """Creates an agent and its initial blocks, all or nothing."""
+        _check(
+            {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__},
+            self._max_steps_limit,
+        )
+        tool_ids = await self._tool_ids(spec.tool_ids, include_base_tools)
+        agent_id = new_id("agent")
+        created: list[block_pb2.Block] = []
+        if blocks:
+            try:
+                response = await self._mesh.blocks.BatchCreateBlocks(
+                    block_pb2.BatchCreateBlocksRequest(agent_id=agent_id, blocks=blocks)
+                )
+            except InvalidArgument as exc:
+                raise _renamed_violations(exc, "blocks[", "memory_blocks[") from None
+            created = list(response.blocks)
+        now = utcnow()
+        row = AgentRow(
+            id=agent_id,
+            org_id=actor.org_id,
+            created_by=actor.user_id,
+            name=spec.name,
+            description=spec.description,
+            system=spec.system,
+            model=spec.model,
+            embedding_model=spec.embedding_model,
+            context_window=spec.context_window,
+            max_steps=spec.max_steps,
+            tool_ids=tool_ids,
+            tags=list(spec.tags),
+            metadata_json=dict(spec.metadata),
+            agent_type=spec.agent_type,
+            llm_options=dict(spec.llm_options),
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._db.write() as session:
+                session.add(row)
+                session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(spec.tags))
+        except BaseException:
+            if created:
+                await self._mesh.blocks.DetachAgentBlocks(
+                    block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)
+                )
+            raise
+        return AgentView(row, created)
+
+    async def _tool_ids(self, requested: list[str], include_base_tools: bool) -> list[str]:
+        ids = list(requested)
+        if ids:
+            await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=ids))
+        if include_base_tools:
+            base = await self._mesh.tools.ListTools(
+                tool_pb2.ListToolsRequest(tool_type=tool_pb2.TOOL_TYPE_MEMORY, page_size=1000)
+            )
+            ids += [tool.id for tool in base.tools if tool.id not in ids]
+        return ids
+
+    async def row(self, org_id: str, agent_id: str) -> AgentRow:
+        """An agent's configuration; NOT_FOUND if it is not in the organization."""
+        require_id(agent_id, "agent_id")
+        async with self._db.read() as session:
+            row = await session.scalar(
+                select(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id)
+            )
+        if row is None:
+            raise NotFound(
+                f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+            )
+        return row
+
+    async def blocks_of(self, agent_id: str) -> list[block_pb2.Block]:
+        """An agent's core memory blocks."""
+        response = await self._mesh.blocks.ListBlocks(
+            block_pb2.ListBlocksRequest(agent_id=agent_id, page_size=1000)
+        )
+        return list(response.blocks)
+
+    async def get(self, org_id: str, agent_id: str) -> AgentView:
+        """An agent with its blocks."""
+        row = await self.row(org_id, agent_id)
+        return AgentView(row, await self.blocks_of(agent_id))
+
+    async def list(
+        self, org_id: str, *, name: str = "", tags: list[str] | None = None, size: int = 0, token: str = ""
+    ) -> tuple[list[AgentView], str]:
+        """Agents, newest first, with their blocks; returns (page, next token)."""
+        limit = page_size(size)
+        position = decode_token(token)
+        query = select(AgentRow).where(AgentRow.org_id == org_id)
+        if name:
+            query = query.where(AgentRow.name == name)
+        if tags:
+            wanted = set(tags)
+            tagged = (
+                select(AgentTagRow.agent_id)
+                .where(AgentTagRow.tag.in_(wanted))
+                .group_by(AgentTagRow.agent_id)
+                .having(func.count(AgentTagRow.tag) == len(wanted))
+            )
+            query = query.where(AgentRow.id.in_(tagged))
+        if position is not None:
+            created = datetime.fromisoformat(str(position.get("t")))
+            query = query.where(
+                or_(
+                    AgentRow.created_at < created,
+                    and_(AgentRow.created_at == created, AgentRow.id < str(position.get("i"))),
+                )
+            )
+        async with self._db.read() as session:
+            rows = list(
+                await session.scalars(
+                    query.order_by(AgentRow.created_at.desc(), AgentRow.id.desc()).limit(limit + 1)
+                )
+            )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = encode_token({"t": rows[-1].created_at.isoformat(), "i": rows[-1].id})
+        blocks = await asyncio.gather(*(self.blocks_of(row.id) for row in rows))
+        return [AgentView(row, b) for row, b in zip(rows, blocks, strict=True)], next_token
+
+    async def update(self, org_id: str, agent_id: str, changes: dict[str, Any]) -> AgentView:
+        """Changes the given fields of an agent."""
+        unknown = set(changes) - UPDATABLE_FIELDS
+        if unknown:
+            raise invalid("update_mask", f"cannot update {', '.join(sorted(unknown))}")
+        _check(changes, self._max_steps_limit)
+        if changes.get("tool_ids"):
+            await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=changes["tool_ids"]))
+        await self.row(org_id, agent_id)
+        columns = {("metadata_json" if key == "metadata" else key): value for key, value in changes.items()}
+        async with self._db.write() as session:
+            row = await session.get(AgentRow, agent_id)
+            if row is None or row.org_id != org_id:
+                raise NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND")
+            for key, value in columns.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            if "tags" in changes:
+                await session.execute(delete(AgentTagRow).where(AgentTagRow.agent_id == agent_id))
+                session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(changes["tags"]))
+        return await self.get(org_id, agent_id)
+
+    async def delete(self, org_id: str, agent_id: str) -> None:
+        """Deletes an agent's history and own blocks, then the agent (safe to retry if a step fails)."""
+        await self.row(org_id, agent_id)
+        await asyncio.gather(
+            self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
+            self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
+        )
+        async with self._db.write() as session:
+            await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))

@@ -1,0 +1,1 @@
+"""mnemo llm-gateway: the only door to model providers."""

@@ -1,0 +1,1 @@
+"""mnemo memory service: core memory blocks, message history and context windows."""

@@ -1,0 +1,23 @@
+"""Settings of the memory service."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field
+
+from mnemo_core.settings import ServiceName, ServiceSettings
+
+
+class MemorySettings(ServiceSettings):
+    """`MNEMO_*` env and the `[memory]` table of the config file."""
+
+    service: ClassVar[ServiceName] = "memory"
+    section: ClassVar[str] = "memory"
+
+    database_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("MNEMO_MEMORY_DATABASE_URL", "MNEMO_DATABASE_URL", "database_url"),
+    )
+    # Char limit of a block created without one.
+    default_block_limit: int = 5000

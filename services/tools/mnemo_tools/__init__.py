@@ -1,0 +1,1 @@
+"""mnemo tools service: the tool registry (and, later, sandboxed execution and MCP)."""

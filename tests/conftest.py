@@ -1,0 +1,54 @@
+"""Shared fixtures: the fake provider, an OTLP receiver, and the whole mesh as real processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.fakes.llm_provider import FakeProvider
+from tests.fakes.otlp_receiver import OtlpReceiver
+from tests.harness import RunningMesh, mesh_env, running_mesh
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[FakeProvider]:
+    provider = FakeProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def llm(fake_provider: FakeProvider) -> FakeProvider:
+    """The fake provider with an empty script and no recorded requests."""
+    fake_provider.reset()
+    return fake_provider
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+async def mesh(
+    tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider, otlp: OtlpReceiver
+) -> AsyncIterator[RunningMesh]:
+    """The five mesh processes on SQLite, talking to the fake provider and exporting traces."""
+    env = mesh_env(
+        tmp_path_factory.mktemp("mesh"),
+        provider_url=fake_provider.base_url,
+        extra={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+    )
+    async with running_mesh(env) as running:
+        yield running
+
+
+@pytest.fixture
+def api(mesh: RunningMesh) -> Iterator[httpx.Client]:
+    """A REST client with the API key."""
+    with httpx.Client(base_url=mesh.http_url, headers=mesh.auth, timeout=30) as client:
+        yield client

@@ -1,0 +1,256 @@
+"""A fake LLM provider speaking the OpenAI chat-completions wire format over real HTTP.
+
+Tests script its replies (text, tool calls, errors, delays) and read back the requests it got;
+with nothing scripted it answers "ok" at once (the zero-latency provider of the benchmarks).
+A test fixture only: never a runtime default.
+
+Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+_ids = itertools.count(1)
+
+
+def reply(
+    text: str, *, prompt_tokens: int = 0, completion_tokens: int = 0, delay: float = 0.0
+) -> dict[str, Any]:
+    """A scripted plain-text answer."""
+    return {"content": text, "usage": _usage(prompt_tokens, completion_tokens), "delay": delay}
+
+
+def tool_call(
+    name: str,
+    arguments: dict[str, Any] | str,
+    *,
+    call_id: str | None = None,
+    content: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+) -> dict[str, Any]:
+    """A scripted answer that calls one tool."""
+    return tool_calls(
+        [(name, arguments, call_id)],
+        content=content,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+def tool_calls(
+    calls: list[tuple[str, dict[str, Any] | str, str | None]],
+    *,
+    content: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+) -> dict[str, Any]:
+    """A scripted answer that calls several tools at once."""
+    return {
+        "content": content,
+        "tool_calls": [
+            {
+                "id": call_id or f"call_{next(_ids)}",
+                "name": name,
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            }
+            for name, arguments, call_id in calls
+        ],
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
+
+
+def error(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    err_type: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A scripted provider error (HTTP status + OpenAI error body)."""
+    return {
+        "status": status,
+        "error": {"message": message, "type": err_type, "code": code},
+        "headers": headers or {},
+    }
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int] | None:
+    if not prompt and not completion:
+        return None
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class _State:
+    def __init__(self) -> None:
+        self.script: deque[dict[str, Any]] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+
+def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
+    prompt_chars = sum(len(str(m.get("content") or "")) for m in body.get("messages", []))
+    message: dict[str, Any] = {"role": "assistant", "content": "ok"}
+    finish = "stop"
+    usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": 1}
+    if item is not None:
+        message["content"] = item.get("content")
+        if item.get("tool_calls"):
+            finish = "tool_calls"
+            message["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in item["tool_calls"]
+            ]
+        if item.get("reasoning_content"):
+            message["reasoning_content"] = item["reasoning_content"]
+        if item.get("usage"):
+            usage = dict(item["usage"])
+    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+    return {
+        "id": f"chatcmpl-{next(_ids)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": usage,
+    }
+
+
+def build_app(state: _State) -> Starlette:
+    """The fake's HTTP app."""
+
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            state.requests.append({"body": body, "headers": dict(request.headers)})
+            item = state.script.popleft() if state.script else None
+        if item and item.get("delay"):
+            await asyncio.sleep(item["delay"])
+        if item and item.get("status"):
+            return JSONResponse(
+                {"error": item["error"]}, status_code=item["status"], headers=item.get("headers")
+            )
+        return JSONResponse(_completion(body, item))
+
+    async def script(request: Request) -> JSONResponse:
+        items = (await request.json())["responses"]
+        with state.lock:
+            state.script.extend(items)
+        return JSONResponse({"queued": len(state.script)})
+
+    async def requests(request: Request) -> JSONResponse:
+        with state.lock:
+            return JSONResponse(state.requests)
+
+    async def reset(request: Request) -> JSONResponse:
+        with state.lock:
+            state.script.clear()
+            state.requests.clear()
+        return JSONResponse({})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/_fake/script", script, methods=["POST"]),
+            Route("/_fake/requests", requests, methods=["GET"]),
+            Route("/_fake/requests", reset, methods=["DELETE"]),
+        ]
+    )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FakeProvider:
+    """Runs the fake in a background thread of the test process; `base_url` is its OpenAI base URL."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._state = _State()
+        config = uvicorn.Config(build_app(self._state), host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake provider did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    def script(self, *responses: dict[str, Any]) -> None:
+        """Queues replies; each chat request takes the next one."""
+        with self._state.lock:
+            self._state.script.extend(responses)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The chat requests received (JSON bodies), oldest first."""
+        with self._state.lock:
+            return [r["body"] for r in self._state.requests]
+
+    def reset(self) -> None:
+        """Forgets the script and the recorded requests."""
+        with self._state.lock:
+            self._state.script.clear()
+            self._state.requests.clear()
+
+
+class RemoteFake:
+    """Drives a fake provider running in another process through its control endpoints."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._root = base_url.removesuffix("/v1")
+
+    def script(self, *responses: dict[str, Any]) -> None:
+        httpx.post(f"{self._root}/_fake/script", json={"responses": list(responses)}).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [r["body"] for r in httpx.get(f"{self._root}/_fake/requests").json()]
+
+    def reset(self) -> None:
+        httpx.delete(f"{self._root}/_fake/requests").raise_for_status()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8399)
+    args = parser.parse_args()
+    uvicorn.run(build_app(_State()), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
