@@ -35,7 +35,9 @@ class Peers:
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """The channel to `service`."""
         if service not in self._channels:
-            self._channels[service] = open_channel(self._settings.address_of(service), internal_token=self._token)
+            self._channels[service] = open_channel(
+                self._settings.address_of(service), internal_token=self._token
+            )
         return self._channels[service]
 
     async def aclose(self) -> None:

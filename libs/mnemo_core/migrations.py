@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import MetaData, text
+from sqlalchemy.exc import DBAPIError
 
 from mnemo_core.db import Database, UtcDateTime
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 def _config(migrations_dir: Path) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
     return cfg
@@ -50,8 +55,41 @@ def run_env(target_metadata: MetaData) -> None:
         context.run_migrations()
 
 
+_REVISION = re.compile(r"^revision: str = ['\"]([0-9a-f]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision: str \| None = ['\"]([0-9a-f]+)['\"]", re.MULTILINE)
+
+
+def head_revision(migrations_dir: Path) -> str | None:
+    """The newest revision id of a service's history, read from its revision files."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (migrations_dir / "versions").glob("*.py"):
+        text = path.read_text()
+        revisions.update(_REVISION.findall(text))
+        parents.update(_DOWN_REVISION.findall(text))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _current_revision(db: Database) -> str | None:
+    try:
+        async with db.engine.connect() as connection:
+            row = (await connection.execute(text("SELECT version_num FROM alembic_version"))).first()
+    except DBAPIError:
+        return None
+    return None if row is None else str(row[0])
+
+
 async def upgrade(db: Database, migrations_dir: Path) -> None:
-    """Brings the service's schema to the newest revision (creating the Postgres schema if needed)."""
+    """Brings the service's schema to the newest revision (creating the Postgres schema if needed).
+
+    A schema already at the head is recognised without loading Alembic, which keeps restarts fast.
+    """
+    head = head_revision(migrations_dir)
+    if head is not None and await _current_revision(db) == head:
+        return
+    from alembic import command
+
     cfg = _config(migrations_dir)
 
     def _run(sync_connection: Any) -> None:
@@ -71,6 +109,8 @@ async def _new_revision(package: str, message: str) -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp}/scratch.db", schema=package)
         await upgrade(db, migrations_dir)
         cfg = _config(migrations_dir)
+
+        from alembic import command
 
         def _revise(sync_connection: Any) -> None:
             cfg.attributes["connection"] = sync_connection

@@ -99,9 +99,10 @@ def _usage(prompt: int, completion: int) -> dict[str, int] | None:
 
 
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, *, record: bool = True) -> None:
         self.script: deque[dict[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.record = record
         self.lock = threading.Lock()
 
 
@@ -143,7 +144,8 @@ def build_app(state: _State) -> Starlette:
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
         with state.lock:
-            state.requests.append({"body": body, "headers": dict(request.headers)})
+            if state.record:
+                state.requests.append({"body": body, "headers": dict(request.headers)})
             item = state.script.popleft() if state.script else None
         if item and item.get("delay"):
             await asyncio.sleep(item["delay"])
@@ -248,8 +250,15 @@ class RemoteFake:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8399)
+    parser.add_argument("--no-record", action="store_true", help="do not keep requests (for long benchmarks)")
     args = parser.parse_args()
-    uvicorn.run(build_app(_State()), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        build_app(_State(record=not args.no_record)),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from mnemo_core.errors import (
     MnemoError,
     NotFound,
     PermissionDenied,
+    Unimplemented,
 )
 from mnemo_core.telemetry import tracer
 from mnemo_core.validation import check_text, invalid
@@ -329,28 +330,28 @@ class Turns:
         blocks: list[block_pb2.Block],
     ) -> message_pb2.Message:
         tool = tools.get(call.name)
-        status = message_pb2.TOOL_RETURN_STATUS_SUCCESS
         with _tracer.start_as_current_span("agent.tool", attributes={"tool.name": call.name}):
             try:
                 if tool is None:
                     raise ToolError(
                         f"there is no tool named '{call.name}'; available: {', '.join(sorted(tools))}"
                     )
-                content = await self._invoke(agent, tool, call, blocks)
+                outcome = await self._invoke(agent, tool, call, blocks)
             except ToolError as exc:
-                content, status = f"Error: {exc}", message_pb2.TOOL_RETURN_STATUS_ERROR
+                outcome = _error_return(str(exc))
             except _MODEL_FIXABLE as exc:
-                content, status = f"Error: {exc.message}", message_pb2.TOOL_RETURN_STATUS_ERROR
+                outcome = _error_return(exc.message)
+            except Unimplemented as exc:
+                outcome = _error_return(exc.message)
+        outcome.tool_call_id = call.id
+        outcome.name = call.name
         limit = tool.return_char_limit if tool is not None else 0
-        return message_pb2.Message(
-            tool_return=message_pb2.ToolReturnContent(
-                tool_call_id=call.id, name=call.name, content=_truncated(content, limit), status=status
-            )
-        )
+        outcome.content = _truncated(outcome.content, limit)
+        return message_pb2.Message(tool_return=outcome)
 
     async def _invoke(
         self, agent: AgentRow, tool: tool_pb2.Tool, call: message_pb2.ToolCall, blocks: list[block_pb2.Block]
-    ) -> str:
+    ) -> message_pb2.ToolReturnContent:
         try:
             args = json.loads(call.arguments or "{}")
         except json.JSONDecodeError as exc:
@@ -362,7 +363,22 @@ class Turns:
             for i, block in enumerate(blocks):
                 if block.id == changed.id:
                     blocks[i] = changed
-            return text
+            return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
+        if tool.tool_type in (tool_pb2.TOOL_TYPE_CUSTOM, tool_pb2.TOOL_TYPE_MCP):
+            result = await self._mesh.tools.RunTool(
+                tool_pb2.RunToolRequest(
+                    tool_id=tool.id, arguments_json=call.arguments or "{}", agent_id=agent.id
+                )
+            )
+            return message_pb2.ToolReturnContent(
+                content=result.content, status=result.status, stdout=result.stdout, stderr=result.stderr
+            )
         raise ToolError(
-            f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run yet"
+            f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run"
         )
+
+
+def _error_return(text: str) -> message_pb2.ToolReturnContent:
+    return message_pb2.ToolReturnContent(
+        content=f"Error: {text}", status=message_pb2.TOOL_RETURN_STATUS_ERROR
+    )

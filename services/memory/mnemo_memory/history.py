@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mnemo.common.v1 import message_pb2
-from mnemo_core.errors import NotFound
+from mnemo_core.errors import Aborted, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
@@ -185,6 +185,69 @@ class History:
             summary = await tx.by_ids(org_id, [summary_id]) if summary_id else []
         rows = summary + [row for row in rows if row.id != summary_id]
         return ContextWindow(messages=[to_message(row) for row in rows], history_count=history.message_count)
+
+    async def compact(
+        self,
+        org_id: str,
+        agent_id: str,
+        keep_from: str,
+        summary: message_pb2.Message | None,
+        *,
+        expected_first: str = "",
+    ) -> tuple[message_pb2.Message | None, int]:
+        """Evicts the window's messages older than `keep_from` and shows `summary` before the window.
+
+        Returns the stored summary and how many messages left the window.
+        """
+        require_id(agent_id, "agent_id")
+        require_id(keep_from, "keep_from_message_id")
+        content = _checked_content(summary, "summary") if summary is not None else None
+        if content is not None and content.WhichOneof("content") != "event":
+            raise invalid("summary", "must carry event content")
+        async with self._store.transaction() as tx:
+            history = await tx.history(org_id, agent_id)
+            keep_seq = await self._seq(tx, org_id, agent_id, keep_from, "keep_from_message_id")
+            if history is None or keep_seq is None:
+                raise NotFound(f"agent {agent_id} has no history", reason="MESSAGE_NOT_FOUND")
+            if expected_first:
+                first = await tx.page(
+                    org_id,
+                    agent_id,
+                    descending=False,
+                    above=history.context_start_seq - 1,
+                    below=None,
+                    run_id="",
+                    limit=1,
+                )
+                if not first or first[0].id != expected_first:
+                    raise Aborted(
+                        "the context window changed since it was read; read it again",
+                        reason="CONTEXT_WINDOW_CHANGED",
+                    )
+            if keep_seq < history.context_start_seq:
+                raise invalid("keep_from_message_id", "is already outside the context window")
+            evicted = await tx.count_between(org_id, agent_id, history.context_start_seq, keep_seq)
+            stored = None
+            if content is not None:
+                seq = await tx.reserve(org_id, agent_id, 1)
+                row = MessageRow(
+                    id=new_id("message"),
+                    org_id=org_id,
+                    agent_id=agent_id,
+                    seq=seq,
+                    run_id=new_id("compaction"),
+                    step=0,
+                    position=0,
+                    kind="event",
+                    text=searchable_text(content),
+                    content=content.SerializeToString(),
+                    created_at=utcnow(),
+                )
+                await tx.insert([row])
+                stored = to_message(row)
+            history.context_start_seq = keep_seq
+            history.summary_message_id = stored.id if stored is not None else None
+        return stored, evicted
 
     async def purge(self, org_id: str, agent_id: str) -> int:
         """Deletes an agent's whole history; returns how many messages went."""

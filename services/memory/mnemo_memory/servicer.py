@@ -173,6 +173,18 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
             messages=window.messages, history_count=window.history_count
         )
 
+    async def CompactContextWindow(
+        self, request: message_pb2.CompactContextWindowRequest, context: Context
+    ) -> message_pb2.CompactContextWindowResponse:
+        summary, evicted = await self._history.compact(
+            current_actor().org_id,
+            request.agent_id,
+            request.keep_from_message_id,
+            request.summary if request.HasField("summary") else None,
+            expected_first=request.expected_first_message_id,
+        )
+        return message_pb2.CompactContextWindowResponse(summary=summary, evicted_count=evicted)
+
     async def PurgeAgentMessages(
         self, request: message_pb2.PurgeAgentMessagesRequest, context: Context
     ) -> message_pb2.PurgeAgentMessagesResponse:

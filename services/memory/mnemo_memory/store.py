@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mnemo_core.db import Database, Store
@@ -271,6 +271,18 @@ class MessageTx:
             query = query.where(MessageRow.run_id == run_id)
         order = MessageRow.seq.desc() if descending else MessageRow.seq
         return list(await self.session.scalars(query.order_by(order).limit(limit)))
+
+    async def count_between(self, org_id: str, agent_id: str, first_seq: int, end_seq: int) -> int:
+        """Messages of the agent with first_seq <= seq < end_seq."""
+        total = await self.session.scalar(
+            select(func.count()).where(
+                MessageRow.agent_id == agent_id,
+                MessageRow.org_id == org_id,
+                MessageRow.seq >= first_seq,
+                MessageRow.seq < end_seq,
+            )
+        )
+        return int(total or 0)
 
     async def by_ids(self, org_id: str, message_ids: Sequence[str]) -> list[MessageRow]:
         rows = await self.session.scalars(

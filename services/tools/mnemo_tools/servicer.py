@@ -6,6 +6,7 @@ from typing import Any
 
 from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
 from mnemo_core.actor import current_actor
+from mnemo_core.errors import FailedPrecondition, Unimplemented
 from mnemo_core.wire import to_timestamp
 from mnemo_tools.models import ToolRow
 from mnemo_tools.registry import TOOL_TYPE_NAMES, TOOL_TYPES, Registry
@@ -57,3 +58,14 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
             token=request.page_token,
         )
         return tool_pb2.ListToolsResponse(tools=[tool_to_proto(row) for row in rows], next_page_token=token)
+
+    async def RunTool(self, request: tool_pb2.RunToolRequest, context: Context) -> tool_pb2.RunToolResponse:
+        row = await self._registry.get(current_actor().org_id, request.tool_id)
+        if row.tool_type == "memory":
+            raise FailedPrecondition(
+                f"'{row.name}' is a memory tool; the agent runs it against the memory service",
+                reason="TOOL_NOT_RUNNABLE_HERE",
+            )
+        raise Unimplemented(
+            f"this server cannot run {row.tool_type} tools yet", reason="TOOL_EXECUTION_UNAVAILABLE"
+        )

@@ -1,0 +1,196 @@
+"""Mesh benchmark: startup, memory, agent create and send-message latency and throughput.
+
+The whole mesh runs as real processes on SQLite, against the fake OpenAI-compatible provider
+with zero latency (its own process), driven over REST like a user would. Prints a table.
+
+    make bench                      # full run
+    make bench BENCH_ARGS=--quick   # a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.fakes.llm_provider import free_port
+from tests.harness import RunningMesh, mesh_env, running_mesh
+
+# (name, target, unit, lower is better)
+TARGETS = {
+    "ready (cold, fresh data dir)": (2.0, "s", True),
+    "ready (warm restart)": (2.0, "s", True),
+    "RSS, all processes": (400.0, "MB", True),
+    "agent create p50": (8.0, "ms", True),
+    "agent create p99": (None, "ms", True),
+    "send message p50 (1 client)": (15.0, "ms", True),
+    "send message p99 (1 client)": (30.0, "ms", True),
+    "throughput (16 clients)": (100.0, "msg/s", False),
+    "server CPU per message": (10.0, "ms", True),
+}
+
+
+@dataclass
+class Figures:
+    values: dict[str, float]
+
+    def print(self) -> None:
+        print(f"\n{'measure':<32} {'mnemo':>10} {'target':>10}  unit")
+        for name, (target, unit, lower) in TARGETS.items():
+            if name not in self.values:
+                continue
+            value = self.values[name]
+            mark = ""
+            if target is not None:
+                mark = "ok" if (value <= target if lower else value >= target) else "MISSED"
+            shown_target = "" if target is None else f"{'<=' if lower else '>='}{target:g}"
+            print(f"{name:<32} {value:>10.1f} {shown_target:>10}  {unit} {mark}")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def mesh_processes(mesh: RunningMesh) -> list[psutil.Process]:
+    return [psutil.Process(child.process.pid) for child in mesh.children]
+
+
+def agent_body(i: int) -> dict[str, object]:
+    return {
+        "name": f"bench-{i}",
+        "model": "openai/fake",
+        "memory_blocks": [
+            {"label": "persona", "value": "I am a benchmark agent."},
+            {"label": "human", "value": "The user runs benchmarks."},
+        ],
+    }
+
+
+async def timed_start(env: dict[str, str]) -> tuple[float, RunningMesh, object]:
+    started = time.perf_counter()
+    manager = running_mesh(env)
+    mesh = await manager.__aenter__()
+    return time.perf_counter() - started, mesh, manager
+
+
+async def measure(args: argparse.Namespace) -> Figures:
+    values: dict[str, float] = {}
+    provider_port = free_port()
+    provider = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm_provider", "--port", str(provider_port), "--no-record"]
+    )
+    try:
+        await _wait_http(f"http://127.0.0.1:{provider_port}/_fake/requests")
+        with tempfile.TemporaryDirectory() as home:
+            env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{provider_port}/v1")
+            cold, mesh, manager = await timed_start(env)
+            values["ready (cold, fresh data dir)"] = cold
+            await manager.__aexit__(None, None, None)  # type: ignore[attr-defined]
+            warm, mesh, manager = await timed_start(env)
+            values["ready (warm restart)"] = warm
+            try:
+                await _load(mesh, args, values)
+            finally:
+                await manager.__aexit__(None, None, None)  # type: ignore[attr-defined]
+    finally:
+        provider.terminate()
+        provider.wait()
+    return Figures(values)
+
+
+async def _wait_http(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            try:
+                await client.get(url)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, float]) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=mesh.http_url, headers=mesh.auth, timeout=60, limits=limits
+    ) as client:
+        for i in range(20):  # warm-up: connections, caches, first-call paths
+            agent = (await client.post("/v1/agents", json=agent_body(i))).json()
+            await client.post(f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "hi"}]})
+
+        create_times = []
+        agent_ids = []
+        for i in range(args.creates):
+            started = time.perf_counter()
+            response = await client.post("/v1/agents", json=agent_body(i))
+            create_times.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+            agent_ids.append(response.json()["id"])
+        values["agent create p50"] = statistics.median(create_times)
+        values["agent create p99"] = percentile(create_times, 99)
+
+        send_times = []
+        for i in range(args.sends):
+            agent_id = agent_ids[i % len(agent_ids)]
+            started = time.perf_counter()
+            response = await client.post(
+                f"/v1/agents/{agent_id}/messages", json={"messages": [{"content": f"message {i}"}]}
+            )
+            send_times.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+        values["send message p50 (1 client)"] = statistics.median(send_times)
+        values["send message p99 (1 client)"] = percentile(send_times, 99)
+
+        processes = mesh_processes(mesh)
+        values["RSS, all processes"] = sum(p.memory_info().rss for p in processes) / 2**20
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in processes)
+        done = 0
+        stop_at = time.perf_counter() + args.seconds
+
+        async def worker(agent_id: str) -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                response = await client.post(
+                    f"/v1/agents/{agent_id}/messages", json={"messages": [{"content": "go"}]}
+                )
+                response.raise_for_status()
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(agent_ids[i % len(agent_ids)]) for i in range(16)))
+        elapsed = time.perf_counter() - started
+        cpu_used = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu_before
+        values["throughput (16 clients)"] = done / elapsed
+        values["server CPU per message"] = cpu_used / max(done, 1) * 1000
+        values["RSS, all processes"] = max(
+            values["RSS, all processes"], sum(p.memory_info().rss for p in processes) / 2**20
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--creates", type=int, default=300)
+    parser.add_argument("--sends", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of the 16-client phase")
+    args = parser.parse_args()
+    if args.quick:
+        args.creates, args.sends, args.seconds = 60, 100, 5.0
+    figures = asyncio.run(measure(args))
+    figures.print()
+
+
+if __name__ == "__main__":
+    main()
