@@ -77,7 +77,8 @@ def test_rest_turn_saves_the_name_in_core_memory_and_answers(api: httpx.Client, 
         "arguments": json.dumps({"label": "human", "content": "Name: Ada"}),
         "tool_call_id": "call_ada",
     }
-    assert ret["status"] == "success" and ret["tool_call_id"] == "call_ada"
+    assert ret["status"] == "success"
+    assert ret["tool_call_id"] == "call_ada"
     assert answer["content"] == "Nice to meet you, Ada!"
     assert body["stop_reason"] == {"message_type": "stop_reason", "stop_reason": "end_turn"}
     assert body["usage"] == {
@@ -105,12 +106,14 @@ def test_rest_turn_saves_the_name_in_core_memory_and_answers(api: httpx.Client, 
 
     first, second = llm.requests()
     assert [t["function"]["name"] for t in first["tools"]] == ["core_memory_append", "core_memory_replace"]
-    assert first["messages"][0]["role"] == "system" and PERSONA in first["messages"][0]["content"]
+    assert first["messages"][0]["role"] == "system"
+    assert PERSONA in first["messages"][0]["content"]
     assert first["messages"][-1] == {"role": "user", "content": "my name is Ada"}
     # The second step sees the tool call with its result, and the edited memory in the system prompt.
     assert "Name: Ada" in second["messages"][0]["content"]
     assert second["messages"][-2]["tool_calls"][0]["id"] == "call_ada"
-    assert second["messages"][-1]["role"] == "tool" and second["messages"][-1]["tool_call_id"] == "call_ada"
+    assert second["messages"][-1]["role"] == "tool"
+    assert second["messages"][-1]["tool_call_id"] == "call_ada"
 
 
 async def test_grpc_turn_with_the_generated_client(mesh: RunningMesh, llm: FakeProvider) -> None:
@@ -168,7 +171,8 @@ def test_block_write_over_its_limit_is_reported_to_the_model_and_changes_nothing
     ret = body["messages"][1]
     assert ret["message_type"] == "tool_return_message"
     assert ret["status"] == "error"
-    assert "101" in ret["tool_return"] and "100" in ret["tool_return"]
+    assert "101" in ret["tool_return"]
+    assert "100" in ret["tool_return"]
     assert blocks_by_label(api, agent["id"])["human"]["value"] == ""
     # The model saw the error as the tool's result.
     assert llm.requests()[1]["messages"][-1]["content"] == ret["tool_return"]
