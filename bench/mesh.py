@@ -86,7 +86,7 @@ async def timed_start(env: dict[str, str]) -> tuple[float, RunningMesh, object]:
 async def measure(args: argparse.Namespace) -> Figures:
     values: dict[str, float] = {}
     provider_port = free_port()
-    provider = subprocess.Popen(
+    provider = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
         [sys.executable, "-m", "tests.fakes.llm_provider", "--port", str(provider_port), "--no-record"]
     )
     try:
