@@ -10,7 +10,6 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
@@ -205,7 +204,7 @@ class Agents:
     ) -> tuple[list[AgentView], str]:
         """Agents, newest first, with their blocks; returns (page, next token)."""
         limit = page_size(size)
-        position = decode_token(token)
+        position = decode_token(token, "agents")
         query = select(AgentRow).where(AgentRow.org_id == org_id)
         if name:
             query = query.where(AgentRow.name == name)
@@ -219,11 +218,11 @@ class Agents:
             )
             query = query.where(AgentRow.id.in_(tagged))
         if position is not None:
-            created = datetime.fromisoformat(str(position.get("t")))
+            created, last_id = position.time("t"), position.text("i")
             query = query.where(
                 or_(
                     AgentRow.created_at < created,
-                    and_(AgentRow.created_at == created, AgentRow.id < str(position.get("i"))),
+                    and_(AgentRow.created_at == created, AgentRow.id < last_id),
                 )
             )
         async with self._db.read() as session:
@@ -235,7 +234,7 @@ class Agents:
         next_token = ""
         if len(rows) > limit:
             rows = rows[:limit]
-            next_token = encode_token({"t": rows[-1].created_at.isoformat(), "i": rows[-1].id})
+            next_token = encode_token("agents", t=rows[-1].created_at.isoformat(), i=rows[-1].id)
         blocks = await asyncio.gather(*(self.blocks_of(row.id) for row in rows))
         return [AgentView(row, b) for row, b in zip(rows, blocks, strict=True)], next_token
 

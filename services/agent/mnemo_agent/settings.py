@@ -17,7 +17,7 @@ class AgentSettings(ServiceSettings):
 
     database_url: str = Field(
         default="",
-        validation_alias=AliasChoices("MNEMO_AGENT_DATABASE_URL", "MNEMO_DATABASE_URL", "database_url"),
+        validation_alias=AliasChoices("MNEMO_AGENT_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
     # Steps per turn when neither the request nor the agent says.
     default_max_steps: int = 10

@@ -113,12 +113,13 @@ class CoreMemory:
     ) -> tuple[list[Block], str]:
         """Blocks, oldest first, optionally of one agent or one label; returns (page, next token)."""
         limit = page_size(size)
-        position = decode_token(token)
+        position = decode_token(token, "blocks")
+        after = None if position is None else (position.time("t"), position.text("i"))
         async with self._store.reading() as tx:
-            blocks = await tx.list(org_id, agent_id=agent_id, label=label, after=position, limit=limit + 1)
+            blocks = await tx.list(org_id, agent_id=agent_id, label=label, after=after, limit=limit + 1)
         if len(blocks) > limit:
             last = blocks[limit - 1]
-            return blocks[:limit], encode_token({"t": last.created_at.isoformat(), "i": last.id})
+            return blocks[:limit], encode_token("blocks", t=last.created_at.isoformat(), i=last.id)
         return blocks, ""
 
     async def update(self, org_id: str, block_id: str, changes: dict[str, Any]) -> Block:

@@ -130,12 +130,12 @@ class History:
         """A page of an agent's history; returns (messages, next page token)."""
         require_id(agent_id, "agent_id")
         limit = page_size(size)
-        position = decode_token(token)
+        position = decode_token(token, "messages")
         async with self._store.reading() as tx:
             above = await self._seq(tx, org_id, agent_id, after, "after")
             below = await self._seq(tx, org_id, agent_id, before, "before")
             if position is not None:
-                last = int(position.get("s", 0))
+                last = position.integer("s")
                 if descending:
                     below = last if below is None else min(below, last)
                 else:
@@ -149,7 +149,7 @@ class History:
                 run_id=run_id,
                 limit=limit + 1,
             )
-        next_token = encode_token({"s": rows[limit - 1].seq}) if len(rows) > limit else ""
+        next_token = encode_token("messages", s=rows[limit - 1].seq) if len(rows) > limit else ""
         return [to_message(row) for row in rows[:limit]], next_token
 
     @staticmethod

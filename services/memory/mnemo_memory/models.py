@@ -40,7 +40,7 @@ class BlockAttachmentRow(MemoryBase):
     """A block attached to an agent; the label is copied here so it is unique per agent."""
 
     __tablename__ = "block_attachments"
-    __table_args__ = (UniqueConstraint("agent_id", "label"),)
+    __table_args__ = (UniqueConstraint("org_id", "agent_id", "label"),)
 
     block_id: Mapped[str] = mapped_column(ForeignKey("blocks.id", ondelete="CASCADE"), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -54,8 +54,8 @@ class MessageRow(MemoryBase):
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("agent_id", "seq"),
-        Index("ix_messages_batch", "agent_id", "run_id", "step", "position", unique=True),
+        UniqueConstraint("org_id", "agent_id", "seq"),
+        Index("ix_messages_batch", "org_id", "agent_id", "run_id", "step", "position", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -79,8 +79,9 @@ class HistoryRow(MemoryBase):
 
     __tablename__ = "histories"
 
+    # Keyed by org too: agent ids come from callers, and one org must never collide with another.
+    org_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    org_id: Mapped[str] = mapped_column(String(128))
     next_seq: Mapped[int] = mapped_column(Integer, default=1)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     # First history position inside the context window.

@@ -17,7 +17,7 @@ class MemorySettings(ServiceSettings):
 
     database_url: str = Field(
         default="",
-        validation_alias=AliasChoices("MNEMO_MEMORY_DATABASE_URL", "MNEMO_DATABASE_URL", "database_url"),
+        validation_alias=AliasChoices("MNEMO_MEMORY_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
     # Char limit of a block created without one.
     default_block_limit: int = 5000

@@ -91,7 +91,7 @@ class BlockTx:
         return found is not None
 
     async def list(
-        self, org_id: str, *, agent_id: str, label: str, after: dict[str, Any] | None, limit: int
+        self, org_id: str, *, agent_id: str, label: str, after: tuple[datetime, str] | None, limit: int
     ) -> list[Block]:
         query = select(BlockRow).where(BlockRow.org_id == org_id)
         if agent_id:
@@ -101,11 +101,11 @@ class BlockTx:
         if label:
             query = query.where(BlockRow.label == label)
         if after is not None:
-            created = datetime.fromisoformat(str(after.get("t")))
+            created, last_id = after
             query = query.where(
                 or_(
                     BlockRow.created_at > created,
-                    and_(BlockRow.created_at == created, BlockRow.id > str(after.get("i"))),
+                    and_(BlockRow.created_at == created, BlockRow.id > last_id),
                 )
             )
         rows = await self.session.scalars(query.order_by(BlockRow.created_at, BlockRow.id).limit(limit))

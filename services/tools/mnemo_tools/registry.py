@@ -81,15 +81,15 @@ class Registry:
     ) -> tuple[list[ToolRow], str]:
         """Tools by name; returns (page, next token)."""
         limit = page_size(size)
-        position = decode_token(token)
+        position = decode_token(token, "tools")
         query = select(ToolRow).where(ToolRow.org_id.in_([org_id, BUILTIN_ORG]))
         if tool_type:
             query = query.where(ToolRow.tool_type == tool_type)
         if names:
             query = query.where(ToolRow.name.in_(list(names)))
         if position is not None:
-            query = query.where(ToolRow.name > str(position.get("n", "")))
+            query = query.where(ToolRow.name > position.text("n"))
         async with self._db.read() as session:
             rows = list(await session.scalars(query.order_by(ToolRow.name).limit(limit + 1)))
-        next_token = encode_token({"n": rows[limit - 1].name}) if len(rows) > limit else ""
+        next_token = encode_token("tools", n=rows[limit - 1].name) if len(rows) > limit else ""
         return rows[:limit], next_token

@@ -17,7 +17,7 @@ class ToolsSettings(ServiceSettings):
 
     database_url: str = Field(
         default="",
-        validation_alias=AliasChoices("MNEMO_TOOLS_DATABASE_URL", "MNEMO_DATABASE_URL", "database_url"),
+        validation_alias=AliasChoices("MNEMO_TOOLS_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
     # Longest tool return shown to the model when a tool does not set its own limit.
     default_return_char_limit: int = 50_000

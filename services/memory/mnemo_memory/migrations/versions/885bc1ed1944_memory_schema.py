@@ -1,8 +1,8 @@
 """memory schema
 
-Revision ID: aa124c719f39
+Revision ID: 885bc1ed1944
 Revises: 
-Create Date: 2026-11-25 18:00:25.002450
+Create Date: 2026-11-25 18:34:18.899486
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = 'aa124c719f39'
+revision: str = '885bc1ed1944'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -36,13 +36,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_blocks_org_id'), ['org_id'], unique=False)
 
     op.create_table('histories',
-    sa.Column('agent_id', sa.String(length=64), nullable=False),
     sa.Column('org_id', sa.String(length=128), nullable=False),
+    sa.Column('agent_id', sa.String(length=64), nullable=False),
     sa.Column('next_seq', sa.Integer(), nullable=False),
     sa.Column('message_count', sa.Integer(), nullable=False),
     sa.Column('context_start_seq', sa.Integer(), nullable=False),
     sa.Column('summary_message_id', sa.String(length=64), nullable=True),
-    sa.PrimaryKeyConstraint('agent_id', name=op.f('pk_histories'))
+    sa.PrimaryKeyConstraint('org_id', 'agent_id', name=op.f('pk_histories'))
     )
     op.create_table('messages',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -57,10 +57,10 @@ def upgrade() -> None:
     sa.Column('content', sa.LargeBinary(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
-    sa.UniqueConstraint('agent_id', 'seq', name=op.f('uq_messages_agent_id_seq'))
+    sa.UniqueConstraint('org_id', 'agent_id', 'seq', name=op.f('uq_messages_org_id_agent_id_seq'))
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.create_index('ix_messages_batch', ['agent_id', 'run_id', 'step', 'position'], unique=True)
+        batch_op.create_index('ix_messages_batch', ['org_id', 'agent_id', 'run_id', 'step', 'position'], unique=True)
 
     op.create_table('block_attachments',
     sa.Column('block_id', sa.String(length=64), nullable=False),
@@ -70,7 +70,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['block_id'], ['blocks.id'], name=op.f('fk_block_attachments_block_id_blocks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('block_id', 'agent_id', name=op.f('pk_block_attachments')),
-    sa.UniqueConstraint('agent_id', 'label', name=op.f('uq_block_attachments_agent_id_label'))
+    sa.UniqueConstraint('org_id', 'agent_id', 'label', name=op.f('uq_block_attachments_org_id_agent_id_label'))
     )
     # ### end Alembic commands ###
 

@@ -1,0 +1,159 @@
+"""Each service started in-process on a free loopback port, on a real SQLite file, reached over real gRPC.
+
+Servers are started once per session; tests stay independent by acting for a fresh organization
+(and fresh agent ids) each time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from mnemo.llm.v1 import llm_pb2_grpc
+from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc
+from mnemo.tools.v1 import tool_pb2_grpc
+from mnemo_core.actor import Actor
+from mnemo_core.channels import open_channel
+from mnemo_core.server import GrpcApp, RunningServer, start_server
+from mnemo_llm.app import build as build_llm
+from mnemo_llm.settings import LlmSettings
+from mnemo_memory.app import build as build_memory
+from mnemo_memory.settings import MemorySettings
+from mnemo_tools.app import build as build_tools
+from mnemo_tools.settings import ToolsSettings
+from tests.fakes.llm_provider import FakeProvider
+
+# Char limit of a block created without one, on the memory service under test.
+DEFAULT_BLOCK_LIMIT = 200
+
+
+@contextlib.contextmanager
+def clean_environment(home: Path) -> Iterator[None]:
+    """No MNEMO_*/OPENAI_* variable or config file of the developer's machine leaks into the settings."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in list(os.environ):
+            if key.startswith(("MNEMO_", "OPENAI_")) or key == "DATABASE_URL":
+                patch.delenv(key)
+        patch.setenv("MNEMO_HOME", str(home))
+        patch.setenv("MNEMO_CONFIG", str(home / "no-config.toml"))
+        yield
+
+
+@dataclass
+class Served:
+    """A service running in this process and a client channel to it."""
+
+    app: GrpcApp
+    running: RunningServer
+    channel: grpc.aio.Channel
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: GrpcApp, *, internal_token: str | None = None) -> AsyncIterator[Served]:
+    """Starts `app` on a free loopback port and opens a mesh channel to it."""
+    running = await start_server(app, host="127.0.0.1", port=0, internal_token=internal_token)
+    channel = open_channel(f"127.0.0.1:{running.port}", internal_token=internal_token)
+    try:
+        yield Served(app=app, running=running, channel=channel)
+    finally:
+        await channel.close()
+        await running.stop(0)
+        await app.aclose()
+
+
+def new_actor() -> Actor:
+    """An actor of an organization no other test uses."""
+    return Actor(org_id=f"org-{uuid.uuid4()}", user_id="user-1")
+
+
+def new_agent_id() -> str:
+    return f"agent-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def actor() -> Actor:
+    return new_actor()
+
+
+@pytest.fixture(scope="session")
+async def memory_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    home = tmp_path_factory.mktemp("memory")
+    with clean_environment(home):
+        settings = MemorySettings(home=home, default_block_limit=DEFAULT_BLOCK_LIMIT)
+    assert settings.resolved_database_url().endswith(str(home / "data" / "memory.db"))
+    app = await build_memory(settings)
+    async with serving(app) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+async def tools_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    home = tmp_path_factory.mktemp("tools")
+    with clean_environment(home):
+        settings = ToolsSettings(home=home)
+    app = await build_tools(settings)
+    async with serving(app) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+async def llm_service(
+    tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider
+) -> AsyncIterator[Served]:
+    """The llm-gateway talking to the fake OpenAI-compatible provider."""
+    home = tmp_path_factory.mktemp("llm")
+    with clean_environment(home):
+        settings = LlmSettings(
+            home=home,
+            openai_base_url=fake_provider.base_url,
+            openai_api_key="sk-test",
+            provider_max_retries=0,
+            provider_timeout=30.0,
+        )
+    app = await build_llm(settings)
+    async with serving(app) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+async def unconfigured_llm_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    """The llm-gateway with no provider configured at all."""
+    home = tmp_path_factory.mktemp("llm-none")
+    with clean_environment(home):
+        settings = LlmSettings(home=home)
+    assert settings.openai_api_key is None
+    assert not settings.openai_base_url
+    app = await build_llm(settings)
+    async with serving(app) as served:
+        yield served
+
+
+@pytest.fixture
+def blocks(memory_service: Served) -> block_pb2_grpc.BlockServiceAsyncStub:
+    return block_pb2_grpc.BlockServiceStub(memory_service.channel)
+
+
+@pytest.fixture
+def messages(memory_service: Served) -> message_pb2_grpc.MessageServiceAsyncStub:
+    return message_pb2_grpc.MessageServiceStub(memory_service.channel)
+
+
+@pytest.fixture
+def tools(tools_service: Served) -> tool_pb2_grpc.ToolServiceAsyncStub:
+    return tool_pb2_grpc.ToolServiceStub(tools_service.channel)
+
+
+@pytest.fixture
+def chat(llm_service: Served) -> llm_pb2_grpc.LlmServiceAsyncStub:
+    return llm_pb2_grpc.LlmServiceStub(llm_service.channel)

@@ -1,0 +1,110 @@
+"""What every service gets from mnemo_core.server: health, reflection, the actor and the internal token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from mnemo.memory.v1 import block_pb2, block_pb2_grpc
+from mnemo_core.actor import ORG_KEY, acting_as
+from mnemo_core.channels import open_channel
+from mnemo_core.errors import NotFound, Unauthenticated
+from mnemo_memory.app import build as build_memory
+from mnemo_memory.settings import MemorySettings
+from tests.service.conftest import Served, clean_environment, new_actor, serving
+
+HEALTH = "grpc.health.v1.Health"
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+SERVICES = {
+    "memory": ["mnemo.memory.v1.BlockService", "mnemo.memory.v1.MessageService"],
+    "tools": ["mnemo.tools.v1.ToolService"],
+    "llm": ["mnemo.llm.v1.LlmService"],
+}
+
+
+@pytest.fixture(params=sorted(SERVICES))
+def service(request: pytest.FixtureRequest) -> tuple[str, Served]:
+    fixture = {"memory": "memory_service", "tools": "tools_service", "llm": "llm_service"}[request.param]
+    return request.param, request.getfixturevalue(fixture)
+
+
+async def listed_services(channel: grpc.aio.Channel) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call: Any = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names: list[str] = []
+    async for response in call:
+        names += [s.name for s in response.list_services_response.service]
+    return names
+
+
+async def test_health_reports_serving_for_the_server_and_each_of_its_services_without_an_actor(
+    service: tuple[str, Served],
+) -> None:
+    name, served = service
+    stub = health_pb2_grpc.HealthStub(served.channel)
+
+    for service_name in ["", *SERVICES[name]]:
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service_name))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service_name
+
+
+async def test_health_of_a_service_the_server_does_not_have_is_not_found(memory_service: Served) -> None:
+    stub = health_pb2_grpc.HealthStub(memory_service.channel)
+
+    with pytest.raises(NotFound):
+        await stub.Check(health_pb2.HealthCheckRequest(service="mnemo.tools.v1.ToolService"))
+
+
+async def test_reflection_lists_the_services_with_health_and_reflection(service: tuple[str, Served]) -> None:
+    name, served = service
+
+    names = await listed_services(served.channel)
+
+    assert sorted(names) == sorted([*SERVICES[name], HEALTH, REFLECTION])
+
+
+async def test_internal_token_is_required_with_the_actor_when_the_server_is_given_one(tmp_path: Path) -> None:
+    with clean_environment(tmp_path):
+        settings = MemorySettings(home=tmp_path)
+    async with serving(await build_memory(settings), internal_token="s3cret") as served:
+        with_token = block_pb2_grpc.BlockServiceStub(served.channel)
+        without_token_channel = open_channel(served.address)
+        wrong_token_channel = open_channel(served.address, internal_token="guess")
+        try:
+            with acting_as(new_actor()):
+                created = await with_token.CreateBlock(
+                    block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human"))
+                )
+                with pytest.raises(Unauthenticated) as missing:
+                    await block_pb2_grpc.BlockServiceStub(without_token_channel).GetBlock(
+                        block_pb2.GetBlockRequest(block_id=created.block.id)
+                    )
+                with pytest.raises(Unauthenticated) as wrong:
+                    await block_pb2_grpc.BlockServiceStub(wrong_token_channel).GetBlock(
+                        block_pb2.GetBlockRequest(block_id=created.block.id)
+                    )
+            # Health stays open to probes that carry neither token nor actor.
+            health = await health_pb2_grpc.HealthStub(without_token_channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+        finally:
+            await without_token_channel.close()
+            await wrong_token_channel.close()
+
+    assert created.block.id.startswith("block-")
+    assert missing.value.reason == "INTERNAL_TOKEN_INVALID"
+    assert wrong.value.reason == "INTERNAL_TOKEN_INVALID"
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_request_with_only_half_of_the_actor_is_unauthenticated(memory_service: Served) -> None:
+    stub = block_pb2_grpc.BlockServiceStub(memory_service.channel)
+    with pytest.raises(Unauthenticated) as anonymous:
+        await stub.ListBlocks(block_pb2.ListBlocksRequest(), metadata=((ORG_KEY, "org-1"),))
+
+    assert anonymous.value.reason == "ACTOR_MISSING"
