@@ -241,3 +241,11 @@ def test_invalid_value_in_the_environment_is_refused(home: Path, monkeypatch: py
 
     with pytest.raises(ValueError, match="default_block_limit"):
         MemorySettings()
+
+
+def test_unprefixed_database_url_is_ignored_by_the_llm_gateway_too(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone-elses/db")
+
+    assert LlmSettings().database_url == ""

@@ -1,4 +1,4 @@
-"""Wires the llm-gateway: providers from settings, servicer."""
+"""Wires the llm-gateway: providers from settings, the local embedder, servicer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
+from mnemo_llm.embeddings import LocalEmbedder
 from mnemo_llm.gateway import LlmGateway
 from mnemo_llm.providers import ChatProvider, Providers
 from mnemo_llm.servicer import LlmServicer
@@ -50,4 +51,10 @@ class LlmApp:
 
 async def build(settings: LlmSettings) -> LlmApp:
     """Builds the app from settings."""
-    return LlmApp(LlmGateway(providers_from(settings), request_timeout=settings.provider_timeout))
+    gateway = LlmGateway(
+        providers_from(settings),
+        request_timeout=settings.provider_timeout,
+        embedder=LocalEmbedder(blas_threads=settings.embedding_threads),
+        default_embedding_model=settings.default_embedding_model,
+    )
+    return LlmApp(gateway)

@@ -18,3 +18,6 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
 
     async def Chat(self, request: llm_pb2.ChatRequest, context: Context) -> llm_pb2.ChatResponse:
         return await self._gateway.chat(request)
+
+    async def Embed(self, request: llm_pb2.EmbedRequest, context: Context) -> llm_pb2.EmbedResponse:
+        return await self._gateway.embed(request)

@@ -17,7 +17,7 @@ class LlmSettings(ServiceSettings):
 
     database_url: str = Field(
         default="",
-        validation_alias=AliasChoices("MNEMO_LLM_DATABASE_URL", "MNEMO_DATABASE_URL", "database_url"),
+        validation_alias=AliasChoices("MNEMO_LLM_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
     # OpenAI or any OpenAI-compatible server (vLLM, llama.cpp, LM Studio, OpenRouter, ...).
     openai_base_url: str = Field(
@@ -32,3 +32,9 @@ class LlmSettings(ServiceSettings):
     provider_timeout: float = 120.0
     # Retries of a provider request on 429 / 5xx / timeouts, with backoff.
     provider_max_retries: int = 2
+    # Embedding model of an Embed request that names none, as "provider/model". Only the bundled local
+    # model runs today.
+    default_embedding_model: str = "local/all-minilm-l6-v2"
+    # BLAS threads of the local embedding model: 1 suits a machine shared with the rest of the mesh; more
+    # embed faster on cores of their own.
+    embedding_threads: int = Field(default=1, ge=1)

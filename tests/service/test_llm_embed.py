@@ -1,0 +1,181 @@
+"""LlmService.Embed over real gRPC, with the bundled all-MiniLM-L6-v2 model running in the server process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
+from mnemo_core.actor import Actor, acting_as
+from mnemo_core.channels import open_channel
+from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from mnemo_core.server import start_server
+from mnemo_llm.app import build
+from mnemo_llm.settings import LlmSettings
+
+if TYPE_CHECKING:
+    from mnemo.llm.v1.llm_pb2_grpc import LlmServiceAsyncStub as Llm
+
+MODEL = "local/all-minilm-l6-v2"
+ACTOR = Actor("org-1", "user-1")
+
+
+@pytest.fixture(scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Llm, int]]:
+    """The llm-gateway app on a free loopback port (no chat provider), and a stub to it."""
+    settings = LlmSettings(
+        home=tmp_path_factory.mktemp("llm-embed"),
+        openai_api_key=None,
+        openai_base_url="",
+        default_embedding_model=MODEL,
+    )
+    app = await build(settings)
+    running = await start_server(app, host="127.0.0.1", port=0)
+    channel = open_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield llm_pb2_grpc.LlmServiceStub(channel), running.port
+    finally:
+        await channel.close()
+        await running.stop(0)
+        await app.aclose()
+
+
+@pytest.fixture
+def llm(served: tuple[Llm, int]) -> Llm:
+    return served[0]
+
+
+async def embed(llm: Llm, inputs: list[str], model: str = "") -> llm_pb2.EmbedResponse:
+    with acting_as(ACTOR):
+        return await llm.Embed(llm_pb2.EmbedRequest(model=model, inputs=inputs, agent_id="agent-1"))
+
+
+def vectors(response: llm_pb2.EmbedResponse) -> np.ndarray:
+    return np.array([list(e.values) for e in response.embeddings], dtype=np.float32)
+
+
+async def test_embed_returns_one_384d_unit_vector_per_input_in_input_order(llm: Llm) -> None:
+    inputs = ["The cat sits on the mat", "Quarterly tax filing deadlines", "A cat is sitting on a rug"]
+
+    response = await embed(llm, inputs, model=MODEL)
+
+    assert response.model == MODEL
+    assert response.dimension == 384
+    got = vectors(response)
+    assert got.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    alone = np.concatenate([vectors(await embed(llm, [text])) for text in inputs])
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
+async def test_empty_model_means_the_default_local_model(llm: Llm) -> None:
+    response = await embed(llm, ["hello"], model="")
+
+    assert response.model == MODEL
+    assert response.dimension == 384
+
+
+async def test_paraphrases_score_higher_than_unrelated_texts(llm: Llm) -> None:
+    cat, paraphrase, taxes = vectors(
+        await embed(
+            llm, ["The cat sits on the mat", "A cat is sitting on a rug", "Quarterly tax filing deadlines"]
+        )
+    )
+
+    assert float(cat @ paraphrase) > 0.5
+    assert float(cat @ paraphrase) > float(cat @ taxes) + 0.3
+    assert float(paraphrase @ taxes) < 0.3
+
+
+async def test_identical_inputs_get_identical_vectors_within_and_across_requests(llm: Llm) -> None:
+    first = vectors(await embed(llm, ["same words", "other words", "same words"]))
+    again = vectors(await embed(llm, ["same words"]))
+
+    np.testing.assert_array_equal(first[0], first[2])
+    np.testing.assert_allclose(first[0], again[0], atol=1e-6)
+
+
+async def test_a_batch_of_70_mixed_length_inputs_equals_embedding_each_alone(llm: Llm) -> None:
+    inputs = [
+        f"memory item {i}: " + f"the agent noted something about topic {i % 7}. " * (i % 9 + 1)
+        for i in range(70)
+    ]
+
+    together = vectors(await embed(llm, inputs))
+    alone = [vectors(r)[0] for r in await asyncio.gather(*(embed(llm, [text]) for text in inputs))]
+
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-5)
+
+
+async def test_usage_counts_the_tokens_processed_and_long_inputs_are_cut_at_256_tokens(llm: Llm) -> None:
+    short = await embed(llm, ["hello world"])
+    long = await embed(llm, ["hello world", "word " * 5000])
+
+    # [CLS] hello world [SEP]
+    assert short.usage.prompt_tokens == 4
+    assert long.usage.prompt_tokens == 4 + 256
+    assert long.usage.total_tokens == long.usage.prompt_tokens
+    assert long.usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fields"),
+    [
+        ([], ["inputs"]),
+        (["fine", "", "also fine", "nul\x00byte"], ["inputs[1]", "inputs[3]"]),
+        (["x" * 100_001], ["inputs[0]"]),
+        (["a"] * 2049, ["inputs"]),
+    ],
+    ids=["no-inputs", "empty-and-nul", "too-long", "too-many"],
+)
+async def test_invalid_inputs_are_rejected_naming_each_bad_input(
+    llm: Llm, inputs: list[str], fields: list[str]
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await embed(llm, inputs)
+
+    assert [v.field for v in caught.value.violations] == fields
+
+
+async def test_the_largest_valid_request_is_accepted(llm: Llm) -> None:
+    response = await embed(llm, ["a"] * 2048)
+
+    assert len(response.embeddings) == 2048
+
+
+async def test_an_unconfigured_embedding_provider_is_a_failed_precondition(llm: Llm) -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        await embed(llm, ["hello"], model="openai/text-embedding-3-small")
+
+    assert caught.value.reason == "EMBEDDING_PROVIDER_NOT_CONFIGURED"
+    assert caught.value.metadata == {"provider": "openai"}
+    assert "local/all-minilm-l6-v2" in caught.value.message
+
+
+async def test_an_unknown_local_model_is_not_found_and_a_malformed_name_is_invalid(llm: Llm) -> None:
+    with pytest.raises(NotFound) as caught:
+        await embed(llm, ["hello"], model="local/bge-small")
+    assert caught.value.reason == "MODEL_NOT_FOUND"
+
+    with pytest.raises(InvalidArgument) as invalid:
+        await embed(llm, ["hello"], model="all-minilm-l6-v2")
+    assert [v.field for v in invalid.value.violations] == ["model"]
+
+
+async def test_the_server_keeps_answering_while_it_embeds(served: tuple[Llm, int]) -> None:
+    llm, port = served
+    slow = asyncio.create_task(embed(llm, ["many words here " * 100] * 16))
+    await asyncio.sleep(0.05)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert not slow.done()
+    assert len((await slow).embeddings) == 16
