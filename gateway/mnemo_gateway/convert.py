@@ -117,6 +117,7 @@ def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
         ),
         memory_blocks=[block_in(b) for b in body.memory_blocks],
         include_base_tools=body.include_base_tools,
+        block_ids=body.block_ids,
     )
 
 

@@ -54,6 +54,7 @@ class AgentCreate(_In):
     system: str = Field(default="", description="Base system prompt; empty uses the default prompt.")
     description: str = ""
     memory_blocks: list[BlockCreate] = Field(default_factory=list)
+    block_ids: list[str] = Field(default_factory=list, description="Existing blocks to attach (shared).")
     tool_ids: list[str] = Field(default_factory=list)
     include_base_tools: bool = Field(default=True, description="Attach the built-in memory tools.")
     tags: list[str] = Field(default_factory=list)

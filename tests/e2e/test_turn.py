@@ -301,3 +301,40 @@ def test_turn_trace_spans_gateway_agent_memory_tools_and_llm(
     assert "/mnemo.memory.v1.BlockService/AppendBlockValue" in names
     assert "/mnemo.tools.v1.ToolService/BatchGetTools" in names
     assert "agent.step" in names
+
+
+def test_agents_created_with_a_shared_block_see_each_others_edits(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    first = create_agent(api, memory_blocks=[{"label": "team", "value": "Team: red"}])
+    team = first["blocks"][0]
+    second = create_agent(api, memory_blocks=[], block_ids=[team["id"]])
+    assert [b["id"] for b in second["blocks"]] == [team["id"]]
+    llm.script(
+        tool_call("core_memory_replace", {"label": "team", "old_content": "red", "new_content": "blue"}),
+        reply("Switched."),
+    )
+
+    assert send(api, first["id"], "we are team blue now").status_code == 200
+
+    assert blocks_by_label(api, second["id"])["team"]["value"] == "Team: blue"
+    llm.script(reply("You are on team blue."))
+    assert send(api, second["id"], "which team?").status_code == 200
+    assert "Team: blue" in llm.requests()[-1]["messages"][0]["content"]
+
+
+def test_create_with_an_unknown_block_id_leaves_nothing_behind(api: httpx.Client) -> None:
+    before = {a["id"] for a in api.get("/v1/agents", params={"limit": 1000}).json()}
+
+    response = api.post(
+        "/v1/agents",
+        json={
+            "name": "x",
+            "model": "openai/gpt-4o-mini",
+            "memory_blocks": [{"label": "persona", "value": "p"}],
+            "block_ids": ["block-does-not-exist"],
+        },
+    )
+
+    assert response.status_code == 404
+    assert {a["id"] for a in api.get("/v1/agents", params={"limit": 1000}).json()} == before

@@ -905,3 +905,91 @@ async def test_detach_agent_blocks_without_agent_id_is_invalid_argument(blocks: 
         await blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest())
 
     assert violation_fields(refused.value) == ["agent_id"]
+
+
+# --- shared blocks -------------------------------------------------------------------------------------
+
+
+async def test_attached_block_is_shared_and_an_edit_through_one_agent_is_seen_by_the_other(
+    blocks: Blocks, actor: Actor
+) -> None:
+    first, second = new_agent_id(), new_agent_id()
+    with acting_as(actor):
+        shared = await create_block(blocks, "team", "Project: mnemo", agent_id=first)
+
+        attached = await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=shared.id, agent_id=second))
+        await blocks.AppendBlockValue(
+            block_pb2.AppendBlockValueRequest(agent_id=first, label="team", content="Deadline: Friday")
+        )
+
+        assert list(attached.block.agent_ids) == [first, second]
+        seen_by_second = await list_all(blocks, agent_id=second)
+        assert [b.value for b in seen_by_second] == ["Project: mnemo\nDeadline: Friday"]
+
+
+async def test_attaching_twice_is_a_no_op(blocks: Blocks, actor: Actor) -> None:
+    agent_id = new_agent_id()
+    with acting_as(actor):
+        block = await create_block(blocks, "human", agent_id=agent_id)
+
+        again = await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=block.id, agent_id=agent_id))
+
+        assert list(again.block.agent_ids) == [agent_id]
+
+
+async def test_attach_refuses_a_label_the_agent_already_has(blocks: Blocks, actor: Actor) -> None:
+    agent_id = new_agent_id()
+    with acting_as(actor):
+        await create_block(blocks, "human", "mine", agent_id=agent_id)
+        other = await create_block(blocks, "human", "someone else's")
+
+        with pytest.raises(AlreadyExists) as clash:
+            await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=other.id, agent_id=agent_id))
+
+        assert clash.value.reason == "BLOCK_LABEL_TAKEN"
+        assert [b.value for b in await list_all(blocks, agent_id=agent_id)] == ["mine"]
+
+
+async def test_detach_removes_only_the_attachment(blocks: Blocks, actor: Actor) -> None:
+    first, second = new_agent_id(), new_agent_id()
+    with acting_as(actor):
+        block = await create_block(blocks, "team", "shared", agent_id=first)
+        await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=block.id, agent_id=second))
+
+        detached = await blocks.DetachBlock(block_pb2.DetachBlockRequest(block_id=block.id, agent_id=first))
+
+        assert list(detached.block.agent_ids) == [second]
+        assert await list_all(blocks, agent_id=first) == []
+        with pytest.raises(NotFound) as missing:
+            await blocks.DetachBlock(block_pb2.DetachBlockRequest(block_id=block.id, agent_id=first))
+        assert missing.value.reason == "BLOCK_NOT_ATTACHED"
+
+
+async def test_attach_of_another_orgs_block_is_not_found(blocks: Blocks, actor: Actor) -> None:
+    with acting_as(actor):
+        block = await create_block(blocks, "human", "private")
+
+    with acting_as(new_actor()), pytest.raises(NotFound):
+        await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=block.id, agent_id=new_agent_id()))
+
+    with acting_as(actor):
+        assert list((await get_block(blocks, block.id)).agent_ids) == []
+
+
+async def test_deleting_the_owner_keeps_a_block_still_shared_with_another_agent(
+    blocks: Blocks, actor: Actor
+) -> None:
+    owner, friend = new_agent_id(), new_agent_id()
+    with acting_as(actor):
+        created = await blocks.BatchCreateBlocks(
+            block_pb2.BatchCreateBlocksRequest(
+                agent_id=owner, blocks=[block_pb2.Block(label="team", value="v")]
+            )
+        )
+        block = created.blocks[0]
+        await blocks.AttachBlock(block_pb2.AttachBlockRequest(block_id=block.id, agent_id=friend))
+
+        gone = await blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=owner))
+
+        assert gone.deleted_count == 0
+        assert list((await get_block(blocks, block.id)).agent_ids) == [friend]

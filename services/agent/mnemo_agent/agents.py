@@ -113,9 +113,15 @@ class Agents:
         self._max_steps_limit = max_steps_limit
 
     async def create(
-        self, actor: Actor, spec: AgentSpec, blocks: list[block_pb2.Block], *, include_base_tools: bool
+        self,
+        actor: Actor,
+        spec: AgentSpec,
+        blocks: list[block_pb2.Block],
+        *,
+        include_base_tools: bool,
+        block_ids: list[str] | None = None,
     ) -> AgentView:
-        """Creates an agent and its initial blocks, all or nothing."""
+        """Creates an agent with new blocks and attached existing ones, all or nothing."""
         _check(
             {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__},
             self._max_steps_limit,
@@ -131,6 +137,15 @@ class Agents:
             except InvalidArgument as exc:
                 raise _renamed_violations(exc, "blocks[", "memory_blocks[") from None
             created = list(response.blocks)
+        try:
+            for block_id in block_ids or []:
+                attached = await self._mesh.blocks.AttachBlock(
+                    block_pb2.AttachBlockRequest(block_id=block_id, agent_id=agent_id)
+                )
+                created.append(attached.block)
+        except BaseException:
+            await self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id))
+            raise
         now = utcnow()
         row = AgentRow(
             id=agent_id,

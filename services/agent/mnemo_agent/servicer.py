@@ -106,7 +106,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         include = request.include_base_tools if request.HasField("include_base_tools") else True
         view = await self._agents.create(
-            current_actor(), spec, list(request.memory_blocks), include_base_tools=include
+            current_actor(),
+            spec,
+            list(request.memory_blocks),
+            include_base_tools=include,
+            block_ids=list(request.block_ids),
         )
         return agent_pb2.CreateAgentResponse(agent=agent_to_proto(view))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
+from mnemo_core.errors import Unimplemented
 from mnemo_llm.gateway import LlmGateway
 
 Context = Any
@@ -18,6 +20,14 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
 
     async def Chat(self, request: llm_pb2.ChatRequest, context: Context) -> llm_pb2.ChatResponse:
         return await self._gateway.chat(request)
+
+    async def StreamChat(
+        self, request: llm_pb2.StreamChatRequest, context: Context
+    ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+        raise Unimplemented(
+            "streaming chat is not available on this server yet", reason="STREAMING_UNAVAILABLE"
+        )
+        yield llm_pb2.StreamChatResponse()  # makes this an async generator, as grpc.aio expects
 
     async def Embed(self, request: llm_pb2.EmbedRequest, context: Context) -> llm_pb2.EmbedResponse:
         return await self._gateway.embed(request)

@@ -166,6 +166,36 @@ class CoreMemory:
             if not await tx.delete_block(org_id, block_id):
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND")
 
+    async def attach(self, org_id: str, block_id: str, agent_id: str) -> Block:
+        """Attaches a block to an agent; the block's label must be free in that agent."""
+        require_id(block_id, "block_id")
+        require_id(agent_id, "agent_id")
+        async with self._store.transaction() as tx:
+            block = await tx.get(org_id, block_id)
+            if agent_id in block.agent_ids:
+                return block
+            if await tx.label_taken(org_id, agent_id, block.label):
+                raise AlreadyExists(
+                    f"agent {agent_id} already has a block labelled '{block.label}'",
+                    reason="BLOCK_LABEL_TAKEN",
+                    metadata={"label": block.label},
+                )
+            await tx.attach(org_id, block_id, agent_id, block.label, utcnow())
+            return await tx.get(org_id, block_id)
+
+    async def detach(self, org_id: str, block_id: str, agent_id: str) -> Block:
+        """Detaches a block from an agent; NOT_FOUND if it was not attached."""
+        require_id(block_id, "block_id")
+        require_id(agent_id, "agent_id")
+        async with self._store.transaction() as tx:
+            block = await tx.get(org_id, block_id)
+            if agent_id not in block.agent_ids:
+                raise NotFound(
+                    f"block {block_id} is not attached to agent {agent_id}", reason="BLOCK_NOT_ATTACHED"
+                )
+            await tx.detach(org_id, block_id, agent_id)
+            return await tx.get(org_id, block_id)
+
     async def append(self, org_id: str, agent_id: str, label: str, content: str) -> Block:
         """Appends `content` on a new line of the agent's block `label` (core_memory_append)."""
         check_text(content, "content", max_chars=MAX_LIMIT, allow_empty=False)

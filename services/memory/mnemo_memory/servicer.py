@@ -113,6 +113,18 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         await self._core.delete(current_actor().org_id, request.block_id)
         return block_pb2.DeleteBlockResponse()
 
+    async def AttachBlock(
+        self, request: block_pb2.AttachBlockRequest, context: Context
+    ) -> block_pb2.AttachBlockResponse:
+        block = await self._core.attach(current_actor().org_id, request.block_id, request.agent_id)
+        return block_pb2.AttachBlockResponse(block=block_to_proto(block))
+
+    async def DetachBlock(
+        self, request: block_pb2.DetachBlockRequest, context: Context
+    ) -> block_pb2.DetachBlockResponse:
+        block = await self._core.detach(current_actor().org_id, request.block_id, request.agent_id)
+        return block_pb2.DetachBlockResponse(block=block_to_proto(block))
+
     async def AppendBlockValue(
         self, request: block_pb2.AppendBlockValueRequest, context: Context
     ) -> block_pb2.AppendBlockValueResponse:

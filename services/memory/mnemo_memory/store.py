@@ -139,6 +139,15 @@ class BlockTx:
         )
         await self.session.flush()
 
+    async def detach(self, org_id: str, block_id: str, agent_id: str) -> None:
+        await self.session.execute(
+            delete(BlockAttachmentRow).where(
+                BlockAttachmentRow.block_id == block_id,
+                BlockAttachmentRow.agent_id == agent_id,
+                BlockAttachmentRow.org_id == org_id,
+            )
+        )
+
     async def update_block(
         self,
         org_id: str,
