@@ -70,3 +70,7 @@ def server(
 def main() -> None:
     """Entry point of the `mnemo` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
