@@ -1,7 +1,8 @@
 """Mesh benchmark: startup, memory, agent create and send-message latency and throughput.
 
-The whole mesh runs as real processes on SQLite, against the fake OpenAI-compatible provider
-with zero latency (its own process), driven over REST like a user would. Prints a table.
+The whole mesh runs as `mnemo server` (real processes on SQLite), against the fake
+OpenAI-compatible provider with zero latency (its own process), driven over REST like a user
+would. Prints a table.
 
     make bench                      # full run
     make bench BENCH_ARGS=--quick   # a shorter run
@@ -23,13 +24,14 @@ import httpx
 import psutil
 
 from tests.fakes.llm_provider import free_port
-from tests.harness import RunningMesh, mesh_env, running_mesh
+from tests.harness import API_KEY, mesh_env
 
 # (name, target, unit, lower is better)
 TARGETS = {
     "ready (cold, fresh data dir)": (2.0, "s", True),
     "ready (warm restart)": (2.0, "s", True),
     "RSS, all processes": (400.0, "MB", True),
+    "PSS, all processes": (None, "MB", True),
     "agent create p50": (8.0, "ms", True),
     "agent create p99": (None, "ms", True),
     "send message p50 (1 client)": (15.0, "ms", True),
@@ -61,10 +63,6 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def mesh_processes(mesh: RunningMesh) -> list[psutil.Process]:
-    return [psutil.Process(child.process.pid) for child in mesh.children]
-
-
 def agent_body(i: int) -> dict[str, object]:
     return {
         "name": f"bench-{i}",
@@ -76,11 +74,35 @@ def agent_body(i: int) -> dict[str, object]:
     }
 
 
-async def timed_start(env: dict[str, str]) -> tuple[float, RunningMesh, object]:
+@dataclass
+class Server:
+    """A running `mnemo server` and where it listens."""
+
+    process: subprocess.Popen[str]
+    http_url: str
+
+    @property
+    def services(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def start_server(env: dict[str, str]) -> tuple[float, Server]:
+    """Starts `mnemo server`; returns the seconds until it printed its ready banner."""
     started = time.perf_counter()
-    manager = running_mesh(env)
-    mesh = await manager.__aenter__()
-    return time.perf_counter() - started, mesh, manager
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnemo.cli", "server"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("Press Ctrl-C"):
+            return time.perf_counter() - started, Server(
+                process, f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}"
+            )
+    raise RuntimeError(f"mnemo server exited with {process.wait()}")
 
 
 async def measure(args: argparse.Namespace) -> Figures:
@@ -93,15 +115,13 @@ async def measure(args: argparse.Namespace) -> Figures:
         await _wait_http(f"http://127.0.0.1:{provider_port}/_fake/requests")
         with tempfile.TemporaryDirectory() as home:
             env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{provider_port}/v1")
-            cold, mesh, manager = await timed_start(env)
-            values["ready (cold, fresh data dir)"] = cold
-            await manager.__aexit__(None, None, None)  # type: ignore[attr-defined]
-            warm, mesh, manager = await timed_start(env)
-            values["ready (warm restart)"] = warm
+            values["ready (cold, fresh data dir)"], server = start_server(env)
+            server.stop()
+            values["ready (warm restart)"], server = start_server(env)
             try:
-                await _load(mesh, args, values)
+                await _load(server, args, values)
             finally:
-                await manager.__aexit__(None, None, None)  # type: ignore[attr-defined]
+                server.stop()
     finally:
         provider.terminate()
         provider.wait()
@@ -119,10 +139,16 @@ async def _wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, float]) -> None:
+def _memory_mb(processes: list[psutil.Process]) -> tuple[float, float]:
+    infos = [p.memory_full_info() for p in processes]
+    return sum(i.rss for i in infos) / 2**20, sum(i.pss for i in infos) / 2**20
+
+
+async def _load(server: Server, args: argparse.Namespace, values: dict[str, float]) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(
-        base_url=mesh.http_url, headers=mesh.auth, timeout=60, limits=limits
+        base_url=server.http_url, headers=headers, timeout=60, limits=limits
     ) as client:
         for i in range(20):  # warm-up: connections, caches, first-call paths
             agent = (await client.post("/v1/agents", json=agent_body(i))).json()
@@ -151,8 +177,8 @@ async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, f
         values["send message p50 (1 client)"] = statistics.median(send_times)
         values["send message p99 (1 client)"] = percentile(send_times, 99)
 
-        processes = mesh_processes(mesh)
-        values["RSS, all processes"] = sum(p.memory_info().rss for p in processes) / 2**20
+        processes = server.services
+        values["RSS, all processes"], values["PSS, all processes"] = _memory_mb(processes)
         cpu_before = sum(sum(p.cpu_times()[:2]) for p in processes)
         done = 0
         stop_at = time.perf_counter() + args.seconds
@@ -172,9 +198,9 @@ async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, f
         cpu_used = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu_before
         values["throughput (16 clients)"] = done / elapsed
         values["server CPU per message"] = cpu_used / max(done, 1) * 1000
-        values["RSS, all processes"] = max(
-            values["RSS, all processes"], sum(p.memory_info().rss for p in processes) / 2**20
-        )
+        rss, pss = _memory_mb(processes)
+        values["RSS, all processes"] = max(values["RSS, all processes"], rss)
+        values["PSS, all processes"] = max(values["PSS, all processes"], pss)
 
 
 def main() -> None:

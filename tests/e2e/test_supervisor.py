@@ -16,10 +16,10 @@ import pytest
 from tests.harness import mesh_env
 
 
-def _start(home: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def _start(home: Path, *options: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = mesh_env(home, provider_url=None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "mnemo.cli", "server"],
+        [sys.executable, "-m", "mnemo.cli", "server", *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -42,11 +42,15 @@ def _banner(process: subprocess.Popen[str], timeout: float = 60) -> list[str]:
     pytest.fail(f"no ready banner; got {lines}")
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("stop_signal", "options"),
+    [(signal.SIGTERM, ()), (signal.SIGINT, ()), (signal.SIGTERM, ("--no-fork",))],
+    ids=["sigterm-forked", "sigint-forked", "sigterm-exec"],
+)
 def test_server_prints_where_it_listens_and_stops_every_process_on_signal(
-    tmp_path: Path, stop_signal: signal.Signals
+    tmp_path: Path, stop_signal: signal.Signals, options: tuple[str, ...]
 ) -> None:
-    process, env = _start(tmp_path)
+    process, env = _start(tmp_path, *options)
     try:
         banner = _banner(process)
         children = psutil.Process(process.pid).children()
@@ -72,19 +76,42 @@ def test_server_prints_where_it_listens_and_stops_every_process_on_signal(
             process.wait()
 
 
+def _listening_on(process: psutil.Process, port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections("tcp")
+    )
+
+
 def test_server_exits_non_zero_when_a_service_dies(tmp_path: Path) -> None:
-    process, _ = _start(tmp_path)
+    process, env = _start(tmp_path)
     try:
         _banner(process)
-        memory = next(
-            c for c in psutil.Process(process.pid).children() if "mnemo_memory" in " ".join(c.cmdline())
-        )
+        memory_port = int(env["MNEMO_MEMORY_PORT"])
+        memory = next(c for c in psutil.Process(process.pid).children() if _listening_on(c, memory_port))
         others = [c for c in psutil.Process(process.pid).children() if c.pid != memory.pid]
 
         os.kill(memory.pid, signal.SIGKILL)
 
         assert process.wait(timeout=30) == 1
         assert not [c for c in others if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    process, _ = _start(tmp_path)
+    try:
+        _banner(process)
+        children = psutil.Process(process.pid).children()
+        assert len(children) == 5
+
+        process.kill()
+        process.wait(timeout=10)
+
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []
     finally:
         if process.poll() is None:
             process.kill()

@@ -19,9 +19,21 @@ def _root() -> None:
 @app.command()
 def server(
     ready_timeout: float = typer.Option(60.0, help="Seconds to wait for every service to be healthy."),
+    fork: bool = typer.Option(
+        True, help="Fork services from preloaded modules (faster); --no-fork execs each."
+    ),
 ) -> None:
     """Start the whole mesh (agent, memory, tools, llm-gateway, REST gateway) on this machine."""
-    from mnemo.supervisor import child_env, start_children, stop_children, supervise, wait_healthy
+    started = time.monotonic()
+    from mnemo.supervisor import (
+        Child,
+        child_env,
+        fork_children,
+        start_children,
+        stop_children,
+        supervise,
+        wait_healthy,
+    )
     from mnemo_gateway.auth import api_key_file, ensure_api_key
     from mnemo_gateway.settings import GatewaySettings
     from mnemo_llm.settings import LlmSettings
@@ -30,15 +42,21 @@ def server(
     llm = LlmSettings()
     key = ensure_api_key(settings)
     url = f"http://{settings.http_host}:{settings.http_port}"
+    # Forking must happen before the event loop (or any thread) exists.
+    forked = fork_children(child_env()) if fork else None
 
     async def run() -> int:
-        started = time.monotonic()
-        children = await start_children(child_env())
+        children = forked if forked is not None else await start_children(child_env())
+        try:
+            return await ready_then_supervise(children)
+        finally:
+            await stop_children(children)
+
+    async def ready_then_supervise(children: list[Child]) -> int:
         try:
             await wait_healthy(settings, url, children, ready_timeout)
         except (RuntimeError, TimeoutError) as exc:
             typer.echo(f"mnemo: {exc}", err=True)
-            await stop_children(children)
             return 1
         provider = (
             f"openai-compatible at {llm.openai_base_url or 'https://api.openai.com/v1'}"
