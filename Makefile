@@ -7,7 +7,6 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
-GEN_DIR := sdk/python
 BUF := node_modules/.bin/buf
 
 .PHONY: install proto run test check lint format bench clean
@@ -29,14 +28,7 @@ proto: $(STAMP)
 	@$(MAKE) --no-print-directory $(PROTO_STAMP)
 
 $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
-	@find $(GEN_DIR)/mnemo -name '*_pb2*.py*' -delete
-	$(BIN)/python -m grpc_tools.protoc -I protos \
-		--python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
-		--grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
-		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
-		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-		$(patsubst protos/%,%,$(PROTO_FILES))
-	@for d in $$(find $(GEN_DIR)/mnemo -mindepth 1 -type d -not -name __pycache__); do touch $$d/__init__.py; done
+	scripts/gen_protos.sh $(BIN)/python
 	@touch $@
 
 run: install
@@ -63,4 +55,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
-	find $(GEN_DIR)/mnemo -name '*_pb2*.py*' -delete
+	find sdk/python/mnemo -name '*_pb2*.py*' -delete

@@ -98,6 +98,10 @@ async def upgrade(db: Database, migrations_dir: Path) -> None:
 
     async with db.engine.begin() as connection:
         if not db.is_sqlite:
+            # Replicas starting together migrate one at a time; the later ones find the schema at head.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"mnemo-migrate-{db.schema}"}
+            )
             await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
         await connection.run_sync(_run)
 
