@@ -1,0 +1,104 @@
+"""The whole mesh on a real Postgres: every service in its own schema of one database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.fakes.llm_provider import FakeProvider, reply, tool_call
+from tests.harness import RunningMesh, mesh_env, running_mesh
+from tests.postgres import embedded_postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = Path(tmp_path_factory.mktemp("pg"))
+    directory.chmod(0o777)  # the server runs as its own user and keeps its socket here
+    with embedded_postgres(directory / "data") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def pg_mesh(
+    tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider, postgres_url: str
+) -> AsyncIterator[RunningMesh]:
+    env = mesh_env(
+        tmp_path_factory.mktemp("pg-mesh"),
+        provider_url=fake_provider.base_url,
+        extra={"MNEMO_DATABASE_URL": postgres_url},
+    )
+    async with running_mesh(env) as mesh:
+        yield mesh
+
+
+async def test_each_service_migrated_its_own_schema(pg_mesh: RunningMesh, postgres_url: str) -> None:
+    engine = create_async_engine(postgres_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema LIKE :p"
+                ),
+                {"p": "%"},
+            )
+            tables = {(schema, name) for schema, name in rows}
+    finally:
+        await engine.dispose()
+
+    assert ("agent", "agents") in tables
+    assert ("memory", "messages") in tables
+    assert ("memory", "blocks") in tables
+    assert ("tools", "tools") in tables
+    assert not any(schema == "public" and name in {"agents", "messages", "tools"} for schema, name in tables)
+
+
+def test_a_turn_with_a_memory_edit_works_on_postgres(pg_mesh: RunningMesh, llm: FakeProvider) -> None:
+    with httpx.Client(base_url=pg_mesh.http_url, headers=pg_mesh.auth, timeout=30) as api:
+        agent = api.post(
+            "/v1/agents",
+            json={
+                "name": "pg",
+                "model": "openai/gpt-4o-mini",
+                "memory_blocks": [{"label": "human", "value": "", "limit": 50}],
+            },
+        ).json()
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "Name: Ada"}),
+            reply("Hello Ada"),
+        )
+
+        first = api.post(
+            f"/v1/agents/{agent['id']}/messages",
+            json={"messages": [{"content": "I am Ada"}]},
+            headers={"Idempotency-Key": "pg-1"},
+        )
+        again = api.post(
+            f"/v1/agents/{agent['id']}/messages",
+            json={"messages": [{"content": "I am Ada"}]},
+            headers={"Idempotency-Key": "pg-1"},
+        )
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "x" * 60}), reply("too long")
+        )
+        over = api.post(f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "remember"}]})
+
+        assert first.status_code == 200, first.text
+        assert again.json() == first.json()
+        assert over.json()["messages"][1]["status"] == "error"
+        blocks = api.get(f"/v1/agents/{agent['id']}/core-memory/blocks").json()
+        assert blocks[0]["value"] == "Name: Ada"
+        history = api.get(f"/v1/agents/{agent['id']}/messages", params={"order": "desc", "limit": 3}).json()
+        assert [m["message_type"] for m in history] == [
+            "assistant_message",
+            "tool_return_message",
+            "tool_call_message",
+        ]
+        listed = api.get("/v1/agents", params={"name": "pg"}).json()
+        assert [a["id"] for a in listed] == [agent["id"]]
+        assert api.delete(f"/v1/agents/{agent['id']}").status_code == 204
+        assert api.get(f"/v1/agents/{agent['id']}").status_code == 404
