@@ -19,7 +19,9 @@ from mnemo_core.errors import FieldViolation, InvalidArgument
 
 MAX_SOURCE_CHARS = 100_000
 TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-SUPPORTED_TYPES = "str, int, float, bool, list[...], dict[str, ...], Literal[...], Optional[...], X | None, Any"
+SUPPORTED_TYPES = (
+    "str, int, float, bool, list[...], dict[str, ...], Literal[...], Optional[...], X | None, Any"
+)
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "Any": Any, "None": None}
 _GENERICS = {"list", "List", "dict", "Dict", "Optional", "Union", "Literal"}
@@ -179,6 +181,30 @@ def _definition(function: ast.FunctionDef | ast.AsyncFunctionDef, field: str) ->
     if args.posonlyargs:
         problems.append(f"{where}: positional-only parameters are not supported")
     documented = {p.arg_name: (p.description or "").strip() for p in parsed.params}
+    parameters = _parameters(function, where, documented, problems)
+    if problems:
+        raise _invalid(field, problems)
+    return ToolDefinition(
+        name=name,
+        description=description,
+        parameters={
+            "type": "object",
+            "properties": parameters[0],
+            "required": parameters[1],
+            "additionalProperties": False,
+        },
+        is_async=isinstance(function, ast.AsyncFunctionDef),
+    )
+
+
+def _parameters(
+    function: ast.FunctionDef | ast.AsyncFunctionDef,
+    where: str,
+    documented: dict[str, str],
+    problems: list[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """The JSON schema of each parameter and the required names; problems are appended to `problems`."""
+    args = function.args
     parameters: list[tuple[ast.arg, ast.expr | None]] = []
     positional = args.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
@@ -205,28 +231,17 @@ def _definition(function: ast.FunctionDef | ast.AsyncFunctionDef, field: str) ->
         else:
             ok, value = _literal_default(default)
             if not ok or not _json_value(value):
-                problems.append(f"{label}: the default must be a JSON literal (number, string, bool, None, ...)")
+                problems.append(
+                    f"{label}: the default must be a JSON literal (number, string, bool, None, ...)"
+                )
                 continue
             schema["default"] = value
         properties[arg.arg] = schema
     for extra in sorted(set(documented) - {arg.arg for arg, _ in parameters}):
         problems.append(f"{where}: the docstring documents '{extra}', which is not a parameter")
-    if problems:
-        raise _invalid(field, problems)
-    return ToolDefinition(
-        name=name,
-        description=description,
-        parameters={
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": False,
-        },
-        is_async=isinstance(function, ast.AsyncFunctionDef),
-    )
+    return properties, required
 
 
 def _invalid(field: str, problems: list[str]) -> InvalidArgument:
     message = f"{field}: " + "; ".join(problems)
     return InvalidArgument(message, violations=[FieldViolation(field, p) for p in problems])
-

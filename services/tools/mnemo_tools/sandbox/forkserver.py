@@ -15,36 +15,36 @@ process ends, the kernel kills everything left in its pid namespace.
 from __future__ import annotations
 
 import array
+
+# Modules tools commonly use, imported once here so that each run starts with them loaded.
+import asyncio
+import base64  # noqa: F401
+import collections  # noqa: F401
 import ctypes
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
 import errno
 import fcntl
+import functools  # noqa: F401
+import hashlib  # noqa: F401
 import io
+import itertools  # noqa: F401
 import json
+import math  # noqa: F401
 import os
+import random  # noqa: F401
+import re  # noqa: F401
 import resource
 import select
 import signal
 import socket
-import sys
-import time
-import traceback
-
-# Modules tools commonly use, imported once here so that each run starts with them loaded.
-import asyncio  # noqa: F401
-import base64  # noqa: F401
-import collections  # noqa: F401
-import dataclasses  # noqa: F401
-import datetime  # noqa: F401
-import decimal  # noqa: F401
-import functools  # noqa: F401
-import hashlib  # noqa: F401
-import itertools  # noqa: F401
-import math  # noqa: F401
-import random  # noqa: F401
-import re  # noqa: F401
 import statistics  # noqa: F401
 import string  # noqa: F401
+import sys
 import textwrap  # noqa: F401
+import time
+import traceback
 import typing  # noqa: F401
 import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
@@ -259,7 +259,7 @@ def _call(job: dict[str, object]) -> dict[str, object]:
         assert isinstance(arguments, dict)
         value = function(**arguments)  # type: ignore[operator]
         if job.get("is_async"):
-            value = asyncio.run(value)  # type: ignore[arg-type]
+            value = asyncio.run(value)
         if isinstance(value, str):
             text = value
         else:
@@ -439,7 +439,8 @@ def _probe(uid: int) -> dict[str, bool]:
     with os.fdopen(read, "rb") as f:
         data = f.read()
     os.waitpid(pid, 0)
-    return json.loads(data or b"{}")
+    probed: dict[str, bool] = json.loads(data or b"{}")
+    return probed
 
 
 def serve(control: int) -> None:
@@ -456,7 +457,7 @@ def serve(control: int) -> None:
     running: dict[int, int] = {}
     while True:
         try:
-            ready, _, _ = select.select([sock, wake_read], [], [])
+            ready, _, _ = select.select([sock.fileno(), wake_read], [], [])
         except InterruptedError:
             continue
         if wake_read in ready:
@@ -465,7 +466,7 @@ def serve(control: int) -> None:
             except BlockingIOError:
                 pass
             _reap(running)
-        if sock not in ready:
+        if sock.fileno() not in ready:
             continue
         fds = array.array("i")
         try:

@@ -223,7 +223,7 @@ class SandboxRunner:
                 await asyncio.wait_for(readers, _BACKSTOP)
             except TimeoutError:
                 readers.cancel()
-                log.error("sandbox run %d did not end; restarting the fork server", run_id)
+                log.warning("sandbox run %d did not end; restarting the fork server", run_id)
                 await self._restart()
         except BaseException:
             # The caller went away: stop the run and let the readers finish on their own.
@@ -337,7 +337,7 @@ def _decode(stream: _Stream) -> str:
     return text
 
 
-_SIGNALS = {
+_SIGNALS: dict[int, str] = {
     signal.SIGSEGV: "crashed with a segmentation fault",
     signal.SIGBUS: "crashed with a bus error",
     signal.SIGFPE: "crashed with a floating-point exception",
