@@ -303,6 +303,15 @@ def _supervise(header: dict[str, object], fds: list[int], control: int) -> int:
     limits = job["limits"]
     report: dict[str, object] = {}
     started = time.monotonic()
+    # Opened before /tmp is replaced by the run's own: the environments may live anywhere.
+    path_fds = {}
+    for path in [*STDLIB_DIRS, *job.get("site_dirs", [])]:
+        try:
+            opened = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        path_fds[path] = fcntl.fcntl(opened, fcntl.F_DUPFD, HIGH_FD + 10)
+        os.close(opened)
     try:
         isolation = _isolate(root, int(limits["workdir_bytes"])) if job.get("isolate", True) else {}
     except OSError as exc:
@@ -319,14 +328,6 @@ def _supervise(header: dict[str, object], fds: list[int], control: int) -> int:
         if root:
             os.chown(str(job["workdir"]), int(header["uid"]), int(header["uid"]))  # type: ignore[call-overload]
     job["pid_namespace"] = bool(isolation.get("pid"))
-    path_fds = {}
-    for path in [*STDLIB_DIRS, *job.get("site_dirs", [])]:
-        try:
-            opened = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue
-        path_fds[path] = fcntl.fcntl(opened, fcntl.F_DUPFD, HIGH_FD + 10)
-        os.close(opened)
     pid = os.fork()
     if pid == 0:
         code = 1

@@ -104,6 +104,7 @@ class SandboxRunner:
         self._python = python or getattr(sys, "_base_executable", None) or sys.executable
         self._process: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -143,7 +144,7 @@ class SandboxRunner:
             if not hello:
                 raise Unavailable("the sandbox exited while starting", reason="SANDBOX_UNAVAILABLE")
             self.capabilities = dict(json.loads(hello)["capabilities"])
-            asyncio.get_running_loop().create_task(self._drain_control(ours))
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_control(ours))
             return self.capabilities
 
     async def _drain_control(self, sock: socket.socket) -> None:
@@ -268,6 +269,13 @@ class SandboxRunner:
         await self.start()
 
     async def _stop_process(self) -> None:
+        # The drainer's reader must go before its socket does: asyncio would keep a stale registration
+        # for the fd number, and a new socket given the same number would never be watched.
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
