@@ -214,12 +214,13 @@ class McpServers:
                     created_at=now,
                 )
                 session.add(row)
-                await session.flush()
-                replace_tags(session, row.id, row.tags)
             row.description = info.description
             row.json_schema = json.dumps(_parameters(info.input_schema), separators=(",", ":"))
             row.mcp_tool_name = info.name
             row.updated_at = now
+            if name not in existing:
+                await session.flush()
+                replace_tags(session, row.id, row.tags)
             rows.append(row)
         return rows
 
@@ -247,7 +248,7 @@ class McpServers:
                 .where(ToolRow.mcp_server_id.in_(server_ids))
                 .group_by(ToolRow.mcp_server_id)
             )
-            return {server_id: int(count) for server_id, count in rows.tuples()}
+            return {server_id: int(count) for server_id, count in rows}
 
     async def get(self, org_id: str, server_id: str) -> McpServerView:
         """A server with its tool count."""
