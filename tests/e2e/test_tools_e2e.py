@@ -94,12 +94,17 @@ def test_agent_calls_a_custom_tool_and_an_mcp_tool_in_one_turn_and_answers_with_
     assert env.json() == {"names": ["STATION"]}
     llm.script(
         tool_calls(
-            [(name, {"city": "Oslo", "days": 2}, "call_weather"), (add["name"], {"a": 40, "b": 2}, "call_add")]
+            [
+                (name, {"city": "Oslo", "days": 2}, "call_weather"),
+                (add["name"], {"a": 40, "b": 2}, "call_add"),
+            ]
         ),
         reply("Oslo will be sunny, and 40 + 2 = 42."),
     )
 
-    response = api.post(f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "hi"}]})
+    response = api.post(
+        f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "hi"}]}
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -135,10 +140,16 @@ def test_failing_tools_are_tool_errors_and_the_turn_goes_on(api: httpx.Client, l
     agent = create_agent(api, tool_ids=[tool["id"], crash["id"]])
     llm.script(tool_calls([(broken, {}, "call_b"), (crash["name"], {}, "call_c")]), reply("Both failed."))
 
-    response = api.post(f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "go"}]})
+    response = api.post(
+        f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "go"}]}
+    )
 
     assert response.status_code == 200, response.text
-    returns = {m["tool_call_id"]: m for m in response.json()["messages"] if m["message_type"] == "tool_return_message"}
+    returns = {
+        m["tool_call_id"]: m
+        for m in response.json()["messages"]
+        if m["message_type"] == "tool_return_message"
+    }
     assert returns["call_b"]["status"] == "error"
     assert "ZeroDivisionError" in returns["call_b"]["tool_return"]
     assert returns["call_c"]["status"] == "error"
@@ -208,7 +219,9 @@ async def test_concurrent_attaches_all_land(api: httpx.Client, mesh: RunningMesh
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         await asyncio.gather(
             *(
-                stub.AttachTool(agent_pb2.AttachToolRequest(agent_id=agent["id"], tool_id=t["id"]), metadata=metadata)
+                stub.AttachTool(
+                    agent_pb2.AttachToolRequest(agent_id=agent["id"], tool_id=t["id"]), metadata=metadata
+                )
                 for t in tools
             )
         )
@@ -226,7 +239,8 @@ def test_mcp_servers_over_rest(api: httpx.Client) -> None:
     shout = next(t for t in tools.json() if t["mcp_tool_name"] == "shout")
     ran = api.post(f"/v1/tools/{shout['id']}/run", json={"arguments": {"text": "quiet"}})
     unreachable = api.post(
-        "/v1/mcp-servers", json={"name": unique("down"), "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"}
+        "/v1/mcp-servers",
+        json={"name": unique("down"), "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
     )
     deleted = api.delete(f"/v1/mcp-servers/{server['id']}")
     gone_tool = api.get(f"/v1/tools/{shout['id']}")

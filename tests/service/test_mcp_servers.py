@@ -38,7 +38,9 @@ def http_server() -> Iterator[str]:
     """The test MCP server speaking streamable HTTP on a free loopback port."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, SERVER_SCRIPT, "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, SERVER_SCRIPT, "http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/mcp"
     try:
@@ -58,7 +60,9 @@ def http_server() -> Iterator[str]:
         process.wait(10)
 
 
-def stdio_server(name: str = "local", prefix: str = "", env: dict[str, str] | None = None) -> mcp_pb2.McpServer:
+def stdio_server(
+    name: str = "local", prefix: str = "", env: dict[str, str] | None = None
+) -> mcp_pb2.McpServer:
     return mcp_pb2.McpServer(
         name=name,
         tool_prefix=prefix,
@@ -128,7 +132,9 @@ async def test_a_server_that_dies_mid_call_is_a_tool_error_and_the_next_call_rec
     assert after.content == "BACK"
 
 
-async def test_http_server_tools_are_listed_and_called(mcp: Mcp, tools: Tools, actor: Actor, http_server: str) -> None:
+async def test_http_server_tools_are_listed_and_called(
+    mcp: Mcp, tools: Tools, actor: Actor, http_server: str
+) -> None:
     with acting_as(actor):
         created = await mcp.CreateMcpServer(
             mcp_pb2.CreateMcpServerRequest(
@@ -159,7 +165,9 @@ async def test_unreachable_server_is_unavailable_and_nothing_is_stored(mcp: Mcp,
         with pytest.raises(Unavailable) as down:
             await mcp.CreateMcpServer(
                 mcp_pb2.CreateMcpServerRequest(
-                    server=mcp_pb2.McpServer(name="down", streamable_http=mcp_pb2.StreamableHttpTransport(url=url))
+                    server=mcp_pb2.McpServer(
+                        name="down", streamable_http=mcp_pb2.StreamableHttpTransport(url=url)
+                    )
                 )
             )
         with pytest.raises(Unavailable):
@@ -181,7 +189,9 @@ async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor)
         await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("first")))
         with pytest.raises(AlreadyExists) as clash:
             await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("second")))
-        prefixed = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("third", "b_")))
+        prefixed = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(server=stdio_server("third", "b_"))
+        )
         with pytest.raises(AlreadyExists):
             await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("third", "c_")))
 
@@ -196,11 +206,19 @@ async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor)
         (mcp_pb2.McpServer(name="x"), "server.transport"),
         (mcp_pb2.McpServer(name="", stdio=mcp_pb2.StdioTransport(command="x")), "server.name"),
         (mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="")), "server.stdio.command"),
-        (mcp_pb2.McpServer(name="x", streamable_http=mcp_pb2.StreamableHttpTransport(url="ftp://x")), "server.streamable_http.url"),
-        (mcp_pb2.McpServer(name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command="x")), "server.tool_prefix"),
+        (
+            mcp_pb2.McpServer(name="x", streamable_http=mcp_pb2.StreamableHttpTransport(url="ftp://x")),
+            "server.streamable_http.url",
+        ),
+        (
+            mcp_pb2.McpServer(name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command="x")),
+            "server.tool_prefix",
+        ),
     ],
 )
-async def test_bad_registrations_are_invalid_argument(mcp: Mcp, actor: Actor, server: mcp_pb2.McpServer, field: str) -> None:
+async def test_bad_registrations_are_invalid_argument(
+    mcp: Mcp, actor: Actor, server: mcp_pb2.McpServer, field: str
+) -> None:
     with acting_as(actor), pytest.raises(InvalidArgument) as refused:
         await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
 
@@ -212,7 +230,9 @@ async def test_refresh_keeps_tool_ids_and_delete_removes_server_and_tools(
 ) -> None:
     with acting_as(actor):
         created = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
-        refreshed = await mcp.RefreshMcpServer(mcp_pb2.RefreshMcpServerRequest(mcp_server_id=created.server.id))
+        refreshed = await mcp.RefreshMcpServer(
+            mcp_pb2.RefreshMcpServerRequest(mcp_server_id=created.server.id)
+        )
         of_server = await tools.ListTools(tool_pb2.ListToolsRequest(mcp_server_id=created.server.id))
         await mcp.DeleteMcpServer(mcp_pb2.DeleteMcpServerRequest(mcp_server_id=created.server.id))
         with pytest.raises(NotFound):

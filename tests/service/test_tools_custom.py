@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ ERROR = message_pb2.TOOL_RETURN_STATUS_ERROR
 WEATHER = textwrap.dedent(
     '''
     import json
+import os
 
     def get_weather(city: str, days: int = 1, unit: "Literal['c', 'f']" = "c", hourly: bool | None = None) -> str:
         """Forecast for a city.
@@ -45,20 +47,30 @@ def source(name: str, body: str, params: str = "", doc: str = "Does a thing.") -
     return f'def {name}({params}):\n    """{doc}"""\n' + textwrap.indent(textwrap.dedent(body), "    ")
 
 
+def on_host(path: str) -> bool:
+    return os.path.exists(path)
+
+
 async def create(tools: Tools, code: str, *, validate_only: bool = False, **fields: object) -> tool_pb2.Tool:
     response = await tools.CreateTool(
-        tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=code, **fields), validate_only=validate_only)
+        tool_pb2.CreateToolRequest(
+            tool=tool_pb2.Tool(source_code=code, **fields), validate_only=validate_only
+        )
     )
     return response.tool
 
 
-async def run(tools: Tools, tool_id: str, args: object = None, agent_id: str = "") -> tool_pb2.RunToolResponse:
+async def run(
+    tools: Tools, tool_id: str, args: object = None, agent_id: str = ""
+) -> tool_pb2.RunToolResponse:
     return await tools.RunTool(
         tool_pb2.RunToolRequest(tool_id=tool_id, arguments_json=json.dumps(args or {}), agent_id=agent_id)
     )
 
 
-async def test_create_tool_derives_name_description_and_schema_from_source(tools: Tools, actor: Actor) -> None:
+async def test_create_tool_derives_name_description_and_schema_from_source(
+    tools: Tools, actor: Actor
+) -> None:
     with acting_as(actor):
         tool = await create(tools, WEATHER, tags=["weather", "demo"])
 
@@ -74,7 +86,12 @@ async def test_create_tool_derives_name_description_and_schema_from_source(tools
         "properties": {
             "city": {"type": "string", "description": "Name of the city."},
             "days": {"type": "integer", "description": "How many days ahead.", "default": 1},
-            "unit": {"type": "string", "enum": ["c", "f"], "description": "Temperature unit.", "default": "c"},
+            "unit": {
+                "type": "string",
+                "enum": ["c", "f"],
+                "description": "Temperature unit.",
+                "default": "c",
+            },
             "hourly": {"anyOf": [{"type": "boolean"}, {"type": "null"}], "default": None},
         },
         "required": ["city"],
@@ -91,10 +108,16 @@ async def test_create_tool_derives_name_description_and_schema_from_source(tools
         ("def f(x: int):\n    return x", "has no docstring"),
         ("def f(x):\n    '''Doc.'''", "parameter 'x' has no type annotation"),
         ("def f(x: set[int]):\n    '''Doc.'''", "type 'set[int]' is not JSON-compatible"),
-        ("import datetime\ndef f(x: datetime.date):\n    '''Doc.'''", "type 'datetime.date' is not JSON-compatible"),
+        (
+            "import datetime\ndef f(x: datetime.date):\n    '''Doc.'''",
+            "type 'datetime.date' is not JSON-compatible",
+        ),
         ("def f(*args: int):\n    '''Doc.'''", "'*args' is not supported"),
         ("def f(x: int = int('3')):\n    '''Doc.'''", "the default must be a JSON literal"),
-        ("def f(x: int):\n    '''Doc.\n\n    Args:\n        y: nope\n    '''", "documents 'y', which is not a parameter"),
+        (
+            "def f(x: int):\n    '''Doc.\n\n    Args:\n        y: nope\n    '''",
+            "documents 'y', which is not a parameter",
+        ),
         ("", "is empty"),
     ],
 )
@@ -118,7 +141,7 @@ async def test_validation_never_executes_the_source(tools: Tools, actor: Actor, 
         tool = await create(tools, code, validate_only=True)
 
     assert tool.name == "touch"
-    assert not Path(marker).exists()
+    assert not on_host(marker)
 
 
 async def test_validate_only_stores_nothing(tools: Tools, actor: Actor) -> None:
@@ -178,7 +201,9 @@ async def test_update_tool_rederives_the_schema_and_keeps_the_id(tools: Tools, a
         updated = (
             await tools.UpdateTool(
                 tool_pb2.UpdateToolRequest(
-                    tool=tool_pb2.Tool(id=tool.id, source_code=new_code, tags=["math"], return_char_limit=100),
+                    tool=tool_pb2.Tool(
+                        id=tool.id, source_code=new_code, tags=["math"], return_char_limit=100
+                    ),
                     update_mask=field_mask_pb2.FieldMask(paths=["source_code", "tags", "return_char_limit"]),
                 )
             )
@@ -216,7 +241,8 @@ async def test_builtin_tools_cannot_be_updated_or_deleted(tools: Tools, actor: A
         with pytest.raises(PermissionDenied):
             await tools.UpdateTool(
                 tool_pb2.UpdateToolRequest(
-                    tool=tool_pb2.Tool(id=builtin, tags=["x"]), update_mask=field_mask_pb2.FieldMask(paths=["tags"])
+                    tool=tool_pb2.Tool(id=builtin, tags=["x"]),
+                    update_mask=field_mask_pb2.FieldMask(paths=["tags"]),
                 )
             )
 
@@ -237,7 +263,8 @@ async def test_run_tool_returns_the_function_result_and_captured_output(tools: T
         tool = await create(tools, WEATHER)
         result = await run(tools, tool.id, {"city": "Oslo", "days": 3})
         printing = await create(
-            tools, source("chatty", "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\nreturn [1, 2]")
+            tools,
+            source("chatty", "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\nreturn [1, 2]"),
         )
         chatty = await run(tools, printing.id)
 
@@ -352,7 +379,9 @@ async def test_tool_timeout_is_bounded_by_the_server_maximum(tools: Tools, actor
 @pytest.mark.parametrize(
     "requirement", ["-e /etc", "pkg @ file:///etc/passwd", "not a requirement!!", "--index-url=http://x"]
 )
-async def test_pip_requirements_must_be_plain_requirements(tools: Tools, actor: Actor, requirement: str) -> None:
+async def test_pip_requirements_must_be_plain_requirements(
+    tools: Tools, actor: Actor, requirement: str
+) -> None:
     with acting_as(actor), pytest.raises(InvalidArgument) as refused:
         await create(tools, source("needs", "return 1"), pip_requirements=[requirement])
 

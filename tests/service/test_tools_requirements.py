@@ -67,11 +67,17 @@ async def test_a_tool_imports_its_requirement_from_a_cached_environment(offline_
     with acting_as(new_actor()):
         tool = (
             await tools.CreateTool(
-                tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=CODE, pip_requirements=["mnemo_greeting==1.0"]))
+                tool_pb2.CreateToolRequest(
+                    tool=tool_pb2.Tool(source_code=CODE, pip_requirements=["mnemo_greeting==1.0"])
+                )
             )
         ).tool
-        first = await tools.RunTool(tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps({"who": "Ada"})))
-        second = await tools.RunTool(tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps({"who": "Bob"})))
+        first = await tools.RunTool(
+            tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps({"who": "Ada"}))
+        )
+        second = await tools.RunTool(
+            tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps({"who": "Bob"}))
+        )
 
     assert list(tool.pip_requirements) == ["mnemo_greeting==1.0"]
     assert first.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS, first.content
@@ -93,7 +99,9 @@ async def test_a_requirement_that_cannot_be_installed_is_a_tool_error(offline_to
                 )
             )
         ).tool
-        result = await tools.RunTool(tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json='{"who": "Ada"}'))
+        result = await tools.RunTool(
+            tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json='{"who": "Ada"}')
+        )
 
     assert result.status == message_pb2.TOOL_RETURN_STATUS_ERROR
     assert result.content.startswith("Error: the tool's requirements are not available: could not install")

@@ -8,9 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.telemetry import tracer
 from mnemo_tools.agent_env import AgentEnvironments
@@ -62,6 +59,9 @@ def _error(text: str, started: float, stdout: str = "", stderr: str = "") -> Run
 
 def argument_problems(schema_json: str, arguments: dict[str, Any]) -> list[str]:
     """What is wrong with `arguments` for a tool's JSON schema, in words the model can act on."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         schema = json.loads(schema_json or "{}")
         validator = Draft202012Validator(schema)

@@ -15,13 +15,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-import httpx2
-import mcp_types
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
+if TYPE_CHECKING:
+    import mcp_types
+    from mcp import Client
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +89,12 @@ class McpConnections:
 
     @contextlib.asynccontextmanager
     async def _open(self, endpoint: McpEndpoint) -> AsyncIterator[Client]:
+        # The SDK is imported on first use: it is large, and most deployments start with no MCP server.
+        import httpx2
+        from mcp import Client, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+
         secrets = dict(endpoint.secrets)
         if endpoint.transport == "stdio":
             self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +220,8 @@ class McpConnections:
 
 def result_text(result: mcp_types.CallToolResult) -> str:
     """The text the model sees for a call's content blocks (or its structured content)."""
+    import mcp_types
+
     parts: list[str] = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):
