@@ -26,7 +26,6 @@ ERROR = message_pb2.TOOL_RETURN_STATUS_ERROR
 WEATHER = textwrap.dedent(
     '''
     import json
-import os
 
     def get_weather(city: str, days: int = 1, unit: "Literal['c', 'f']" = "c", hourly: bool | None = None) -> str:
         """Forecast for a city.
