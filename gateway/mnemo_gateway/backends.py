@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.agent.v1 import agent_pb2_grpc
 from mnemo.memory.v1 import message_pb2_grpc
+from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.channels import Peers
 from mnemo_core.settings import GRPC_SERVICES, ServiceName
@@ -26,6 +27,8 @@ class Backends:
         self.request_timeout = settings.http_request_timeout
         self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
         self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
+        self.tools = tool_pb2_grpc.ToolServiceStub(self._peers.channel("tools"))
+        self.mcp = mcp_pb2_grpc.McpServiceStub(self._peers.channel("tools"))
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

@@ -22,7 +22,7 @@ HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 SERVICES = {
     "memory": ["mnemo.memory.v1.BlockService", "mnemo.memory.v1.MessageService"],
-    "tools": ["mnemo.tools.v1.ToolService"],
+    "tools": ["mnemo.tools.v1.McpService", "mnemo.tools.v1.ToolService"],
     "llm": ["mnemo.llm.v1.LlmService"],
 }
 

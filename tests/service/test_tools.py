@@ -12,6 +12,7 @@ from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import InvalidArgument, NotFound, Unauthenticated
 from mnemo_tools.app import build as build_tools
+from mnemo_tools.builtin import BUILTIN_TOOLS
 from mnemo_tools.settings import ToolsSettings
 from tests.service.conftest import clean_environment, new_actor, serving
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 APPEND = "tool-builtin-core_memory_append"
 REPLACE = "tool-builtin-core_memory_replace"
-BUILTIN_NAMES = ["core_memory_append", "core_memory_replace"]
+# Every built-in, by name (the listing order); more built-ins may join the memory tools.
+BUILTIN_NAMES = sorted(tool.name for tool in BUILTIN_TOOLS)
 
 
 def violation_fields(error: InvalidArgument) -> list[str]:
@@ -32,10 +34,11 @@ async def test_builtin_memory_tools_are_listed_by_name_with_their_schemas(tools:
         listed = await tools.ListTools(tool_pb2.ListToolsRequest())
 
     assert [t.name for t in listed.tools] == BUILTIN_NAMES
-    assert [t.id for t in listed.tools] == [APPEND, REPLACE]
+    assert [t.id for t in listed.tools] == [f"tool-builtin-{name}" for name in BUILTIN_NAMES]
     assert listed.next_page_token == ""
-    append, replace = listed.tools
-    for tool in listed.tools:
+    by_id = {t.id: t for t in listed.tools}
+    append, replace = by_id[APPEND], by_id[REPLACE]
+    for tool in (append, replace):
         assert tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY
         assert list(tool.tags) == ["builtin", "memory"]
         assert tool.return_char_limit == 50_000
@@ -122,10 +125,16 @@ async def test_batch_get_tools_with_more_than_1000_ids_is_invalid_argument(
     ("tool_type", "names"),
     [
         (tool_pb2.TOOL_TYPE_UNSPECIFIED, BUILTIN_NAMES),
-        (tool_pb2.TOOL_TYPE_MEMORY, BUILTIN_NAMES),
+        (
+            tool_pb2.TOOL_TYPE_MEMORY,
+            sorted(t.name for t in BUILTIN_TOOLS if t.tool_type == tool_pb2.TOOL_TYPE_MEMORY),
+        ),
         (tool_pb2.TOOL_TYPE_CUSTOM, []),
         (tool_pb2.TOOL_TYPE_MCP, []),
-        (tool_pb2.TOOL_TYPE_CONTROL, []),
+        (
+            tool_pb2.TOOL_TYPE_CONTROL,
+            sorted(t.name for t in BUILTIN_TOOLS if t.tool_type == tool_pb2.TOOL_TYPE_CONTROL),
+        ),
     ],
 )
 async def test_list_tools_filters_by_type(
@@ -155,16 +164,18 @@ async def test_list_tools_filters_by_names(tools: Tools, actor: Actor) -> None:
 
 
 async def test_list_tools_pages_by_name_with_page_tokens(tools: Tools, actor: Actor) -> None:
+    pages: list[list[str]] = []
+    token = ""
     with acting_as(actor):
-        first = await tools.ListTools(tool_pb2.ListToolsRequest(page_size=1))
-        second = await tools.ListTools(
-            tool_pb2.ListToolsRequest(page_size=1, page_token=first.next_page_token)
-        )
+        for _ in range(len(BUILTIN_NAMES) + 1):
+            page = await tools.ListTools(tool_pb2.ListToolsRequest(page_size=1, page_token=token))
+            pages.append([t.name for t in page.tools])
+            token = page.next_page_token
+            if not token:
+                break
 
-    assert [t.name for t in first.tools] == ["core_memory_append"]
-    assert first.next_page_token
-    assert [t.name for t in second.tools] == ["core_memory_replace"]
-    assert second.next_page_token == ""
+    assert pages == [[name] for name in BUILTIN_NAMES]
+    assert token == ""
 
 
 async def test_list_tools_with_a_garbage_page_token_is_invalid_argument(tools: Tools, actor: Actor) -> None:

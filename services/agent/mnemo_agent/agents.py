@@ -284,3 +284,40 @@ class Agents:
         )
         async with self._db.write() as session:
             await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))
+
+    async def attach_tool(self, org_id: str, agent_id: str, tool_id: str) -> AgentView:
+        """Gives the agent a tool that exists (NOT_FOUND otherwise); attaching twice changes nothing."""
+        require_id(agent_id, "agent_id")
+        require_id(tool_id, "tool_id")
+        await self.row(org_id, agent_id)
+        await self._mesh.tools.GetTool(tool_pb2.GetToolRequest(tool_id=tool_id))
+        return await self._change_tools(org_id, agent_id, add=tool_id)
+
+    async def detach_tool(self, org_id: str, agent_id: str, tool_id: str) -> AgentView:
+        """Takes a tool away (it need not exist any more); detaching a missing tool changes nothing."""
+        require_id(agent_id, "agent_id")
+        require_id(tool_id, "tool_id")
+        return await self._change_tools(org_id, agent_id, remove=tool_id)
+
+    async def _change_tools(
+        self, org_id: str, agent_id: str, *, add: str = "", remove: str = ""
+    ) -> AgentView:
+        # Read-modify-write in one transaction with the row locked (SQLite: the single writer), so two
+        # concurrent attaches both land.
+        async with self._db.write() as session:
+            row = await session.get(AgentRow, agent_id, with_for_update=True, populate_existing=True)
+            if row is None or row.org_id != org_id:
+                raise NotFound(
+                    f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+                )
+            current = list(row.tool_ids or [])
+            changed = [i for i in current if i != remove]
+            if add and add not in changed:
+                changed.append(add)
+            # BatchGetTools takes at most 1000 ids, and every turn loads all of an agent's tools.
+            if len(changed) > 1000:
+                raise invalid("tool_id", "an agent has at most 1000 tools")
+            if changed != current:
+                row.tool_ids = changed
+                row.updated_at = utcnow()
+        return AgentView(row, await self.blocks_of(agent_id))

@@ -164,3 +164,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.SendMessageResponse(
             messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
         )
+
+    async def AttachTool(
+        self, request: agent_pb2.AttachToolRequest, context: Context
+    ) -> agent_pb2.AttachToolResponse:
+        view = await self._agents.attach_tool(current_actor().org_id, request.agent_id, request.tool_id)
+        return agent_pb2.AttachToolResponse(agent=agent_to_proto(view))
+
+    async def DetachTool(
+        self, request: agent_pb2.DetachToolRequest, context: Context
+    ) -> agent_pb2.DetachToolResponse:
+        view = await self._agents.detach_tool(current_actor().org_id, request.agent_id, request.tool_id)
+        return agent_pb2.DetachToolResponse(agent=agent_to_proto(view))

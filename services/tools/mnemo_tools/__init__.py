@@ -1,1 +1,1 @@
-"""mnemo tools service: the tool registry (and, later, sandboxed execution and MCP)."""
+"""mnemo tools service: the tool registry, custom Python tools run in a sandbox, and MCP servers."""

@@ -1,42 +1,130 @@
-"""Wires the tools service: database, registry, servicer."""
+"""Wires the tools service: database, registry, sandbox, MCP connections, servicers."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
-from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
+from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
 from mnemo_core.db import Database
+from mnemo_core.errors import FailedPrecondition
 from mnemo_core.migrations import upgrade
+from mnemo_tools.agent_env import AgentEnvironments
+from mnemo_tools.environments import PackageEnvironments
+from mnemo_tools.execution import ToolExecutor
+from mnemo_tools.mcp_connections import McpConnections
+from mnemo_tools.mcp_servers import McpServers
 from mnemo_tools.registry import Registry
-from mnemo_tools.servicer import ToolServicer
+from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
+from mnemo_tools.servicer import McpServicer, ToolServicer
 from mnemo_tools.settings import ToolsSettings
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+MB = 1 << 20
 
 
 class ToolsApp:
-    """The tools service's servicer and its database."""
+    """The tools service's servicers and the resources they hold."""
 
-    def __init__(self, db: Database, registry: Registry) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        executor: ToolExecutor,
+        environments: AgentEnvironments,
+        servers: McpServers,
+        sandbox: SandboxRunner,
+        connections: McpConnections,
+    ) -> None:
         self.db = db
         self.registry = registry
+        self.executor = executor
+        self.environments = environments
+        self.servers = servers
+        self.sandbox = sandbox
+        self.connections = connections
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
-        tool_pb2_grpc.add_ToolServiceServicer_to_server(ToolServicer(self.registry), server)
-        return [tool_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name]
+        tool_pb2_grpc.add_ToolServiceServicer_to_server(
+            ToolServicer(self.registry, self.executor, self.environments), server
+        )
+        mcp_pb2_grpc.add_McpServiceServicer_to_server(McpServicer(self.servers), server)
+        return [
+            tool_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
+            mcp_pb2.DESCRIPTOR.services_by_name["McpService"].full_name,
+        ]
 
     async def aclose(self) -> None:
+        await self.connections.aclose()
+        await self.sandbox.aclose()
         await self.db.dispose()
 
 
 async def build(settings: ToolsSettings) -> ToolsApp:
-    """Opens (and migrates) the database, installs the built-ins and builds the app."""
+    """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
     db = Database(settings.resolved_database_url(), schema="tools")
     if settings.migrate:
         await upgrade(db, MIGRATIONS)
-    registry = Registry(db, default_return_char_limit=settings.default_return_char_limit)
+    registry = Registry(
+        db,
+        default_return_char_limit=settings.default_return_char_limit,
+        max_timeout_seconds=settings.sandbox_max_timeout_seconds,
+    )
     await registry.install_builtins()
-    return ToolsApp(db, registry)
+    sandbox = SandboxRunner(
+        slots=max(1, settings.sandbox_concurrency),
+        uid_base=settings.sandbox_uid_base,
+        fallback_workdir=settings.home / "sandbox" / "work",
+    )
+    capabilities = await sandbox.start()
+    missing = [k for k in ("network", "mount", "pid", "setuid") if not capabilities.get(k)]
+    if missing:
+        log.warning(
+            "tool runs are not fully isolated on this machine (no %s); see docs/adr/0300-tool-sandbox.md",
+            ", ".join(missing),
+        )
+        if settings.sandbox_require_isolation and not (
+            capabilities.get("network") and capabilities.get("mount")
+        ):
+            await sandbox.aclose()
+            raise FailedPrecondition("sandbox_require_isolation is on but runs cannot be isolated here")
+    connections = McpConnections(timeout=settings.mcp_timeout_seconds, log_dir=settings.home / "logs" / "mcp")
+    servers = McpServers(
+        db,
+        connections,
+        stdio_enabled=settings.mcp_stdio_enabled,
+        default_return_char_limit=settings.default_return_char_limit,
+    )
+    environments = AgentEnvironments(db)
+    packages = PackageEnvironments(
+        settings.home / "sandbox" / "packages",
+        find_links=settings.sandbox_pip_find_links.split(),
+        index_url=settings.sandbox_pip_index_url,
+        offline=settings.sandbox_pip_offline,
+        timeout=settings.sandbox_pip_timeout_seconds,
+    )
+    executor = ToolExecutor(
+        registry,
+        environments,
+        packages,
+        sandbox,
+        servers,
+        connections,
+        limits=SandboxLimits(
+            timeout_seconds=settings.sandbox_timeout_seconds,
+            memory_bytes=settings.sandbox_memory_mb * MB,
+            processes=settings.sandbox_max_processes,
+            file_bytes=settings.sandbox_max_file_mb * MB,
+            workdir_bytes=settings.sandbox_workdir_mb * MB,
+            output_bytes=settings.sandbox_max_output_bytes,
+            kept_output_bytes=settings.sandbox_kept_output_bytes,
+        ),
+        max_timeout_seconds=settings.sandbox_max_timeout_seconds,
+        mcp_timeout_seconds=settings.mcp_timeout_seconds,
+        require_isolation=settings.sandbox_require_isolation,
+    )
+    return ToolsApp(db, registry, executor, environments, servers, sandbox, connections)

@@ -1,0 +1,271 @@
+"""/v1/tools: custom and MCP tools; /v1/agents/{id}/tools…: an agent's tools and their environment."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from google.protobuf import field_mask_pb2
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnemo.agent.v1 import agent_pb2
+from mnemo.common.v1 import message_pb2
+from mnemo.tools.v1 import tool_pb2
+from mnemo_gateway import convert, schemas
+from mnemo_gateway.backends import Backends, acting_actor, backends
+
+router = APIRouter(prefix="/v1/tools", tags=["tools"], dependencies=[Depends(acting_actor)])
+agent_tools_router = APIRouter(
+    prefix="/v1/agents", tags=["agent tools"], dependencies=[Depends(acting_actor)]
+)
+Mesh = Annotated[Backends, Depends(backends)]
+
+TOOL_TYPES = {
+    "memory": tool_pb2.TOOL_TYPE_MEMORY,
+    "custom": tool_pb2.TOOL_TYPE_CUSTOM,
+    "mcp": tool_pb2.TOOL_TYPE_MCP,
+    "control": tool_pb2.TOOL_TYPE_CONTROL,
+}
+TOOL_TYPE_NAMES = {value: name for name, value in TOOL_TYPES.items()}
+ToolType = Literal["memory", "custom", "mcp", "control"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tool(BaseModel):
+    """A function the model may call."""
+
+    id: str
+    name: str
+    description: str
+    tool_type: str
+    json_schema: dict[str, Any] = Field(
+        description="Parameters (JSON Schema, OpenAI function-calling format)."
+    )
+    source_code: str
+    tags: list[str]
+    return_char_limit: int
+    pip_requirements: list[str]
+    timeout_seconds: int
+    mcp_server_id: str | None
+    mcp_tool_name: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class ToolCreate(_In):
+    """A custom tool: one Python function with type hints and a Google-style docstring."""
+
+    source_code: str = Field(description="Python source defining exactly one public function.")
+    tags: list[str] = Field(default_factory=list)
+    return_char_limit: int = Field(default=0, ge=0, description="0 = the server default.")
+    pip_requirements: list[str] = Field(
+        default_factory=list, description="e.g. ['humanize==4.9.0'] (wheels only)."
+    )
+    timeout_seconds: int = Field(default=0, ge=0, description="0 = the server default.")
+
+
+class ToolUpdate(_In):
+    """Fields of a tool to change; fields left out stay as they are."""
+
+    source_code: str | None = None
+    tags: list[str] | None = None
+    return_char_limit: int | None = Field(default=None, ge=0)
+    pip_requirements: list[str] | None = None
+    timeout_seconds: int | None = Field(default=None, ge=0)
+
+
+class ToolRun(_In):
+    """A direct run of a tool, for testing it."""
+
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    agent_id: str = Field(default="", description="Run with this agent's tool environment variables.")
+
+
+class ToolRunResult(BaseModel):
+    """The result of a run; a failing tool is status 'error', not an HTTP error."""
+
+    content: str
+    status: Literal["success", "error"]
+    stdout: str
+    stderr: str
+    duration_seconds: float
+
+
+class ToolEnvironmentUpdate(_In):
+    """Variables to set (name -> value) and names to remove."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+
+
+class ToolEnvironment(BaseModel):
+    """Names of an agent's tool environment variables (values are never returned)."""
+
+    names: list[str]
+
+
+def _time(ts: Any, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def tool_out(tool: tool_pb2.Tool) -> Tool:
+    """The REST form of a tool."""
+    return Tool(
+        id=tool.id,
+        name=tool.name,
+        description=tool.description,
+        tool_type=TOOL_TYPE_NAMES.get(tool.tool_type, "unknown"),
+        json_schema=json.loads(tool.json_schema or "{}"),
+        source_code=tool.source_code,
+        tags=list(tool.tags),
+        return_char_limit=tool.return_char_limit,
+        pip_requirements=list(tool.pip_requirements),
+        timeout_seconds=tool.timeout_seconds,
+        mcp_server_id=tool.mcp_server_id or None,
+        mcp_tool_name=tool.mcp_tool_name or None,
+        created_at=_time(tool.create_time, tool.HasField("create_time")),
+        updated_at=_time(tool.update_time, tool.HasField("update_time")),
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Tool)
+async def create_tool(body: ToolCreate, mesh: Mesh, validate_only: bool = False) -> Tool:
+    """Creates a custom tool; its name, description and schema come from the function."""
+    response = await mesh.tools.CreateTool(
+        tool_pb2.CreateToolRequest(
+            tool=tool_pb2.Tool(
+                source_code=body.source_code,
+                tags=body.tags,
+                return_char_limit=body.return_char_limit,
+                pip_requirements=body.pip_requirements,
+                timeout_seconds=body.timeout_seconds,
+            ),
+            validate_only=validate_only,
+        )
+    )
+    return tool_out(response.tool)
+
+
+@router.get("", response_model=list[Tool])
+async def list_tools(
+    mesh: Mesh,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page_token: str = "",
+    tool_type: ToolType | None = None,
+    name: Annotated[list[str] | None, Query()] = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    mcp_server_id: str = "",
+) -> list[Tool]:
+    """Lists tools by name; the `X-Next-Page-Token` header continues the listing."""
+    page = await mesh.tools.ListTools(
+        tool_pb2.ListToolsRequest(
+            page_size=limit,
+            page_token=page_token,
+            tool_type=TOOL_TYPES[tool_type] if tool_type else tool_pb2.TOOL_TYPE_UNSPECIFIED,
+            names=name or [],
+            tags=tags or [],
+            mcp_server_id=mcp_server_id,
+        )
+    )
+    if page.next_page_token:
+        response.headers["X-Next-Page-Token"] = page.next_page_token
+    return [tool_out(tool) for tool in page.tools]
+
+
+@router.get("/{tool_id}", response_model=Tool)
+async def get_tool(tool_id: str, mesh: Mesh) -> Tool:
+    """Returns one tool."""
+    return tool_out((await mesh.tools.GetTool(tool_pb2.GetToolRequest(tool_id=tool_id))).tool)
+
+
+@router.patch("/{tool_id}", response_model=Tool)
+async def update_tool(tool_id: str, body: ToolUpdate, mesh: Mesh) -> Tool:
+    """Changes the given fields of a tool (a new source re-derives its name and schema)."""
+    fields = body.model_dump(exclude_unset=True)
+    tool = tool_pb2.Tool(id=tool_id)
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            getattr(tool, key).extend(value)
+        else:
+            setattr(tool, key, value)
+    response = await mesh.tools.UpdateTool(
+        tool_pb2.UpdateToolRequest(
+            tool=tool,
+            update_mask=field_mask_pb2.FieldMask(paths=[k for k, v in fields.items() if v is not None]),
+        )
+    )
+    return tool_out(response.tool)
+
+
+@router.delete("/{tool_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_tool(tool_id: str, mesh: Mesh) -> Response:
+    """Deletes a custom tool."""
+    await mesh.tools.DeleteTool(tool_pb2.DeleteToolRequest(tool_id=tool_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{tool_id}/run", response_model=ToolRunResult)
+async def run_tool(tool_id: str, body: ToolRun, mesh: Mesh) -> ToolRunResult:
+    """Runs a tool directly with the given arguments (custom tools in the sandbox, MCP tools on their server)."""
+    result = await mesh.tools.RunTool(
+        tool_pb2.RunToolRequest(
+            tool_id=tool_id, arguments_json=json.dumps(body.arguments), agent_id=body.agent_id
+        )
+    )
+    return ToolRunResult(
+        content=result.content,
+        status="error" if result.status == message_pb2.TOOL_RETURN_STATUS_ERROR else "success",
+        stdout=result.stdout,
+        stderr=result.stderr,
+        duration_seconds=result.duration_seconds,
+    )
+
+
+@agent_tools_router.get("/{agent_id}/tools", response_model=list[Tool])
+async def list_agent_tools(agent_id: str, mesh: Mesh) -> list[Tool]:
+    """Lists the tools the agent may call."""
+    agent = (await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))).agent
+    if not agent.tool_ids:
+        return []
+    found = await mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=list(agent.tool_ids)))
+    return [tool_out(tool) for tool in found.tools]
+
+
+@agent_tools_router.patch("/{agent_id}/tools/attach/{tool_id}", response_model=schemas.Agent)
+async def attach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> schemas.Agent:
+    """Gives the agent a tool; attaching an attached tool changes nothing."""
+    response = await mesh.agents.AttachTool(agent_pb2.AttachToolRequest(agent_id=agent_id, tool_id=tool_id))
+    return convert.agent_out(response.agent)
+
+
+@agent_tools_router.patch("/{agent_id}/tools/detach/{tool_id}", response_model=schemas.Agent)
+async def detach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> schemas.Agent:
+    """Takes a tool away from the agent (also one that was deleted meanwhile)."""
+    response = await mesh.agents.DetachTool(agent_pb2.DetachToolRequest(agent_id=agent_id, tool_id=tool_id))
+    return convert.agent_out(response.agent)
+
+
+@agent_tools_router.get("/{agent_id}/tool-environment", response_model=ToolEnvironment)
+async def get_tool_environment(agent_id: str, mesh: Mesh) -> ToolEnvironment:
+    """Names of the environment variables the agent's custom tools see."""
+    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    found = await mesh.tools.GetToolEnvironment(tool_pb2.GetToolEnvironmentRequest(agent_id=agent_id))
+    return ToolEnvironment(names=list(found.names))
+
+
+@agent_tools_router.patch("/{agent_id}/tool-environment", response_model=ToolEnvironment)
+async def update_tool_environment(agent_id: str, body: ToolEnvironmentUpdate, mesh: Mesh) -> ToolEnvironment:
+    """Sets and removes the agent's tool environment variables (for secrets); returns the names only."""
+    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    updated = await mesh.tools.UpdateToolEnvironment(
+        tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent_id, set=body.set, unset=body.unset)
+    )
+    return ToolEnvironment(names=list(updated.names))

@@ -1,0 +1,206 @@
+"""Running a tool: custom tools in the sandbox, MCP tools on their server. Failures are results, not errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mnemo_core.errors import FailedPrecondition
+from mnemo_core.telemetry import tracer
+from mnemo_tools.agent_env import AgentEnvironments
+from mnemo_tools.environments import PackageEnvironments, RequirementsUnavailable
+from mnemo_tools.mcp_connections import McpConnections, McpFailure
+from mnemo_tools.mcp_servers import McpServers
+from mnemo_tools.models import ToolRow
+from mnemo_tools.registry import Registry
+from mnemo_tools.sandbox.runner import SandboxJob, SandboxLimits, SandboxRunner
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+
+MAX_ARGUMENTS_CHARS = 1_000_000
+TRUNCATION_MARKER = "\n[... truncated: the tool returned {total} characters; {shown} are shown]"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What RunTool returns."""
+
+    content: str
+    ok: bool
+    stdout: str = ""
+    stderr: str = ""
+    duration_seconds: float = 0.0
+
+
+def fit(text: str, limit: int, total: int | None = None) -> str:
+    """`text` cut to at most `limit` characters, the cut marked (the marker counts toward the limit)."""
+    total = len(text) if total is None else max(total, len(text))
+    if limit <= 0 or total <= limit:
+        return text
+    # `shown` <= limit, so a marker built with `limit` is at least as long as the final one.
+    shown = max(0, limit - len(TRUNCATION_MARKER.format(total=total, shown=limit)))
+    cut = text[:shown] + TRUNCATION_MARKER.format(total=total, shown=shown)
+    return cut if len(cut) <= limit else text[:limit]
+
+
+def _error(text: str, started: float, stdout: str = "", stderr: str = "") -> RunResult:
+    return RunResult(
+        content=f"Error: {text}",
+        ok=False,
+        stdout=stdout,
+        stderr=stderr,
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def argument_problems(schema_json: str, arguments: dict[str, Any]) -> list[str]:
+    """What is wrong with `arguments` for a tool's JSON schema, in words the model can act on."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        schema = json.loads(schema_json or "{}")
+        validator = Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    except (ValueError, SchemaError):
+        return []
+    problems = []
+    for error in errors[:10]:
+        where = ".".join(str(p) for p in error.absolute_path)
+        problems.append(f"{where}: {error.message}" if where else error.message)
+    return problems
+
+
+class ToolExecutor:
+    """Runs tools for RunTool."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        environments: AgentEnvironments,
+        packages: PackageEnvironments,
+        sandbox: SandboxRunner,
+        servers: McpServers,
+        connections: McpConnections,
+        *,
+        limits: SandboxLimits,
+        max_timeout_seconds: float,
+        mcp_timeout_seconds: float,
+        require_isolation: bool,
+    ) -> None:
+        self._registry = registry
+        self._environments = environments
+        self._packages = packages
+        self._sandbox = sandbox
+        self._servers = servers
+        self._connections = connections
+        self._limits = limits
+        self._max_timeout = max_timeout_seconds
+        self._mcp_timeout = mcp_timeout_seconds
+        self._require_isolation = require_isolation
+
+    async def run(self, org_id: str, tool_id: str, arguments_json: str, agent_id: str) -> RunResult:
+        """Runs a tool with the model's arguments, on behalf of `agent_id` (may be empty)."""
+        tool = await self._registry.get(org_id, tool_id)
+        if tool.tool_type not in ("custom", "mcp"):
+            raise FailedPrecondition(
+                f"'{tool.name}' is a {tool.tool_type} tool; the agent runs it itself",
+                reason="TOOL_NOT_RUNNABLE_HERE",
+            )
+        started = time.monotonic()
+        with _tracer.start_as_current_span(
+            "tools.run", attributes={"tool.id": tool.id, "tool.name": tool.name, "tool.type": tool.tool_type}
+        ) as span:
+            if len(arguments_json) > MAX_ARGUMENTS_CHARS:
+                return _error(f"the arguments are longer than {MAX_ARGUMENTS_CHARS} characters", started)
+            try:
+                arguments = json.loads(arguments_json or "{}")
+            except json.JSONDecodeError as exc:
+                return _error(f"the arguments are not valid JSON ({exc.msg}); send a JSON object", started)
+            if not isinstance(arguments, dict):
+                return _error("the arguments must be a JSON object", started)
+            problems = argument_problems(tool.json_schema, arguments)
+            if problems:
+                return _error(f"invalid arguments for '{tool.name}': " + "; ".join(problems), started)
+            if tool.tool_type == "custom":
+                result = await self._run_custom(org_id, tool, arguments, agent_id, started)
+            else:
+                result = await self._run_mcp(org_id, tool, arguments, started)
+            span.set_attribute("tool.ok", result.ok)
+            return result
+
+    async def _run_custom(
+        self, org_id: str, tool: ToolRow, arguments: dict[str, Any], agent_id: str, started: float
+    ) -> RunResult:
+        if self._require_isolation:
+            missing = [k for k in ("network", "mount") if not self._sandbox.capabilities.get(k)]
+            if missing:
+                raise FailedPrecondition(
+                    f"this machine cannot isolate tool runs ({', '.join(missing)} namespace unavailable) "
+                    "and sandbox_require_isolation is on",
+                    reason="SANDBOX_ISOLATION_UNAVAILABLE",
+                )
+        site_dirs: tuple[str, ...] = ()
+        if tool.pip_requirements:
+            try:
+                site_dirs = (await self._packages.site_dir(tool.pip_requirements),)
+            except RequirementsUnavailable as exc:
+                return _error(f"the tool's requirements are not available: {exc}", started)
+        timeout = float(tool.timeout_seconds or self._limits.timeout_seconds)
+        limits = SandboxLimits(
+            timeout_seconds=min(timeout, self._max_timeout),
+            memory_bytes=self._limits.memory_bytes,
+            processes=self._limits.processes,
+            file_bytes=self._limits.file_bytes,
+            workdir_bytes=self._limits.workdir_bytes,
+            output_bytes=self._limits.output_bytes,
+            kept_output_bytes=self._limits.kept_output_bytes,
+        )
+        outcome = await self._sandbox.run(
+            SandboxJob(
+                source=tool.source_code,
+                function=tool.name,
+                arguments=arguments,
+                env=await self._environments.values(org_id, agent_id),
+                limits=limits,
+                return_chars=tool.return_char_limit,
+                is_async=tool.is_async,
+                site_dirs=site_dirs,
+            )
+        )
+        if not outcome.ok:
+            return RunResult(
+                content=fit(f"Error: {outcome.error}", tool.return_char_limit),
+                ok=False,
+                stdout=outcome.stdout,
+                stderr=outcome.stderr,
+                duration_seconds=time.monotonic() - started,
+            )
+        return RunResult(
+            content=fit(outcome.text, tool.return_char_limit, outcome.length),
+            ok=True,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            duration_seconds=time.monotonic() - started,
+        )
+
+    async def _run_mcp(
+        self, org_id: str, tool: ToolRow, arguments: dict[str, Any], started: float
+    ) -> RunResult:
+        endpoint = await self._servers.endpoint(org_id, tool.mcp_server_id)
+        try:
+            result = await self._connections.call_tool(
+                endpoint, tool.mcp_tool_name or tool.name, arguments, self._mcp_timeout
+            )
+        except McpFailure as exc:
+            return _error(str(exc), started)
+        text = fit(result.text, tool.return_char_limit)
+        return RunResult(
+            content=fit(f"Error: {text}", tool.return_char_limit) if result.is_error else text,
+            ok=not result.is_error,
+            duration_seconds=time.monotonic() - started,
+        )

@@ -1,0 +1,318 @@
+"""MCP servers of an organization and the tools they provide (stored as `mcp` tools)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mnemo_core.db import Database
+from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from mnemo_core.ids import new_id, require_id
+from mnemo_core.paging import decode_token, encode_token, page_size
+from mnemo_core.validation import check_text, invalid
+from mnemo_core.wire import utcnow
+from mnemo_tools.builtin import BUILTIN_TOOLS
+from mnemo_tools.mcp_connections import McpConnections, McpEndpoint, McpFailure, McpToolInfo
+from mnemo_tools.models import McpServerRow, ToolRow, ToolTagRow
+from mnemo_tools.registry import replace_tags
+
+PREFIX = re.compile(r"^[A-Za-z0-9_]{0,32}$")
+HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerSpec:
+    """A server registration as a caller gives it."""
+
+    name: str
+    transport: str
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    cwd: str = ""
+    url: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)
+    tool_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerView:
+    """A server with the number of its tools."""
+
+    row: McpServerRow
+    tool_count: int
+
+
+def endpoint_of(row: McpServerRow) -> McpEndpoint:
+    """How to reach a stored server."""
+    return McpEndpoint(
+        server_id=row.id,
+        transport=row.transport,
+        command=row.command,
+        args=tuple(row.args or []),
+        cwd=row.cwd,
+        url=row.url,
+        secrets=tuple(sorted((str(k), str(v)) for k, v in (row.secrets or {}).items())),
+    )
+
+
+def tool_name(prefix: str, name: str) -> str:
+    """The stored name of a server's tool: prefixed, limited to what model APIs accept."""
+    return INVALID_NAME_CHARS.sub("_", prefix + name)[:64]
+
+
+class McpServers:
+    """Registers MCP servers and keeps their tools in the registry."""
+
+    def __init__(
+        self,
+        db: Database,
+        connections: McpConnections,
+        *,
+        stdio_enabled: bool,
+        default_return_char_limit: int,
+    ) -> None:
+        self._db = db
+        self._connections = connections
+        self._stdio_enabled = stdio_enabled
+        self._default_limit = default_return_char_limit
+
+    def _check(self, spec: McpServerSpec) -> None:
+        check_text(spec.name, "server.name", max_chars=200, allow_empty=False)
+        if not PREFIX.match(spec.tool_prefix):
+            raise invalid("server.tool_prefix", "at most 32 letters, digits or '_'")
+        if spec.transport == "stdio":
+            if not self._stdio_enabled:
+                raise PermissionDenied(
+                    "this server does not allow stdio MCP servers (mcp_stdio_enabled is off)",
+                    reason="MCP_STDIO_DISABLED",
+                )
+            check_text(spec.command, "server.stdio.command", max_chars=4096, allow_empty=False)
+            if len(spec.args) > 100 or any("\x00" in a or len(a) > 4096 for a in spec.args):
+                raise invalid("server.stdio.args", "at most 100 arguments of at most 4096 characters")
+            check_text(spec.cwd, "server.stdio.cwd", max_chars=4096)
+            for name, value in spec.secrets.items():
+                if not ENV_NAME.match(name) or "\x00" in value:
+                    raise invalid(
+                        f"server.stdio.env[{name}]", "names are letters, digits and '_'; no NUL in values"
+                    )
+        elif spec.transport == "streamable_http":
+            parts = urlsplit(spec.url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise invalid("server.streamable_http.url", "must be an http:// or https:// URL")
+            for name, value in spec.secrets.items():
+                if not HEADER.match(name) or any(c in value for c in "\r\n\x00"):
+                    raise invalid(f"server.streamable_http.headers[{name}]", "not a valid HTTP header")
+        else:
+            raise invalid("server.transport", "set stdio or streamable_http")
+
+    async def _list_tools(self, endpoint: McpEndpoint) -> list[McpToolInfo]:
+        try:
+            return await self._connections.list_tools(endpoint)
+        except McpFailure as exc:
+            raise Unavailable(str(exc), reason="MCP_SERVER_UNREACHABLE") from exc
+
+    async def create(self, org_id: str, spec: McpServerSpec) -> tuple[McpServerView, list[ToolRow]]:
+        """Registers a server and its tools; nothing is stored when it cannot be reached."""
+        self._check(spec)
+        async with self._db.read() as session:
+            if await session.scalar(
+                select(McpServerRow.id).where(McpServerRow.org_id == org_id, McpServerRow.name == spec.name)
+            ):
+                raise AlreadyExists(
+                    f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN"
+                )
+        now = utcnow()
+        row = McpServerRow(
+            id=new_id("mcp"),
+            org_id=org_id,
+            name=spec.name,
+            transport=spec.transport,
+            command=spec.command,
+            args=list(spec.args),
+            cwd=spec.cwd,
+            url=spec.url,
+            secrets=dict(spec.secrets),
+            tool_prefix=spec.tool_prefix,
+            created_at=now,
+            updated_at=now,
+            refreshed_at=now,
+        )
+        listed = await self._list_tools(endpoint_of(row))
+        try:
+            async with self._db.write() as session:
+                session.add(row)
+                await session.flush()
+                tools = await self._sync_tools(session, row, listed)
+        except IntegrityError:
+            await self._connections.forget(row.id)
+            raise AlreadyExists(
+                f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN"
+            ) from None
+        except BaseException:
+            await self._connections.forget(row.id)
+            raise
+        return McpServerView(row, len(tools)), tools
+
+    async def _sync_tools(
+        self, session: AsyncSession, server: McpServerRow, listed: list[McpToolInfo]
+    ) -> list[ToolRow]:
+        """Makes the stored tools of `server` match `listed`, keeping the ids of tools that stay."""
+        wanted: dict[str, McpToolInfo] = {}
+        for info in listed:
+            wanted.setdefault(tool_name(server.tool_prefix, info.name), info)
+        builtin = sorted(set(wanted) & {tool.name for tool in BUILTIN_TOOLS})
+        others = list(
+            await session.scalars(
+                select(ToolRow.name).where(
+                    ToolRow.org_id == server.org_id,
+                    ToolRow.name.in_(list(wanted)),
+                    ToolRow.mcp_server_id != server.id,
+                )
+            )
+        )
+        clashes = sorted({*builtin, *others})
+        if clashes:
+            raise AlreadyExists(
+                f"the server's tools {', '.join(clashes)} clash with existing tools; register it with a tool_prefix",
+                reason="TOOL_NAME_TAKEN",
+                metadata={"names": ",".join(clashes)},
+            )
+        existing = {
+            row.name: row
+            for row in await session.scalars(select(ToolRow).where(ToolRow.mcp_server_id == server.id))
+        }
+        gone = [row.id for name, row in existing.items() if name not in wanted]
+        if gone:
+            await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id.in_(gone)))
+            await session.execute(delete(ToolRow).where(ToolRow.id.in_(gone)))
+        now = utcnow()
+        rows = []
+        for name, info in sorted(wanted.items()):
+            row = existing.get(name)
+            if row is None:
+                row = ToolRow(
+                    id=new_id("tool"),
+                    org_id=server.org_id,
+                    name=name,
+                    tool_type="mcp",
+                    source_code="",
+                    tags=["mcp", server.name[:200]],
+                    return_char_limit=self._default_limit,
+                    mcp_server_id=server.id,
+                    pip_requirements=[],
+                    timeout_seconds=0,
+                    is_async=False,
+                    created_at=now,
+                )
+                session.add(row)
+            row.description = info.description
+            row.json_schema = json.dumps(_parameters(info.input_schema), separators=(",", ":"))
+            row.mcp_tool_name = info.name
+            row.updated_at = now
+            if name not in existing:
+                await session.flush()
+                replace_tags(session, row.id, row.tags)
+            rows.append(row)
+        return rows
+
+    async def row(self, org_id: str, server_id: str) -> McpServerRow:
+        """A stored server of the organization."""
+        require_id(server_id, "mcp_server_id")
+        async with self._db.read() as session:
+            row = await session.scalar(
+                select(McpServerRow).where(McpServerRow.id == server_id, McpServerRow.org_id == org_id)
+            )
+        if row is None:
+            raise NotFound(
+                f"MCP server {server_id} not found",
+                reason="MCP_SERVER_NOT_FOUND",
+                metadata={"mcp_server_id": server_id},
+            )
+        return row
+
+    async def _counts(self, server_ids: list[str]) -> dict[str, int]:
+        if not server_ids:
+            return {}
+        async with self._db.read() as session:
+            rows = await session.execute(
+                select(ToolRow.mcp_server_id, func.count(ToolRow.id))
+                .where(ToolRow.mcp_server_id.in_(server_ids))
+                .group_by(ToolRow.mcp_server_id)
+            )
+            return {server_id: int(count) for server_id, count in rows}
+
+    async def get(self, org_id: str, server_id: str) -> McpServerView:
+        """A server with its tool count."""
+        row = await self.row(org_id, server_id)
+        return McpServerView(row, (await self._counts([row.id])).get(row.id, 0))
+
+    async def list_page(
+        self, org_id: str, *, size: int = 0, token: str = ""
+    ) -> tuple[list[McpServerView], str]:
+        """Servers by name; returns (page, next token)."""
+        limit = page_size(size)
+        position = decode_token(token, "mcp-servers")
+        query = select(McpServerRow).where(McpServerRow.org_id == org_id)
+        if position is not None:
+            query = query.where(McpServerRow.name > position.text("n"))
+        async with self._db.read() as session:
+            rows = list(await session.scalars(query.order_by(McpServerRow.name).limit(limit + 1)))
+        next_token = encode_token("mcp-servers", n=rows[limit - 1].name) if len(rows) > limit else ""
+        rows = rows[:limit]
+        counts = await self._counts([row.id for row in rows])
+        return [McpServerView(row, counts.get(row.id, 0)) for row in rows], next_token
+
+    async def refresh(self, org_id: str, server_id: str) -> tuple[McpServerView, list[ToolRow]]:
+        """Lists the server's tools again and stores the changes."""
+        row = await self.row(org_id, server_id)
+        await self._connections.forget(row.id)
+        listed = await self._list_tools(endpoint_of(row))
+        async with self._db.write() as session:
+            stored = await session.get(McpServerRow, server_id, with_for_update=True)
+            if stored is None or stored.org_id != org_id:
+                raise NotFound(f"MCP server {server_id} not found", reason="MCP_SERVER_NOT_FOUND")
+            tools = await self._sync_tools(session, stored, listed)
+            stored.refreshed_at = utcnow()
+        return McpServerView(stored, len(tools)), tools
+
+    async def delete(self, org_id: str, server_id: str) -> None:
+        """Deletes a server and its tools, and closes its connection."""
+        await self.row(org_id, server_id)
+        async with self._db.write() as session:
+            tool_ids = list(
+                await session.scalars(select(ToolRow.id).where(ToolRow.mcp_server_id == server_id))
+            )
+            if tool_ids:
+                await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id.in_(tool_ids)))
+                await session.execute(delete(ToolRow).where(ToolRow.id.in_(tool_ids)))
+            await session.execute(
+                delete(McpServerRow).where(McpServerRow.id == server_id, McpServerRow.org_id == org_id)
+            )
+        await self._connections.forget(server_id)
+
+    async def endpoint(self, org_id: str, server_id: str) -> McpEndpoint:
+        """How to reach a server, for running one of its tools."""
+        try:
+            return endpoint_of(await self.row(org_id, server_id))
+        except NotFound:
+            raise FailedPrecondition(
+                f"the tool's MCP server {server_id} no longer exists", reason="MCP_SERVER_NOT_FOUND"
+            ) from None
+
+
+def _parameters(schema: Mapping[str, object]) -> dict[str, object]:
+    """The server's input schema as an object schema (MCP requires one; be lenient with servers)."""
+    parameters = dict(schema)
+    parameters.setdefault("type", "object")
+    parameters.setdefault("properties", {})
+    parameters.pop("title", None)
+    return parameters

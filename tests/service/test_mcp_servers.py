@@ -1,0 +1,256 @@
+"""MCP servers over real gRPC, against real MCP servers written with the SDK (stdio and streamable HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from mnemo.common.v1 import message_pb2
+from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2
+from mnemo_core.actor import Actor, acting_as
+from mnemo_core.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from tests.fakes.llm_provider import free_port
+from tests.service.conftest import Served, new_actor
+
+if TYPE_CHECKING:
+    from mnemo.tools.v1.mcp_pb2_grpc import McpServiceAsyncStub as Mcp
+    from mnemo.tools.v1.tool_pb2_grpc import ToolServiceAsyncStub as Tools
+
+SERVER_SCRIPT = str(Path(__file__).parents[1] / "fakes" / "mcp_server.py")
+SERVER_TOOLS = ["add", "crash", "fail", "read_env", "shout", "slow"]
+
+
+@pytest.fixture
+def mcp(tools_service: Served) -> Mcp:
+    return mcp_pb2_grpc.McpServiceStub(tools_service.channel)
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[str]:
+    """The test MCP server speaking streamable HTTP on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, SERVER_SCRIPT, "http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None:
+                    raise RuntimeError("MCP test server exited") from None
+                import time
+
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def stdio_server(
+    name: str = "local", prefix: str = "", env: dict[str, str] | None = None
+) -> mcp_pb2.McpServer:
+    return mcp_pb2.McpServer(
+        name=name,
+        tool_prefix=prefix,
+        stdio=mcp_pb2.StdioTransport(command=sys.executable, args=[SERVER_SCRIPT], env=env or {}),
+    )
+
+
+async def run(tools: Tools, tool_id: str, args: object) -> tool_pb2.RunToolResponse:
+    return await tools.RunTool(tool_pb2.RunToolRequest(tool_id=tool_id, arguments_json=json.dumps(args)))
+
+
+async def test_registering_a_stdio_server_stores_its_tools_with_their_schemas(mcp: Mcp, actor: Actor) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(server=stdio_server(env={"MNEMO_MCP_TOKEN": "t0ken"}))
+        )
+
+    server = created.server
+    assert server.id.startswith("mcp-")
+    assert server.tool_count == len(SERVER_TOOLS)
+    assert server.stdio.command == sys.executable
+    assert list(server.stdio.env_names) == ["MNEMO_MCP_TOKEN"]
+    assert dict(server.stdio.env) == {}
+    assert "t0ken" not in str(created)
+    assert [t.name for t in created.tools] == SERVER_TOOLS
+    add = created.tools[0]
+    assert add.tool_type == tool_pb2.TOOL_TYPE_MCP
+    assert add.mcp_server_id == server.id
+    assert add.description == "Add two integers."
+    schema = json.loads(add.json_schema)
+    assert schema["properties"]["a"]["type"] == "integer"
+    assert schema["required"] == ["a", "b"]
+
+
+async def test_mcp_tools_run_through_run_tool(mcp: Mcp, tools: Tools, actor: Actor) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(server=stdio_server(env={"MNEMO_MCP_TOKEN": "t0ken"}))
+        )
+        by_name = {t.name: t for t in created.tools}
+        added = await run(tools, by_name["add"].id, {"a": 2, "b": 40})
+        secret = await run(tools, by_name["read_env"].id, {"name": "MNEMO_MCP_TOKEN"})
+        failed = await run(tools, by_name["fail"].id, {"message": "nope"})
+        bad_args = await run(tools, by_name["add"].id, {"a": "two"})
+
+    assert added.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+    assert added.content == "42"
+    assert secret.content == "t0ken"
+    assert failed.status == message_pb2.TOOL_RETURN_STATUS_ERROR
+    assert failed.content.startswith("Error: ")
+    assert bad_args.status == message_pb2.TOOL_RETURN_STATUS_ERROR
+    assert "'two' is not of type 'integer'" in bad_args.content
+
+
+async def test_a_server_that_dies_mid_call_is_a_tool_error_and_the_next_call_reconnects(
+    mcp: Mcp, tools: Tools, actor: Actor
+) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
+        by_name = {t.name: t for t in created.tools}
+        crashed = await run(tools, by_name["crash"].id, {})
+        after = await run(tools, by_name["shout"].id, {"text": "back"})
+
+    assert crashed.status == message_pb2.TOOL_RETURN_STATUS_ERROR
+    assert crashed.content.startswith("Error: the MCP call failed") or "did not answer" in crashed.content
+    assert after.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+    assert after.content == "BACK"
+
+
+async def test_http_server_tools_are_listed_and_called(
+    mcp: Mcp, tools: Tools, actor: Actor, http_server: str
+) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(
+                server=mcp_pb2.McpServer(
+                    name="remote",
+                    tool_prefix="remote_",
+                    streamable_http=mcp_pb2.StreamableHttpTransport(
+                        url=http_server, headers={"Authorization": "Bearer xyz"}
+                    ),
+                )
+            )
+        )
+        by_name = {t.name: t for t in created.tools}
+        result = await run(tools, by_name["remote_shout"].id, {"text": "hi"})
+        listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
+
+    assert sorted(by_name) == [f"remote_{n}" for n in SERVER_TOOLS]
+    assert by_name["remote_shout"].mcp_tool_name == "shout"
+    assert list(created.server.streamable_http.header_names) == ["Authorization"]
+    assert "xyz" not in str(created) + str(listed)
+    assert result.content == "HI"
+    assert [s.name for s in listed.servers] == ["remote"]
+
+
+async def test_unreachable_server_is_unavailable_and_nothing_is_stored(mcp: Mcp, actor: Actor) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    with acting_as(actor):
+        with pytest.raises(Unavailable) as down:
+            await mcp.CreateMcpServer(
+                mcp_pb2.CreateMcpServerRequest(
+                    server=mcp_pb2.McpServer(
+                        name="down", streamable_http=mcp_pb2.StreamableHttpTransport(url=url)
+                    )
+                )
+            )
+        with pytest.raises(Unavailable):
+            await mcp.CreateMcpServer(
+                mcp_pb2.CreateMcpServerRequest(
+                    server=mcp_pb2.McpServer(
+                        name="missing", stdio=mcp_pb2.StdioTransport(command="/nonexistent/mcp-server")
+                    )
+                )
+            )
+        listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
+
+    assert down.value.reason == "MCP_SERVER_UNREACHABLE"
+    assert list(listed.servers) == []
+
+
+async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor) -> None:
+    with acting_as(actor):
+        await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("first")))
+        with pytest.raises(AlreadyExists) as clash:
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("second")))
+        prefixed = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(server=stdio_server("third", "b_"))
+        )
+        with pytest.raises(AlreadyExists):
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server("third", "c_")))
+
+    assert clash.value.reason == "TOOL_NAME_TAKEN"
+    assert "add" in clash.value.message
+    assert prefixed.server.tool_count == len(SERVER_TOOLS)
+
+
+@pytest.mark.parametrize(
+    ("server", "field"),
+    [
+        (mcp_pb2.McpServer(name="x"), "server.transport"),
+        (mcp_pb2.McpServer(name="", stdio=mcp_pb2.StdioTransport(command="x")), "server.name"),
+        (mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="")), "server.stdio.command"),
+        (
+            mcp_pb2.McpServer(name="x", streamable_http=mcp_pb2.StreamableHttpTransport(url="ftp://x")),
+            "server.streamable_http.url",
+        ),
+        (
+            mcp_pb2.McpServer(name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command="x")),
+            "server.tool_prefix",
+        ),
+    ],
+)
+async def test_bad_registrations_are_invalid_argument(
+    mcp: Mcp, actor: Actor, server: mcp_pb2.McpServer, field: str
+) -> None:
+    with acting_as(actor), pytest.raises(InvalidArgument) as refused:
+        await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
+
+    assert refused.value.violations[0].field == field
+
+
+async def test_refresh_keeps_tool_ids_and_delete_removes_server_and_tools(
+    mcp: Mcp, tools: Tools, actor: Actor
+) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
+        refreshed = await mcp.RefreshMcpServer(
+            mcp_pb2.RefreshMcpServerRequest(mcp_server_id=created.server.id)
+        )
+        of_server = await tools.ListTools(tool_pb2.ListToolsRequest(mcp_server_id=created.server.id))
+        await mcp.DeleteMcpServer(mcp_pb2.DeleteMcpServerRequest(mcp_server_id=created.server.id))
+        with pytest.raises(NotFound):
+            await mcp.GetMcpServer(mcp_pb2.GetMcpServerRequest(mcp_server_id=created.server.id))
+        with pytest.raises(NotFound):
+            await tools.GetTool(tool_pb2.GetToolRequest(tool_id=created.tools[0].id))
+    with acting_as(new_actor()), pytest.raises(NotFound):
+        await mcp.GetMcpServer(mcp_pb2.GetMcpServerRequest(mcp_server_id=created.server.id))
+
+    assert [t.id for t in refreshed.tools] == [t.id for t in created.tools]
+    assert refreshed.server.refresh_time.ToNanoseconds() >= created.server.refresh_time.ToNanoseconds()
+    assert [t.id for t in of_server.tools] == [t.id for t in created.tools]
+
+
+async def test_concurrent_calls_share_one_connection(mcp: Mcp, tools: Tools, actor: Actor) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
+        add = next(t for t in created.tools if t.name == "add")
+        results = await asyncio.gather(*(run(tools, add.id, {"a": i, "b": i}) for i in range(8)))
+
+    assert [r.content for r in results] == [str(2 * i) for i in range(8)]
