@@ -69,10 +69,17 @@ def test_every_service_runs_an_existing_module_on_the_port_the_others_dial(overl
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_run_unprivileged_with_the_secret_and_the_image(overlay: str) -> None:
-    for deployment in by_kind(render(overlay), "Deployment").values():
+    for name, deployment in by_kind(render(overlay), "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        assert pod["securityContext"]["runAsNonRoot"] is True
+        if name == "mnemo-tools":
+            # The sandbox supervisor is root so that each tool run gets its own namespaces and uid.
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert "SYS_ADMIN" in container["securityContext"]["capabilities"]["add"]
+            assert {"name": "MNEMO_SANDBOX_REQUIRE_ISOLATION", "value": "true"} in container["env"]
+        else:
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert "add" not in container["securityContext"]["capabilities"]
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["image"] == "ghcr.io/mnemo-dev/mnemo:0.1.0"
