@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mnemo.agent.v1 import agent_pb2_grpc
+from mnemo.agent.v1 import agent_pb2_grpc, batch_pb2_grpc, run_pb2_grpc
 from mnemo.memory.v1 import message_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.channels import Peers
@@ -25,6 +25,8 @@ class Backends:
         self._peers = Peers(settings)
         self.request_timeout = settings.http_request_timeout
         self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
+        self.runs = run_pb2_grpc.RunServiceStub(self._peers.channel("agent"))
+        self.batches = batch_pb2_grpc.BatchServiceStub(self._peers.channel("agent"))
         self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
 
     async def health(self) -> dict[ServiceName, str]:
