@@ -132,6 +132,8 @@ def _sse(payload: Any) -> str:
 
 def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
     kind = event.WhichOneof("event")
+    if kind == "run_id":
+        return []  # the stop_reason event names the run
     if kind == "message":
         out = convert.message_out(event.message)
         return [] if out is None else [_sse(out)]
@@ -179,7 +181,8 @@ async def stream_message(
             stream_tokens=body.stream_tokens,
         )
     ).__aiter__()
-    # The first event is awaited here, so that a refused turn (unknown agent, bad input) is an HTTP error.
+    # The first event (the run id, sent once the turn is accepted) is awaited here, so that a refused
+    # turn (unknown agent, bad input) is an HTTP error rather than an event.
     first = await events.__anext__()
 
     async def sse() -> AsyncIterator[str]:

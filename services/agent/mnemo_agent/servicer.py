@@ -156,8 +156,10 @@ _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
 
 
 def _stream_event(
-    item: list[message_pb2.Message] | Delta | TurnResult,
+    item: str | list[message_pb2.Message] | Delta | TurnResult,
 ) -> list[agent_pb2.StreamMessageResponse]:
+    if isinstance(item, str):
+        return [agent_pb2.StreamMessageResponse(run_id=item)]
     if isinstance(item, Delta):
         kind = agent_pb2.DELTA_KIND_REASONING if item.reasoning else agent_pb2.DELTA_KIND_CONTENT
         return [

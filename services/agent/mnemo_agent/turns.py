@@ -101,6 +101,9 @@ class Delta:
 class Sink(Protocol):
     """Receives a turn's events as they happen (streaming)."""
 
+    def started(self, run_id: str) -> None:
+        """The turn's run is recorded (sent before anything else)."""
+
     def messages(self, messages: Sequence[message_pb2.Message]) -> None:
         """Stored messages of a step."""
 
@@ -383,14 +386,18 @@ class Turns:
         max_steps: int = 0,
         idempotency_key: str = "",
         stream_tokens: bool = False,
-    ) -> AsyncIterator[list[message_pb2.Message] | Delta | TurnResult]:
-        """Runs one turn and yields its stored messages and token deltas as they come, the result last.
+    ) -> AsyncIterator[str | list[message_pb2.Message] | Delta | TurnResult]:
+        """Runs one turn and yields its run id, its stored messages and token deltas as they come, the
+        result last.
 
         Closing the iterator early (a client that went away) cancels the turn; its run records that.
         """
-        queue: asyncio.Queue[list[message_pb2.Message] | Delta | None] = asyncio.Queue()
+        queue: asyncio.Queue[str | list[message_pb2.Message] | Delta | None] = asyncio.Queue()
 
         class _QueueSink:
+            def started(self, run_id: str) -> None:
+                queue.put_nowait(run_id)
+
             def messages(self, messages: Sequence[message_pb2.Message]) -> None:
                 queue.put_nowait(list(messages))
 
@@ -633,6 +640,8 @@ class Turns:
         async with self._locks.hold(agent.id):
             start = await self._start(actor, agent, idempotency_key, steps)
             run = start.run
+            if sink is not None:
+                sink.started(run.id)
             if start.existing:
                 if run.status in FINISHED or run.status == AWAITING_APPROVAL:
                     result = await self._replay(run)
