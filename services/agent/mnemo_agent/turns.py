@@ -643,7 +643,7 @@ class Turns:
             if sink is not None:
                 sink.started(run.id)
             if start.existing:
-                if run.status in FINISHED or run.status == AWAITING_APPROVAL:
+                if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL):
                     result = await self._replay(run)
                     if sink is not None:
                         sink.messages(result.messages)
