@@ -663,13 +663,11 @@ def test_sleeptime_agent_shares_the_blocks_and_reorganises_them_after_turns(
     assert api.get(f"/v1/agents/{helper_id}").status_code == 404
 
 
-async def test_recompile_shows_block_edits_made_outside_the_agent(
-    api: httpx.Client, mesh: RunningMesh
-) -> None:
+def test_recompile_shows_block_edits_made_outside_the_agent(api: httpx.Client, mesh: RunningMesh) -> None:
     agent = create_agent(api)
     human = next(b for b in agent["blocks"] if b["label"] == "human")
-    async with grpc.aio.insecure_channel(mesh.address("memory")) as channel:
-        await block_pb2_grpc.BlockServiceStub(channel).UpdateBlock(
+    with grpc.insecure_channel(mesh.address("memory")) as channel:
+        block_pb2_grpc.BlockServiceStub(channel).UpdateBlock(
             block_pb2.UpdateBlockRequest(
                 block=block_pb2.Block(id=human["id"], value="Edited from outside"),
                 update_mask={"paths": ["value"]},
