@@ -1,4 +1,4 @@
-"""Mesh benchmark: startup, memory, agent create and send-message latency and throughput.
+"""Mesh benchmark: startup, memory, agent create, send-message latency and throughput, streaming.
 
 The whole mesh runs as real processes on SQLite, against the fake OpenAI-compatible provider
 with zero latency (its own process), driven over REST like a user would. Prints a table.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.fakes.llm_provider import free_port
+from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import RunningMesh, mesh_env, running_mesh
 
 # (name, target, unit, lower is better)
@@ -36,6 +37,13 @@ TARGETS = {
     "send message p99 (1 client)": (30.0, "ms", True),
     "throughput (16 clients)": (100.0, "msg/s", False),
     "server CPU per message": (10.0, "ms", True),
+    "  CPU/msg: gateway": (None, "ms", True),
+    "  CPU/msg: agent": (None, "ms", True),
+    "  CPU/msg: memory": (None, "ms", True),
+    "  CPU/msg: llm": (None, "ms", True),
+    "  CPU/msg: tools": (None, "ms", True),
+    "stream: first event after 1st token p50": (10.0, "ms", True),
+    "stream: first event after 1st token p99": (None, "ms", True),
 }
 
 
@@ -100,6 +108,7 @@ async def measure(args: argparse.Namespace) -> Figures:
             values["ready (warm restart)"] = warm
             try:
                 await _load(mesh, args, values)
+                await _stream(mesh, RemoteFake(f"http://127.0.0.1:{provider_port}/v1"), args, values)
             finally:
                 await manager.__aexit__(None, None, None)  # type: ignore[attr-defined]
     finally:
@@ -153,7 +162,8 @@ async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, f
 
         processes = mesh_processes(mesh)
         values["RSS, all processes"] = sum(p.memory_info().rss for p in processes) / 2**20
-        cpu_before = sum(sum(p.cpu_times()[:2]) for p in processes)
+        each_before = [sum(p.cpu_times()[:2]) for p in processes]
+        cpu_before = sum(each_before)
         done = 0
         stop_at = time.perf_counter() + args.seconds
 
@@ -172,9 +182,46 @@ async def _load(mesh: RunningMesh, args: argparse.Namespace, values: dict[str, f
         cpu_used = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu_before
         values["throughput (16 clients)"] = done / elapsed
         values["server CPU per message"] = cpu_used / max(done, 1) * 1000
+        for child, process, before in zip(mesh.children, processes, each_before, strict=True):
+            values[f"  CPU/msg: {child.name}"] = (sum(process.cpu_times()[:2]) - before) / max(done, 1) * 1000
         values["RSS, all processes"] = max(
             values["RSS, all processes"], sum(p.memory_info().rss for p in processes) / 2**20
         )
+
+
+async def _stream(
+    mesh: RunningMesh, fake: RemoteFake, args: argparse.Namespace, values: dict[str, float]
+) -> None:
+    """Time from the provider sending its first token to the client reading it as an SSE event.
+
+    The fake stamps its first chunk with its send time (same machine clock); the rest of the reply
+    follows after a pause, so the first event cannot ride on the complete reply.
+    """
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        agent = (await client.post("/v1/agents", json=agent_body(0))).json()
+        latencies = []
+        for i in range(args.streams + 5):
+            fake.script(
+                {"content": "first token, then the rest of the answer", "stamp": True, "stream_pause": 0.02}
+            )
+            first: float | None = None
+            async with client.stream(
+                "POST",
+                f"/v1/agents/{agent['id']}/messages/stream",
+                json={"messages": [{"content": f"stream {i}"}], "stream_tokens": True},
+            ) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if first is None and '"assistant_message_delta"' in line:
+                        received = time.time()
+                        sent = float(json.loads(line.removeprefix("data: "))["content"].split()[0][1:])
+                        first = (received - sent) * 1000
+            if first is None:
+                raise RuntimeError("the stream carried no token delta")
+            if i >= 5:  # warm-up
+                latencies.append(first)
+        values["stream: first event after 1st token p50"] = statistics.median(latencies)
+        values["stream: first event after 1st token p99"] = percentile(latencies, 99)
 
 
 def main() -> None:
@@ -185,9 +232,10 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=300)
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the 16-client phase")
+    parser.add_argument("--streams", type=int, default=100, help="streamed turns for the first-event latency")
     args = parser.parse_args()
     if args.quick:
-        args.creates, args.sends, args.seconds = 60, 100, 5.0
+        args.creates, args.sends, args.seconds, args.streams = 60, 100, 5.0, 30
     figures = asyncio.run(measure(args))
     figures.print()
 

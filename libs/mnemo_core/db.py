@@ -16,7 +16,13 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 from mnemo_core.errors import FailedPrecondition
@@ -94,6 +100,14 @@ class Database:
             session = await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(session.begin())
             yield session
+
+    @contextlib.asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A bare connection in one transaction, for hot paths of Core statements (no ORM session)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            yield await stack.enter_async_context(self.engine.begin())
 
     async def dispose(self) -> None:
         """Closes every pooled connection."""

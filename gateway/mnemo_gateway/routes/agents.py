@@ -104,7 +104,7 @@ async def send_message(
     body: schemas.SendMessageRequest,
     mesh: Mesh,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
-) -> schemas.SendMessageResponse:
+) -> Response:
     """Runs one agent turn and returns its new messages, stop reason and usage.
 
     Send an `Idempotency-Key` header to make retries safe: a retry returns the first result.
@@ -117,12 +117,14 @@ async def send_message(
             idempotency_key=idempotency_key,
         )
     )
-    return schemas.SendMessageResponse(
+    body_out = schemas.SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
         stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
+    # Serialized once here: returning the model would make FastAPI validate it a second time.
+    return Response(body_out.model_dump_json(), media_type="application/json")
 
 
 def _sse(payload: Any) -> str:

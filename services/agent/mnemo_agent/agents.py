@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from mnemo_core.wire import utcnow
 
 log = logging.getLogger(__name__)
 
+ROW_CACHE_SIZE = 10_000
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/\S+$")
 AGENT_TYPES = ("standard", "voice", "sleeptime")
 UPDATABLE_FIELDS = frozenset(
@@ -135,6 +137,20 @@ class Agents:
         self._db = db
         self._mesh = mesh
         self._max_steps_limit = max_steps_limit
+        # On SQLite this process is the only writer of its database, so a cache of agent rows that
+        # this class invalidates on every change is exact. With Postgres (several replicas) every
+        # turn reads the row.
+        self._rows: OrderedDict[str, AgentRow] | None = OrderedDict() if db.is_sqlite else None
+
+    def _remember(self, row: AgentRow) -> None:
+        if self._rows is not None:
+            self._rows[row.id] = row
+            if len(self._rows) > ROW_CACHE_SIZE:
+                self._rows.popitem(last=False)
+
+    def _forget(self, agent_id: str) -> None:
+        if self._rows is not None:
+            self._rows.pop(agent_id, None)
 
     async def create(
         self,
@@ -262,6 +278,9 @@ class Agents:
     async def row(self, org_id: str, agent_id: str) -> AgentRow:
         """An agent's configuration; NOT_FOUND if it is not in the organization."""
         require_id(agent_id, "agent_id")
+        cached = self._rows.get(agent_id) if self._rows is not None else None
+        if cached is not None and cached.org_id == org_id:
+            return cached
         async with self._db.read() as session:
             row = await session.scalar(
                 select(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id)
@@ -270,6 +289,7 @@ class Agents:
             raise NotFound(
                 f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
             )
+        self._remember(row)
         return row
 
     async def blocks_of(self, agent_id: str) -> list[block_pb2.Block]:
@@ -333,6 +353,7 @@ class Agents:
             await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=changes["tool_ids"]))
         await self.row(org_id, agent_id)
         columns = {("metadata_json" if key == "metadata" else key): value for key, value in changes.items()}
+        self._forget(agent_id)
         async with self._db.write() as session:
             row = await session.get(AgentRow, agent_id)
             if row is None or row.org_id != org_id:
@@ -343,6 +364,7 @@ class Agents:
             if "tags" in changes:
                 await session.execute(delete(AgentTagRow).where(AgentTagRow.agent_id == agent_id))
                 session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(changes["tags"]))
+        self._forget(agent_id)
         return await self.get(org_id, agent_id)
 
     async def delete(self, org_id: str, agent_id: str) -> None:
@@ -358,5 +380,7 @@ class Agents:
             self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
             self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
         )
+        self._forget(agent_id)
         async with self._db.write() as session:
             await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))
+        self._forget(agent_id)

@@ -13,8 +13,9 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
@@ -59,6 +60,10 @@ class RunStart:
 
     run: RunRow
     existing: bool
+
+
+# Core table for the two writes of every turn (start, finish): no ORM unit of work on the hot path.
+_RUNS = cast(Table, RunRow.__table__)
 
 
 def _not_found(run_id: str) -> NotFound:
@@ -115,8 +120,8 @@ class Runs:
         }
         for _ in range(3):
             try:
-                async with self._db.write() as session:
-                    await session.execute(insert(RunRow), [values])
+                async with self._db.write_connection() as connection:
+                    await connection.execute(_RUNS.insert(), [values])
             except IntegrityError:
                 if idempotency_key:
                     found = await self._by_key(org_id, agent_id, idempotency_key)
@@ -207,10 +212,10 @@ class Runs:
         pending_approvals: list[dict[str, str]] | None = None,
     ) -> None:
         """Records the outcome (or the approval stop) of a run."""
-        async with self._db.write() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id)
+        async with self._db.write_connection() as connection:
+            await connection.execute(
+                _RUNS.update()
+                .where(_RUNS.c.id == run_id)
                 .values(
                     status=status,
                     stop_reason=STOP_REASON_NAMES.get(stop_reason, ""),
