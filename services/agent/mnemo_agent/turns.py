@@ -707,7 +707,13 @@ class Turns:
         current = asyncio.current_task()
         assert current is not None
         self._active[run.id] = current
-        heartbeat = asyncio.create_task(self._heartbeat(run.id, current))
+        # A timer, not a task: most turns end long before their lease needs extending.
+        loop = asyncio.get_running_loop()
+        beats: list[asyncio.Task[Any]] = []
+        heartbeat = loop.call_later(
+            self._runs.lease_seconds / 3,
+            lambda: beats.append(asyncio.ensure_future(self._heartbeat(run.id, current))),
+        )
         try:
             with _tracer.start_as_current_span(
                 "agent.turn", attributes={"agent.id": agent.id, "run.id": run.id}
@@ -726,6 +732,8 @@ class Turns:
             raise
         finally:
             heartbeat.cancel()
+            for beat in beats:
+                beat.cancel()
             self._active.pop(run.id, None)
         if stop == turn_pb2.STOP_REASON_CANCELLED:
             await self._finish(turn, CANCELLED, stop)
@@ -752,13 +760,13 @@ class Turns:
         """Extends the run's lease while the turn works, and cancels it when another replica asks."""
         interval = self._runs.lease_seconds / 3
         while True:
-            await asyncio.sleep(interval)
             try:
                 if await self._runs.heartbeat(run_id):
                     task.cancel()
                     return
             except MnemoError as exc:
                 log.warning("cannot extend the lease of run %s: %s", run_id, exc.message)
+            await asyncio.sleep(interval)
 
     async def _replay(self, run: RunRow) -> TurnResult:
         stored = await self._run_messages(run.agent_id, run.id)

@@ -1,0 +1,116 @@
+"""Run records hold their agent: one active run per agent across processes, leases, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mnemo.common.v1 import turn_pb2
+from mnemo_agent.app import MIGRATIONS
+from mnemo_agent.models import AgentRow
+from mnemo_agent.runs import AWAITING_APPROVAL, COMPLETED, CREATED, FAILED, RUNNING, AgentBusy, Runs
+from mnemo_core.db import Database
+from mnemo_core.errors import FailedPrecondition, NotFound
+from mnemo_core.migrations import upgrade
+from mnemo_core.wire import utcnow
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}", schema="agent")
+    await upgrade(database, MIGRATIONS)
+    now = utcnow()
+    async with database.write() as session:
+        session.add(
+            AgentRow(
+                id="agent-1",
+                org_id="org-1",
+                created_by="u",
+                name="a",
+                model="openai/m",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    yield database
+    await database.dispose()
+
+
+async def test_a_second_running_run_of_one_agent_waits_while_the_first_holds_its_lease(db: Database) -> None:
+    # Two Runs objects on one database stand for two replicas of the service.
+    first, second = Runs(db, lease_seconds=60), Runs(db, lease_seconds=60)
+    held = await first.start("org-1", "agent-1", "", max_steps=3)
+
+    with pytest.raises(AgentBusy):
+        await second.start("org-1", "agent-1", "", max_steps=3)
+
+    await first.finish(
+        held.run.id,
+        status=COMPLETED,
+        stop_reason=turn_pb2.STOP_REASON_END_TURN,
+        usage=turn_pb2.Usage(),
+        message_ids=[],
+    )
+    taken = await second.start("org-1", "agent-1", "", max_steps=3)
+    assert taken.run.status == RUNNING
+
+
+async def test_a_run_whose_lease_ran_out_is_failed_and_the_agent_taken_over(db: Database) -> None:
+    crashed = Runs(db, lease_seconds=0.05)
+    orphan = await crashed.start("org-1", "agent-1", "key-1", max_steps=3)
+    await asyncio.sleep(0.1)
+
+    taken = await Runs(db).start("org-1", "agent-1", "", max_steps=3)
+
+    assert taken.run.id != orphan.run.id
+    old = await crashed.get("org-1", orphan.run.id)
+    assert old.status == FAILED
+    assert "interrupted" in old.error
+    # A retry with the orphan's key finds it (and resumes it once the agent is free).
+    again = await crashed.start("org-1", "agent-1", "key-1", max_steps=3)
+    assert again.existing
+    assert again.run.id == orphan.run.id
+
+
+async def test_an_agent_waiting_for_approval_takes_no_new_run(db: Database) -> None:
+    runs = Runs(db)
+    waiting = await runs.start("org-1", "agent-1", "", max_steps=3)
+    await runs.finish(
+        waiting.run.id,
+        status=AWAITING_APPROVAL,
+        stop_reason=turn_pb2.STOP_REASON_REQUIRES_APPROVAL,
+        usage=turn_pb2.Usage(),
+        message_ids=[],
+        pending_approvals=[{"id": "call-1", "name": "t", "arguments": "{}"}],
+    )
+
+    with pytest.raises(FailedPrecondition) as refused:
+        await runs.start("org-1", "agent-1", "", max_steps=3)
+
+    assert refused.value.reason == "APPROVAL_PENDING"
+    assert refused.value.metadata == {"run_id": waiting.run.id}
+
+
+async def test_restart_fails_running_runs_and_returns_background_runs_to_start_again(db: Database) -> None:
+    runs = Runs(db)
+    sync_run = await runs.start("org-1", "agent-1", "", max_steps=3)
+    queued = await runs.start("org-1", "agent-1", "", max_steps=3, status=CREATED, request=b"\n\x07agent-1")
+
+    restart = await runs.interrupted_at_start()
+
+    assert [r.id for r in restart] == [queued.run.id]
+    assert (await runs.get("org-1", sync_run.run.id)).status == FAILED
+    assert (await runs.get("org-1", queued.run.id)).status == CREATED
+
+
+async def test_runs_of_another_organization_are_not_found(db: Database) -> None:
+    runs = Runs(db)
+    started = await runs.start("org-1", "agent-1", "", max_steps=3)
+
+    with pytest.raises(NotFound) as missing:
+        await runs.get("org-2", started.run.id)
+
+    assert missing.value.reason == "RUN_NOT_FOUND"
