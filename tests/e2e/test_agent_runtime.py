@@ -687,3 +687,69 @@ def test_recompile_shows_block_edits_made_outside_the_agent(api: httpx.Client, m
 @pytest.mark.parametrize("path", ["summarize", "recompile"])
 def test_agent_actions_on_unknown_agents_are_not_found(api: httpx.Client, path: str) -> None:
     assert api.post(f"/v1/agents/agent-nope/{path}").status_code == 404
+
+
+async def test_grpc_stream_and_approval_with_the_generated_clients(
+    mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc
+    from mnemo.common.v1 import message_pb2, turn_pb2
+
+    metadata = ((ORG_KEY, "org-grpc-runtime"), (USER_KEY, "user-1"))
+    async with grpc.aio.insecure_channel(mesh.address("agent")) as channel:
+        agents = agent_pb2_grpc.AgentServiceStub(channel)
+        runs = run_pb2_grpc.RunServiceStub(channel)
+        created = await agents.CreateAgent(
+            agent_pb2.CreateAgentRequest(
+                agent=agent_pb2.Agent(
+                    name="g",
+                    model="openai/m",
+                    tool_rules=[
+                        agent_pb2.ToolRule(
+                            tool_name="core_memory_append", type=agent_pb2.TOOL_RULE_TYPE_REQUIRES_APPROVAL
+                        )
+                    ],
+                ),
+                memory_blocks=[{"label": "human", "value": ""}],
+            ),
+            metadata=metadata,
+        )
+        llm.script(reply("Streaming over gRPC."))
+        events = [
+            event
+            async for event in agents.StreamMessage(
+                agent_pb2.StreamMessageRequest(
+                    agent_id=created.agent.id,
+                    messages=[message_pb2.Message(user=message_pb2.UserContent(text="hi"))],
+                    stream_tokens=True,
+                ),
+                metadata=metadata,
+            )
+        ]
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds[0] == "run_id"
+        assert kinds[-1] == "outcome"
+        assert "delta" in kinds
+        assert kinds.index("message") > kinds.index("delta")
+        assert events[-1].outcome.run_id == events[0].run_id
+
+        llm.script(tool_call("core_memory_append", {"label": "human", "content": "via grpc"}))
+        paused = await agents.SendMessage(
+            agent_pb2.SendMessageRequest(
+                agent_id=created.agent.id,
+                messages=[message_pb2.Message(user=message_pb2.UserContent(text="save"))],
+            ),
+            metadata=metadata,
+        )
+        assert paused.stop_reason == turn_pb2.STOP_REASON_REQUIRES_APPROVAL
+        run = await runs.GetRun(run_pb2.GetRunRequest(run_id=paused.run_id), metadata=metadata)
+        assert run.run.status == run_pb2.RUN_STATUS_AWAITING_APPROVAL
+        llm.script(reply("saved"))
+        resumed = await runs.ApproveRun(
+            run_pb2.ApproveRunRequest(run_id=paused.run_id, approve=True), metadata=metadata
+        )
+        assert resumed.stop_reason == turn_pb2.STOP_REASON_END_TURN
+        assert resumed.messages[0].tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+        done = await runs.GetRun(run_pb2.GetRunRequest(run_id=paused.run_id), metadata=metadata)
+        assert done.run.status == run_pb2.RUN_STATUS_COMPLETED
+        assert done.run.usage.step_count == 2
