@@ -142,6 +142,11 @@ class Agents:
         # turn reads the row.
         self._rows: OrderedDict[str, AgentRow] | None = OrderedDict() if db.is_sqlite else None
 
+    @property
+    def single_writer(self) -> bool:
+        """Whether this process is the only one that changes these agents (SQLite: one process per file)."""
+        return self._rows is not None
+
     def _remember(self, row: AgentRow) -> None:
         if self._rows is not None:
             self._rows[row.id] = row

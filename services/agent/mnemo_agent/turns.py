@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -231,6 +231,41 @@ class EphemeralRecorder:
         return summary, summary.event.evicted_count
 
 
+class WindowCache:
+    """The in-context messages of recently active agents, kept between their turns.
+
+    Only for deployments where this process is the only one that runs an agent's turns (the agent
+    service on SQLite): every change to an agent's window then passes through this process, under the
+    agent's lock. A turn that fails or is cancelled drops its entry, since what the memory service
+    stored is then uncertain; the next turn reads the window again.
+    """
+
+    def __init__(self, *, enabled: bool, agents: int = 1000, max_messages: int = 2000) -> None:
+        self._enabled = enabled
+        self._agents = agents
+        self._max_messages = max_messages
+        self._windows: OrderedDict[str, tuple[list[message_pb2.Message], int]] = OrderedDict()
+
+    def get(self, agent_id: str) -> tuple[list[message_pb2.Message], int] | None:
+        found = self._windows.get(agent_id)
+        if found is None:
+            return None
+        self._windows.move_to_end(agent_id)
+        return list(found[0]), found[1]
+
+    def put(self, agent_id: str, messages: list[message_pb2.Message], history_count: int) -> None:
+        if not self._enabled or len(messages) > self._max_messages:
+            self._windows.pop(agent_id, None)
+            return
+        self._windows[agent_id] = (list(messages), history_count)
+        self._windows.move_to_end(agent_id)
+        if len(self._windows) > self._agents:
+            self._windows.popitem(last=False)
+
+    def drop(self, agent_id: str) -> None:
+        self._windows.pop(agent_id, None)
+
+
 @dataclass
 class AgentConfig:
     """What the loop needs of an agent (from its row, or given inline for an ephemeral turn)."""
@@ -285,6 +320,8 @@ class _Turn:
     shown_from: int = 0
     awaiting: list[message_pb2.ToolCall] = field(default_factory=list)
     ephemeral: bool = False
+    # Whether `history` holds the agent's context window (read or cached), so it can be cached again.
+    loaded: bool = False
 
     @property
     def voice(self) -> bool:
@@ -330,6 +367,7 @@ class Turns:
         self._background: set[asyncio.Task[Any]] = set()
         self._builtin_tools: dict[str, tool_pb2.Tool] = {}
         self._no_streaming_until = 0.0
+        self._windows = WindowCache(enabled=agents.single_writer)
         self.default_max_steps = settings.default_max_steps
         self._max_steps_limit = settings.max_steps_limit
         self._llm_timeout = settings.llm_timeout
@@ -586,7 +624,11 @@ class Turns:
                 history_pb2.GetContextWindowRequest(agent_id=agent.id)
             )
             turn.history = list(window.messages)
-            evicted = await self._compact(turn)
+            turn.history_count = window.history_count
+            try:
+                evicted = await self._compact(turn)
+            finally:
+                self._windows.drop(agent.id)
         summary = (
             turn.history[0] if evicted and turn.history and cw.is_front_summary(turn.history[0]) else None
         )
@@ -722,9 +764,11 @@ class Turns:
                     agent, run, turn, resume=resume, decision=decision, cancel_pending=cancel_pending
                 )
         except asyncio.CancelledError:
+            self._windows.drop(agent.id)
             await asyncio.shield(self._finish(turn, CANCELLED, turn_pb2.STOP_REASON_CANCELLED))
             return turn.result(turn_pb2.STOP_REASON_CANCELLED)
         except BaseException as exc:
+            self._windows.drop(agent.id)
             error = exc.message if isinstance(exc, MnemoError) else f"{type(exc).__name__}: {exc}"
             await asyncio.shield(
                 self._finish(turn, FAILED, turn_pb2.STOP_REASON_ERROR, error=error or type(exc).__name__)
@@ -735,6 +779,8 @@ class Turns:
             for beat in beats:
                 beat.cancel()
             self._active.pop(run.id, None)
+        if turn.loaded:
+            self._windows.put(agent.id, turn.history, turn.history_count)
         if stop == turn_pb2.STOP_REASON_CANCELLED:
             await self._finish(turn, CANCELLED, stop)
         elif stop == turn_pb2.STOP_REASON_REQUIRES_APPROVAL:
@@ -824,13 +870,22 @@ class Turns:
                     turn.shown_from = len(turn.produced)
                 elif stop is not None:
                     return stop
-        window, blocks, tools = await asyncio.gather(
-            self._mesh.messages.GetContextWindow(history_pb2.GetContextWindowRequest(agent_id=agent.id)),
-            self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
-            self._tools(list(agent.tool_ids or [])),
-        )
-        turn.history = list(window.messages)
-        turn.history_count = window.history_count
+        cached = self._windows.get(agent.id)
+        if cached is not None:
+            blocks, tools = await asyncio.gather(
+                self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
+                self._tools(list(agent.tool_ids or [])),
+            )
+            turn.history, turn.history_count = cached
+        else:
+            window, blocks, tools = await asyncio.gather(
+                self._mesh.messages.GetContextWindow(history_pb2.GetContextWindowRequest(agent_id=agent.id)),
+                self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
+                self._tools(list(agent.tool_ids or [])),
+            )
+            turn.history = list(window.messages)
+            turn.history_count = window.history_count
+        turn.loaded = True
         turn.blocks = list(blocks.blocks)
         self._use_tools(turn, tools)
         if turn.awaiting:
