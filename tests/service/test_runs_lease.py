@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
 from mnemo_agent.app import MIGRATIONS
@@ -114,3 +115,26 @@ async def test_runs_of_another_organization_are_not_found(db: Database) -> None:
         await runs.get("org-2", started.run.id)
 
     assert missing.value.reason == "RUN_NOT_FOUND"
+
+
+async def test_run_write_commits_its_statements_together_or_not_at_all(db: Database) -> None:
+    from sqlalchemy import Connection, insert, select
+
+    from mnemo_agent.models import AgentTagRow
+
+    def two_tags(connection: Connection) -> int:
+        connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "a"}])
+        connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "b"}])
+        return 2
+
+    def duplicate(connection: Connection) -> None:
+        connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "c"}])
+        connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "a"}])
+
+    assert await db.run_write(two_tags) == 2
+    with pytest.raises(IntegrityError):
+        await db.run_write(duplicate)
+
+    async with db.read() as session:
+        tags = sorted(await session.scalars(select(AgentTagRow.tag)))
+    assert tags == ["a", "b"]

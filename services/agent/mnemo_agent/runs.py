@@ -120,8 +120,7 @@ class Runs:
         }
         for _ in range(3):
             try:
-                async with self._db.write_connection() as connection:
-                    await connection.execute(_RUNS.insert(), [values])
+                await self._db.run_write(lambda connection: connection.execute(_RUNS.insert(), [values]))
             except IntegrityError:
                 if idempotency_key:
                     found = await self._by_key(org_id, agent_id, idempotency_key)
@@ -212,24 +211,24 @@ class Runs:
         pending_approvals: list[dict[str, str]] | None = None,
     ) -> None:
         """Records the outcome (or the approval stop) of a run."""
-        async with self._db.write_connection() as connection:
-            await connection.execute(
-                _RUNS.update()
-                .where(_RUNS.c.id == run_id)
-                .values(
-                    status=status,
-                    stop_reason=STOP_REASON_NAMES.get(stop_reason, ""),
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    total_tokens=usage.total_tokens,
-                    step_count=usage.step_count,
-                    message_ids=message_ids,
-                    error=error,
-                    lease_expires_at=None,
-                    pending_approvals=pending_approvals or [],
-                    completed_at=None if status == AWAITING_APPROVAL else utcnow(),
-                )
+        statement = (
+            _RUNS.update()
+            .where(_RUNS.c.id == run_id)
+            .values(
+                status=status,
+                stop_reason=STOP_REASON_NAMES.get(stop_reason, ""),
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                step_count=usage.step_count,
+                message_ids=message_ids,
+                error=error,
+                lease_expires_at=None,
+                pending_approvals=pending_approvals or [],
+                completed_at=None if status == AWAITING_APPROVAL else utcnow(),
             )
+        )
+        await self._db.run_write(lambda connection: connection.execute(statement))
 
     async def cancel_unstarted(self, run_id: str) -> bool:
         """Cancels a run that was created but has not started; False if it had started."""
