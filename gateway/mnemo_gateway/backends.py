@@ -24,10 +24,10 @@ class Backends:
     def __init__(self, settings: GatewaySettings) -> None:
         self._peers = Peers(settings)
         self.request_timeout = settings.http_request_timeout
-        self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
-        self.runs = run_pb2_grpc.RunServiceStub(self._peers.channel("agent"))
-        self.batches = batch_pb2_grpc.BatchServiceStub(self._peers.channel("agent"))
-        self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
+        self.agents = self._peers.stub("agent", agent_pb2_grpc.AgentServiceStub)
+        self.runs = self._peers.stub("agent", run_pb2_grpc.RunServiceStub)
+        self.batches = self._peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
+        self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""
