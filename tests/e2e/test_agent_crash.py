@@ -139,3 +139,32 @@ async def test_a_turn_killed_mid_way_is_finished_by_a_retry_with_the_same_key(
             again = await send_until_served(client, agent["id"], "remember", key)
             assert again.json() == body
             await check_consistent(client, agent["id"], saved, "recovered")
+
+
+async def test_a_background_run_interrupted_by_a_crash_is_finished_after_the_restart(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        agent = await create(client)
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "async fact"}),
+            reply("lost", delay=2.0),
+        )
+        started = await client.post(
+            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
+        )
+        assert started.status_code == 202
+        run_id = started.json()["id"]
+        await wait_for_requests(llm, 2)
+        await kill(mesh, "agent")
+        llm.script(reply("finished after the restart"))
+        await start(mesh, env, "agent")
+
+        for _ in range(200):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "completed", run
+        await check_consistent(client, agent["id"], "async fact", "finished after the restart")

@@ -299,6 +299,24 @@ def test_cancelling_a_running_run_stops_it_and_frees_the_agent(api: httpx.Client
     assert send(api, agent["id"], "again").json()["messages"][0]["content"] == "fresh"
 
 
+def test_an_idempotency_key_reused_for_a_different_message_is_refused(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agent = create_agent(api)
+    llm.script(reply("first"))
+    assert send(api, agent["id"], "hello", **{"Idempotency-Key": "same"}).status_code == 200
+
+    reused = send(api, agent["id"], "something else", **{"Idempotency-Key": "same"})
+
+    assert reused.status_code == 422
+    assert reused.json()["reason"] == "IDEMPOTENCY_KEY_REUSED"
+    assert history_types(api, agent["id"]) == ["user_message", "assistant_message"]
+    # Keys are per agent: another agent may use the same one.
+    other = create_agent(api)
+    llm.script(reply("other"))
+    assert send(api, other["id"], "something else", **{"Idempotency-Key": "same"}).status_code == 200
+
+
 def test_runs_of_another_organization_and_unknown_runs_are_not_found(api: httpx.Client) -> None:
     assert api.get("/v1/runs/run-does-not-exist").status_code == 404
     assert api.post("/v1/runs/run-does-not-exist/cancel").status_code == 404

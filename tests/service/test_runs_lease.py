@@ -95,10 +95,14 @@ async def test_an_agent_waiting_for_approval_takes_no_new_run(db: Database) -> N
     assert refused.value.metadata == {"run_id": waiting.run.id}
 
 
-async def test_restart_fails_running_runs_and_returns_background_runs_to_start_again(db: Database) -> None:
+async def test_restart_fails_running_runs_and_returns_only_background_runs_to_start_again(
+    db: Database,
+) -> None:
     runs = Runs(db)
-    sync_run = await runs.start("org-1", "agent-1", "", max_steps=3)
-    queued = await runs.start("org-1", "agent-1", "", max_steps=3, status=CREATED, request=b"\n\x07agent-1")
+    sync_run = await runs.start("org-1", "agent-1", "", max_steps=3, request=b"\n\x07agent-1")
+    queued = await runs.start(
+        "org-1", "agent-1", "", max_steps=3, status=CREATED, request=b"\n\x07agent-1", background=True
+    )
 
     restart = await runs.interrupted_at_start()
 

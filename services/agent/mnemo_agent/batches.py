@@ -121,6 +121,7 @@ class Batches:
                     request=request.SerializeToString(),
                     batch_id=batch.id,
                     pending_approvals=[],
+                    background=True,
                 )
             )
         batch.run_ids = [run.id for run in runs]

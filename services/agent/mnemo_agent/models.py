@@ -109,8 +109,11 @@ class RunRow(AgentBase):
     # Set by CancelRun when the run executes in another replica; its holder polls it.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     max_steps: Mapped[int] = mapped_column(Integer, default=0)
-    # Serialized SendMessageRequest of a run started in the background (async or batch).
+    # The serialized SendMessageRequest: a retry with the same key must repeat it, and a background
+    # run (async or batch) is started (again) from it.
     request: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Started in the background (async or batch): nobody waits for it, so a restart resumes it.
+    background: Mapped[bool] = mapped_column(Boolean, default=False)
     batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Tool calls waiting for approval: [{"id", "name", "arguments"}].
     pending_approvals: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)

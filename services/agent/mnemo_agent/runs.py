@@ -91,6 +91,7 @@ class Runs:
         request: bytes | None = None,
         batch_id: str | None = None,
         run_id: str | None = None,
+        background: bool = False,
     ) -> RunStart:
         """A new run (running, or created for a background turn), or the earlier run with the same key.
 
@@ -117,6 +118,7 @@ class Runs:
             "request": request,
             "batch_id": batch_id,
             "pending_approvals": [],
+            "background": background,
         }
         for _ in range(3):
             try:
@@ -302,7 +304,7 @@ class Runs:
     async def interrupted_at_start(self) -> builtins.list[RunRow]:
         """Releases every run a previous process left running (single-process databases only).
 
-        Returns the background runs (those with a stored request) that should be started again.
+        Returns the background runs (async and batch turns) that should be started again.
         """
         async with self._db.write() as session:
             rows = list(await session.scalars(select(RunRow).where(RunRow.status.in_((RUNNING, CREATED)))))
@@ -311,4 +313,4 @@ class Runs:
                 .where(RunRow.status == RUNNING)
                 .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=utcnow())
             )
-        return [row for row in rows if row.request is not None]
+        return [row for row in rows if row.background and row.request is not None]

@@ -480,15 +480,19 @@ class Turns:
         agent = await self._agents.row(actor.org_id, agent_id)
         steps = self._steps(agent, max_steps)
         request = agent_pb2.SendMessageRequest(agent_id=agent.id, messages=inputs, max_steps=steps)
+        serialized = request.SerializeToString(deterministic=True)
         start = await self._runs.start(
             actor.org_id,
             agent.id,
             idempotency_key,
             max_steps=steps,
             status=CREATED,
-            request=request.SerializeToString(),
+            request=serialized,
             batch_id=batch_id,
+            background=True,
         )
+        if start.existing and start.run.request is not None and start.run.request != serialized:
+            raise _key_reused(start.run.id)
         if not start.existing:
             self.launch(actor, start.run)
         return start.run
@@ -680,7 +684,10 @@ class Turns:
         stream_tokens: bool,
     ) -> TurnResult:
         async with self._locks.hold(agent.id):
-            start = await self._start(actor, agent, idempotency_key, steps)
+            request = agent_pb2.SendMessageRequest(agent_id=agent.id, messages=inputs, max_steps=steps)
+            start = await self._start(
+                actor, agent, idempotency_key, steps, request.SerializeToString(deterministic=True)
+            )
             run = start.run
             if sink is not None:
                 sink.started(run.id)
@@ -702,12 +709,15 @@ class Turns:
             self.after_turn(actor, agent, result)
         return result
 
-    async def _start(self, actor: Actor, agent: AgentRow, key: str, steps: int) -> RunStart:
+    async def _start(self, actor: Actor, agent: AgentRow, key: str, steps: int, request: bytes) -> RunStart:
         """A running run for the turn; waits while another replica holds the agent."""
         delay = 0.02
         while True:
             try:
-                return await self._runs.start(actor.org_id, agent.id, key, max_steps=steps)
+                start = await self._runs.start(actor.org_id, agent.id, key, max_steps=steps, request=request)
+                if start.existing and start.run.request is not None and start.run.request != request:
+                    raise _key_reused(start.run.id)
+                return start
             except AgentBusy:
                 remaining = remaining_time()
                 if remaining is not None and remaining < delay:
@@ -1263,6 +1273,14 @@ class Turns:
         raise ToolError(
             f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run"
         )
+
+
+def _key_reused(run_id: str) -> InvalidArgument:
+    return InvalidArgument(
+        "this idempotency key was used for a different request to this agent; use a new key for a new message",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"run_id": run_id},
+    )
 
 
 def _tool_message(call: message_pb2.ToolCall, outcome: message_pb2.ToolReturnContent) -> message_pb2.Message:

@@ -40,6 +40,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('cancel_requested', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('max_steps', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('request', sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column('background', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('batch_id', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('pending_approvals', sa.JSON(), nullable=False, server_default='[]'))
         batch_op.alter_column('status',
@@ -65,6 +66,7 @@ def downgrade() -> None:
                existing_nullable=False)
         batch_op.drop_column('pending_approvals')
         batch_op.drop_column('batch_id')
+        batch_op.drop_column('background')
         batch_op.drop_column('request')
         batch_op.drop_column('max_steps')
         batch_op.drop_column('cancel_requested')
