@@ -176,19 +176,31 @@ class Runs:
                 .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=utcnow())
             )
 
-    async def take(self, run_id: str, *, from_statuses: Sequence[str]) -> bool:
-        """Makes a run running again (resume, approval, background start); False if it was not in a status."""
-        now = utcnow()
-        try:
-            async with self._db.write() as session:
-                result = await session.execute(
-                    update(RunRow)
-                    .where(RunRow.id == run_id, RunRow.status.in_(from_statuses))
-                    .values(status=RUNNING, error="", lease_expires_at=self._lease(now), completed_at=None)
-                )
-        except IntegrityError:
-            return False
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    async def take(self, run_id: str, agent_id: str, *, from_statuses: Sequence[str]) -> bool:
+        """Makes a run running again (resume, approval, background start).
+
+        False if it was in none of `from_statuses`; raises AgentBusy while another run holds the agent.
+        """
+        for attempt in range(2):
+            try:
+                async with self._db.write() as session:
+                    result = await session.execute(
+                        update(RunRow)
+                        .where(RunRow.id == run_id, RunRow.status.in_(from_statuses))
+                        .values(
+                            status=RUNNING,
+                            error="",
+                            lease_expires_at=self._lease(utcnow()),
+                            completed_at=None,
+                        )
+                    )
+            except IntegrityError:
+                if attempt:
+                    raise AgentBusy(agent_id) from None
+                await self._release_orphan(agent_id)
+                continue
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+        raise AgentBusy(agent_id)
 
     async def heartbeat(self, run_id: str) -> bool:
         """Extends a running run's lease; returns whether someone asked to cancel it."""

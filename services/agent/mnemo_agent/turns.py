@@ -529,14 +529,23 @@ class Turns:
                 error="the agent was deleted before the run started",
             )
             return None
-        async with self._locks.hold(agent.id):
-            fresh = await self._runs.get(actor.org_id, run.id)
-            if fresh.status not in (CREATED, FAILED):
-                return None  # cancelled before it started, or already done
-            await self._take(fresh, from_statuses=(CREATED, FAILED))
-            return await self._execute(
-                agent, fresh, list(request.messages), fresh.max_steps, resume=fresh.status == FAILED
-            )
+        delay = 0.05
+        while True:
+            async with self._locks.hold(agent.id):
+                fresh = await self._runs.get(actor.org_id, run.id)
+                if fresh.status not in (CREATED, FAILED):
+                    return None  # cancelled before it started, or already done
+                try:
+                    if not await self._runs.take(fresh.id, agent.id, from_statuses=(CREATED, FAILED)):
+                        return None
+                except AgentBusy:
+                    pass  # another replica holds the agent: nobody waits for this run, so wait too
+                else:
+                    return await self._execute(
+                        agent, fresh, list(request.messages), fresh.max_steps, resume=fresh.status == FAILED
+                    )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def approve(self, actor: Actor, run_id: str, *, approve: bool, reason: str = "") -> TurnResult:
         """Approves or denies the tool calls a run waits for, and resumes its turn."""
@@ -576,7 +585,7 @@ class Turns:
             async with self._locks.hold(agent.id):
                 fresh = await self._runs.get(actor.org_id, run_id)
                 if fresh.status == AWAITING_APPROVAL and await self._runs.take(
-                    fresh.id, from_statuses=(AWAITING_APPROVAL,)
+                    fresh.id, fresh.agent_id, from_statuses=(AWAITING_APPROVAL,)
                 ):
                     await self._execute(agent, fresh, [], fresh.max_steps, resume=True, cancel_pending=True)
         else:
@@ -730,8 +739,12 @@ class Turns:
     async def _take(self, run: RunRow, *, from_statuses: Sequence[str]) -> None:
         if run.status == RUNNING and run.lease_expires_at is not None and run.lease_expires_at > utcnow():
             raise Aborted("a turn with this idempotency key is still running", reason="RUN_IN_PROGRESS")
-        if not await self._runs.take(run.id, from_statuses=from_statuses):
-            raise Aborted("the run is held by another turn of this agent; retry later", reason="AGENT_BUSY")
+        try:
+            taken = await self._runs.take(run.id, run.agent_id, from_statuses=from_statuses)
+        except AgentBusy:
+            taken = False
+        if not taken:
+            raise Aborted("the agent is held by another turn; retry later", reason="AGENT_BUSY")
 
     async def _execute(
         self,
