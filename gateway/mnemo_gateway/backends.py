@@ -45,8 +45,8 @@ class Backends:
         await self._peers.aclose()
 
 
-def backends(request: Request) -> Backends:
-    """The app's Backends (a FastAPI dependency)."""
+async def backends(request: Request) -> Backends:
+    """The app's Backends (a FastAPI dependency; async, so FastAPI does not hop to a thread for it)."""
     found: Backends = request.app.state.backends
     return found
 
