@@ -209,3 +209,30 @@ def test_malformed_rules_name_the_offending_field(rule: dict[str, object], field
         check_rules([rule])
 
     assert refused.value.violations[0].field == field
+
+
+def with_ids(messages: list[message_pb2.Message], start: int) -> list[message_pb2.Message]:
+    for i, message in enumerate(messages):
+        message.id = f"message-{start + i}"
+    return messages
+
+
+def test_incremental_chat_conversion_matches_converting_everything() -> None:
+    from mnemo_agent.conversation import ChatHistory, to_chat_messages
+
+    chat = ChatHistory()
+    history: list[message_pb2.Message] = []
+    batches = [
+        [user("hi", "r1"), answer("hello", "r1")],
+        [user("save", "r2"), call("a", "r2"), ret("a", "r2")],
+        [answer("saved", "r2", 1)],
+        # A batch stopped for approval: the call is open until the next batch answers it.
+        [user("pay", "r3"), call("p", "r3")],
+        [ret("p", "r3", 1)],
+        [answer("paid", "r3", 2)],
+    ]
+    for batch in batches:
+        history += with_ids(batch, len(history))
+        assert chat.of(history) == to_chat_messages(history)
+    # The front moved (compaction): everything is converted again.
+    assert chat.of(history[3:]) == to_chat_messages(history[3:])

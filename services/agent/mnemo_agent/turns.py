@@ -29,7 +29,7 @@ from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.agents import Agents
-from mnemo_agent.conversation import from_reply, to_chat_messages
+from mnemo_agent.conversation import ChatHistory, from_reply, to_chat_messages
 from mnemo_agent.memory_tools import MemoryTools, ToolError
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, RunRow
@@ -244,20 +244,22 @@ class WindowCache:
         self._enabled = enabled
         self._agents = agents
         self._max_messages = max_messages
-        self._windows: OrderedDict[str, tuple[list[message_pb2.Message], int]] = OrderedDict()
+        self._windows: OrderedDict[str, tuple[list[message_pb2.Message], int, ChatHistory]] = OrderedDict()
 
-    def get(self, agent_id: str) -> tuple[list[message_pb2.Message], int] | None:
+    def get(self, agent_id: str) -> tuple[list[message_pb2.Message], int, ChatHistory] | None:
         found = self._windows.get(agent_id)
         if found is None:
             return None
         self._windows.move_to_end(agent_id)
-        return list(found[0]), found[1]
+        return list(found[0]), found[1], found[2]
 
-    def put(self, agent_id: str, messages: list[message_pb2.Message], history_count: int) -> None:
+    def put(
+        self, agent_id: str, messages: list[message_pb2.Message], history_count: int, chat: ChatHistory
+    ) -> None:
         if not self._enabled or len(messages) > self._max_messages:
             self._windows.pop(agent_id, None)
             return
-        self._windows[agent_id] = (list(messages), history_count)
+        self._windows[agent_id] = (list(messages), history_count, chat)
         self._windows.move_to_end(agent_id)
         if len(self._windows) > self._agents:
             self._windows.popitem(last=False)
@@ -322,6 +324,7 @@ class _Turn:
     ephemeral: bool = False
     # Whether `history` holds the agent's context window (read or cached), so it can be cached again.
     loaded: bool = False
+    chat: ChatHistory = field(default_factory=ChatHistory)
 
     @property
     def voice(self) -> bool:
@@ -803,7 +806,7 @@ class Turns:
                 beat.cancel()
             self._active.pop(run.id, None)
         if turn.loaded:
-            self._windows.put(agent.id, turn.history, turn.history_count)
+            self._windows.put(agent.id, turn.history, turn.history_count, turn.chat)
         if stop == turn_pb2.STOP_REASON_CANCELLED:
             await self._finish(turn, CANCELLED, stop)
         elif stop == turn_pb2.STOP_REASON_REQUIRES_APPROVAL:
@@ -899,7 +902,7 @@ class Turns:
                 self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
                 self._tools(list(agent.tool_ids or [])),
             )
-            turn.history, turn.history_count = cached
+            turn.history, turn.history_count, turn.chat = cached
         else:
             window, blocks, tools = await asyncio.gather(
                 self._mesh.messages.GetContextWindow(history_pb2.GetContextWindowRequest(agent_id=agent.id)),
@@ -991,7 +994,11 @@ class Turns:
             body = history[len(history) - self._settings.voice_max_messages :]
             while body and _kind(body[0]) == "tool_return":
                 body = body[1:]
-            history = body
+            chat = to_chat_messages([*body, *turn.pending])
+        elif turn.pending and _kind(turn.pending[0]) == "tool_return":
+            chat = to_chat_messages([*history, *turn.pending])
+        else:
+            chat = [*turn.chat.of(history), *to_chat_messages(turn.pending)]
         system = compile_system_prompt(
             turn.agent.system,
             turn.blocks,
@@ -1004,7 +1011,7 @@ class Turns:
             model=turn.agent.model,
             messages=[
                 llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_SYSTEM, content=system),
-                *to_chat_messages([*history, *turn.pending]),
+                *chat,
             ],
             tools=tools,
             tool_choice=choice if tools else llm_pb2.TOOL_CHOICE_UNSPECIFIED,
