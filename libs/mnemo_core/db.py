@@ -77,6 +77,7 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sync_engine: Engine | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self._file_backed = parsed.database not in (None, "", ":memory:")
         if self.is_sqlite:
             self.engine = _sqlite_engine(url)
         elif parsed.get_backend_name() == "postgresql":
@@ -122,7 +123,7 @@ class Database:
         transaction runs in one hop to a writer thread (aiosqlite needs a hop per statement); on
         Postgres it runs on an async connection through `run_sync`.
         """
-        if self._write_lock is None or make_url(self.url).database in (None, "", ":memory:"):
+        if self._write_lock is None or not self._file_backed:
             async with self.write_connection() as connection:
                 return await connection.run_sync(work)
         async with self._write_lock:

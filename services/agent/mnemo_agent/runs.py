@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
@@ -62,8 +62,28 @@ class RunStart:
     existing: bool
 
 
-# Core table for the two writes of every turn (start, finish): no ORM unit of work on the hot path.
+# Core statements for the two writes of every turn (start, finish), built once: no ORM unit of work
+# and no statement construction on the hot path.
 _RUNS = cast(Table, RunRow.__table__)
+_INSERT = _RUNS.insert()
+_FINISHED_FIELDS = (
+    "status",
+    "stop_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "step_count",
+    "message_ids",
+    "error",
+    "lease_expires_at",
+    "pending_approvals",
+    "completed_at",
+)
+_FINISH = (
+    _RUNS.update()
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values({name: bindparam(name, type_=_RUNS.c[name].type) for name in _FINISHED_FIELDS})
+)
 
 
 def _not_found(run_id: str) -> NotFound:
@@ -122,7 +142,7 @@ class Runs:
         }
         for _ in range(3):
             try:
-                await self._db.run_write(lambda connection: connection.execute(_RUNS.insert(), [values]))
+                await self._db.run_write(lambda connection: connection.execute(_INSERT, [values]))
             except IntegrityError:
                 if idempotency_key:
                     found = await self._by_key(org_id, agent_id, idempotency_key)
@@ -225,24 +245,21 @@ class Runs:
         pending_approvals: list[dict[str, str]] | None = None,
     ) -> None:
         """Records the outcome (or the approval stop) of a run."""
-        statement = (
-            _RUNS.update()
-            .where(_RUNS.c.id == run_id)
-            .values(
-                status=status,
-                stop_reason=STOP_REASON_NAMES.get(stop_reason, ""),
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                step_count=usage.step_count,
-                message_ids=message_ids,
-                error=error,
-                lease_expires_at=None,
-                pending_approvals=pending_approvals or [],
-                completed_at=None if status == AWAITING_APPROVAL else utcnow(),
-            )
-        )
-        await self._db.run_write(lambda connection: connection.execute(statement))
+        values = {
+            "run_id": run_id,
+            "status": status,
+            "stop_reason": STOP_REASON_NAMES.get(stop_reason, ""),
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "step_count": usage.step_count,
+            "message_ids": message_ids,
+            "error": error,
+            "lease_expires_at": None,
+            "pending_approvals": pending_approvals or [],
+            "completed_at": None if status == AWAITING_APPROVAL else utcnow(),
+        }
+        await self._db.run_write(lambda connection: connection.execute(_FINISH, values))
 
     async def cancel_unstarted(self, run_id: str) -> bool:
         """Cancels a run that was created but has not started; False if it had started."""
