@@ -696,30 +696,60 @@ class Turns:
         stream_tokens: bool,
     ) -> TurnResult:
         async with self._locks.hold(agent.id):
-            request = agent_pb2.SendMessageRequest(agent_id=agent.id, messages=inputs, max_steps=steps)
-            start = await self._start(
-                actor, agent, idempotency_key, steps, request.SerializeToString(deterministic=True)
-            )
-            run = start.run
-            if sink is not None:
-                sink.started(run.id)
-            if start.existing:
-                if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL):
-                    result = await self._replay(run)
-                    if sink is not None:
-                        sink.messages(result.messages)
-                    return result
-                if run.id in self._active:
-                    raise Aborted(
-                        "a turn with this idempotency key is still running", reason="RUN_IN_PROGRESS"
-                    )
-                await self._take(run, from_statuses=(FAILED, RUNNING, CREATED))
-            result = await self._execute(
-                agent, run, inputs, steps, resume=start.existing, sink=sink, stream_tokens=stream_tokens
-            )
+            # Core memory and tools are read while the run is recorded: both are needed before the
+            # first model call, and blocks are shared data that the agent's lock does not guard anyway.
+            prefetched = asyncio.ensure_future(self._memory_of(agent))
+            try:
+                result = await self._begin(
+                    actor, agent, inputs, steps, idempotency_key, sink, stream_tokens, prefetched
+                )
+            finally:
+                if not prefetched.done():
+                    prefetched.cancel()
+                with contextlib.suppress(BaseException):
+                    await prefetched  # consumed, so a failed read is never reported as unretrieved
         if self.after_turn is not None and result.stop_reason != turn_pb2.STOP_REASON_CANCELLED:
             self.after_turn(actor, agent, result)
         return result
+
+    async def _begin(
+        self,
+        actor: Actor,
+        agent: AgentRow,
+        inputs: list[message_pb2.Message],
+        steps: int,
+        idempotency_key: str,
+        sink: Sink | None,
+        stream_tokens: bool,
+        prefetched: asyncio.Future[tuple[list[block_pb2.Block], list[tool_pb2.Tool]]],
+    ) -> TurnResult:
+        """Records (or finds) the turn's run and executes, replays or resumes it."""
+        request = agent_pb2.SendMessageRequest(agent_id=agent.id, messages=inputs, max_steps=steps)
+        start = await self._start(
+            actor, agent, idempotency_key, steps, request.SerializeToString(deterministic=True)
+        )
+        run = start.run
+        if sink is not None:
+            sink.started(run.id)
+        if start.existing:
+            if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL):
+                result = await self._replay(run)
+                if sink is not None:
+                    sink.messages(result.messages)
+                return result
+            if run.id in self._active:
+                raise Aborted("a turn with this idempotency key is still running", reason="RUN_IN_PROGRESS")
+            await self._take(run, from_statuses=(FAILED, RUNNING, CREATED))
+        return await self._execute(
+            agent,
+            run,
+            inputs,
+            steps,
+            resume=start.existing,
+            sink=sink,
+            stream_tokens=stream_tokens,
+            prefetched=prefetched,
+        )
 
     async def _start(self, actor: Actor, agent: AgentRow, key: str, steps: int, request: bytes) -> RunStart:
         """A running run for the turn; waits while another replica holds the agent."""
@@ -761,6 +791,7 @@ class Turns:
         stream_tokens: bool = False,
         decision: _Decision | None = None,
         cancel_pending: bool = False,
+        prefetched: asyncio.Future[tuple[list[block_pb2.Block], list[tool_pb2.Tool]]] | None = None,
     ) -> TurnResult:
         turn = _Turn(
             agent=AgentConfig.of(agent),
@@ -787,7 +818,13 @@ class Turns:
                 "agent.turn", attributes={"agent.id": agent.id, "run.id": run.id}
             ):
                 stop = await self._run_turn(
-                    agent, run, turn, resume=resume, decision=decision, cancel_pending=cancel_pending
+                    agent,
+                    run,
+                    turn,
+                    resume=resume,
+                    decision=decision,
+                    cancel_pending=cancel_pending,
+                    prefetched=prefetched,
                 )
         except asyncio.CancelledError:
             self._windows.drop(agent.id)
@@ -879,6 +916,7 @@ class Turns:
         resume: bool,
         decision: _Decision | None,
         cancel_pending: bool,
+        prefetched: asyncio.Future[tuple[list[block_pb2.Block], list[tool_pb2.Tool]]] | None = None,
     ) -> turn_pb2.StopReason.ValueType:
         if resume:
             stored = await self._run_messages(agent.id, run.id)
@@ -896,23 +934,20 @@ class Turns:
                     turn.shown_from = len(turn.produced)
                 elif stop is not None:
                     return stop
+        memory = prefetched if prefetched is not None else asyncio.ensure_future(self._memory_of(agent))
         cached = self._windows.get(agent.id)
         if cached is not None:
-            blocks, tools = await asyncio.gather(
-                self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
-                self._tools(list(agent.tool_ids or [])),
-            )
+            blocks, tools = await memory
             turn.history, turn.history_count, turn.chat = cached
         else:
-            window, blocks, tools = await asyncio.gather(
+            window, (blocks, tools) = await asyncio.gather(
                 self._mesh.messages.GetContextWindow(history_pb2.GetContextWindowRequest(agent_id=agent.id)),
-                self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
-                self._tools(list(agent.tool_ids or [])),
+                memory,
             )
             turn.history = list(window.messages)
             turn.history_count = window.history_count
         turn.loaded = True
-        turn.blocks = list(blocks.blocks)
+        turn.blocks = blocks
         self._use_tools(turn, tools)
         if turn.awaiting:
             if decision is None and not cancel_pending:
@@ -930,6 +965,14 @@ class Turns:
             if self._terminal(turn, calls, returns):
                 return turn_pb2.STOP_REASON_TOOL_RULE
         return await self._loop(turn)
+
+    async def _memory_of(self, agent: AgentRow) -> tuple[list[block_pb2.Block], list[tool_pb2.Tool]]:
+        """The agent's core memory blocks and tools, read together."""
+        blocks, tools = await asyncio.gather(
+            self._mesh.blocks.ListBlocks(block_pb2.ListBlocksRequest(agent_id=agent.id, page_size=1000)),
+            self._tools(list(agent.tool_ids or [])),
+        )
+        return list(blocks.blocks), tools
 
     def _restore(
         self, turn: _Turn, stored: list[message_pb2.Message]
