@@ -544,11 +544,15 @@ class Turns:
                 except AgentBusy:
                     pass  # another replica holds the agent: nobody waits for this run, so wait too
                 else:
-                    return await self._execute(
+                    result = await self._execute(
                         agent, fresh, list(request.messages), fresh.max_steps, resume=fresh.status == FAILED
                     )
+                    break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        if self.after_turn is not None and result.stop_reason != turn_pb2.STOP_REASON_CANCELLED:
+            self.after_turn(actor, agent, result)
+        return result
 
     async def approve(self, actor: Actor, run_id: str, *, approve: bool, reason: str = "") -> TurnResult:
         """Approves or denies the tool calls a run waits for, and resumes its turn."""
