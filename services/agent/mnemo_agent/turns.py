@@ -59,6 +59,7 @@ from mnemo_core.errors import (
     MnemoError,
     NotFound,
     PermissionDenied,
+    Unavailable,
     Unimplemented,
 )
 from mnemo_core.telemetry import tracer
@@ -1176,6 +1177,8 @@ class Turns:
         assert turn.sink is not None
         step = turn.next_batch
         events = self._mesh.llm.StreamChat(llm_pb2.StreamChatRequest(chat=request), timeout=self._llm_timeout)
+        completed: llm_pb2.ChatResponse | None = None
+        # Read to the end (`completed` is the last event), so the stream closes normally on both sides.
         async for event in events:
             kind = event.WhichOneof("event")
             if kind == "content_delta":
@@ -1183,8 +1186,10 @@ class Turns:
             elif kind == "reasoning_delta":
                 turn.sink.delta(Delta(turn.run_id, step, True, event.reasoning_delta))
             elif kind == "completed":
-                return event.completed
-        raise Unimplemented("the model stream ended without a completed reply", reason="STREAM_INCOMPLETE")
+                completed = event.completed
+        if completed is None:
+            raise Unavailable("the model stream ended without a completed reply", reason="STREAM_INCOMPLETE")
+        return completed
 
     async def _compact(self, turn: _Turn) -> int:
         """Evicts the oldest ~30 % of the window behind a summary; returns how many messages left it."""
