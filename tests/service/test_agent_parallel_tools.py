@@ -121,14 +121,12 @@ async def test_tool_calls_of_one_step_run_at_the_same_time_and_keep_their_order(
                 include_base_tools=False,
             )
         )
-        started = time.monotonic()
         result = await stub.SendMessage(
             agent_pb2.SendMessageRequest(
                 agent_id=created.agent.id,
                 messages=[message_pb2.Message(user=message_pb2.UserContent(text="news and weather"))],
             )
         )
-        elapsed = time.monotonic() - started
 
     assert result.stop_reason == turn_pb2.STOP_REASON_END_TURN
     returns = [m.tool_return for m in result.messages if m.HasField("tool_return")]
@@ -146,7 +144,6 @@ async def test_tool_calls_of_one_step_run_at_the_same_time_and_keep_their_order(
     latest_start = max(start for _, start, _ in tools.runs)
     earliest_end = min(end for _, _, end in tools.runs)
     assert latest_start < earliest_end
-    assert elapsed < 3 * SLOW
     # The failing tool's error reached the model with the others.
     sent = llm.requests()[-1]["messages"]
     assert [m["tool_call_id"] for m in sent[-3:]] == ["c1", "c2", "c3"]
