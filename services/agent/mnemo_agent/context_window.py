@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mnemo.common.v1 import message_pb2
-from mnemo.llm.v1 import llm_pb2
-from mnemo_core.errors import Cancelled, MnemoError
+from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
+from mnemo_core.errors import MnemoError
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +155,16 @@ def clip_middle(text: str, limit: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SummarizerSettings:
-    """How summaries are made: input budget in tokens, summary length, timeout."""
+    """How summaries are made: the summarizer's own input budget in tokens, and its timeout."""
 
     input_tokens: int
-    summary_chars: int
     timeout: float
 
 
 class Summarizer:
     """Writes the summary of evicted messages with an LLM; raises when it cannot."""
 
-    def __init__(self, llm: object, settings: SummarizerSettings) -> None:
+    def __init__(self, llm: llm_pb2_grpc.LlmServiceAsyncStub, settings: SummarizerSettings) -> None:
         self._llm = llm
         self._settings = settings
 
@@ -195,7 +194,7 @@ class Summarizer:
                 agent_id=agent_id,
             )
             try:
-                reply = await self._llm.Chat(request, timeout=self._settings.timeout)  # type: ignore[attr-defined]
+                reply = await self._llm.Chat(request, timeout=self._settings.timeout)
             except MnemoError as exc:
                 if exc.reason == CONTEXT_WINDOW_EXCEEDED and attempt == 0:
                     budget_chars //= 4  # the summarizer's own window is smaller than configured
@@ -255,8 +254,3 @@ def pressure_noted(window: Sequence[message_pb2.Message]) -> bool:
         m.WhichOneof("content") == "event" and m.event.type == message_pb2.EVENT_TYPE_MEMORY_PRESSURE
         for m in window
     )
-
-
-def is_cancellation(exc: BaseException) -> bool:
-    """Whether an error means the caller went away (never swallowed by the fallback)."""
-    return isinstance(exc, Cancelled)

@@ -361,7 +361,6 @@ class Turns:
             mesh.llm,
             cw.SummarizerSettings(
                 input_tokens=settings.summarizer_input_tokens,
-                summary_chars=settings.summary_max_chars,
                 timeout=settings.summarizer_timeout,
             ),
         )
