@@ -770,3 +770,28 @@ async def test_grpc_stream_and_approval_with_the_generated_clients(
         done = await runs.GetRun(run_pb2.GetRunRequest(run_id=paused.run_id), metadata=metadata)
         assert done.run.status == run_pb2.RUN_STATUS_COMPLETED
         assert done.run.usage.step_count == 2
+
+
+def test_a_voice_agents_window_is_summarized_in_the_background_after_its_turns(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agent = create_agent(api, agent_type="voice", context_window=900, summarizer_model="openai/summarizer")
+    llm.answer_model("summarizer", reply("Earlier voice chat."))
+    for i in range(6):
+        llm.script(reply("v" * 400))
+        with api.stream(
+            "POST",
+            f"/v1/agents/{agent['id']}/messages/stream",
+            json={"messages": [{"content": f"{i} " + "w" * 400}]},
+        ) as response:
+            events = sse_events(response)
+        assert events[-3]["stop_reason"] == "end_turn"
+
+    history = wait_for(
+        lambda: [
+            m
+            for m in api.get(f"/v1/agents/{agent['id']}/messages", params={"limit": 1000}).json()
+            if m["message_type"] == "event_message" and m["event_type"] == "summary"
+        ]
+    )
+    assert history[0]["content"] == "Earlier voice chat."

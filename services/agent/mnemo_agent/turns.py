@@ -49,7 +49,7 @@ from mnemo_agent.runs import (
 )
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.tool_rules import ToolRules
-from mnemo_core.actor import Actor, acting_as, remaining_time
+from mnemo_core.actor import Actor, acting_as, current_actor_or_none, remaining_time
 from mnemo_core.errors import (
     Aborted,
     AlreadyExists,
@@ -848,6 +848,8 @@ class Turns:
             self._active.pop(run.id, None)
         if turn.loaded:
             self._windows.put(agent.id, turn.history, turn.history_count, turn.chat)
+            if turn.voice:
+                self._compact_later(agent, turn)
         if stop == turn_pb2.STOP_REASON_CANCELLED:
             await self._finish(turn, CANCELLED, stop)
         elif stop == turn_pb2.STOP_REASON_REQUIRES_APPROVAL:
@@ -855,6 +857,23 @@ class Turns:
         else:
             await self._finish(turn, COMPLETED, stop)
         return turn.result(stop)
+
+    def _compact_later(self, agent: AgentRow, turn: _Turn) -> None:
+        """Summarizes a voice agent's window after its turn (never before its first model call)."""
+        stored = sum(cw.message_tokens(m) for m in turn.history)
+        actor = current_actor_or_none()
+        if actor is None or stored < cw.PROACTIVE_THRESHOLD * turn.window_tokens:
+            return
+
+        async def compact() -> None:
+            try:
+                await self.summarize(actor, agent.id)
+            except MnemoError as exc:
+                log.warning("background summary of voice agent %s failed: %s", agent.id, exc.message)
+
+        task = asyncio.create_task(compact())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish(
         self, turn: _Turn, status: str, stop: turn_pb2.StopReason.ValueType, error: str = ""
