@@ -281,11 +281,13 @@ class AgentConfig:
     summarizer_model: str
     llm_options: dict[str, Any]
     rules: ToolRules
+    embedding_model: str = ""
 
     @classmethod
     def of(cls, row: AgentRow) -> AgentConfig:
         return cls(
             id=row.id,
+            embedding_model=row.embedding_model or "",
             model=row.model,
             system=row.system,
             agent_type=row.agent_type,
