@@ -1,4 +1,4 @@
-"""Mesh benchmark: startup, memory, agent create and send-message latency and throughput.
+"""Mesh benchmark: startup, memory, agent create, send-message latency and throughput, streaming.
 
 The whole mesh runs as `mnemo server` (real processes on SQLite), against the fake
 OpenAI-compatible provider with zero latency (its own process), driven over REST like a user
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.fakes.llm_provider import free_port
+from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import API_KEY, mesh_env
 
 # (name, target, unit, lower is better)
@@ -38,6 +39,13 @@ TARGETS = {
     "send message p99 (1 client)": (30.0, "ms", True),
     "throughput (16 clients)": (100.0, "msg/s", False),
     "server CPU per message": (10.0, "ms", True),
+    "  CPU/msg: gateway": (None, "ms", True),
+    "  CPU/msg: agent": (None, "ms", True),
+    "  CPU/msg: memory": (None, "ms", True),
+    "  CPU/msg: llm": (None, "ms", True),
+    "  CPU/msg: tools": (None, "ms", True),
+    "stream 1st event after token p50": (10.0, "ms", True),
+    "stream 1st event after token p99": (None, "ms", True),
 }
 
 
@@ -81,9 +89,17 @@ class Server:
     process: subprocess.Popen[str]
     http_url: str
 
-    @property
-    def services(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children()
+    ports: dict[str, int]
+
+    def named_services(self) -> dict[str, psutil.Process]:
+        """The service processes by name, told apart by the port each listens on."""
+        by_port = {port: name for name, port in self.ports.items()}
+        named = {}
+        for child in psutil.Process(self.process.pid).children():
+            for connection in child.net_connections("tcp"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port in by_port:
+                    named[by_port[connection.laddr.port]] = child
+        return dict(sorted(named.items()))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -120,6 +136,7 @@ async def measure(args: argparse.Namespace) -> Figures:
             values["ready (warm restart)"], server = start_server(env)
             try:
                 await _load(server, args, values)
+                await _stream(server, RemoteFake(f"http://127.0.0.1:{provider_port}/v1"), args, values)
             finally:
                 server.stop()
     finally:
@@ -177,9 +194,11 @@ async def _load(server: Server, args: argparse.Namespace, values: dict[str, floa
         values["send message p50 (1 client)"] = statistics.median(send_times)
         values["send message p99 (1 client)"] = percentile(send_times, 99)
 
-        processes = server.services
+        named = server.named_services()
+        processes = list(named.values())
         values["RSS, all processes"], values["PSS, all processes"] = _memory_mb(processes)
-        cpu_before = sum(sum(p.cpu_times()[:2]) for p in processes)
+        each_before = [sum(p.cpu_times()[:2]) for p in processes]
+        cpu_before = sum(each_before)
         done = 0
         stop_at = time.perf_counter() + args.seconds
 
@@ -198,9 +217,47 @@ async def _load(server: Server, args: argparse.Namespace, values: dict[str, floa
         cpu_used = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu_before
         values["throughput (16 clients)"] = done / elapsed
         values["server CPU per message"] = cpu_used / max(done, 1) * 1000
+        for name, process, before in zip(named, processes, each_before, strict=True):
+            values[f"  CPU/msg: {name}"] = (sum(process.cpu_times()[:2]) - before) / max(done, 1) * 1000
         rss, pss = _memory_mb(processes)
         values["RSS, all processes"] = max(values["RSS, all processes"], rss)
         values["PSS, all processes"] = max(values["PSS, all processes"], pss)
+
+
+async def _stream(
+    server: Server, fake: RemoteFake, args: argparse.Namespace, values: dict[str, float]
+) -> None:
+    """Time from the provider sending its first token to the client reading it as an SSE event.
+
+    The fake stamps its first chunk with its send time (same machine clock); the rest of the reply
+    follows after a pause, so the first event cannot ride on the complete reply.
+    """
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers, timeout=60) as client:
+        agent = (await client.post("/v1/agents", json=agent_body(0))).json()
+        latencies = []
+        for i in range(args.streams + 5):
+            fake.script(
+                {"content": "first token, then the rest of the answer", "stamp": True, "stream_pause": 0.02}
+            )
+            first: float | None = None
+            async with client.stream(
+                "POST",
+                f"/v1/agents/{agent['id']}/messages/stream",
+                json={"messages": [{"content": f"stream {i}"}], "stream_tokens": True},
+            ) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if first is None and '"assistant_message_delta"' in line:
+                        received = time.time()
+                        sent = float(json.loads(line.removeprefix("data: "))["content"].split()[0][1:])
+                        first = (received - sent) * 1000
+            if first is None:
+                raise RuntimeError("the stream carried no token delta")
+            if i >= 5:  # warm-up
+                latencies.append(first)
+        values["stream 1st event after token p50"] = statistics.median(latencies)
+        values["stream 1st event after token p99"] = percentile(latencies, 99)
 
 
 def main() -> None:
@@ -211,9 +268,10 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=300)
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the 16-client phase")
+    parser.add_argument("--streams", type=int, default=100, help="streamed turns for the first-event latency")
     args = parser.parse_args()
     if args.quick:
-        args.creates, args.sends, args.seconds = 60, 100, 5.0
+        args.creates, args.sends, args.seconds, args.streams = 60, 100, 5.0, 30
     figures = asyncio.run(measure(args))
     figures.print()
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mnemo.agent.v1 import agent_pb2_grpc
+from mnemo.agent.v1 import agent_pb2_grpc, batch_pb2_grpc, run_pb2_grpc
 from mnemo.memory.v1 import message_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
@@ -25,10 +25,12 @@ class Backends:
     def __init__(self, settings: GatewaySettings) -> None:
         self._peers = Peers(settings)
         self.request_timeout = settings.http_request_timeout
-        self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
-        self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
-        self.tools = tool_pb2_grpc.ToolServiceStub(self._peers.channel("tools"))
-        self.mcp = mcp_pb2_grpc.McpServiceStub(self._peers.channel("tools"))
+        self.agents = self._peers.stub("agent", agent_pb2_grpc.AgentServiceStub)
+        self.runs = self._peers.stub("agent", run_pb2_grpc.RunServiceStub)
+        self.batches = self._peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
+        self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
+        self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
+        self.mcp = self._peers.stub("tools", mcp_pb2_grpc.McpServiceStub)
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""
@@ -46,8 +48,8 @@ class Backends:
         await self._peers.aclose()
 
 
-def backends(request: Request) -> Backends:
-    """The app's Backends (a FastAPI dependency)."""
+async def backends(request: Request) -> Backends:
+    """The app's Backends (a FastAPI dependency; async, so FastAPI does not hop to a thread for it)."""
     found: Backends = request.app.state.backends
     return found
 

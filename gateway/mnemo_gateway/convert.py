@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
-from mnemo.agent.v1 import agent_pb2
+from mnemo.agent.v1 import agent_pb2, batch_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo_core.wire import from_struct, to_struct
@@ -27,6 +27,22 @@ AGENT_TYPES = {
     "sleeptime": agent_pb2.AGENT_TYPE_SLEEPTIME,
 }
 AGENT_TYPE_NAMES = {value: name for name, value in AGENT_TYPES.items()}
+TOOL_RULE_TYPES = {
+    "terminal": agent_pb2.TOOL_RULE_TYPE_TERMINAL,
+    "run_first": agent_pb2.TOOL_RULE_TYPE_RUN_FIRST,
+    "max_calls": agent_pb2.TOOL_RULE_TYPE_MAX_CALLS,
+    "requires_approval": agent_pb2.TOOL_RULE_TYPE_REQUIRES_APPROVAL,
+}
+TOOL_RULE_TYPE_NAMES = {value: name for name, value in TOOL_RULE_TYPES.items()}
+RUN_STATUS_NAMES = {
+    run_pb2.RUN_STATUS_CREATED: "created",
+    run_pb2.RUN_STATUS_RUNNING: "running",
+    run_pb2.RUN_STATUS_COMPLETED: "completed",
+    run_pb2.RUN_STATUS_FAILED: "failed",
+    run_pb2.RUN_STATUS_CANCELLED: "cancelled",
+    run_pb2.RUN_STATUS_AWAITING_APPROVAL: "awaiting_approval",
+}
+RUN_STATUSES = {name: value for value, name in RUN_STATUS_NAMES.items()}
 EVENT_TYPES = {
     message_pb2.EVENT_TYPE_SUMMARY: "summary",
     message_pb2.EVENT_TYPE_TRUNCATION: "truncation",
@@ -90,16 +106,44 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
         blocks=[block_out(b) for b in agent.blocks],
         created_at=_time(agent.create_time, agent.HasField("create_time")),
         updated_at=_time(agent.update_time, agent.HasField("update_time")),
+        tool_rules=[
+            schemas.ToolRule(
+                tool_name=r.tool_name,
+                type=TOOL_RULE_TYPE_NAMES.get(r.type, "terminal"),
+                max_calls=r.max_calls,
+            )
+            for r in agent.tool_rules
+        ],
+        summarizer_model=agent.summarizer_model,
+        sleeptime=schemas.SleeptimeConfig(
+            enabled=agent.sleeptime.enabled, frequency=agent.sleeptime.frequency, model=agent.sleeptime.model
+        ),
+        sleeptime_agent_id=agent.sleeptime_agent_id or None,
+        primary_agent_id=agent.primary_agent_id or None,
     )
+
+
+def tool_rules_in(rules: list[schemas.ToolRule]) -> list[agent_pb2.ToolRule]:
+    """The proto form of tool rules."""
+    return [
+        agent_pb2.ToolRule(tool_name=r.tool_name, type=TOOL_RULE_TYPES[r.type], max_calls=r.max_calls)
+        for r in rules
+    ]
+
+
+def llm_options_in(options: schemas.LlmOptions) -> agent_pb2.LlmOptions:
+    """The proto form of sampling options."""
+    result = agent_pb2.LlmOptions(
+        max_tokens=options.max_tokens, parallel_tool_calls=options.parallel_tool_calls
+    )
+    if options.temperature is not None:
+        result.temperature = options.temperature
+    return result
 
 
 def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
     """The CreateAgent request for a REST body."""
-    options = agent_pb2.LlmOptions(
-        max_tokens=body.llm_options.max_tokens, parallel_tool_calls=body.llm_options.parallel_tool_calls
-    )
-    if body.llm_options.temperature is not None:
-        options.temperature = body.llm_options.temperature
+    options = llm_options_in(body.llm_options)
     return agent_pb2.CreateAgentRequest(
         agent=agent_pb2.Agent(
             name=body.name,
@@ -114,6 +158,11 @@ def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
             max_steps=body.max_steps,
             agent_type=AGENT_TYPES[body.agent_type],
             llm_options=options,
+            tool_rules=tool_rules_in(body.tool_rules),
+            summarizer_model=body.summarizer_model,
+            sleeptime=agent_pb2.SleeptimeConfig(
+                enabled=body.sleeptime.enabled, frequency=body.sleeptime.frequency, model=body.sleeptime.model
+            ),
         ),
         memory_blocks=[block_in(b) for b in body.memory_blocks],
         include_base_tools=body.include_base_tools,
@@ -181,3 +230,79 @@ def usage_out(usage: turn_pb2.Usage) -> schemas.Usage:
         total_tokens=usage.total_tokens,
         step_count=usage.step_count,
     )
+
+
+def run_out(run: run_pb2.Run) -> schemas.Run:
+    """The REST form of a run."""
+    return schemas.Run(
+        id=run.id,
+        agent_id=run.agent_id,
+        status=RUN_STATUS_NAMES.get(run.status, "created"),
+        stop_reason=STOP_REASONS.get(run.stop_reason),
+        usage=usage_out(run.usage),
+        idempotency_key=run.idempotency_key or None,
+        message_ids=list(run.message_ids),
+        error=run.error or None,
+        pending_approvals=[
+            schemas.ToolCall(name=c.name, arguments=c.arguments, tool_call_id=c.id)
+            for c in run.pending_approvals
+        ],
+        batch_id=run.batch_id or None,
+        created_at=_time(run.create_time, run.HasField("create_time")),
+        completed_at=_time(run.complete_time, run.HasField("complete_time")),
+    )
+
+
+def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
+    """The REST form of a batch."""
+    return schemas.Batch(
+        id=batch.id,
+        status="completed" if batch.status == batch_pb2.BATCH_STATUS_COMPLETED else "running",
+        runs=[run_out(run) for run in batch.runs],
+        created_at=_time(batch.create_time, batch.HasField("create_time")),
+    )
+
+
+def _context_item(message: schemas.ContextMessage) -> list[message_pb2.Message]:
+    if message.role == "user":
+        return [
+            message_pb2.Message(user=message_pb2.UserContent(text=message.content, name=message.name or ""))
+        ]
+    if message.role == "system":
+        return [message_pb2.Message(system=message_pb2.SystemContent(text=message.content))]
+    if message.role == "tool":
+        return [
+            message_pb2.Message(
+                tool_return=message_pb2.ToolReturnContent(
+                    tool_call_id=message.tool_call_id,
+                    name=message.name or "",
+                    content=message.content,
+                    status=message_pb2.TOOL_RETURN_STATUS_SUCCESS,
+                )
+            )
+        ]
+    items = []
+    if message.content or not message.tool_calls:
+        items.append(message_pb2.Message(assistant=message_pb2.AssistantContent(text=message.content)))
+    for call in message.tool_calls:
+        items.append(
+            message_pb2.Message(
+                tool_call=message_pb2.ToolCallContent(
+                    tool_call=message_pb2.ToolCall(
+                        id=call.tool_call_id, name=call.name, arguments=call.arguments
+                    )
+                )
+            )
+        )
+    return items
+
+
+def context_in(messages: list[schemas.ContextMessage]) -> list[message_pb2.Message]:
+    """Stored-message form of an ephemeral turn's earlier conversation (one item per message kind)."""
+    result: list[message_pb2.Message] = []
+    for i, message in enumerate(messages):
+        for item in _context_item(message):
+            # Each chat message is its own group, as one stored step would be.
+            item.run_id, item.step = "context", i
+            result.append(item)
+    return result

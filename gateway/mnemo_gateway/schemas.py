@@ -46,6 +46,28 @@ class Block(BaseModel):
     updated_at: datetime | None
 
 
+class ToolRule(BaseModel):
+    """A constraint on how the model may call one tool within a turn."""
+
+    tool_name: str
+    type: Literal["terminal", "run_first", "max_calls", "requires_approval"] = Field(
+        description=(
+            "terminal: a successful call ends the turn (stop reason tool_rule); run_first: the first step "
+            "of every turn must call it; max_calls: at most max_calls calls per turn; requires_approval: "
+            "the run stops (requires_approval) until the call is approved or denied."
+        )
+    )
+    max_calls: int = Field(default=0, ge=0, description="For max_calls rules: calls allowed per turn.")
+
+
+class SleeptimeConfig(BaseModel):
+    """A background agent that shares this agent's blocks and reorganises them between turns."""
+
+    enabled: bool = False
+    frequency: int = Field(default=0, ge=0, description="Run after every this many turns; 0 = 5.")
+    model: str = Field(default="", description="Its model; empty uses the agent's model.")
+
+
 class AgentCreate(_In):
     """An agent to create."""
 
@@ -64,6 +86,9 @@ class AgentCreate(_In):
     max_steps: int = Field(default=0, ge=0)
     agent_type: Literal["standard", "voice", "sleeptime"] = "standard"
     llm_options: LlmOptions = Field(default_factory=LlmOptions)
+    tool_rules: list[ToolRule] = Field(default_factory=list)
+    summarizer_model: str = Field(default="", description="Model that writes summaries; empty = model.")
+    sleeptime: SleeptimeConfig = Field(default_factory=SleeptimeConfig)
 
 
 class Agent(BaseModel):
@@ -85,6 +110,11 @@ class Agent(BaseModel):
     blocks: list[Block]
     created_at: datetime | None
     updated_at: datetime | None
+    tool_rules: list[ToolRule] = Field(default_factory=list)
+    summarizer_model: str = ""
+    sleeptime: SleeptimeConfig = Field(default_factory=SleeptimeConfig)
+    sleeptime_agent_id: str | None = None
+    primary_agent_id: str | None = None
 
 
 class TextPart(_In):
@@ -112,6 +142,9 @@ class SendMessageRequest(_In):
 
     messages: list[MessageCreate] = Field(min_length=1)
     max_steps: int = Field(default=0, ge=0, description="Most steps for this turn; 0 = the agent's setting.")
+    stream_tokens: bool = Field(
+        default=False, description="Streaming only: also send the model's text as it is generated."
+    )
 
 
 class _MessageBase(BaseModel):
@@ -207,6 +240,130 @@ class SendMessageResponse(BaseModel):
     stop_reason: StopReason
     usage: Usage
     run_id: str
+
+
+class StreamStopReason(StopReason):
+    """Why a streamed turn ended, with its run."""
+
+    run_id: str
+
+
+class ContentDelta(BaseModel):
+    """Reply text as the model generates it (streaming with stream_tokens)."""
+
+    message_type: Literal["assistant_message_delta"] = "assistant_message_delta"
+    run_id: str
+    step: int
+    content: str
+
+
+class ReasoningDelta(BaseModel):
+    """Reasoning as the model generates it (streaming with stream_tokens)."""
+
+    message_type: Literal["reasoning_message_delta"] = "reasoning_message_delta"
+    run_id: str
+    step: int
+    reasoning: str
+
+
+class Run(BaseModel):
+    """One agent turn: its status, outcome and usage."""
+
+    id: str
+    agent_id: str
+    status: Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
+    stop_reason: str | None
+    usage: Usage
+    idempotency_key: str | None
+    message_ids: list[str]
+    error: str | None
+    pending_approvals: list[ToolCall]
+    batch_id: str | None
+    created_at: datetime | None
+    completed_at: datetime | None
+
+
+class Approval(_In):
+    """The answer to a run that waits for a tool call to be approved."""
+
+    approve: bool
+    reason: str = Field(default="", description="Shown to the model when the call is denied.")
+
+
+class ContextMessage(_In):
+    """A message of an ephemeral turn's earlier conversation, in chat form."""
+
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str = ""
+    name: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list, description="Assistant messages only.")
+    tool_call_id: str = Field(default="", description="Tool messages: the call this answers.")
+
+
+class EphemeralAgent(_In):
+    """The configuration of an agent that exists only for one request."""
+
+    model: str
+    system: str = ""
+    tool_ids: list[str] = Field(default_factory=list)
+    tool_rules: list[ToolRule] = Field(default_factory=list)
+    llm_options: LlmOptions = Field(default_factory=LlmOptions)
+    context_window: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=0, ge=0)
+
+
+class EphemeralRequest(_In):
+    """Context in, answer out: nothing is stored."""
+
+    agent: EphemeralAgent
+    memory_blocks: list[BlockCreate] = Field(default_factory=list, description="Core memory (read-only).")
+    context: list[ContextMessage] = Field(default_factory=list)
+    messages: list[MessageCreate] = Field(min_length=1)
+    max_steps: int = Field(default=0, ge=0)
+
+
+class EphemeralResponse(BaseModel):
+    """The result of an ephemeral turn (messages carry no ids: nothing was stored)."""
+
+    messages: list[Message]
+    stop_reason: StopReason
+    usage: Usage
+
+
+class SummarizeResponse(BaseModel):
+    """What a manual summarization did."""
+
+    evicted_count: int
+    summary: Message | None
+
+
+class SystemPrompt(BaseModel):
+    """The compiled system prompt an agent sees on its next step."""
+
+    system_prompt: str
+
+
+class BatchTurn(_In):
+    """One turn of a batch."""
+
+    agent_id: str
+    messages: list[MessageCreate] = Field(min_length=1)
+    max_steps: int = Field(default=0, ge=0)
+
+
+class BatchCreate(_In):
+    """Many turns to run in the background."""
+
+    turns: list[BatchTurn] = Field(min_length=1, max_length=1000)
+
+
+class Batch(BaseModel):
+    """A batch of turns and their runs."""
+
+    id: str
+    status: Literal["running", "completed"]
+    runs: list[Run]
+    created_at: datetime | None
 
 
 class ErrorBody(BaseModel):

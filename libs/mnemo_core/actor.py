@@ -53,8 +53,12 @@ def acting_as(actor: Actor, *, deadline: float | None = None) -> Iterator[Actor]
     try:
         yield actor
     finally:
-        _deadline.reset(deadline_token)
-        _actor.reset(token)
+        # A streaming handler abandoned by its client is closed from another context, where these
+        # tokens cannot be reset (and need not be: that context never had them set).
+        with contextlib.suppress(ValueError):
+            _deadline.reset(deadline_token)
+        with contextlib.suppress(ValueError):
+            _actor.reset(token)
 
 
 def remaining_time() -> float | None:

@@ -223,7 +223,9 @@ def test_provider_failure_fails_the_turn_and_stores_nothing(api: httpx.Client, l
     assert api.get(f"/v1/agents/{agent['id']}/messages").json() == []
 
 
-def test_context_overflow_from_the_provider_has_its_own_reason(api: httpx.Client, llm: FakeProvider) -> None:
+def test_context_overflow_with_nothing_to_evict_ends_the_turn_with_its_stop_reason(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
     agent = create_agent(api)
     llm.script(
         error(400, "This model's maximum context length is 8192 tokens", code="context_length_exceeded")
@@ -231,8 +233,12 @@ def test_context_overflow_from_the_provider_has_its_own_reason(api: httpx.Client
 
     response = send(api, agent["id"], "hello?")
 
-    assert response.status_code == 422
-    assert response.json()["reason"] == "CONTEXT_WINDOW_EXCEEDED"
+    assert response.status_code == 200, response.text
+    assert response.json()["stop_reason"]["stop_reason"] == "context_overflow"
+    assert response.json()["messages"] == []
+    # What the user said is kept, so a later turn (after compaction) still has it.
+    history = api.get(f"/v1/agents/{agent['id']}/messages").json()
+    assert [m["message_type"] for m in history] == ["user_message"]
 
 
 def test_retry_with_the_same_idempotency_key_returns_the_first_result(
@@ -273,7 +279,7 @@ def test_history_pages_with_before_and_after(api: httpx.Client, llm: FakeProvide
     assert [m["content"] for m in before] == ["question 0", "answer 0"]
 
 
-def test_turn_trace_spans_gateway_agent_memory_tools_and_llm(
+def test_turn_trace_spans_gateway_agent_memory_and_llm(
     api: httpx.Client, llm: FakeProvider, otlp: OtlpReceiver
 ) -> None:
     agent = create_agent(api)
@@ -282,7 +288,9 @@ def test_turn_trace_spans_gateway_agent_memory_tools_and_llm(
 
     assert send(api, agent["id"], "trace me").status_code == 200
 
-    wanted = {"mnemo-gateway", "mnemo-agent", "mnemo-memory", "mnemo-tools", "mnemo-llm"}
+    # The built-in tools' schemas are immutable and cached by the agent, so the tools service is not
+    # called on every turn.
+    wanted = {"mnemo-gateway", "mnemo-agent", "mnemo-memory", "mnemo-llm"}
     deadline = time.monotonic() + 15
     while True:
         spans = [s for s in otlp.spans() if s.trace_id not in before]
@@ -299,7 +307,6 @@ def test_turn_trace_spans_gateway_agent_memory_tools_and_llm(
     names = {s.name for s in spans if s.trace_id == trace_id}
     assert "/mnemo.llm.v1.LlmService/Chat" in names
     assert "/mnemo.memory.v1.BlockService/AppendBlockValue" in names
-    assert "/mnemo.tools.v1.ToolService/BatchGetTools" in names
     assert "agent.step" in names
 
 

@@ -2,6 +2,9 @@
 
 Tests script its replies (text, tool calls, errors, delays) and read back the requests it got;
 with nothing scripted it answers "ok" at once (the zero-latency provider of the benchmarks).
+Requests with `"stream": true` get the same reply as chat-completion chunks (Server-Sent Events).
+A model can be given a fixed reply (`answer_model`), and the fake can play a model with a small
+context window (`context_limit`: longer prompts get the provider's context-length error).
 A test fixture only: never a runtime default.
 
 Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -23,7 +27,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 _ids = itertools.count(1)
@@ -104,6 +108,68 @@ class _State:
         self.requests: list[dict[str, Any]] = []
         self.record = record
         self.lock = threading.Lock()
+        # Fixed replies per model name, used instead of the script.
+        self.by_model: dict[str, dict[str, Any]] = {}
+        # Prompts longer than this many characters fail with context_length_exceeded (0: no limit).
+        self.context_limit = 0
+
+
+def prompt_chars(body: dict[str, Any]) -> int:
+    """Characters of a chat request's messages (content and tool-call arguments)."""
+    total = 0
+    for message in body.get("messages", []):
+        total += len(str(message.get("content") or ""))
+        for call in message.get("tool_calls") or []:
+            total += len(call["function"]["arguments"])
+    return total
+
+
+def _chunks(
+    body: dict[str, Any], completion: dict[str, Any], item: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The chat-completion chunks of a reply, as a streaming provider sends them."""
+    message = completion["choices"][0]["message"]
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"]}
+    base["model"] = completion["model"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if item is not None and item.get("reasoning_content"):
+        chunks.append(chunk({"reasoning_content": item["reasoning_content"]}))
+    for piece in re.findall(r"\S+\s*|\s+", message.get("content") or ""):
+        chunks.append(chunk({"content": piece}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        chunks.append(chunk({"tool_calls": [{"index": index, **call}]}))
+    chunks.append(chunk({}, completion["choices"][0]["finish_reason"]))
+    chunks.append({**base, "choices": [], "usage": completion["usage"]})
+    return chunks
+
+
+def _stream(
+    body: dict[str, Any], completion: dict[str, Any], item: dict[str, Any] | None
+) -> StreamingResponse:
+    pause = float((item or {}).get("stream_pause", 0))
+    stamp = bool((item or {}).get("stamp"))
+
+    async def events() -> Any:
+        sent_text = False
+        for data in _chunks(body, completion, item):
+            delta = data["choices"][0]["delta"] if data["choices"] else {}
+            if delta.get("content") and not sent_text:
+                if stamp:
+                    # The send time of the first token, for latency measurements in other processes.
+                    delta["content"] = f"@{time.time():.6f} " + delta["content"]
+                yield f"data: {json.dumps(data)}\n\n"
+                sent_text = True
+                if pause:
+                    await asyncio.sleep(pause)
+                continue
+            yield f"data: {json.dumps(data)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,18 +207,29 @@ def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, 
 def build_app(state: _State) -> Starlette:
     """The fake's HTTP app."""
 
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
         body = await request.json()
         with state.lock:
             if state.record:
                 state.requests.append({"body": body, "headers": dict(request.headers)})
-            item = state.script.popleft() if state.script else None
+            limit = state.context_limit
+            item = state.by_model.get(body.get("model", ""))
+            if item is None and limit and prompt_chars(body) > limit:
+                item = error(
+                    400,
+                    f"This model's maximum context length is {limit} characters",
+                    code="context_length_exceeded",
+                )
+            elif item is None:
+                item = state.script.popleft() if state.script else None
         if item and item.get("delay"):
             await asyncio.sleep(item["delay"])
         if item and item.get("status"):
             return JSONResponse(
                 {"error": item["error"]}, status_code=item["status"], headers=item.get("headers")
             )
+        if body.get("stream"):
+            return _stream(body, _completion(body, item), item)
         return JSONResponse(_completion(body, item))
 
     async def script(request: Request) -> JSONResponse:
@@ -169,6 +246,8 @@ def build_app(state: _State) -> Starlette:
         with state.lock:
             state.script.clear()
             state.requests.clear()
+            state.by_model.clear()
+            state.context_limit = 0
         return JSONResponse({})
 
     return Starlette(
@@ -224,10 +303,25 @@ class FakeProvider:
             return [r["body"] for r in self._state.requests]
 
     def reset(self) -> None:
-        """Forgets the script and the recorded requests."""
+        """Forgets the script, the recorded requests, fixed replies and the context limit."""
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
+            self._state.by_model.clear()
+            self._state.context_limit = 0
+
+    def answer_model(self, model: str, response: dict[str, Any] | None) -> None:
+        """Gives every request for `model` this reply (None: back to the script)."""
+        with self._state.lock:
+            if response is None:
+                self._state.by_model.pop(model, None)
+            else:
+                self._state.by_model[model] = response
+
+    def limit_context(self, chars: int) -> None:
+        """Fails prompts longer than `chars` characters with context_length_exceeded (0: no limit)."""
+        with self._state.lock:
+            self._state.context_limit = chars
 
 
 class RemoteFake:

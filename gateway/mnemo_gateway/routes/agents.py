@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
+from mnemo_core.actor import Actor, acting_as
+from mnemo_core.errors import MnemoError
 from mnemo_gateway import convert, schemas
 from mnemo_gateway.backends import Backends, acting_actor, backends
+from mnemo_gateway.errors import error_body
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -40,6 +46,37 @@ async def list_agents(
     return [convert.agent_out(agent) for agent in page.agents]
 
 
+@router.post("/ephemeral/messages", response_model=schemas.EphemeralResponse)
+async def send_ephemeral_message(body: schemas.EphemeralRequest, mesh: Mesh) -> schemas.EphemeralResponse:
+    """Runs one turn of an agent given inline, with its context in the request. Nothing is stored.
+
+    Core memory is read-only here: memory tools answer with an error the model sees.
+    """
+    agent = body.agent
+    result = await mesh.agents.SendEphemeralMessage(
+        agent_pb2.SendEphemeralMessageRequest(
+            agent=agent_pb2.Agent(
+                model=agent.model,
+                system=agent.system,
+                tool_ids=agent.tool_ids,
+                tool_rules=convert.tool_rules_in(agent.tool_rules),
+                llm_options=convert.llm_options_in(agent.llm_options),
+                context_window=agent.context_window,
+                max_steps=agent.max_steps,
+            ),
+            memory_blocks=[convert.block_in(b) for b in body.memory_blocks],
+            context=convert.context_in(body.context),
+            messages=[convert.message_in(m) for m in body.messages],
+            max_steps=body.max_steps,
+        )
+    )
+    return schemas.EphemeralResponse(
+        messages=convert.messages_out(list(result.messages)),
+        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
+        usage=convert.usage_out(result.usage),
+    )
+
+
 @router.get("/{agent_id}", response_model=schemas.Agent)
 async def get_agent(agent_id: str, mesh: Mesh) -> schemas.Agent:
     """Returns one agent with its core memory blocks."""
@@ -67,7 +104,7 @@ async def send_message(
     body: schemas.SendMessageRequest,
     mesh: Mesh,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
-) -> schemas.SendMessageResponse:
+) -> Response:
     """Runs one agent turn and returns its new messages, stop reason and usage.
 
     Send an `Idempotency-Key` header to make retries safe: a retry returns the first result.
@@ -80,12 +117,127 @@ async def send_message(
             idempotency_key=idempotency_key,
         )
     )
-    return schemas.SendMessageResponse(
+    body_out = schemas.SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
         stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
+    # Serialized once here: returning the model would make FastAPI validate it a second time.
+    return Response(body_out.model_dump_json(), media_type="application/json")
+
+
+def _sse(payload: Any) -> str:
+    text = payload.model_dump_json() if hasattr(payload, "model_dump_json") else payload
+    return f"data: {text}\n\n"
+
+
+def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
+    kind = event.WhichOneof("event")
+    if kind == "run_id":
+        return []  # the stop_reason event names the run
+    if kind == "message":
+        out = convert.message_out(event.message)
+        return [] if out is None else [_sse(out)]
+    if kind == "delta":
+        delta = event.delta
+        if delta.kind == agent_pb2.DELTA_KIND_REASONING:
+            return [_sse(schemas.ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
+        return [_sse(schemas.ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
+    outcome = event.outcome
+    return [
+        _sse(
+            schemas.StreamStopReason(
+                stop_reason=convert.STOP_REASONS.get(outcome.stop_reason, "error"), run_id=outcome.run_id
+            )
+        ),
+        _sse(convert.usage_out(outcome.usage)),
+    ]
+
+
+@router.post(
+    "/{agent_id}/messages/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}},
+)
+async def stream_message(
+    agent_id: str,
+    body: schemas.SendMessageRequest,
+    mesh: Mesh,
+    actor: Annotated[Actor, Depends(acting_actor)],
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
+) -> StreamingResponse:
+    """Runs one agent turn and streams it as Server-Sent Events: one `data: <JSON>` per event.
+
+    Events are the turn's messages (the same shapes as the non-streaming response) as each step is
+    stored, token deltas (`assistant_message_delta`, `reasoning_message_delta`) with
+    `"stream_tokens": true`, then `stop_reason` (with the run id) and `usage_statistics`, then
+    `data: [DONE]`. A client that disconnects cancels the turn; its run records that.
+    """
+    events = mesh.agents.StreamMessage(
+        agent_pb2.StreamMessageRequest(
+            agent_id=agent_id,
+            messages=[convert.message_in(m) for m in body.messages],
+            max_steps=body.max_steps,
+            idempotency_key=idempotency_key,
+            stream_tokens=body.stream_tokens,
+        )
+    ).__aiter__()
+    # The first event (the run id, sent once the turn is accepted) is awaited here, so that a refused
+    # turn (unknown agent, bad input) is an HTTP error rather than an event.
+    first = await events.__anext__()
+
+    async def sse() -> AsyncIterator[str]:
+        with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
+            try:
+                for line in _event_json(first):
+                    yield line
+                async for event in events:
+                    for line in _event_json(event):
+                        yield line
+            except MnemoError as exc:
+                yield _sse(schemas.ErrorBody.model_validate(error_body(exc)))
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+            yield "data: [DONE]\n\n"
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/{agent_id}/messages/async", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.Run)
+async def send_message_async(
+    agent_id: str,
+    body: schemas.SendMessageRequest,
+    mesh: Mesh,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
+) -> schemas.Run:
+    """Starts a turn in the background and returns its run at once; poll `GET /v1/runs/{run_id}`."""
+    response = await mesh.agents.SendMessageAsync(
+        agent_pb2.SendMessageAsyncRequest(
+            agent_id=agent_id,
+            messages=[convert.message_in(m) for m in body.messages],
+            max_steps=body.max_steps,
+            idempotency_key=idempotency_key,
+        )
+    )
+    return convert.run_out(response.run)
+
+
+@router.post("/{agent_id}/summarize", response_model=schemas.SummarizeResponse)
+async def summarize(agent_id: str, mesh: Mesh) -> schemas.SummarizeResponse:
+    """Summarizes the oldest ~30 % of the agent's context window now (the messages stay in history)."""
+    response = await mesh.agents.SummarizeAgent(agent_pb2.SummarizeAgentRequest(agent_id=agent_id))
+    return schemas.SummarizeResponse(
+        evicted_count=response.evicted_count,
+        summary=convert.message_out(response.summary) if response.HasField("summary") else None,
+    )
+
+
+@router.post("/{agent_id}/recompile", response_model=schemas.SystemPrompt)
+async def recompile(agent_id: str, mesh: Mesh) -> schemas.SystemPrompt:
+    """Compiles the agent's system prompt from its current memory (e.g. after blocks were edited)."""
+    response = await mesh.agents.RecompileAgent(agent_pb2.RecompileAgentRequest(agent_id=agent_id))
+    return schemas.SystemPrompt(system_prompt=response.system_prompt)
 
 
 @router.get("/{agent_id}/messages", response_model=list[schemas.Message])

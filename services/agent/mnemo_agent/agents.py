@@ -7,8 +7,10 @@ written, the blocks are removed again, so a failed create leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from mnemo.memory.v1 import block_pb2, message_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, AgentTagRow
+from mnemo_agent.tool_rules import check_rules
 from mnemo_core.actor import Actor
 from mnemo_core.db import Database
 from mnemo_core.errors import FieldViolation, InvalidArgument, MnemoError, NotFound
@@ -28,6 +31,7 @@ from mnemo_core.wire import utcnow
 
 log = logging.getLogger(__name__)
 
+ROW_CACHE_SIZE = 10_000
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/\S+$")
 AGENT_TYPES = ("standard", "voice", "sleeptime")
 UPDATABLE_FIELDS = frozenset(
@@ -43,8 +47,16 @@ UPDATABLE_FIELDS = frozenset(
         "tags",
         "metadata",
         "llm_options",
+        "tool_rules",
+        "summarizer_model",
     }
 )
+SLEEPTIME_SYSTEM = """\
+You are the sleep-time memory agent of another agent: you share its core memory blocks and work in the
+background between its conversations. You receive transcripts of its recent conversation. Reorganise the
+shared memory: add facts worth keeping with core_memory_append, correct or merge outdated or duplicated
+facts with core_memory_replace, and keep every block within its limit. Do not address the user; when the
+memory is in order, reply with a one-line note of what you changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,9 @@ class AgentSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
     agent_type: str = "standard"
     llm_options: dict[str, Any] = field(default_factory=dict)
+    tool_rules: list[dict[str, Any]] = field(default_factory=list)
+    summarizer_model: str = ""
+    sleeptime: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +110,17 @@ def _check(values: dict[str, Any], max_steps_limit: int, prefix: str = "agent.")
         raise invalid(f"{prefix}tool_ids", "must not repeat an id")
     if values.get("agent_type", "standard") not in AGENT_TYPES:
         raise invalid(f"{prefix}agent_type", f"must be one of {', '.join(AGENT_TYPES)}")
+    if "tool_rules" in values:
+        values["tool_rules"] = check_rules(values["tool_rules"], f"{prefix}tool_rules")
+    if values.get("summarizer_model") and not MODEL_PATTERN.match(values["summarizer_model"]):
+        raise invalid(f"{prefix}summarizer_model", "must be 'provider/model'")
+    sleeptime = values.get("sleeptime") or {}
+    if sleeptime.get("model") and not MODEL_PATTERN.match(sleeptime["model"]):
+        raise invalid(f"{prefix}sleeptime.model", "must be 'provider/model'")
+    if not 0 <= int(sleeptime.get("frequency", 0)) <= 10_000:
+        raise invalid(f"{prefix}sleeptime.frequency", "must be between 0 and 10000")
+    if sleeptime.get("enabled") and values.get("agent_type") == "sleeptime":
+        raise invalid(f"{prefix}sleeptime", "a sleep-time agent cannot have a sleep-time agent of its own")
 
 
 def _renamed_violations(exc: MnemoError, old: str, new: str) -> MnemoError:
@@ -111,6 +137,25 @@ class Agents:
         self._db = db
         self._mesh = mesh
         self._max_steps_limit = max_steps_limit
+        # On SQLite this process is the only writer of its database, so a cache of agent rows that
+        # this class invalidates on every change is exact. With Postgres (several replicas) every
+        # turn reads the row.
+        self._rows: OrderedDict[str, AgentRow] | None = OrderedDict() if db.is_sqlite else None
+
+    @property
+    def single_writer(self) -> bool:
+        """Whether this process is the only one that changes these agents (SQLite: one process per file)."""
+        return self._rows is not None
+
+    def _remember(self, row: AgentRow) -> None:
+        if self._rows is not None:
+            self._rows[row.id] = row
+            if len(self._rows) > ROW_CACHE_SIZE:
+                self._rows.popitem(last=False)
+
+    def _forget(self, agent_id: str) -> None:
+        if self._rows is not None:
+            self._rows.pop(agent_id, None)
 
     async def create(
         self,
@@ -122,12 +167,12 @@ class Agents:
         block_ids: list[str] | None = None,
     ) -> AgentView:
         """Creates an agent with new blocks and attached existing ones, all or nothing."""
-        _check(
-            {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__},
-            self._max_steps_limit,
-        )
+        values = {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__}
+        _check(values, self._max_steps_limit)
+        tool_rules = values["tool_rules"]
         tool_ids = await self._tool_ids(spec.tool_ids, include_base_tools)
         agent_id = new_id("agent")
+        sleeptime_id = new_id("agent") if spec.sleeptime.get("enabled") else None
         created: list[block_pb2.Block] = []
         if blocks:
             try:
@@ -143,8 +188,14 @@ class Agents:
                     block_pb2.AttachBlockRequest(block_id=block_id, agent_id=agent_id)
                 )
                 created.append(attached.block)
+            if sleeptime_id is not None:
+                # The sleep-time agent shares every block of its primary.
+                for block in created:
+                    await self._mesh.blocks.AttachBlock(
+                        block_pb2.AttachBlockRequest(block_id=block.id, agent_id=sleeptime_id)
+                    )
         except BaseException:
-            await self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id))
+            await self._undo_blocks(agent_id, sleeptime_id)
             raise
         now = utcnow()
         row = AgentRow(
@@ -165,18 +216,58 @@ class Agents:
             llm_options=dict(spec.llm_options),
             created_at=now,
             updated_at=now,
+            tool_rules=tool_rules,
+            summarizer_model=spec.summarizer_model,
+            sleeptime=dict(spec.sleeptime),
+            sleeptime_agent_id=sleeptime_id,
+            primary_agent_id=None,
         )
+        rows = [row]
+        if sleeptime_id is not None:
+            base_tools = await self._tool_ids([], True)
+            rows.append(
+                AgentRow(
+                    id=sleeptime_id,
+                    org_id=actor.org_id,
+                    created_by=actor.user_id,
+                    name=f"{spec.name}-sleeptime"[:200],
+                    description=f"Reorganises the memory of agent {agent_id} between its turns.",
+                    system=SLEEPTIME_SYSTEM,
+                    model=spec.sleeptime.get("model") or spec.model,
+                    embedding_model=spec.embedding_model,
+                    context_window=spec.context_window,
+                    max_steps=0,
+                    tool_ids=base_tools,
+                    tags=[],
+                    metadata_json={},
+                    agent_type="sleeptime",
+                    llm_options={},
+                    created_at=now,
+                    updated_at=now,
+                    tool_rules=[],
+                    summarizer_model=spec.summarizer_model,
+                    sleeptime={},
+                    sleeptime_agent_id=None,
+                    primary_agent_id=agent_id,
+                )
+            )
         try:
             async with self._db.write() as session:
-                session.add(row)
+                session.add_all(rows)
                 session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(spec.tags))
         except BaseException:
             if created:
-                await self._mesh.blocks.DetachAgentBlocks(
-                    block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)
-                )
+                await self._undo_blocks(agent_id, sleeptime_id)
             raise
         return AgentView(row, created)
+
+    async def _undo_blocks(self, agent_id: str, sleeptime_id: str | None) -> None:
+        """Detaches a failed create's blocks again (the sleep-time agent's first, so the primary's go)."""
+        if sleeptime_id is not None:
+            await self._mesh.blocks.DetachAgentBlocks(
+                block_pb2.DetachAgentBlocksRequest(agent_id=sleeptime_id)
+            )
+        await self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id))
 
     async def _tool_ids(self, requested: list[str], include_base_tools: bool) -> list[str]:
         ids = list(requested)
@@ -192,6 +283,9 @@ class Agents:
     async def row(self, org_id: str, agent_id: str) -> AgentRow:
         """An agent's configuration; NOT_FOUND if it is not in the organization."""
         require_id(agent_id, "agent_id")
+        cached = self._rows.get(agent_id) if self._rows is not None else None
+        if cached is not None and cached.org_id == org_id:
+            return cached
         async with self._db.read() as session:
             row = await session.scalar(
                 select(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id)
@@ -200,6 +294,7 @@ class Agents:
             raise NotFound(
                 f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
             )
+        self._remember(row)
         return row
 
     async def blocks_of(self, agent_id: str) -> list[block_pb2.Block]:
@@ -263,6 +358,7 @@ class Agents:
             await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=changes["tool_ids"]))
         await self.row(org_id, agent_id)
         columns = {("metadata_json" if key == "metadata" else key): value for key, value in changes.items()}
+        self._forget(agent_id)
         async with self._db.write() as session:
             row = await session.get(AgentRow, agent_id)
             if row is None or row.org_id != org_id:
@@ -273,17 +369,26 @@ class Agents:
             if "tags" in changes:
                 await session.execute(delete(AgentTagRow).where(AgentTagRow.agent_id == agent_id))
                 session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(changes["tags"]))
+        self._forget(agent_id)
         return await self.get(org_id, agent_id)
 
     async def delete(self, org_id: str, agent_id: str) -> None:
-        """Deletes an agent's history and own blocks, then the agent (safe to retry if a step fails)."""
-        await self.row(org_id, agent_id)
+        """Deletes an agent's history and own blocks, then the agent (safe to retry if a step fails).
+
+        An agent's sleep-time agent goes first, so the blocks they share are then the primary's alone.
+        """
+        row = await self.row(org_id, agent_id)
+        if row.sleeptime_agent_id:
+            with contextlib.suppress(NotFound):
+                await self.delete(org_id, row.sleeptime_agent_id)
         await asyncio.gather(
             self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
             self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
         )
+        self._forget(agent_id)
         async with self._db.write() as session:
             await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))
+        self._forget(agent_id)
 
     async def attach_tool(self, org_id: str, agent_id: str, tool_id: str) -> AgentView:
         """Gives the agent a tool that exists (NOT_FOUND otherwise); attaching twice changes nothing."""
@@ -304,6 +409,7 @@ class Agents:
     ) -> AgentView:
         # Read-modify-write in one transaction with the row locked (SQLite: the single writer), so two
         # concurrent attaches both land.
+        self._forget(agent_id)
         async with self._db.write() as session:
             row = await session.get(AgentRow, agent_id, with_for_update=True, populate_existing=True)
             if row is None or row.org_id != org_id:
@@ -320,4 +426,5 @@ class Agents:
             if changed != current:
                 row.tool_ids = changed
                 row.updated_at = utcnow()
+        self._forget(agent_id)
         return AgentView(row, await self.blocks_of(agent_id))

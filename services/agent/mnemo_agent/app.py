@@ -1,46 +1,74 @@
-"""Wires the agent service: database, mesh clients, domain, servicer."""
+"""Wires the agent service: database, mesh clients, domain, servicers."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
-from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2, batch_pb2_grpc, run_pb2, run_pb2_grpc
 from mnemo_agent.agents import Agents
+from mnemo_agent.batches import Batches
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.runs import Runs
-from mnemo_agent.servicer import AgentServicer
+from mnemo_agent.servicer import AgentServicer, BatchServicer, RunServicer
 from mnemo_agent.settings import AgentSettings
+from mnemo_agent.sleeptime import Sleeptime
 from mnemo_agent.turns import Turns
+from mnemo_core.actor import Actor
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class AgentApp:
-    """The agent service's servicer, database and peer clients."""
+    """The agent service's servicers, database and peer clients."""
 
     def __init__(self, db: Database, mesh: Mesh, settings: AgentSettings) -> None:
         self.db = db
         self.mesh = mesh
         self.agents = Agents(db, mesh, max_steps_limit=settings.max_steps_limit)
-        self.turns = Turns(
-            self.agents,
-            Runs(db),
-            mesh,
-            default_max_steps=settings.default_max_steps,
+        self.runs = Runs(db, lease_seconds=settings.run_lease_seconds)
+        self.turns = Turns(self.agents, self.runs, mesh, settings)
+        self.batches = Batches(
+            db,
+            self.runs,
+            self.turns,
+            concurrency=settings.batch_concurrency,
             max_steps_limit=settings.max_steps_limit,
-            llm_timeout=settings.llm_timeout,
         )
+        self.sleeptime = Sleeptime(self.turns, mesh, default_frequency=settings.sleeptime_frequency)
+        self.turns.after_turn = self.sleeptime.after_turn
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents, self.turns), server)
-        return [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name]
+        run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(self.runs, self.turns), server)
+        batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(self.batches), server)
+        return [
+            agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+            run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+            batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
+        ]
+
+    async def recover(self) -> None:
+        """Releases the runs a previous process left behind and restarts its background runs.
+
+        Only for SQLite, where one process owns the database; with Postgres, leases do this per run.
+        """
+        if not self.db.is_sqlite:
+            return
+        for run in await self.runs.interrupted_at_start():
+            log.info("restarting background run %s interrupted by the last stop", run.id)
+            self.turns.launch(Actor(org_id=run.org_id, user_id="system"), run)
 
     async def aclose(self) -> None:
+        await self.sleeptime.aclose()
+        await self.batches.aclose()
+        await self.turns.aclose()
         await self.mesh.aclose()
         await self.db.dispose()
 
@@ -50,4 +78,6 @@ async def build(settings: AgentSettings) -> AgentApp:
     db = Database(settings.resolved_database_url(), schema="agent")
     if settings.migrate:
         await upgrade(db, MIGRATIONS)
-    return AgentApp(db, Mesh(settings), settings)
+    app = AgentApp(db, Mesh(settings), settings)
+    await app.recover()
+    return app

@@ -110,3 +110,34 @@ def from_reply(reply: llm_pb2.ChatMessage) -> list[message_pb2.Message]:
     for call in reply.tool_calls:
         messages.append(message_pb2.Message(tool_call=message_pb2.ToolCallContent(tool_call=call)))
     return messages
+
+
+class ChatHistory:
+    """The chat form of an agent's growing context window, each stored message converted once.
+
+    Batches are appended whole (every call with its returns), so converting only the new messages
+    gives what converting everything would, as long as the front did not move and the new part does
+    not begin with tool returns (whose calls a previous, approval-stopped batch left open).
+    """
+
+    def __init__(self) -> None:
+        self._chat: list[llm_pb2.ChatMessage] = []
+        self._converted = 0
+        self._first = ""
+
+    def of(self, history: Sequence[message_pb2.Message]) -> list[llm_pb2.ChatMessage]:
+        """The chat messages for `history` (which must extend the last one given, or it is redone)."""
+        first = history[0].id if history else ""
+        fresh = history[self._converted :]
+        if (
+            first != self._first
+            or len(history) < self._converted
+            or (fresh and fresh[0].WhichOneof("content") == "tool_return")
+            or not first
+        ):
+            self._chat, self._converted, self._first = [], 0, first
+            fresh = history
+        if fresh:
+            self._chat = self._chat + to_chat_messages(fresh)
+            self._converted = len(history)
+        return self._chat

@@ -14,10 +14,10 @@ class Mesh:
 
     def __init__(self, settings: MnemoSettings) -> None:
         self._peers = Peers(settings)
-        self.blocks = block_pb2_grpc.BlockServiceStub(self._peers.channel("memory"))
-        self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
-        self.tools = tool_pb2_grpc.ToolServiceStub(self._peers.channel("tools"))
-        self.llm = llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm"))
+        self.blocks = self._peers.stub("memory", block_pb2_grpc.BlockServiceStub)
+        self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
+        self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
+        self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
 
     async def aclose(self) -> None:
         await self._peers.aclose()

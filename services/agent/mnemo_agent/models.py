@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mnemo_core.db import Base, UtcDateTime
@@ -40,6 +51,13 @@ class AgentRow(AgentBase):
     llm_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # [{"tool_name", "type", "max_calls"}]; see mnemo_agent.tool_rules.
+    tool_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    summarizer_model: Mapped[str] = mapped_column(String(200), default="")
+    # {"enabled", "frequency", "model"} of the sleep-time agent.
+    sleeptime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sleeptime_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    primary_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AgentTagRow(AgentBase):
@@ -58,12 +76,23 @@ class RunRow(AgentBase):
     __table_args__ = (
         UniqueConstraint("agent_id", "idempotency_key"),
         Index("ix_runs_agent_created", "agent_id", "created_at"),
+        Index("ix_runs_org_created", "org_id", "created_at", "id"),
+        Index("ix_runs_batch", "batch_id"),
+        # At most one turn of an agent holds it at a time, across every replica of the service:
+        # inserting a second running run of the same agent fails (see mnemo_agent.runs).
+        Index(
+            "uq_runs_one_active_per_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("status IN ('running', 'awaiting_approval')"),
+            postgresql_where=text("status IN ('running', 'awaiting_approval')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(128))
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
     stop_reason: Mapped[str] = mapped_column(String(32), default="")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -75,3 +104,28 @@ class RunRow(AgentBase):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # A running run's holder must extend this while it works; past it, the run counts as orphaned.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Set by CancelRun when the run executes in another replica; its holder polls it.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_steps: Mapped[int] = mapped_column(Integer, default=0)
+    # The serialized SendMessageRequest: a retry with the same key must repeat it, and a background
+    # run (async or batch) is started (again) from it.
+    request: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Started in the background (async or batch): nobody waits for it, so a restart resumes it.
+    background: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Tool calls waiting for approval: [{"id", "name", "arguments"}].
+    pending_approvals: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+
+
+class BatchRow(AgentBase):
+    """A batch of turns; its items are the runs with its batch_id."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_org_created", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

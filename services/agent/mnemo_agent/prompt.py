@@ -37,16 +37,22 @@ def compile_system_prompt(
     history_count: int,
     in_context_count: int,
     now: datetime,
+    archival_count: int | None = None,
 ) -> str:
-    """The system message an agent sees on every step."""
+    """The system message an agent sees on every step.
+
+    `archival_count` is shown when the memory service can tell it (None leaves the line out).
+    """
     sections = [base.strip() or DEFAULT_SYSTEM]
     rendered = "\n".join(_render_block(block) for block in blocks)
     sections.append(f"<memory_blocks>\n{rendered}\n</memory_blocks>" if blocks else "<memory_blocks/>")
     evicted = max(0, history_count - in_context_count)
+    archival = "" if archival_count is None else f"- passages in your archival memory: {archival_count}\n"
     sections.append(
         "<memory_metadata>\n"
         f"- current time: {now.strftime('%Y-%m-%d %H:%M %Z')}\n"
         f"- messages in your history: {history_count} ({evicted} no longer in your context window)\n"
+        f"{archival}"
         "</memory_metadata>"
     )
     return "\n\n".join(sections)

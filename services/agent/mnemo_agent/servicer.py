@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2, batch_pb2_grpc, run_pb2, run_pb2_grpc
+from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo_agent.agents import AGENT_TYPES, Agents, AgentSpec, AgentView
-from mnemo_agent.turns import Turns
+from mnemo_agent.batches import Batches, BatchView
+from mnemo_agent.models import RunRow
+from mnemo_agent.runs import STOP_REASONS, Runs
+from mnemo_agent.tool_rules import ToolRules, check_rules
+from mnemo_agent.turns import AgentConfig, Delta, TurnResult, Turns
 from mnemo_core.actor import current_actor
 from mnemo_core.validation import invalid
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
@@ -22,6 +27,35 @@ _AGENT_TYPES = {
 }
 _AGENT_TYPE_VALUES = {name: value for value, name in _AGENT_TYPES.items() if value}
 assert set(_AGENT_TYPE_VALUES) == set(AGENT_TYPES)
+_RULE_TYPES = {
+    agent_pb2.TOOL_RULE_TYPE_TERMINAL: "terminal",
+    agent_pb2.TOOL_RULE_TYPE_RUN_FIRST: "run_first",
+    agent_pb2.TOOL_RULE_TYPE_MAX_CALLS: "max_calls",
+    agent_pb2.TOOL_RULE_TYPE_REQUIRES_APPROVAL: "requires_approval",
+}
+_RULE_TYPE_VALUES = {name: value for value, name in _RULE_TYPES.items()}
+RUN_STATUSES = {
+    "created": run_pb2.RUN_STATUS_CREATED,
+    "running": run_pb2.RUN_STATUS_RUNNING,
+    "completed": run_pb2.RUN_STATUS_COMPLETED,
+    "failed": run_pb2.RUN_STATUS_FAILED,
+    "cancelled": run_pb2.RUN_STATUS_CANCELLED,
+    "awaiting_approval": run_pb2.RUN_STATUS_AWAITING_APPROVAL,
+}
+RUN_STATUS_NAMES = {value: name for name, value in RUN_STATUSES.items()}
+
+
+def _tool_rules(rules: Any) -> list[dict[str, Any]]:
+    return [
+        {"tool_name": r.tool_name, "type": _RULE_TYPES.get(r.type, ""), "max_calls": r.max_calls}
+        for r in rules
+    ]
+
+
+def _sleeptime(config: agent_pb2.SleeptimeConfig) -> dict[str, Any]:
+    if not config.enabled:
+        return {}
+    return {"enabled": True, "frequency": config.frequency, "model": config.model}
 
 
 def _llm_options(options: agent_pb2.LlmOptions) -> dict[str, Any]:
@@ -38,6 +72,7 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
     """The wire form of an agent."""
     row = view.row
     options = row.llm_options or {}
+    sleeptime = row.sleeptime or {}
     llm_options = agent_pb2.LlmOptions(
         max_tokens=int(options.get("max_tokens", 0)),
         parallel_tool_calls=bool(options.get("parallel_tool_calls", False)),
@@ -61,6 +96,45 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
         llm_options=llm_options,
         create_time=to_timestamp(row.created_at),
         update_time=to_timestamp(row.updated_at),
+        tool_rules=[
+            agent_pb2.ToolRule(
+                tool_name=r["tool_name"],
+                type=_RULE_TYPE_VALUES[r["type"]],
+                max_calls=int(r.get("max_calls", 0)),
+            )
+            for r in row.tool_rules or []
+        ],
+        summarizer_model=row.summarizer_model or "",
+        sleeptime=agent_pb2.SleeptimeConfig(
+            enabled=bool(sleeptime.get("enabled")),
+            frequency=int(sleeptime.get("frequency", 0)),
+            model=str(sleeptime.get("model", "")),
+        ),
+        sleeptime_agent_id=row.sleeptime_agent_id or "",
+        primary_agent_id=row.primary_agent_id or "",
+    )
+
+
+def run_to_proto(row: RunRow) -> run_pb2.Run:
+    """The wire form of a run."""
+    return run_pb2.Run(
+        id=row.id,
+        agent_id=row.agent_id,
+        status=RUN_STATUSES.get(row.status, run_pb2.RUN_STATUS_UNSPECIFIED),
+        stop_reason=STOP_REASONS.get(row.stop_reason, turn_pb2.STOP_REASON_UNSPECIFIED),
+        usage=turn_pb2.Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.total_tokens,
+            step_count=row.step_count,
+        ),
+        idempotency_key=row.idempotency_key or "",
+        message_ids=list(row.message_ids or []),
+        error=row.error or "",
+        create_time=to_timestamp(row.created_at),
+        complete_time=to_timestamp(row.completed_at),
+        pending_approvals=[message_pb2.ToolCall(**call) for call in row.pending_approvals or []],
+        batch_id=row.batch_id or "",
     )
 
 
@@ -76,7 +150,112 @@ _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
     "tags": lambda a: list(a.tags),
     "metadata": lambda a: from_struct(a.metadata),
     "llm_options": lambda a: _llm_options(a.llm_options),
+    "tool_rules": lambda a: _tool_rules(a.tool_rules),
+    "summarizer_model": lambda a: a.summarizer_model,
 }
+
+
+def _stream_event(
+    item: str | list[message_pb2.Message] | Delta | TurnResult,
+) -> list[agent_pb2.StreamMessageResponse]:
+    if isinstance(item, str):
+        return [agent_pb2.StreamMessageResponse(run_id=item)]
+    if isinstance(item, Delta):
+        kind = agent_pb2.DELTA_KIND_REASONING if item.reasoning else agent_pb2.DELTA_KIND_CONTENT
+        return [
+            agent_pb2.StreamMessageResponse(
+                delta=agent_pb2.TokenDelta(run_id=item.run_id, step=item.step, kind=kind, text=item.text)
+            )
+        ]
+    if isinstance(item, TurnResult):
+        return [
+            agent_pb2.StreamMessageResponse(
+                outcome=agent_pb2.TurnOutcome(
+                    run_id=item.run_id, usage=item.usage, stop_reason=item.stop_reason
+                )
+            )
+        ]
+    return [agent_pb2.StreamMessageResponse(message=message) for message in item]
+
+
+class RunServicer(run_pb2_grpc.RunServiceServicer):
+    """RunService over Runs and Turns."""
+
+    def __init__(self, runs: Runs, turns: Turns) -> None:
+        self._runs = runs
+        self._turns = turns
+
+    async def GetRun(self, request: run_pb2.GetRunRequest, context: Context) -> run_pb2.GetRunResponse:
+        return run_pb2.GetRunResponse(
+            run=run_to_proto(await self._runs.get(current_actor().org_id, request.run_id))
+        )
+
+    async def ListRuns(self, request: run_pb2.ListRunsRequest, context: Context) -> run_pb2.ListRunsResponse:
+        rows, token = await self._runs.list(
+            current_actor().org_id,
+            agent_id=request.agent_id,
+            status=RUN_STATUS_NAMES.get(request.status, ""),
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return run_pb2.ListRunsResponse(runs=[run_to_proto(row) for row in rows], next_page_token=token)
+
+    async def ListRunMessages(
+        self, request: run_pb2.ListRunMessagesRequest, context: Context
+    ) -> run_pb2.ListRunMessagesResponse:
+        messages, token = await self._turns.run_messages(
+            current_actor(), request.run_id, size=request.page_size, token=request.page_token
+        )
+        return run_pb2.ListRunMessagesResponse(messages=messages, next_page_token=token)
+
+    async def CancelRun(
+        self, request: run_pb2.CancelRunRequest, context: Context
+    ) -> run_pb2.CancelRunResponse:
+        return run_pb2.CancelRunResponse(
+            run=run_to_proto(await self._turns.cancel(current_actor(), request.run_id))
+        )
+
+    async def ApproveRun(
+        self, request: run_pb2.ApproveRunRequest, context: Context
+    ) -> run_pb2.ApproveRunResponse:
+        result = await self._turns.approve(
+            current_actor(), request.run_id, approve=request.approve, reason=request.reason
+        )
+        return run_pb2.ApproveRunResponse(
+            messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
+        )
+
+
+def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
+    """The wire form of a batch."""
+    return batch_pb2.Batch(
+        id=view.row.id,
+        status=batch_pb2.BATCH_STATUS_COMPLETED if view.completed else batch_pb2.BATCH_STATUS_RUNNING,
+        runs=[run_to_proto(run) for run in view.runs],
+        create_time=to_timestamp(view.row.created_at),
+    )
+
+
+class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+    """BatchService over Batches."""
+
+    def __init__(self, batches: Batches) -> None:
+        self._batches = batches
+
+    async def CreateBatch(
+        self, request: batch_pb2.CreateBatchRequest, context: Context
+    ) -> batch_pb2.CreateBatchResponse:
+        view = await self._batches.create(
+            current_actor(), [(t.agent_id, list(t.messages), t.max_steps) for t in request.turns]
+        )
+        return batch_pb2.CreateBatchResponse(batch=batch_to_proto(view))
+
+    async def GetBatch(
+        self, request: batch_pb2.GetBatchRequest, context: Context
+    ) -> batch_pb2.GetBatchResponse:
+        return batch_pb2.GetBatchResponse(
+            batch=batch_to_proto(await self._batches.get(current_actor().org_id, request.batch_id))
+        )
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -103,6 +282,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             metadata=from_struct(agent.metadata),
             agent_type=_AGENT_TYPES.get(agent.agent_type, "standard"),
             llm_options=_llm_options(agent.llm_options),
+            tool_rules=_tool_rules(agent.tool_rules),
+            summarizer_model=agent.summarizer_model,
+            sleeptime=_sleeptime(agent.sleeptime),
         )
         include = request.include_base_tools if request.HasField("include_base_tools") else True
         view = await self._agents.create(
@@ -150,6 +332,78 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.DeleteAgentResponse:
         await self._agents.delete(current_actor().org_id, request.agent_id)
         return agent_pb2.DeleteAgentResponse()
+
+    async def StreamMessage(
+        self, request: agent_pb2.StreamMessageRequest, context: Context
+    ) -> AsyncIterator[agent_pb2.StreamMessageResponse]:
+        events = self._turns.stream(
+            current_actor(),
+            request.agent_id,
+            list(request.messages),
+            max_steps=request.max_steps,
+            idempotency_key=request.idempotency_key,
+            stream_tokens=request.stream_tokens,
+        )
+        try:
+            async for item in events:
+                for event in _stream_event(item):
+                    yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def SendMessageAsync(
+        self, request: agent_pb2.SendMessageAsyncRequest, context: Context
+    ) -> agent_pb2.SendMessageAsyncResponse:
+        run = await self._turns.send_async(
+            current_actor(),
+            request.agent_id,
+            list(request.messages),
+            max_steps=request.max_steps,
+            idempotency_key=request.idempotency_key,
+        )
+        return agent_pb2.SendMessageAsyncResponse(run=run_to_proto(run))
+
+    async def SendEphemeralMessage(
+        self, request: agent_pb2.SendEphemeralMessageRequest, context: Context
+    ) -> agent_pb2.SendEphemeralMessageResponse:
+        agent = request.agent
+        if not agent.model:
+            raise invalid("agent.model", "is required")
+        rules = check_rules(_tool_rules(agent.tool_rules))
+        config = AgentConfig(
+            id="",
+            model=agent.model,
+            system=agent.system,
+            agent_type="standard",
+            context_window=max(0, agent.context_window),
+            summarizer_model=agent.summarizer_model,
+            llm_options=_llm_options(agent.llm_options),
+            rules=ToolRules.of(rules),
+        )
+        result = await self._turns.ephemeral(
+            current_actor(),
+            config,
+            list(request.memory_blocks),
+            list(agent.tool_ids),
+            list(request.context),
+            list(request.messages),
+            request.max_steps or agent.max_steps,
+        )
+        return agent_pb2.SendEphemeralMessageResponse(
+            messages=result.messages, usage=result.usage, stop_reason=result.stop_reason
+        )
+
+    async def SummarizeAgent(
+        self, request: agent_pb2.SummarizeAgentRequest, context: Context
+    ) -> agent_pb2.SummarizeAgentResponse:
+        evicted, summary = await self._turns.summarize(current_actor(), request.agent_id)
+        return agent_pb2.SummarizeAgentResponse(evicted_count=evicted, summary=summary)
+
+    async def RecompileAgent(
+        self, request: agent_pb2.RecompileAgentRequest, context: Context
+    ) -> agent_pb2.RecompileAgentResponse:
+        prompt = await self._turns.recompile(current_actor(), request.agent_id)
+        return agent_pb2.RecompileAgentResponse(system_prompt=prompt)
 
     async def SendMessage(
         self, request: agent_pb2.SendMessageRequest, context: Context

@@ -25,3 +25,21 @@ class AgentSettings(ServiceSettings):
     max_steps_limit: int = 100
     # Seconds one LLM call may take before the turn fails.
     llm_timeout: float = 180.0
+    # Context window in tokens of agents that set none (the model catalogue is not consulted yet).
+    default_context_window: int = 128_000
+    # Model that writes summaries when an agent names none; empty uses the agent's own model.
+    summarizer_model: str = ""
+    # Most tokens of evicted conversation sent to the summarizer in one call (its own budget).
+    summarizer_input_tokens: int = 32_000
+    # Longest summary kept in front of the context window, in characters.
+    summary_max_chars: int = 4_000
+    # Seconds one summarizer call may take before the fallback (truncation) is used.
+    summarizer_timeout: float = 60.0
+    # Seconds a running turn holds its agent without extending the lease (crash detection across replicas).
+    run_lease_seconds: float = 60.0
+    # Most in-context messages a voice agent sends to the model (small context, fast first token).
+    voice_max_messages: int = 24
+    # Turns of a batch that run at the same time.
+    batch_concurrency: int = 4
+    # Sleep-time agents run after every this many turns of their primary agent, by default.
+    sleeptime_frequency: int = 5

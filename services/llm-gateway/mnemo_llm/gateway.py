@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from mnemo.common.v1 import turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import remaining_time
-from mnemo_core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from mnemo_core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from mnemo_core.validation import check_text, invalid
 from mnemo_llm.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.providers import ModelName, Providers
@@ -46,6 +46,21 @@ class LlmGateway:
                 raise DeadlineExceeded("the caller's deadline has passed")
             timeout = min(timeout, remaining)
         return await provider.chat(model, request, time_budget=timeout)
+
+    async def stream_chat(self, request: llm_pb2.ChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+        """One completion, streamed, for providers that can stream; the caller's deadline bounds it."""
+        if not request.messages:
+            raise invalid("messages", "must not be empty")
+        provider, model = self._providers.resolve(request.model)
+        stream = getattr(provider, "stream_chat", None)
+        if stream is None:
+            raise Unimplemented("this provider cannot stream", reason="STREAMING_UNAVAILABLE")
+        timeout = self._timeout
+        remaining = remaining_time()
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        async for event in stream(model, request, time_budget=timeout):
+            yield event
 
     async def embed(self, request: llm_pb2.EmbedRequest) -> llm_pb2.EmbedResponse:
         """One embedding per input, in input order, from the requested (or default) embedding model."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
@@ -161,6 +162,74 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise map_error(exc) from exc
         return response_from(completion)
+
+    async def stream_chat(
+        self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
+    ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+        """Streams one completion: text and reasoning deltas, each tool call once complete, the reply last."""
+        params = {**request_params(model, request), "stream": True, "stream_options": {"include_usage": True}}
+        content: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish = ""
+        usage = turn_pb2.Usage()
+        answered_by = ""
+        try:
+            stream = await self._client.post(
+                "/chat/completions",
+                body=params,
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                options=make_request_options(timeout=time_budget, security={"bearer_auth": True}),
+            )
+            async for chunk in stream:
+                answered_by = chunk.model or answered_by
+                if chunk.usage is not None:
+                    usage = turn_pb2.Usage(
+                        prompt_tokens=chunk.usage.prompt_tokens or 0,
+                        completion_tokens=chunk.usage.completion_tokens or 0,
+                        total_tokens=chunk.usage.total_tokens or 0,
+                    )
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    finish = choice.finish_reason or finish
+                    if delta.content:
+                        content.append(delta.content)
+                        yield llm_pb2.StreamChatResponse(content_delta=delta.content)
+                    extra = delta.model_extra or {}
+                    thought = extra.get("reasoning_content") or extra.get("reasoning")
+                    if isinstance(thought, str) and thought:
+                        reasoning.append(thought)
+                        yield llm_pb2.StreamChatResponse(reasoning_delta=thought)
+                    for call in delta.tool_calls or []:
+                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                        slot["id"] = call.id or slot["id"]
+                        if call.function is not None:
+                            slot["name"] += call.function.name or ""
+                            slot["arguments"] += call.function.arguments or ""
+        except openai.OpenAIError as exc:
+            raise map_error(exc) from exc
+        tool_calls = [
+            message_pb2.ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+            for _, c in sorted(calls.items())
+        ]
+        for complete in tool_calls:
+            yield llm_pb2.StreamChatResponse(tool_call=complete)
+        reply = llm_pb2.ChatMessage(
+            role=llm_pb2.CHAT_ROLE_ASSISTANT,
+            content="".join(content),
+            reasoning="".join(reasoning),
+            tool_calls=tool_calls,
+        )
+        yield llm_pb2.StreamChatResponse(
+            completed=llm_pb2.ChatResponse(
+                message=reply,
+                usage=usage,
+                finish_reason=_FINISH.get(finish, llm_pb2.FINISH_REASON_UNSPECIFIED),
+                model=answered_by,
+            )
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

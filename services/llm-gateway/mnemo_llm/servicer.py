@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
-from mnemo_core.errors import Unimplemented
 from mnemo_llm.gateway import LlmGateway
 
 Context = Any
@@ -24,10 +23,8 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
     async def StreamChat(
         self, request: llm_pb2.StreamChatRequest, context: Context
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        raise Unimplemented(
-            "streaming chat is not available on this server yet", reason="STREAMING_UNAVAILABLE"
-        )
-        yield llm_pb2.StreamChatResponse()  # makes this an async generator, as grpc.aio expects
+        async for event in self._gateway.stream_chat(request.chat):
+            yield event
 
     async def Embed(self, request: llm_pb2.EmbedRequest, context: Context) -> llm_pb2.EmbedResponse:
         return await self._gateway.embed(request)

@@ -1,0 +1,170 @@
+"""Crash safety: SIGKILL the agent service (or the memory service) in the middle of a turn, restart it,
+retry with the same idempotency key: the history is consistent, with no orphan and no duplicate.
+
+`MNEMO_KILL_REPEAT=20 pytest tests/e2e/test_agent_crash.py` runs each scenario 20 times in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from mnemo.supervisor import MODULES, wait_healthy
+from tests.fakes.llm_provider import FakeProvider, reply, tool_call
+from tests.harness import RunningMesh, mesh_env, running_mesh
+
+REPEAT = int(os.environ.get("MNEMO_KILL_REPEAT", "1"))
+
+
+@pytest.fixture(scope="module")
+async def crash_mesh(
+    tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider
+) -> AsyncIterator[tuple[RunningMesh, dict[str, str]]]:
+    """A mesh of its own, since its processes get killed."""
+    env = mesh_env(tmp_path_factory.mktemp("crash"), provider_url=fake_provider.base_url)
+    async with running_mesh(env) as mesh:
+        yield mesh, env
+
+
+async def kill(mesh: RunningMesh, name: str) -> None:
+    """Kills one service with SIGKILL."""
+    child = next(c for c in mesh.children if c.name == name)
+    child.process.kill()
+    await child.process.wait()
+
+
+async def start(mesh: RunningMesh, env: dict[str, str], name: str) -> None:
+    """Starts a killed service again and waits until the mesh is healthy."""
+    child = next(c for c in mesh.children if c.name == name)
+    child.process = await asyncio.create_subprocess_exec(sys.executable, "-m", MODULES[name], env=env)
+    await wait_healthy(mesh.settings, mesh.http_url, mesh.children, 60)
+
+
+async def wait_for_requests(llm: FakeProvider, count: int) -> None:
+    for _ in range(400):
+        if len(llm.requests()) >= count:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the provider got {len(llm.requests())} requests, expected {count}")
+
+
+async def send_until_served(client: httpx.AsyncClient, agent_id: str, text: str, key: str) -> httpx.Response:
+    """Retries like a client would while a restarted service reconnects (503), with the same key."""
+    for _ in range(60):
+        response = await client.post(
+            f"/v1/agents/{agent_id}/messages",
+            json={"messages": [{"content": text}]},
+            headers={"Idempotency-Key": key},
+        )
+        if response.status_code != 503:
+            return response
+        await asyncio.sleep(0.25)
+    raise AssertionError("the mesh did not recover")
+
+
+async def create(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/agents",
+        json={"name": "crash", "model": "openai/m", "memory_blocks": [{"label": "human", "value": ""}]},
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def check_consistent(client: httpx.AsyncClient, agent_id: str, saved: str, answer: str) -> None:
+    history = (await client.get(f"/v1/agents/{agent_id}/messages")).json()
+    assert [m["message_type"] for m in history] == [
+        "user_message",
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
+    assert history[-1]["content"] == answer
+    assert history[1]["tool_call"]["tool_call_id"] == history[2]["tool_call_id"]
+    blocks = (await client.get(f"/v1/agents/{agent_id}/core-memory/blocks")).json()
+    assert blocks[0]["value"] == saved  # the tool ran once, not twice
+    runs = (await client.get("/v1/runs", params={"agent_id": agent_id})).json()
+    assert [r["status"] for r in runs] == ["completed"]
+
+
+@pytest.mark.parametrize("victim", ["agent", "memory"])
+async def test_a_turn_killed_mid_way_is_finished_by_a_retry_with_the_same_key(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider, victim: str
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        for attempt in range(REPEAT):
+            llm.reset()
+            agent = await create(client)
+            key = f"crash-{uuid.uuid4()}"
+            saved = f"fact {attempt}"
+            # Step 0 (a tool call with its return) is stored; step 1's model call is slow, and the
+            # victim dies during it.
+            llm.script(
+                tool_call("core_memory_append", {"label": "human", "content": saved}),
+                reply("lost", delay=2.0),
+            )
+            first = asyncio.create_task(
+                client.post(
+                    f"/v1/agents/{agent['id']}/messages",
+                    json={"messages": [{"content": "remember"}]},
+                    headers={"Idempotency-Key": key},
+                )
+            )
+            await wait_for_requests(llm, 2)
+            await kill(mesh, victim)
+            interrupted = await first
+            assert interrupted.status_code == 503, interrupted.text
+            await start(mesh, env, victim)
+            llm.script(reply("recovered"))
+
+            retried = await send_until_served(client, agent["id"], "remember", key)
+
+            assert retried.status_code == 200, retried.text
+            body = retried.json()
+            assert [m["message_type"] for m in body["messages"]] == [
+                "tool_call_message",
+                "tool_return_message",
+                "assistant_message",
+            ]
+            assert body["messages"][-1]["content"] == "recovered"
+            await check_consistent(client, agent["id"], saved, "recovered")
+            again = await send_until_served(client, agent["id"], "remember", key)
+            assert again.json() == body
+            await check_consistent(client, agent["id"], saved, "recovered")
+
+
+async def test_a_background_run_interrupted_by_a_crash_is_finished_after_the_restart(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        agent = await create(client)
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "async fact"}),
+            reply("lost", delay=2.0),
+        )
+        started = await client.post(
+            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
+        )
+        assert started.status_code == 202
+        run_id = started.json()["id"]
+        await wait_for_requests(llm, 2)
+        await kill(mesh, "agent")
+        llm.script(reply("finished after the restart"))
+        await start(mesh, env, "agent")
+
+        for _ in range(200):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "completed", run
+        await check_consistent(client, agent["id"], "async fact", "finished after the restart")
