@@ -14,7 +14,7 @@ from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.history import History
 from mnemo_memory.servicer import BlockServicer, MessageServicer
 from mnemo_memory.settings import MemorySettings
-from mnemo_memory.store import block_store, message_store
+from mnemo_memory.sql import SqlRunner
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -23,9 +23,9 @@ class MemoryApp:
     """The memory service's servicers and their database."""
 
     def __init__(self, db: Database, settings: MemorySettings) -> None:
-        self.db = db
-        self.core = CoreMemory(block_store(db), default_limit=settings.default_block_limit)
-        self.history = History(message_store(db))
+        self.db = SqlRunner(db)
+        self.core = CoreMemory(self.db, default_limit=settings.default_block_limit)
+        self.history = History(self.db)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         block_pb2_grpc.add_BlockServiceServicer_to_server(BlockServicer(self.core), server)
@@ -36,7 +36,7 @@ class MemoryApp:
         ]
 
     async def aclose(self) -> None:
-        await self.db.dispose()
+        await self.db.aclose()
 
 
 async def build(settings: MemorySettings) -> MemoryApp:
@@ -44,4 +44,6 @@ async def build(settings: MemorySettings) -> MemoryApp:
     db = Database(settings.resolved_database_url(), schema="memory")
     if settings.migrate:
         await upgrade(db, MIGRATIONS)
-    return MemoryApp(db, settings)
+    app = MemoryApp(db, settings)
+    await app.core.install_builtin_templates()
+    return app

@@ -29,6 +29,8 @@ def block_to_proto(block: Block) -> block_pb2.Block:
         metadata=to_struct(block.metadata),
         create_time=to_timestamp(block.created_at),
         update_time=to_timestamp(block.updated_at),
+        is_template=block.is_template,
+        template_name=block.template_name,
     )
 
 
@@ -64,7 +66,12 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.CreateBlockRequest, context: Context
     ) -> block_pb2.CreateBlockResponse:
         block = await self._core.create(
-            current_actor().org_id, spec_from_proto(request.block), agent_id=request.agent_id
+            current_actor().org_id,
+            spec_from_proto(request.block),
+            agent_id=request.agent_id,
+            from_template=request.from_template,
+            is_template=request.block.is_template,
+            template_name=request.block.template_name,
         )
         return block_pb2.CreateBlockResponse(block=block_to_proto(block))
 
@@ -89,6 +96,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
             current_actor().org_id,
             agent_id=request.agent_id,
             label=request.label,
+            templates=request.templates,
             size=request.page_size,
             token=request.page_token,
         )
@@ -181,9 +189,7 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         self, request: message_pb2.GetContextWindowRequest, context: Context
     ) -> message_pb2.GetContextWindowResponse:
         window = await self._history.context_window(current_actor().org_id, request.agent_id)
-        return message_pb2.GetContextWindowResponse(
-            messages=window.messages, history_count=window.history_count
-        )
+        return window.response()
 
     async def CompactContextWindow(
         self, request: message_pb2.CompactContextWindowRequest, context: Context
