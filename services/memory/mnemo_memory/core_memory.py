@@ -225,7 +225,13 @@ class CoreMemory:
         after = None if position is None else (position.time("t"), position.text("i"))
         blocks = await self._db.read(
             lambda conn: Q.list(
-                conn, org_id, agent_id=agent_id, label=label, templates=templates, after=after, limit=limit + 1
+                conn,
+                org_id,
+                agent_id=agent_id,
+                label=label,
+                templates=templates,
+                after=after,
+                limit=limit + 1,
             )
         )
         if len(blocks) > limit:

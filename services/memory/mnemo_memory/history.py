@@ -255,7 +255,9 @@ class History:
                     )
             if keep_seq < history.context_start_seq:
                 raise invalid("keep_from_message_id", "is already outside the context window")
-            evicted = MessageQueries.count_between(conn, org_id, agent_id, history.context_start_seq, keep_seq)
+            evicted = MessageQueries.count_between(
+                conn, org_id, agent_id, history.context_start_seq, keep_seq
+            )
             stored = None
             if content is not None:
                 stored = self._summary_row(conn, org_id, agent_id, content, history)

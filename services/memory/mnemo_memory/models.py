@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -74,6 +75,8 @@ class MessageRow(MemoryBase):
     __table_args__ = (
         UniqueConstraint("org_id", "agent_id", "seq"),
         Index("ix_messages_batch", "org_id", "agent_id", "run_id", "step", "position", unique=True),
+        # Which of an agent's messages still wait for the background embedder (key above its watermark).
+        Index("ix_messages_agent_pk", "org_id", "agent_id", "pk"),
         # Keys only grow (never reused after a delete): the background embedder's watermark relies on it.
         {"sqlite_autoincrement": True},
     )
@@ -116,13 +119,18 @@ class MessageVectorRow(MemoryBase):
     """The embedding of one message, for recall by meaning."""
 
     __tablename__ = "message_vectors"
-    __table_args__ = (Index("ix_message_vectors_scope", "org_id", "agent_id", "embedding_model", "message_pk"),)
+    __table_args__ = (
+        Index("ix_message_vectors_scope", "org_id", "agent_id", "embedding_model", "message_pk"),
+    )
 
     message_pk: Mapped[int] = mapped_column(ForeignKey("messages.pk", ondelete="CASCADE"), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(128))
     agent_id: Mapped[str] = mapped_column(String(64))
     embedding_model: Mapped[str] = mapped_column(String(200))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # The message's time (epoch seconds) and kind (mnemo.memory.v1.MessageKind), for filters in memory.
+    created_epoch: Mapped[float] = mapped_column(Float)
+    kind: Mapped[int] = mapped_column(Integer)
 
 
 class EmbeddingProgressRow(MemoryBase):
@@ -248,3 +256,8 @@ class JobRow(MemoryBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+def table_of(model: type[MemoryBase]) -> Table:
+    """The Core table of a mapped class, for column-level statements."""
+    return cast(Table, model.__table__)

@@ -16,15 +16,15 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow
+from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow, table_of
 
 BUILTIN_ORG = ""
 """Organization of the built-in templates, which every organization sees."""
 
-blocks_t = BlockRow.__table__
-attachments_t = BlockAttachmentRow.__table__
-messages_t = MessageRow.__table__
-histories_t = HistoryRow.__table__
+blocks_t = table_of(BlockRow)
+attachments_t = table_of(BlockAttachmentRow)
+messages_t = table_of(MessageRow)
+histories_t = table_of(HistoryRow)
 
 _BLOCK_COLUMNS = (
     blocks_t.c.id,
@@ -242,10 +242,14 @@ class BlockQueries:
         )
 
     @staticmethod
-    def upsert_builtin_template(conn: Connection, block_id: str, name: str, spec: BlockSpec, now: datetime) -> None:
+    def upsert_builtin_template(
+        conn: Connection, block_id: str, name: str, spec: BlockSpec, now: datetime
+    ) -> None:
         exists = conn.scalar(select(blocks_t.c.id).where(blocks_t.c.id == block_id))
         if exists is None:
-            BlockQueries.insert_block(conn, BUILTIN_ORG, block_id, spec, owner_agent_id=None, now=now, template_name=name)
+            BlockQueries.insert_block(
+                conn, BUILTIN_ORG, block_id, spec, owner_agent_id=None, now=now, template_name=name
+            )
             return
         conn.execute(
             update(blocks_t)
@@ -260,7 +264,9 @@ class BlockQueries:
         )
 
     @staticmethod
-    def attach(conn: Connection, org_id: str, block_id: str, agent_id: str, label: str, now: datetime) -> None:
+    def attach(
+        conn: Connection, org_id: str, block_id: str, agent_id: str, label: str, now: datetime
+    ) -> None:
         conn.execute(
             insert(attachments_t).values(
                 block_id=block_id, agent_id=agent_id, org_id=org_id, label=label, created_at=now
@@ -323,7 +329,9 @@ class BlockQueries:
     @staticmethod
     def detach_agent(conn: Connection, org_id: str, agent_id: str) -> int:
         conn.execute(
-            delete(attachments_t).where(attachments_t.c.agent_id == agent_id, attachments_t.c.org_id == org_id)
+            delete(attachments_t).where(
+                attachments_t.c.agent_id == agent_id, attachments_t.c.org_id == org_id
+            )
         )
         still_attached = select(attachments_t.c.block_id).where(attachments_t.c.block_id == blocks_t.c.id)
         result = conn.execute(
@@ -408,12 +416,18 @@ class MessageQueries:
         )
 
     @staticmethod
-    def reserve(conn: Connection, org_id: str, agent_id: str, count: int, history: HistoryState | None) -> int:
+    def reserve(
+        conn: Connection, org_id: str, agent_id: str, count: int, history: HistoryState | None
+    ) -> int:
         """Reserves `count` history positions for the agent; returns the first."""
         if history is None:
             conn.execute(
                 insert(histories_t).values(
-                    org_id=org_id, agent_id=agent_id, next_seq=1 + count, message_count=count, context_start_seq=1
+                    org_id=org_id,
+                    agent_id=agent_id,
+                    next_seq=1 + count,
+                    message_count=count,
+                    context_start_seq=1,
                 )
             )
             return 1
@@ -458,7 +472,9 @@ class MessageQueries:
         return [(row.id, row.content) for row in rows]
 
     @staticmethod
-    def set_window(conn: Connection, org_id: str, agent_id: str, start_seq: int, summary_id: str | None) -> None:
+    def set_window(
+        conn: Connection, org_id: str, agent_id: str, start_seq: int, summary_id: str | None
+    ) -> None:
         conn.execute(
             update(histories_t)
             .where(histories_t.c.org_id == org_id, histories_t.c.agent_id == agent_id)
@@ -469,7 +485,9 @@ class MessageQueries:
     def seq_of(conn: Connection, org_id: str, agent_id: str, message_id: str) -> int | None:
         seq: int | None = conn.scalar(
             select(messages_t.c.seq).where(
-                messages_t.c.id == message_id, messages_t.c.agent_id == agent_id, messages_t.c.org_id == org_id
+                messages_t.c.id == message_id,
+                messages_t.c.agent_id == agent_id,
+                messages_t.c.org_id == org_id,
             )
         )
         return seq
@@ -478,7 +496,11 @@ class MessageQueries:
     def first_id_from(conn: Connection, org_id: str, agent_id: str, start_seq: int) -> str | None:
         found: str | None = conn.scalar(
             select(messages_t.c.id)
-            .where(messages_t.c.org_id == org_id, messages_t.c.agent_id == agent_id, messages_t.c.seq >= start_seq)
+            .where(
+                messages_t.c.org_id == org_id,
+                messages_t.c.agent_id == agent_id,
+                messages_t.c.seq >= start_seq,
+            )
             .order_by(messages_t.c.seq)
             .limit(1)
         )
@@ -539,5 +561,7 @@ class MessageQueries:
         result = conn.execute(
             delete(messages_t).where(messages_t.c.agent_id == agent_id, messages_t.c.org_id == org_id)
         )
-        conn.execute(delete(histories_t).where(histories_t.c.agent_id == agent_id, histories_t.c.org_id == org_id))
+        conn.execute(
+            delete(histories_t).where(histories_t.c.agent_id == agent_id, histories_t.c.org_id == org_id)
+        )
         return int(result.rowcount)

@@ -88,6 +88,8 @@ def upgrade() -> None:
     sa.Column('agent_id', sa.String(length=64), nullable=False),
     sa.Column('embedding_model', sa.String(length=200), nullable=False),
     sa.Column('embedding', sa.LargeBinary(), nullable=False),
+    sa.Column('created_epoch', sa.Float(), nullable=False),
+    sa.Column('kind', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['message_pk'], ['messages.pk'], name=op.f('fk_message_vectors_message_pk_messages'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('message_pk', name=op.f('pk_message_vectors'))
     )
@@ -292,6 +294,7 @@ def _rebuild_messages() -> None:
     sqlite_autoincrement=True,
     )
     op.create_index('ix_messages_batch', 'messages', ['org_id', 'agent_id', 'run_id', 'step', 'position'], unique=True)
+    op.create_index('ix_messages_agent_pk', 'messages', ['org_id', 'agent_id', 'pk'], unique=False)
     result = bind.execute(sa.select(old).order_by(old.c.org_id, old.c.agent_id, old.c.seq)).mappings()
     while rows := result.fetchmany(1000):
         bind.execute(
