@@ -11,7 +11,7 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, schemas
 from mnemo_gateway.auth import ensure_api_key
 from mnemo_gateway.backends import Backends
-from mnemo_gateway.routes import agents, health
+from mnemo_gateway.routes import agents, archival, blocks, core_memory, health, sources
 from mnemo_gateway.settings import GatewaySettings
 
 
@@ -42,6 +42,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(agents.router)
+    app.include_router(core_memory.router)
+    app.include_router(archival.router)
+    app.include_router(blocks.router)
+    app.include_router(sources.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

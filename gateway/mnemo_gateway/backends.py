@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.agent.v1 import agent_pb2_grpc
-from mnemo.memory.v1 import message_pb2_grpc
+from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.channels import Peers
 from mnemo_core.settings import GRPC_SERVICES, ServiceName
@@ -26,6 +26,9 @@ class Backends:
         self.request_timeout = settings.http_request_timeout
         self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
         self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
+        self.blocks = block_pb2_grpc.BlockServiceStub(self._peers.channel("memory"))
+        self.passages = passage_pb2_grpc.PassageServiceStub(self._peers.channel("memory"))
+        self.sources = source_pb2_grpc.SourceServiceStub(self._peers.channel("memory"))
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

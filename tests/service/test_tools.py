@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 APPEND = "tool-builtin-core_memory_append"
 REPLACE = "tool-builtin-core_memory_replace"
-BUILTIN_NAMES = ["core_memory_append", "core_memory_replace"]
+BUILTIN_NAMES = [
+    "archival_memory_insert",
+    "archival_memory_search",
+    "conversation_search",
+    "core_memory_append",
+    "core_memory_replace",
+]
 
 
 def violation_fields(error: InvalidArgument) -> list[str]:

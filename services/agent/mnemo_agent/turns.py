@@ -359,9 +359,9 @@ class Turns:
         if not isinstance(args, dict):
             raise ToolError("the arguments must be a JSON object")
         if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
-            text, changed = await self._memory_tools.run(agent.id, tool.name, args)
+            text, changed = await self._memory_tools.run(agent, tool.name, args)
             for i, block in enumerate(blocks):
-                if block.id == changed.id:
+                if changed is not None and block.id == changed.id:
                     blocks[i] = changed
             return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
         if tool.tool_type in (tool_pb2.TOOL_TYPE_CUSTOM, tool_pb2.TOOL_TYPE_MCP):
