@@ -19,12 +19,10 @@ from tests.service.conftest import DEFAULT_BLOCK_LIMIT, Served, clean_environmen
 
 
 @contextlib.asynccontextmanager
-async def memory_with_llm(home: Path, llm: Served, **overrides: object) -> AsyncIterator[Served]:
-    """A memory service on its own SQLite file under `home`, embedding through `llm`."""
+async def memory_with_llm(home: Path, llm_address: str) -> AsyncIterator[Served]:
+    """A memory service on its own SQLite file under `home`, embedding through the llm-gateway at `llm_address`."""
     with clean_environment(home):
-        settings = MemorySettings(
-            home=home, default_block_limit=DEFAULT_BLOCK_LIMIT, llm_addr=llm.address, **overrides
-        )
+        settings = MemorySettings(home=home, default_block_limit=DEFAULT_BLOCK_LIMIT, llm_addr=llm_address)
     app = await build_memory(settings)
     async with serving(app) as served:
         yield served
@@ -34,7 +32,7 @@ async def memory_with_llm(home: Path, llm: Served, **overrides: object) -> Async
 async def embedded_memory(
     tmp_path_factory: pytest.TempPathFactory, llm_service: Served
 ) -> AsyncIterator[Served]:
-    async with memory_with_llm(tmp_path_factory.mktemp("memory-embed"), llm_service) as served:
+    async with memory_with_llm(tmp_path_factory.mktemp("memory-embed"), llm_service.address) as served:
         yield served
 
 
