@@ -203,11 +203,13 @@ def test_source_upload_job_attach_search_and_delete(api: httpx.Client) -> None:
     )
 
 
-async def test_archival_memory_of_another_org_is_not_found_over_grpc(
-    mesh: RunningMesh, api: httpx.Client
-) -> None:
-    agent = create_agent(api)
-    (passage,) = api.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": "Secret plan."}).json()
+async def test_archival_memory_of_another_org_is_not_found_over_grpc(mesh: RunningMesh) -> None:
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=30) as api:
+        agent = (
+            await api.post("/v1/agents", json={"name": "secretive", "model": "openai/gpt-4o-mini"})
+        ).json()
+        inserted = await api.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": "Secret plan."})
+    (passage,) = inserted.json()
     async with grpc.aio.insecure_channel(mesh.address("memory")) as channel:
         stub = passage_pb2_grpc.PassageServiceStub(channel)
         foreign = ((ORG_KEY, "org-someone-else"), (USER_KEY, "u"))
