@@ -367,10 +367,9 @@ class SqlitePassageStore:
             return {}
 
         def read(conn: Connection) -> dict[int, Passage]:
-            rows = conn.execute(
-                select(*_COLUMNS).where(passages_t.c.pk.in_(list(pks)), passages_t.c.org_id == org_id)
-            )
-            return {row.pk: _passage(row) for row in rows}
+            # By key alone (an org_id condition tempts SQLite into scanning the org's index); org checked here.
+            rows = conn.execute(select(*_COLUMNS, passages_t.c.org_id).where(passages_t.c.pk.in_(list(pks))))
+            return {row.pk: _passage(row) for row in rows if row.org_id == org_id}
 
         return await self._db.read(read)
 

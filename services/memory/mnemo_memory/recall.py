@@ -53,9 +53,9 @@ KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 # Tool calls and returns are JSON and machine text: found by their words, not embedded.
 EMBEDDED_KINDS = ("system", "user", "assistant", "reasoning", "event")
 PROGRESS_NAME = "messages"
-EMBED_BATCH = 64
+EMBED_BATCH = 128
 # How long the embedder waits after a wake-up for more messages to batch with.
-GATHER_SECONDS = 0.2
+GATHER_SECONDS = 0.5
 EMBEDDER_USER = "mnemo-memory-embedder"
 FUSION_DEPTH = 50
 
@@ -145,7 +145,7 @@ class MessageEmbedder:
                 embedded = await self._embedder.embed([row.text for row in org_rows], self._model)
             results += [(row, embedded.vectors[i], embedded.model) for i, row in enumerate(org_rows)]
         top = rows[-1].pk
-        await self._db.write(_store_vectors, results, last, top)
+        await self._db.write(store_vectors, results, last, top)
         groups: dict[VectorKey, list[tuple[Any, np.ndarray[Any, np.dtype[np.float32]]]]] = defaultdict(list)
         for row, vector, model in results:
             groups[VectorKey(row.org_id, "messages", row.agent_id, model)].append((row, vector))
@@ -184,7 +184,11 @@ def _next_batch(conn: Connection, size: int) -> tuple[int, list[Any]]:
     return last, list(rows)
 
 
-def _store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: int, top: int) -> None:
+def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: int, top: int) -> None:
+    """Stores message vectors and moves the watermark from `last` to `top` (bench/memory.py seeds with it too).
+
+    `results` holds (row with pk, org_id, agent_id, kind, created_at; unit vector; model).
+    """
     if _watermark(conn) != last:
         return  # another run got here first
     alive = set(

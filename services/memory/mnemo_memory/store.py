@@ -387,14 +387,18 @@ _BATCH = (
     .order_by(messages_t.c.position)
 )
 
+# A range on the (org, agent, seq) index: loading the window never grows with the history.
 _WINDOW = (
     select(messages_t.c.id, messages_t.c.content)
     .where(
         messages_t.c.org_id == bindparam("org_id"),
         messages_t.c.agent_id == bindparam("agent_id"),
-        or_(messages_t.c.seq >= bindparam("start_seq"), messages_t.c.id == bindparam("summary_id")),
+        messages_t.c.seq >= bindparam("start_seq"),
     )
     .order_by(messages_t.c.seq)
+)
+_SUMMARY = select(messages_t.c.id, messages_t.c.org_id, messages_t.c.content).where(
+    messages_t.c.id == bindparam("summary_id")
 )
 
 _INSERT_MESSAGE = insert(messages_t)
@@ -465,11 +469,15 @@ class MessageQueries:
         conn: Connection, org_id: str, agent_id: str, start_seq: int, summary_id: str | None
     ) -> list[tuple[str, bytes]]:
         """(id, serialized message) of every message from `start_seq` on, and of the summary, by position."""
-        rows = conn.execute(
-            _WINDOW,
-            {"org_id": org_id, "agent_id": agent_id, "start_seq": start_seq, "summary_id": summary_id or ""},
-        )
-        return [(row.id, row.content) for row in rows]
+        rows = [
+            (row.id, row.content)
+            for row in conn.execute(_WINDOW, {"org_id": org_id, "agent_id": agent_id, "start_seq": start_seq})
+        ]
+        if summary_id and summary_id not in {message_id for message_id, _ in rows}:
+            summary = conn.execute(_SUMMARY, {"summary_id": summary_id}).first()
+            if summary is not None and summary.org_id == org_id:
+                rows.append((summary.id, summary.content))
+        return rows
 
     @staticmethod
     def set_window(
@@ -549,12 +557,13 @@ class MessageQueries:
         """Serialized messages by integer key."""
         if not pks:
             return {}
+        # By key alone (an org_id condition tempts SQLite into another index); the org is checked here.
         rows = conn.execute(
-            select(messages_t.c.pk, messages_t.c.content).where(
-                messages_t.c.pk.in_(list(pks)), messages_t.c.org_id == org_id
+            select(messages_t.c.pk, messages_t.c.org_id, messages_t.c.content).where(
+                messages_t.c.pk.in_(list(pks))
             )
         )
-        return {row.pk: row.content for row in rows}
+        return {row.pk: row.content for row in rows if row.org_id == org_id}
 
     @staticmethod
     def purge(conn: Connection, org_id: str, agent_id: str) -> int:

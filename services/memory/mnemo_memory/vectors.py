@@ -208,7 +208,12 @@ class VectorIndex:
             distance[~mask] = _FAR
         counts = np.cumsum(np.bincount(distance, minlength=int(_FAR) + 1)[:-1])
         threshold = int(np.searchsorted(counts, wanted))
-        return np.flatnonzero(distance <= min(threshold, int(_FAR) - 1))
+        if threshold >= int(_FAR):
+            return np.flatnonzero(distance < _FAR)  # fewer rows pass the filter than are wanted
+        # Every row closer than the threshold, then ties at it up to `wanted` (ties can be thousands).
+        closer = np.flatnonzero(distance < threshold)
+        ties = np.flatnonzero(distance == threshold)[: max(0, wanted - len(closer))]
+        return np.concatenate([closer, ties])
 
 
 ArrayT = TypeVar("ArrayT", bound=np.generic)
