@@ -31,6 +31,10 @@ MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
 # Each ranking feeds this many candidates into the fusion, so either can lift a hit the other missed.
 FUSION_DEPTH = 50
+# Matching rows BM25 ranks at most (newest first): ~5 us each, so hybrid search keeps its keyword half
+# within the time the query takes to embed; keyword-only search may spend more.
+HYBRID_KEYWORD_BUDGET = 2_000
+KEYWORD_BUDGET = 20_000
 MODES = ("hybrid", "vector", "keyword")
 
 
@@ -185,7 +189,16 @@ class ArchivalMemory:
         depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
         match = keyword_query(query) if mode != "vector" else None
         keyword_task = (
-            asyncio.ensure_future(self._store.keyword_search(org_id, scopes, match, depth, where))
+            asyncio.ensure_future(
+                self._store.keyword_search(
+                    org_id,
+                    scopes,
+                    match,
+                    depth,
+                    where,
+                    budget=HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
+                )
+            )
             if match is not None
             else None
         )

@@ -95,6 +95,8 @@ class MessageRow(MemoryBase):
     kind: Mapped[str] = mapped_column(String(16))
     # The searchable text of the message.
     text: Mapped[str] = mapped_column(Text)
+    # Full-text token of the agent (ranking.scope_token), indexed with the text.
+    scope: Mapped[str] = mapped_column(String(80), default="")
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -162,6 +164,8 @@ class PassageRow(MemoryBase):
     file_id: Mapped[str] = mapped_column(String(64), default="")
     chunk_index: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text)
+    # Full-text token of the agent or source (ranking.scope_token), indexed with the text.
+    scope: Mapped[str] = mapped_column(String(80), default="")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     speaker: Mapped[str] = mapped_column(String(200), default="")
     metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

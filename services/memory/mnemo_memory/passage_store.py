@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, text, upd
 
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow, table_of
+from mnemo_memory.ranking import scope_token, scoped_match
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
@@ -193,9 +194,12 @@ class PassageStore(Protocol):
         ...
 
     async def keyword_search(
-        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter
+        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
     ) -> list[tuple[int, float]]:
-        """The k passages most relevant to the full-text query `match`: (key, bm25), best first."""
+        """The k passages most relevant to the full-text query `match`: (key, bm25), best first.
+
+        Ranks at most the `budget` newest matching rows (BM25 cannot stop early).
+        """
         ...
 
 
@@ -231,6 +235,9 @@ class SqlitePassageStore:
                         "file_id": p.file_id,
                         "chunk_index": p.chunk_index,
                         "text": p.text,
+                        "scope": scope_token("agent", p.agent_id)
+                        if p.agent_id
+                        else scope_token("source", p.source_id),
                         "tags": list(p.tags),
                         "speaker": p.speaker,
                         "metadata_json": dict(p.metadata),
@@ -524,19 +531,14 @@ class SqlitePassageStore:
         return await self._db.read(read)
 
     async def keyword_search(
-        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter
+        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
     ) -> list[tuple[int, float]]:
         self._supported()
         if not scopes:
             return []
+        query = scoped_match(match, [scope_token(scope.kind, scope.id) for scope in scopes])
         clauses = ["p.org_id = :org_id", "p.embedding_dim > 0"]
-        params: dict[str, Any] = {"org_id": org_id, "match": match, "k": k}
-        scope_terms = []
-        for i, scope in enumerate(scopes):
-            column = "p.agent_id" if scope.kind == "agent" else "p.source_id"
-            scope_terms.append(f"{column} = :scope_{i}")
-            params[f"scope_{i}"] = scope.id
-        clauses.append("(" + " OR ".join(scope_terms) + ")")
+        params: dict[str, Any] = {"org_id": org_id, "match": query, "k": k}
         if where.start is not None:
             clauses.append("p.created_epoch >= :start")
             params["start"] = where.start.timestamp()
@@ -553,12 +555,30 @@ class SqlitePassageStore:
                 f"p.pk IN (SELECT t.passage_pk FROM passage_tags t WHERE t.org_id = :org_id "  # noqa: S608 - names of bind parameters only
                 f"AND t.tag IN ({', '.join(names)}){having})"
             )
-        statement = text(
-            "SELECT p.pk, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "  # noqa: S608 - fixed clauses with bind parameters
-            f"WHERE passages_fts MATCH :match AND {' AND '.join(clauses)} ORDER BY rank LIMIT :k"
-        )
 
         def read(conn: Connection) -> list[tuple[int, float]]:
+            recent = newest_matches_from(conn, "passages_fts", query, budget)
+            if recent is not None:
+                clauses.append("passages_fts.rowid >= :recent")
+                params["recent"] = recent
+            statement = text(
+                "SELECT p.pk, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "  # noqa: S608 - fixed clauses with bind parameters
+                f"WHERE passages_fts MATCH :match AND {' AND '.join(clauses)} ORDER BY rank LIMIT :k"
+            )
             return [(int(row.pk), float(row.rank)) for row in conn.execute(statement, params)]
 
         return await self._db.read(read)
+
+
+def newest_matches_from(conn: Connection, fts: str, match: str, budget: int) -> int | None:
+    """The lowest key among the `budget` newest rows matching `match`, or None when fewer match.
+
+    BM25 costs a few microseconds per matching row and cannot stop early; words that match tens of
+    thousands of rows are therefore ranked among their newest `budget` matches only (older ones are
+    still found by vector search).
+    """
+    found = conn.execute(
+        text(f"SELECT rowid FROM {fts} WHERE {fts} MATCH :match ORDER BY rowid DESC LIMIT 1 OFFSET :budget"),  # noqa: S608 - table name is a constant of the caller
+        {"match": match, "budget": budget - 1},
+    ).first()
+    return None if found is None else int(found[0])

@@ -143,6 +143,20 @@ STOPWORDS = frozenset(
 )
 
 
+def scope_token(kind: str, scope_id: str) -> str:
+    """The single full-text token naming a scope (an agent's or a source's rows), e.g. "agent6f1c...".
+
+    Rows carry it in an indexed column, so the full-text engine itself keeps a search inside its scopes.
+    """
+    return kind + re.sub(r"[^0-9A-Za-z]", "", scope_id).lower()
+
+
+def scoped_match(match: str, scopes: list[str]) -> str:
+    """An FTS5 query for `match` (from keyword_query) restricted to rows of the given scope tokens."""
+    tokens = " OR ".join(f'"{token}"' for token in scopes)
+    return f"{{scope}} : ({tokens}) AND {{text}} : ({match})"
+
+
 def keyword_query(text: str) -> str | None:
     """An FTS5 query matching any meaningful word of `text` (each quoted, so no operator syntax leaks in)."""
     words = [word.lower() for word in _WORD.findall(text)]

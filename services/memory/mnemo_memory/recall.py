@@ -24,11 +24,20 @@ from mnemo.common.v1 import message_pb2
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import FailedPrecondition, MnemoError
 from mnemo_core.ids import require_id
-from mnemo_memory.archival import check_query, check_window
+from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import parse_messages
 from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorRow, table_of
-from mnemo_memory.ranking import Ranked, fuse, keyword_only, keyword_query, vector_only
+from mnemo_memory.passage_store import newest_matches_from
+from mnemo_memory.ranking import (
+    Ranked,
+    fuse,
+    keyword_only,
+    keyword_query,
+    scope_token,
+    scoped_match,
+    vector_only,
+)
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import MessageQueries
 from mnemo_memory.vectors import VectorCache, VectorFilter, VectorKey, VectorRows
@@ -258,7 +267,17 @@ class Recall:
         match = keyword_query(query) if mode != "vector" else None
         keyword_task = (
             asyncio.ensure_future(
-                self._db.read(_keyword, org_id, agent_id, match, wanted_kinds, start, end, depth)
+                self._db.read(
+                    _keyword,
+                    org_id,
+                    agent_id,
+                    match,
+                    wanted_kinds,
+                    start,
+                    end,
+                    depth,
+                    HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
+                )
             )
             if match is not None
             else None
@@ -303,9 +322,11 @@ def _keyword(
     start: datetime | None,
     end: datetime | None,
     k: int,
+    budget: int,
 ) -> list[tuple[int, float]]:
+    query = scoped_match(match, [scope_token("agent", agent_id)])
     clauses = ["m.org_id = :org_id", "m.agent_id = :agent_id"]
-    params: dict[str, Any] = {"org_id": org_id, "agent_id": agent_id, "match": match, "k": k}
+    params: dict[str, Any] = {"org_id": org_id, "agent_id": agent_id, "match": query, "k": k}
     binds = []
     if kinds:
         names = []
@@ -322,6 +343,10 @@ def _keyword(
         clauses.append("m.created_at < :end")
         params["end"] = end
         binds.append(bindparam("end", type_=messages_t.c.created_at.type))
+    recent = newest_matches_from(conn, "messages_fts", query, budget)
+    if recent is not None:
+        clauses.append("messages_fts.rowid >= :recent")
+        params["recent"] = recent
     statement = text(
         "SELECT m.pk, bm25(messages_fts) AS rank FROM messages_fts "  # noqa: S608 - fixed clauses with bind parameters
         "JOIN messages m ON m.pk = messages_fts.rowid "

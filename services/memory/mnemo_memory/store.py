@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
 from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow, table_of
+from mnemo_memory.ranking import scope_token
 
 BUILTIN_ORG = ""
 """Organization of the built-in templates, which every organization sees."""
@@ -444,6 +445,7 @@ class MessageQueries:
 
     @staticmethod
     def insert(conn: Connection, org_id: str, agent_id: str, rows: Sequence[NewMessage]) -> None:
+        scope = scope_token("agent", agent_id)
         conn.execute(
             _INSERT_MESSAGE,
             [
@@ -457,6 +459,7 @@ class MessageQueries:
                     "position": row.position,
                     "kind": row.kind,
                     "text": row.text,
+                    "scope": scope,
                     "content": row.content,
                     "created_at": row.created_at,
                 }

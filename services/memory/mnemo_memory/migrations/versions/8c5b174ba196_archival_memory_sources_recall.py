@@ -9,6 +9,7 @@ Revises: 885bc1ed1944
 Create Date: 2026-11-25 18:56:21.930091
 """
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -37,6 +38,7 @@ def upgrade() -> None:
     sa.Column('file_id', sa.String(length=64), nullable=False),
     sa.Column('chunk_index', sa.Integer(), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('scope', sa.String(length=80), nullable=False),
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('speaker', sa.String(length=200), nullable=False),
     sa.Column('metadata_json', sa.JSON(), nullable=False),
@@ -199,23 +201,23 @@ def downgrade() -> None:
 
 
 def _create_fts(table: str, fts: str, key: str) -> None:
-    """An external-content FTS5 index over `table.text`, kept in sync by triggers."""
+    """An external-content FTS5 index over `table.text` and its scope token, kept in sync by triggers."""
     op.execute(
-        f"CREATE VIRTUAL TABLE {fts} USING fts5(text, content='{table}', content_rowid='{key}', "
+        f"CREATE VIRTUAL TABLE {fts} USING fts5(text, scope, content='{table}', content_rowid='{key}', "
         "tokenize='porter unicode61 remove_diacritics 2')"
     )
     op.execute(
         f"CREATE TRIGGER {table}_fts_ai AFTER INSERT ON {table} BEGIN "
-        f"INSERT INTO {fts}(rowid, text) VALUES (new.{key}, new.text); END"
+        f"INSERT INTO {fts}(rowid, text, scope) VALUES (new.{key}, new.text, new.scope); END"
     )
     op.execute(
         f"CREATE TRIGGER {table}_fts_ad AFTER DELETE ON {table} BEGIN "
-        f"INSERT INTO {fts}({fts}, rowid, text) VALUES ('delete', old.{key}, old.text); END"
+        f"INSERT INTO {fts}({fts}, rowid, text, scope) VALUES ('delete', old.{key}, old.text, old.scope); END"
     )
     op.execute(
-        f"CREATE TRIGGER {table}_fts_au AFTER UPDATE OF text ON {table} BEGIN "
-        f"INSERT INTO {fts}({fts}, rowid, text) VALUES ('delete', old.{key}, old.text); "
-        f"INSERT INTO {fts}(rowid, text) VALUES (new.{key}, new.text); END"
+        f"CREATE TRIGGER {table}_fts_au AFTER UPDATE OF text, scope ON {table} BEGIN "
+        f"INSERT INTO {fts}({fts}, rowid, text, scope) VALUES ('delete', old.{key}, old.text, old.scope); "
+        f"INSERT INTO {fts}(rowid, text, scope) VALUES (new.{key}, new.text, new.scope); END"
     )
     op.execute(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')")
 
@@ -286,6 +288,7 @@ def _rebuild_messages() -> None:
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('scope', sa.String(length=80), nullable=False),
     sa.Column('content', sa.LargeBinary(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_messages')),
@@ -302,6 +305,7 @@ def _rebuild_messages() -> None:
             [
                 {
                     **row,
+                    "scope": "agent" + re.sub(r"[^0-9A-Za-z]", "", row["agent_id"]).lower(),
                     "content": _message_header(
                         row["id"], row["agent_id"], row["run_id"], row["step"], row["created_at"]
                     )
