@@ -38,9 +38,10 @@ async def test_builtin_memory_tools_are_listed_by_name_with_their_schemas(tools:
         listed = await tools.ListTools(tool_pb2.ListToolsRequest())
 
     assert [t.name for t in listed.tools] == BUILTIN_NAMES
-    assert [t.id for t in listed.tools] == [APPEND, REPLACE]
+    assert [t.id for t in listed.tools] == [f"tool-builtin-{name}" for name in BUILTIN_NAMES]
     assert listed.next_page_token == ""
-    append, replace = listed.tools
+    by_name = {tool.name: tool for tool in listed.tools}
+    append, replace = by_name["core_memory_append"], by_name["core_memory_replace"]
     for tool in listed.tools:
         assert tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY
         assert list(tool.tags) == ["builtin", "memory"]
@@ -167,10 +168,10 @@ async def test_list_tools_pages_by_name_with_page_tokens(tools: Tools, actor: Ac
             tool_pb2.ListToolsRequest(page_size=1, page_token=first.next_page_token)
         )
 
-    assert [t.name for t in first.tools] == ["core_memory_append"]
+    assert [t.name for t in first.tools] == [BUILTIN_NAMES[0]]
     assert first.next_page_token
-    assert [t.name for t in second.tools] == ["core_memory_replace"]
-    assert second.next_page_token == ""
+    assert [t.name for t in second.tools] == [BUILTIN_NAMES[1]]
+    assert second.next_page_token
 
 
 async def test_list_tools_with_a_garbage_page_token_is_invalid_argument(tools: Tools, actor: Actor) -> None:
