@@ -63,6 +63,9 @@ def test_blocks_crud_list_by_label_and_templates(api: httpx.Client) -> None:
     assert from_template.status_code == 201
     assert from_template.json()["label"] == "human"
 
+    unknown_agent = api.post("/v1/blocks", json={"label": "x", "agent_id": UNKNOWN_AGENT})
+    assert unknown_agent.status_code == 404
+    assert api.get("/v1/blocks", params={"label": "x", "agent_id": UNKNOWN_AGENT}).status_code == 404
     assert api.delete(f"/v1/blocks/{block['id']}").status_code == 204
     assert api.get(f"/v1/blocks/{block['id']}").status_code == 404
     assert api.delete(f"/v1/blocks/{block['id']}").status_code == 404

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo_gateway import convert, schemas
 from mnemo_gateway import memory_convert as mc
@@ -19,6 +20,8 @@ Mesh = Annotated[Backends, Depends(backends)]
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Block)
 async def create_block(body: ms.BlockCreateRequest, mesh: Mesh) -> schemas.Block:
     """Creates a block (attached to `agent_id` if given), a template (`is_template`), or a block from a template."""
+    if body.agent_id:
+        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=body.agent_id))
     response = await mesh.blocks.CreateBlock(mc.block_create(body))
     return convert.block_out(response.block)
 
@@ -33,6 +36,8 @@ async def list_blocks(
     page_token: str = "",
 ) -> list[schemas.Block]:
     """Lists blocks, oldest first, optionally by label or agent; `X-Next-Page-Token` continues."""
+    if agent_id:
+        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
     page = await mesh.blocks.ListBlocks(
         block_pb2.ListBlocksRequest(agent_id=agent_id, label=label, page_size=limit, page_token=page_token)
     )

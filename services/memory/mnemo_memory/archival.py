@@ -33,7 +33,7 @@ DEFAULT_TOP_K = 10
 FUSION_DEPTH = 50
 # Matching rows BM25 ranks at most (newest first): ~5 us each, so hybrid search keeps its keyword half
 # within the time the query takes to embed; keyword-only search may spend more.
-HYBRID_KEYWORD_BUDGET = 2_000
+HYBRID_KEYWORD_BUDGET = 1_000
 KEYWORD_BUDGET = 20_000
 MODES = ("hybrid", "vector", "keyword")
 
@@ -206,9 +206,22 @@ class ArchivalMemory:
             vector: list[tuple[int, float]] = []
             used = ""
             if mode != "keyword":
-                embedded = await self._embedder.embed([query], model, agent_id=agent_id)
-                used = embedded.model
-                other = await self._store.other_model(org_id, scopes, used)
+                expected = self._embedder.resolved(model)
+                early = (
+                    asyncio.ensure_future(self._store.other_model(org_id, scopes, expected))
+                    if expected
+                    else None
+                )
+                try:
+                    embedded = await self._embedder.embed([query], model, agent_id=agent_id)
+                    used = embedded.model
+                    if early is not None and expected == used:
+                        other = await early
+                    else:
+                        other = await self._store.other_model(org_id, scopes, used)
+                finally:
+                    if early is not None and not early.done():
+                        early.cancel()
                 if other is not None:
                     raise model_mismatch(used, other, f"the archival memory of agent {agent_id}")
                 vector = await self._store.vector_search(

@@ -37,6 +37,13 @@ class Embedder:
 
     def __init__(self, stub: LlmServiceAsyncStub) -> None:
         self._stub = stub
+        # What "" (the gateway's default model) resolved to last time, so callers can start
+        # model-dependent work while a query is being embedded.
+        self._default = ""
+
+    def resolved(self, model: str) -> str:
+        """The concrete model `model` stands for, if known before embedding ("" when not yet known)."""
+        return model or self._default
 
     async def embed(self, texts: Sequence[str], model: str, *, agent_id: str = "") -> Embedded:
         """One vector per text, in order, all from the same model."""
@@ -48,6 +55,8 @@ class Embedder:
                 llm_pb2.EmbedRequest(model=model or used, inputs=batch, agent_id=agent_id)
             )
             used = response.model
+            if not model:
+                self._default = used
             vectors = np.array([list(e.values) for e in response.embeddings], dtype=np.float32)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             parts.append((vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32))
