@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from sqlalchemy import Connection, func, select
 
 from bench.mesh import _wait_http, agent_body, percentile
 from mnemo.common.v1 import message_pb2
@@ -45,7 +46,7 @@ from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import NewPassage, SqlitePassageStore
-from mnemo_memory.recall import store_vectors
+from mnemo_memory.recall import store_vectors, watermark
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import messages_t
 from mnemo_memory.vectors import VectorCache
@@ -263,9 +264,7 @@ async def history_phase(
         await history.append(actor.org_id, big["id"], f"run-seed-{batch}", 0, messages)
     rng = np.random.default_rng(3)
 
-    def seeded(conn):
-        from sqlalchemy import func, select
-
+    def seeded(conn: Connection) -> None:
         rows = conn.execute(
             select(
                 messages_t.c.pk,
@@ -279,12 +278,10 @@ async def history_phase(
         ).all()
         vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        from mnemo_memory.recall import _watermark
-
         store_vectors(
             conn,
             [(row, vectors[i], MODEL) for i, row in enumerate(rows)],
-            _watermark(conn),
+            watermark(conn),
             int(conn.scalar(select(func.max(messages_t.c.pk)))),
         )
 

@@ -114,9 +114,6 @@ class MessageEmbedder:
         except TimeoutError:
             return False
 
-    async def watermark(self) -> int:
-        return await self._db.read(_watermark)
-
     async def _run(self) -> None:
         failures = 0
         while True:
@@ -171,12 +168,13 @@ class MessageEmbedder:
         return True
 
 
-def _watermark(conn: Connection) -> int:
+def watermark(conn: Connection) -> int:
+    """How far the background embedder got: every message with a key up to it was handled."""
     return int(conn.scalar(select(progress_t.c.last_pk).where(progress_t.c.name == PROGRESS_NAME)) or 0)
 
 
 def _next_batch(conn: Connection, size: int) -> tuple[int, list[Any]]:
-    last = _watermark(conn)
+    last = watermark(conn)
     rows = conn.execute(
         select(
             messages_t.c.pk,
@@ -198,7 +196,7 @@ def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: i
 
     `results` holds (row with pk, org_id, agent_id, kind, created_at; unit vector; model).
     """
-    if _watermark(conn) != last:
+    if watermark(conn) != last:
         return  # another run got here first
     alive = set(
         conn.scalars(select(messages_t.c.pk).where(messages_t.c.pk.in_([row.pk for row, _, _ in results])))
@@ -381,7 +379,7 @@ def _load(conn: Connection, key: VectorKey) -> tuple[VectorRows, int]:
 
 def _hits(conn: Connection, org_id: str, agent_id: str, pks: list[int]) -> tuple[dict[int, bytes], int]:
     stored = MessageQueries.by_pks(conn, org_id, pks)
-    last = _watermark(conn)
+    last = watermark(conn)
     pending = conn.scalar(
         select(func.count()).where(
             messages_t.c.org_id == org_id,
