@@ -122,4 +122,9 @@ def test_memory_tools_refuse_a_read_only_block_and_bad_arguments(
     assert "ISO 8601" in returns[3]["tool_return"]
     rules = api.get(f"/v1/agents/{agent['id']}/core-memory/blocks/rules").json()
     assert rules["value"] == "Never change this."
+    # Read-only binds the agent's tools only: the API may still edit the block.
+    edited = api.patch(f"/v1/agents/{agent['id']}/core-memory/blocks/rules", json={"value": "Be kind."})
+    assert edited.status_code == 200
+    assert edited.json()["value"] == "Be kind."
+    assert edited.json()["read_only"] is True
     assert api.get(f"/v1/agents/{agent['id']}/archival-memory").json() == []

@@ -183,45 +183,38 @@ class ArchivalMemory:
         k = check_query(query, top_k, mode)
         check_window(start, end)
         where = PassageFilter(tuple(check_tags(list(tags or []))), all_tags, start, end)
-        scopes = [Scope("agent", agent_id)]
-        if not exclude_sources:
-            scopes += [Scope("source", s) for s in await self._store.source_ids(org_id, agent_id)]
-        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-        match = keyword_query(query) if mode != "vector" else None
-        keyword_task = (
-            asyncio.ensure_future(
-                self._store.keyword_search(
-                    org_id,
-                    scopes,
-                    match,
-                    depth,
-                    where,
-                    budget=HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
-                )
-            )
-            if match is not None
+        # The query is embedded (the slowest step, in the llm-gateway) while the scopes are read and the
+        # keyword search runs.
+        embed_task = (
+            asyncio.ensure_future(self._embedder.embed([query], model, agent_id=agent_id))
+            if mode != "keyword"
             else None
         )
+        expected = self._embedder.resolved(model)
+        keyword_task: asyncio.Future[list[tuple[int, float]]] | None = None
+        early: asyncio.Future[str | None] | None = None
         try:
+            scopes = [Scope("agent", agent_id)]
+            if not exclude_sources:
+                scopes += [Scope("source", s) for s in await self._store.source_ids(org_id, agent_id)]
+            depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+            match = keyword_query(query) if mode != "vector" else None
+            if match is not None:
+                budget = HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET
+                keyword_task = asyncio.ensure_future(
+                    self._store.keyword_search(org_id, scopes, match, depth, where, budget=budget)
+                )
             vector: list[tuple[int, float]] = []
             used = ""
-            if mode != "keyword":
-                expected = self._embedder.resolved(model)
-                early = (
-                    asyncio.ensure_future(self._store.other_model(org_id, scopes, expected))
-                    if expected
-                    else None
-                )
-                try:
-                    embedded = await self._embedder.embed([query], model, agent_id=agent_id)
-                    used = embedded.model
-                    if early is not None and expected == used:
-                        other = await early
-                    else:
-                        other = await self._store.other_model(org_id, scopes, used)
-                finally:
-                    if early is not None and not early.done():
-                        early.cancel()
+            if embed_task is not None:
+                if expected:
+                    early = asyncio.ensure_future(self._store.other_model(org_id, scopes, expected))
+                embedded = await embed_task
+                used = embedded.model
+                if early is not None and expected == used:
+                    other = await early
+                else:
+                    other = await self._store.other_model(org_id, scopes, used)
                 if other is not None:
                     raise model_mismatch(used, other, f"the archival memory of agent {agent_id}")
                 vector = await self._store.vector_search(
@@ -229,8 +222,13 @@ class ArchivalMemory:
                 )
             keyword = await keyword_task if keyword_task is not None else []
         finally:
-            if keyword_task is not None and not keyword_task.done():
-                keyword_task.cancel()
+            for task in (embed_task, keyword_task, early):
+                if task is None:
+                    continue
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()  # retrieved: a failure that lost the race is not logged as unhandled
         if mode == "hybrid":
             ranked = fuse(vector, keyword, k)
         elif mode == "vector":
