@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.agent.v1 import agent_pb2_grpc, batch_pb2_grpc, run_pb2_grpc
-from mnemo.memory.v1 import message_pb2_grpc
+from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.channels import Peers
@@ -31,6 +31,9 @@ class Backends:
         self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
         self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
         self.mcp = self._peers.stub("tools", mcp_pb2_grpc.McpServiceStub)
+        self.blocks = self._peers.stub("memory", block_pb2_grpc.BlockServiceStub)
+        self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
+        self.sources = self._peers.stub("memory", source_pb2_grpc.SourceServiceStub)
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

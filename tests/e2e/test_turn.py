@@ -105,7 +105,13 @@ def test_rest_turn_saves_the_name_in_core_memory_and_answers(api: httpx.Client, 
     assert history[0]["content"] == "my name is Ada"
 
     first, second = llm.requests()
-    assert [t["function"]["name"] for t in first["tools"]] == ["core_memory_append", "core_memory_replace"]
+    assert [t["function"]["name"] for t in first["tools"]] == [
+        "archival_memory_insert",
+        "archival_memory_search",
+        "conversation_search",
+        "core_memory_append",
+        "core_memory_replace",
+    ]
     assert first["messages"][0]["role"] == "system"
     assert PERSONA in first["messages"][0]["content"]
     assert first["messages"][-1] == {"role": "user", "content": "my name is Ada"}

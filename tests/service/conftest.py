@@ -28,7 +28,7 @@ from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
 from mnemo_tools.app import build as build_tools
 from mnemo_tools.settings import ToolsSettings
-from tests.fakes.llm_provider import FakeProvider
+from tests.fakes.llm_provider import FakeProvider, free_port
 
 # Char limit of a block created without one, on the memory service under test.
 DEFAULT_BLOCK_LIMIT = 200
@@ -90,7 +90,10 @@ def actor() -> Actor:
 async def memory_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     home = tmp_path_factory.mktemp("memory")
     with clean_environment(home):
-        settings = MemorySettings(home=home, default_block_limit=DEFAULT_BLOCK_LIMIT)
+        # No llm-gateway here: the background embedder must not reach one a developer runs on the default port.
+        settings = MemorySettings(
+            home=home, default_block_limit=DEFAULT_BLOCK_LIMIT, llm_addr=f"127.0.0.1:{free_port()}"
+        )
     assert settings.resolved_database_url().endswith(str(home / "data" / "memory.db"))
     app = await build_memory(settings)
     async with serving(app) as served:

@@ -21,7 +21,12 @@ from tests.service.conftest import Served, clean_environment, new_actor, serving
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 SERVICES = {
-    "memory": ["mnemo.memory.v1.BlockService", "mnemo.memory.v1.MessageService"],
+    "memory": [
+        "mnemo.memory.v1.BlockService",
+        "mnemo.memory.v1.MessageService",
+        "mnemo.memory.v1.PassageService",
+        "mnemo.memory.v1.SourceService",
+    ],
     "tools": ["mnemo.tools.v1.McpService", "mnemo.tools.v1.ToolService"],
     "llm": ["mnemo.llm.v1.LlmService"],
 }

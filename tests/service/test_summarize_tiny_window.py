@@ -80,8 +80,11 @@ async def test_five_hundred_turns_on_a_tiny_window_never_fail_and_never_split_a_
                     context_window=1000,
                     summarizer_model="openai/summarizer",
                     llm_options=agent_pb2.LlmOptions(parallel_tool_calls=True),
+                    # Only the two tools this test calls: their schemas are part of the tiny window.
+                    tool_ids=["tool-builtin-core_memory_append", "tool-builtin-core_memory_replace"],
                 ),
                 memory_blocks=[{"label": "notes", "value": "", "limit": 150}],
+                include_base_tools=False,
             )
         )
         agent_id = created.agent.id

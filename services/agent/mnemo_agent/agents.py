@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 
-from mnemo.memory.v1 import block_pb2, message_pb2
+from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, AgentTagRow
@@ -383,6 +383,7 @@ class Agents:
                 await self.delete(org_id, row.sleeptime_agent_id)
         await asyncio.gather(
             self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
+            self._mesh.passages.PurgeAgentPassages(passage_pb2.PurgeAgentPassagesRequest(agent_id=agent_id)),
             self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
         )
         self._forget(agent_id)

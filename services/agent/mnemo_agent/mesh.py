@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mnemo.llm.v1 import llm_pb2_grpc
-from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc
+from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc
 from mnemo.tools.v1 import tool_pb2_grpc
 from mnemo_core.channels import Peers
 from mnemo_core.settings import MnemoSettings
@@ -16,6 +16,7 @@ class Mesh:
         self._peers = Peers(settings)
         self.blocks = self._peers.stub("memory", block_pb2_grpc.BlockServiceStub)
         self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
+        self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
         self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
         self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
 

@@ -1344,11 +1344,11 @@ class Turns:
             raise ToolError("the arguments must be a JSON object")
         agent = turn.agent
         if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
-            if turn.ephemeral:
+            if turn.ephemeral and tool.name in MemoryTools.writing:
                 raise ToolError("memory is read-only in an ephemeral turn; nothing can be saved")
-            text, changed = await self._memory_tools.run(agent.id, tool.name, args)
+            text, changed = await self._memory_tools.run(agent, tool.name, args)
             for i, block in enumerate(blocks):
-                if block.id == changed.id:
+                if changed is not None and block.id == changed.id:
                     blocks[i] = changed
             return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
         if tool.tool_type in (tool_pb2.TOOL_TYPE_CUSTOM, tool_pb2.TOOL_TYPE_MCP):

@@ -1,4 +1,4 @@
-"""Wires the memory service: database, domain, servicers."""
+"""Wires the memory service: database, embeddings client, domain, background work, servicers."""
 
 from __future__ import annotations
 
@@ -7,36 +7,88 @@ from pathlib import Path
 
 import grpc
 
-from mnemo.memory.v1 import block_pb2, block_pb2_grpc, message_pb2, message_pb2_grpc
+from mnemo.llm.v1 import llm_pb2_grpc
+from mnemo.memory.v1 import (
+    block_pb2,
+    block_pb2_grpc,
+    message_pb2,
+    message_pb2_grpc,
+    passage_pb2,
+    passage_pb2_grpc,
+    source_pb2,
+    source_pb2_grpc,
+)
+from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
+from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.core_memory import CoreMemory
+from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import History
-from mnemo_memory.servicer import BlockServicer, MessageServicer
+from mnemo_memory.passage_store import SqlitePassageStore
+from mnemo_memory.recall import MessageEmbedder, Recall
+from mnemo_memory.servicer import BlockServicer, MessageServicer, PassageServicer, SourceServicer
 from mnemo_memory.settings import MemorySettings
-from mnemo_memory.store import block_store, message_store
+from mnemo_memory.sources import FileJobs, Sources
+from mnemo_memory.sql import SqlRunner
+from mnemo_memory.vectors import VectorCache
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class MemoryApp:
-    """The memory service's servicers and their database."""
+    """The memory service's servicers, their database and their background tasks."""
 
     def __init__(self, db: Database, settings: MemorySettings) -> None:
-        self.db = db
-        self.core = CoreMemory(block_store(db), default_limit=settings.default_block_limit)
-        self.history = History(message_store(db))
+        self.db = SqlRunner(db)
+        self._peers = Peers(settings)
+        self.embedder = Embedder(llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm")))
+        self.vectors = VectorCache(settings.vector_cache_mb * 1024 * 1024)
+        self.passage_store = SqlitePassageStore(self.db, self.vectors)
+        self.message_embedder = MessageEmbedder(
+            self.db, self.embedder, self.vectors, model=settings.recall_embedding_model
+        )
+        self.core = CoreMemory(self.db, default_limit=settings.default_block_limit)
+        self.history = History(self.db, on_append=self.message_embedder.notify)
+        self.recall = Recall(
+            self.db, self.embedder, self.vectors, self.message_embedder, model=settings.recall_embedding_model
+        )
+        self.archival = ArchivalMemory(self.passage_store, self.embedder)
+        self.jobs = FileJobs(self.db, self.passage_store, self.embedder)
+        self.sources = Sources(
+            self.db,
+            self.passage_store,
+            self.embedder,
+            max_upload_bytes=settings.max_upload_bytes,
+            jobs=self.jobs,
+        )
+
+    async def start(self) -> None:
+        """Installs the built-in templates and starts the background work (resuming what a restart cut off)."""
+        await self.core.install_builtin_templates()
+        self.message_embedder.start()
+        await self.jobs.start()
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         block_pb2_grpc.add_BlockServiceServicer_to_server(BlockServicer(self.core), server)
-        message_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(self.history), server)
+        message_pb2_grpc.add_MessageServiceServicer_to_server(
+            MessageServicer(self.history, self.recall), server
+        )
+        passage_pb2_grpc.add_PassageServiceServicer_to_server(PassageServicer(self.archival), server)
+        source_pb2_grpc.add_SourceServiceServicer_to_server(SourceServicer(self.sources), server)
         return [
             block_pb2.DESCRIPTOR.services_by_name["BlockService"].full_name,
             message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
+            passage_pb2.DESCRIPTOR.services_by_name["PassageService"].full_name,
+            source_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
         ]
 
     async def aclose(self) -> None:
-        await self.db.dispose()
+        await self.message_embedder.stop()
+        await self.jobs.stop()
+        await self._peers.aclose()
+        self.vectors.close()
+        await self.db.aclose()
 
 
 async def build(settings: MemorySettings) -> MemoryApp:
@@ -44,4 +96,6 @@ async def build(settings: MemorySettings) -> MemoryApp:
     db = Database(settings.resolved_database_url(), schema="memory")
     if settings.migrate:
         await upgrade(db, MIGRATIONS)
-    return MemoryApp(db, settings)
+    app = MemoryApp(db, settings)
+    await app.start()
+    return app

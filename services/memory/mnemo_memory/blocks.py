@@ -33,3 +33,8 @@ class Block:
     agent_ids: list[str]
     created_at: datetime
     updated_at: datetime
+    is_template: bool = False
+    # A template's name, or for a block, the template it was created from ("" if none).
+    template_name: str = ""
+    # A built-in template, shared by every organization and unchangeable.
+    builtin: bool = False

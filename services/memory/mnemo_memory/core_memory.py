@@ -1,7 +1,8 @@
-"""Core memory rules: labels, char limits, read-only blocks, shared blocks.
+"""Core memory rules: labels, char limits, read-only blocks, shared blocks, templates.
 
-Every write path (create, update, append, replace) checks the block's limit before anything is
-stored, so a refused write leaves the stored value unchanged.
+Every write path (create, create from a template, update, append, replace) checks the block's
+limit before anything is stored, so a refused write leaves the stored value unchanged. Each write
+runs as one transaction (one unit of work on the database thread).
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mnemo_core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from sqlalchemy import Connection
+
+from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.store import BlockStore, BlockTx
+from mnemo_memory.sql import SqlRunner
+from mnemo_memory.store import BlockQueries as Q
+from mnemo_memory.templates import BUILTIN_TEMPLATES
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 MAX_LIMIT = 1_000_000
@@ -47,11 +52,41 @@ def check_fits(label: str, value: str, limit: int, field_name: str = "value") ->
         ).with_violation(field_name, f"{len(value)} characters exceed the limit of {limit}")
 
 
+def _label_taken(agent_id: str, label: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"agent {agent_id} already has a block labelled '{label}'",
+        reason="BLOCK_LABEL_TAKEN",
+        metadata={"label": label, "agent_id": agent_id},
+    )
+
+
+def _unchangeable(block: Block) -> None:
+    if block.builtin:
+        raise PermissionDenied(
+            f"'{block.template_name}' is a built-in template and cannot be changed; create your own template "
+            "with the same name to shadow it",
+            reason="BUILTIN_TEMPLATE",
+            metadata={"template_name": block.template_name},
+        )
+
+
+def _from_template(spec: BlockSpec, template: Block) -> BlockSpec:
+    """The template's fields, overridden by those set in `spec`."""
+    return BlockSpec(
+        label=spec.label or template.label,
+        value=spec.value or template.value,
+        limit=spec.limit or template.limit,
+        description=spec.description or template.description,
+        read_only=spec.read_only or template.read_only,
+        metadata=dict(spec.metadata or template.metadata),
+    )
+
+
 class CoreMemory:
     """Blocks of one organization at a time (the org comes with every call)."""
 
-    def __init__(self, store: BlockStore, *, default_limit: int) -> None:
-        self._store = store
+    def __init__(self, db: SqlRunner, *, default_limit: int) -> None:
+        self._db = db
         self._default_limit = default_limit
 
     def _validated(self, spec: BlockSpec, prefix: str) -> BlockSpec:
@@ -62,21 +97,76 @@ class CoreMemory:
         check_fits(label, spec.value, limit, f"{prefix}value")
         return BlockSpec(label, spec.value, limit, spec.description, spec.read_only, dict(spec.metadata))
 
-    async def create(self, org_id: str, spec: BlockSpec, *, agent_id: str = "") -> Block:
-        """Creates one block, attached to `agent_id` when given."""
-        valid = self._validated(spec, "block.")
-        now = utcnow()
-        async with self._store.transaction() as tx:
-            if agent_id and await tx.label_taken(org_id, agent_id, valid.label):
-                raise AlreadyExists(
-                    f"agent {agent_id} already has a block labelled '{valid.label}'",
-                    reason="BLOCK_LABEL_TAKEN",
-                )
-            block_id = new_id("block")
-            await tx.insert_block(org_id, block_id, valid, owner_agent_id=None, now=now)
+    async def install_builtin_templates(self) -> None:
+        """Writes the built-in templates, replacing older versions of them."""
+
+        def tx(conn: Connection) -> None:
+            now = utcnow()
+            for template in BUILTIN_TEMPLATES:
+                spec = self._validated(template.spec, "template.")
+                Q.upsert_builtin_template(conn, template.id, template.name, spec, now)
+
+        await self._db.write(tx)
+
+    async def create(
+        self,
+        org_id: str,
+        spec: BlockSpec,
+        *,
+        agent_id: str = "",
+        from_template: str = "",
+        is_template: bool = False,
+        template_name: str = "",
+    ) -> Block:
+        """Creates one block (attached to `agent_id` when given), or a template, possibly from a template."""
+        if is_template:
             if agent_id:
-                await tx.attach(org_id, block_id, agent_id, valid.label, now)
-            return await tx.get(org_id, block_id)
+                raise invalid("agent_id", "a template cannot be attached to an agent")
+            _check_label(template_name, "block.template_name")
+        elif template_name:
+            raise invalid("block.template_name", "is only set on templates (is_template); see from_template")
+        if from_template:
+            _check_label(from_template, "from_template")
+        elif not is_template:
+            self._validated(spec, "block.")  # fail fast, before taking the write lock
+
+        def tx(conn: Connection) -> Block:
+            wanted = spec
+            if from_template:
+                template = Q.template(conn, org_id, from_template)
+                if template is None:
+                    raise NotFound(
+                        f"no template named '{from_template}'",
+                        reason="TEMPLATE_NOT_FOUND",
+                        metadata={"template_name": from_template},
+                    )
+                wanted = _from_template(spec, template)
+            valid = self._validated(wanted, "block.")
+            if is_template and Q.template_name_taken(conn, org_id, template_name):
+                raise AlreadyExists(
+                    f"a template named '{template_name}' already exists",
+                    reason="TEMPLATE_NAME_TAKEN",
+                    metadata={"template_name": template_name},
+                )
+            if agent_id and Q.label_taken(conn, org_id, agent_id, valid.label):
+                raise _label_taken(agent_id, valid.label)
+            block_id = new_id("block")
+            now = utcnow()
+            Q.insert_block(
+                conn,
+                org_id,
+                block_id,
+                valid,
+                owner_agent_id=None,
+                now=now,
+                template_name=template_name if is_template else None,
+                from_template=from_template,
+            )
+            if agent_id:
+                Q.attach(conn, org_id, block_id, agent_id, valid.label, now)
+            return Q.get(conn, org_id, block_id)
+
+        return await self._db.write(tx)
 
     async def create_for_agent(self, org_id: str, agent_id: str, specs: list[BlockSpec]) -> list[Block]:
         """Creates an agent's initial blocks, all or none; they are deleted with the agent."""
@@ -86,40 +176,67 @@ class CoreMemory:
         for i, label in enumerate(labels):
             if label in labels[:i]:
                 raise invalid(f"blocks[{i}].label", f"duplicate label '{label}'")
-        now = utcnow()
-        async with self._store.transaction() as tx:
+
+        def tx(conn: Connection) -> list[Block]:
             for spec in valid:
-                if await tx.label_taken(org_id, agent_id, spec.label):
-                    raise AlreadyExists(
-                        f"agent {agent_id} already has a block labelled '{spec.label}'",
-                        reason="BLOCK_LABEL_TAKEN",
-                    )
-            ids = []
+                if Q.label_taken(conn, org_id, agent_id, spec.label):
+                    raise _label_taken(agent_id, spec.label)
+            now = utcnow()
             for spec in valid:
                 block_id = new_id("block")
-                await tx.insert_block(org_id, block_id, spec, owner_agent_id=agent_id, now=now)
-                await tx.attach(org_id, block_id, agent_id, spec.label, now)
-                ids.append(block_id)
-            return [await tx.get(org_id, block_id) for block_id in ids]
+                Q.insert_block(conn, org_id, block_id, spec, owner_agent_id=agent_id, now=now)
+                Q.attach(conn, org_id, block_id, agent_id, spec.label, now)
+            return Q.of_agent(conn, org_id, agent_id)
+
+        created = await self._db.write(tx)
+        order = {label: i for i, label in enumerate(labels)}
+        return sorted((b for b in created if b.label in order), key=lambda b: order[b.label])
 
     async def get(self, org_id: str, block_id: str) -> Block:
         """One block; NOT_FOUND when it does not exist in this organization."""
         require_id(block_id, "block_id")
-        async with self._store.reading() as tx:
-            return await tx.get(org_id, block_id)
+        return await self._db.read(Q.get, org_id, block_id)
+
+    async def of_agent(self, org_id: str, agent_id: str) -> list[Block]:
+        """Every block attached to an agent, oldest first (the hot path of every turn)."""
+        return await self._db.read(Q.of_agent, org_id, agent_id)
 
     async def list(
-        self, org_id: str, *, agent_id: str = "", label: str = "", size: int = 0, token: str = ""
+        self,
+        org_id: str,
+        *,
+        agent_id: str = "",
+        label: str = "",
+        templates: bool = False,
+        size: int = 0,
+        token: str = "",
     ) -> tuple[list[Block], str]:
-        """Blocks, oldest first, optionally of one agent or one label; returns (page, next token)."""
+        """Blocks (or templates), oldest first, optionally of one agent or one label; returns (page, next token)."""
+        if templates and agent_id:
+            raise invalid("agent_id", "templates are not attached to agents; leave agent_id empty")
         limit = page_size(size)
-        position = decode_token(token, "blocks")
+        listing = "templates" if templates else "blocks"
+        position = decode_token(token, listing)
+        if position is None and agent_id and not label and limit >= 1000:
+            # The hot path of a turn: all of an agent's blocks, one statement.
+            blocks = await self.of_agent(org_id, agent_id)
+            if len(blocks) <= limit:
+                return blocks, ""
         after = None if position is None else (position.time("t"), position.text("i"))
-        async with self._store.reading() as tx:
-            blocks = await tx.list(org_id, agent_id=agent_id, label=label, after=after, limit=limit + 1)
+        blocks = await self._db.read(
+            lambda conn: Q.list(
+                conn,
+                org_id,
+                agent_id=agent_id,
+                label=label,
+                templates=templates,
+                after=after,
+                limit=limit + 1,
+            )
+        )
         if len(blocks) > limit:
             last = blocks[limit - 1]
-            return blocks[:limit], encode_token("blocks", t=last.created_at.isoformat(), i=last.id)
+            return blocks[:limit], encode_token(listing, t=last.created_at.isoformat(), i=last.id)
         return blocks, ""
 
     async def update(self, org_id: str, block_id: str, changes: dict[str, Any]) -> Block:
@@ -128,8 +245,10 @@ class CoreMemory:
         unknown = set(changes) - UPDATABLE_FIELDS
         if unknown:
             raise invalid("update_mask", f"cannot update {', '.join(sorted(unknown))}")
-        async with self._store.transaction() as tx:
-            current = await tx.get(org_id, block_id)
+
+        def tx(conn: Connection) -> Block:
+            current = Q.get(conn, org_id, block_id)
+            _unchangeable(current)
             label = _check_label(changes.get("label", current.label), "block.label")
             limit = _check_limit(changes.get("limit", current.limit), self._default_limit, "block.limit")
             value = check_text(changes.get("value", current.value), "block.value", max_chars=MAX_LIMIT)
@@ -141,12 +260,10 @@ class CoreMemory:
             check_fits(label, value, limit, "block.value")
             if label != current.label:
                 for agent_id in current.agent_ids:
-                    if await tx.label_taken(org_id, agent_id, label):
-                        raise AlreadyExists(
-                            f"agent {agent_id} already has a block labelled '{label}'",
-                            reason="BLOCK_LABEL_TAKEN",
-                        )
-            await tx.update_block(
+                    if Q.label_taken(conn, org_id, agent_id, label):
+                        raise _label_taken(agent_id, label)
+            Q.update_block(
+                conn,
                 org_id,
                 block_id,
                 label=label,
@@ -157,61 +274,92 @@ class CoreMemory:
                 metadata=changes.get("metadata", current.metadata),
                 now=utcnow(),
             )
-            return await tx.get(org_id, block_id)
+            return Q.get(conn, org_id, block_id)
+
+        return await self._db.write(tx)
 
     async def delete(self, org_id: str, block_id: str) -> None:
-        """Deletes a block and detaches it from every agent."""
+        """Deletes a block (or template) and detaches it from every agent."""
         require_id(block_id, "block_id")
-        async with self._store.transaction() as tx:
-            if not await tx.delete_block(org_id, block_id):
+
+        def tx(conn: Connection) -> None:
+            _unchangeable(Q.get(conn, org_id, block_id))
+            if not Q.delete_block(conn, org_id, block_id):
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND")
+
+        await self._db.write(tx)
 
     async def attach(self, org_id: str, block_id: str, agent_id: str) -> Block:
         """Attaches a block to an agent; the block's label must be free in that agent."""
         require_id(block_id, "block_id")
         require_id(agent_id, "agent_id")
-        async with self._store.transaction() as tx:
-            block = await tx.get(org_id, block_id)
+
+        def tx(conn: Connection) -> Block:
+            block = Q.get(conn, org_id, block_id)
+            if block.is_template:
+                raise FailedPrecondition(
+                    f"block {block_id} is a template; create a block from it (from_template) and attach that",
+                    reason="BLOCK_IS_TEMPLATE",
+                )
             if agent_id in block.agent_ids:
                 return block
-            if await tx.label_taken(org_id, agent_id, block.label):
-                raise AlreadyExists(
-                    f"agent {agent_id} already has a block labelled '{block.label}'",
-                    reason="BLOCK_LABEL_TAKEN",
-                    metadata={"label": block.label},
-                )
-            await tx.attach(org_id, block_id, agent_id, block.label, utcnow())
-            return await tx.get(org_id, block_id)
+            if Q.label_taken(conn, org_id, agent_id, block.label):
+                raise _label_taken(agent_id, block.label)
+            Q.attach(conn, org_id, block_id, agent_id, block.label, utcnow())
+            return Q.get(conn, org_id, block_id)
+
+        return await self._db.write(tx)
 
     async def detach(self, org_id: str, block_id: str, agent_id: str) -> Block:
         """Detaches a block from an agent; NOT_FOUND if it was not attached."""
         require_id(block_id, "block_id")
         require_id(agent_id, "agent_id")
-        async with self._store.transaction() as tx:
-            block = await tx.get(org_id, block_id)
+
+        def tx(conn: Connection) -> Block:
+            block = Q.get(conn, org_id, block_id)
             if agent_id not in block.agent_ids:
                 raise NotFound(
                     f"block {block_id} is not attached to agent {agent_id}", reason="BLOCK_NOT_ATTACHED"
                 )
-            await tx.detach(org_id, block_id, agent_id)
-            return await tx.get(org_id, block_id)
+            Q.detach(conn, org_id, block_id, agent_id)
+            return Q.get(conn, org_id, block_id)
+
+        return await self._db.write(tx)
+
+    async def get_by_label(self, org_id: str, agent_id: str, label: str) -> Block:
+        """An agent's block by label; NOT_FOUND names the labels it has."""
+        require_id(agent_id, "agent_id")
+        _check_label(label, "label")
+
+        def read(conn: Connection) -> Block:
+            return self._by_label(conn, org_id, agent_id, label)
+
+        return await self._db.read(read)
 
     async def append(self, org_id: str, agent_id: str, label: str, content: str) -> Block:
         """Appends `content` on a new line of the agent's block `label` (core_memory_append)."""
         check_text(content, "content", max_chars=MAX_LIMIT, allow_empty=False)
-        async with self._store.transaction() as tx:
-            block = await self._writable(tx, org_id, agent_id, label)
+        require_id(agent_id, "agent_id")
+        _check_label(label, "label")
+
+        def tx(conn: Connection) -> Block:
+            block = self._writable(conn, org_id, agent_id, label)
             value = f"{block.value}\n{content}" if block.value else content
             check_fits(block.label, value, block.limit, "content")
-            await tx.set_value(org_id, block.id, value, utcnow())
-            return await tx.get(org_id, block.id)
+            Q.set_value(conn, org_id, block.id, value, utcnow())
+            return Q.get(conn, org_id, block.id)
+
+        return await self._db.write(tx)
 
     async def replace(self, org_id: str, agent_id: str, label: str, old: str, new: str) -> Block:
         """Replaces every occurrence of `old` in the agent's block `label` (core_memory_replace)."""
         check_text(old, "old_content", max_chars=MAX_LIMIT, allow_empty=False)
         check_text(new, "new_content", max_chars=MAX_LIMIT)
-        async with self._store.transaction() as tx:
-            block = await self._writable(tx, org_id, agent_id, label)
+        require_id(agent_id, "agent_id")
+        _check_label(label, "label")
+
+        def tx(conn: Connection) -> Block:
+            block = self._writable(conn, org_id, agent_id, label)
             if old not in block.value:
                 raise InvalidArgument(
                     f"old_content was not found in block '{label}'; it must match the block's text exactly",
@@ -220,26 +368,30 @@ class CoreMemory:
                 ).with_violation("old_content", "not found in the block")
             value = block.value.replace(old, new)
             check_fits(block.label, value, block.limit, "new_content")
-            await tx.set_value(org_id, block.id, value, utcnow())
-            return await tx.get(org_id, block.id)
+            Q.set_value(conn, org_id, block.id, value, utcnow())
+            return Q.get(conn, org_id, block.id)
+
+        return await self._db.write(tx)
 
     async def detach_agent(self, org_id: str, agent_id: str) -> int:
         """Detaches every block from a removed agent; deletes the ones made for it and used nowhere else."""
         require_id(agent_id, "agent_id")
-        async with self._store.transaction() as tx:
-            return await tx.detach_agent(org_id, agent_id)
+        return await self._db.write(Q.detach_agent, org_id, agent_id)
 
-    async def _writable(self, tx: BlockTx, org_id: str, agent_id: str, label: str) -> Block:
-        require_id(agent_id, "agent_id")
-        _check_label(label, "label")
-        block = await tx.get_by_label(org_id, agent_id, label)
+    @staticmethod
+    def _by_label(conn: Connection, org_id: str, agent_id: str, label: str) -> Block:
+        block = Q.get_by_label(conn, org_id, agent_id, label)
         if block is None:
-            labels = await tx.labels_of(org_id, agent_id)
+            labels = Q.labels_of(conn, org_id, agent_id)
             raise NotFound(
                 f"agent has no block labelled '{label}'; its blocks are: {', '.join(labels) or 'none'}",
                 reason="BLOCK_NOT_FOUND",
                 metadata={"label": label},
             )
+        return block
+
+    def _writable(self, conn: Connection, org_id: str, agent_id: str, label: str) -> Block:
+        block = self._by_label(conn, org_id, agent_id, label)
         if block.read_only:
             raise PermissionDenied(
                 f"block '{label}' is read-only", reason="BLOCK_READ_ONLY", metadata={"label": label}

@@ -1,24 +1,32 @@
 """Message history: append-only, idempotent per (agent, run, step), paged, with a context window.
 
 The context window is a suffix of the history (from `context_start_seq`), preceded by a summary
-message once older messages were evicted. Evicted messages stay in the history.
+message once older messages were evicted. Evicted messages stay in the history (and searchable).
+Each message is stored as its whole serialized `Message`, so a window or a page is answered by
+joining stored bytes, without building a Python object per message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from mnemo.common.v1 import message_pb2
+from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_core.errors import Aborted, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
-from mnemo_core.wire import to_timestamp, utcnow
-from mnemo_memory.models import MessageRow
-from mnemo_memory.store import MessageStore, MessageTx
+from mnemo_core.wire import utcnow
+from mnemo_memory.sql import SqlRunner
+from mnemo_memory.store import HistoryState, MessageQueries, NewMessage
 
 MAX_BATCH = 1000
 MAX_TEXT = 1_000_000
+# Tag of field 1 (repeated Message messages) of the window and page responses, length-delimited.
+_MESSAGES_TAG = b"\x0a"
 
 
 def searchable_text(message: message_pb2.Message) -> str:
@@ -50,32 +58,46 @@ def _checked_content(message: message_pb2.Message, field: str) -> message_pb2.Me
     return content
 
 
-def to_message(row: MessageRow) -> message_pb2.Message:
-    """The wire message for a stored row."""
-    message = message_pb2.Message.FromString(row.content)
-    message.id = row.id
-    message.agent_id = row.agent_id
-    message.run_id = row.run_id
-    message.step = row.step
-    created = to_timestamp(row.created_at)
-    if created is not None:
-        message.create_time.CopyFrom(created)
-    return message
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def framed(blobs: Iterable[bytes]) -> bytes:
+    """Serialized messages as the repeated field 1 of a response (the wire form of `messages`)."""
+    return b"".join(_MESSAGES_TAG + _varint(len(blob)) + blob for blob in blobs)
+
+
+def parse_messages(blobs: Iterable[bytes]) -> list[message_pb2.Message]:
+    """Messages from their stored bytes, parsed in one call."""
+    return list(history_pb2.AppendMessagesResponse.FromString(framed(blobs)).messages)
 
 
 @dataclass(frozen=True, slots=True)
 class ContextWindow:
-    """The messages an agent sees, and the size of its whole history."""
+    """The messages an agent sees (serialized, oldest first) and the size of its whole history."""
 
-    messages: list[message_pb2.Message]
+    serialized: list[bytes]
     history_count: int
+
+    def response(self) -> history_pb2.GetContextWindowResponse:
+        """The GetContextWindow response, parsed from the stored bytes at once."""
+        response = history_pb2.GetContextWindowResponse.FromString(framed(self.serialized))
+        response.history_count = self.history_count
+        return response
 
 
 class History:
     """Message histories of one organization at a time."""
 
-    def __init__(self, store: MessageStore) -> None:
-        self._store = store
+    def __init__(self, db: SqlRunner, *, on_append: Callable[[], None] | None = None) -> None:
+        self._db = db
+        # Called after new messages are committed (wakes the background embedder).
+        self._on_append = on_append
 
     async def append(
         self, org_id: str, agent_id: str, run_id: str, step: int, messages: list[message_pb2.Message]
@@ -91,29 +113,44 @@ class History:
             raise invalid("messages", f"at most {MAX_BATCH} messages per batch")
         contents = [_checked_content(m, f"messages[{i}]") for i, m in enumerate(messages)]
         now = utcnow()
-        async with self._store.transaction() as tx:
-            stored = await tx.batch(org_id, agent_id, run_id, step)
+        for content in contents:
+            content.agent_id = agent_id
+            content.run_id = run_id
+            content.step = step
+            content.create_time.FromDatetime(now)
+
+        def tx(conn: Connection) -> list[bytes] | None:
+            stored = MessageQueries.batch(conn, org_id, agent_id, run_id, step)
             if stored:
-                return [to_message(row) for row in stored]
-            first = await tx.reserve(org_id, agent_id, len(contents))
-            rows = [
-                MessageRow(
-                    id=new_id("message"),
-                    org_id=org_id,
-                    agent_id=agent_id,
-                    seq=first + i,
-                    run_id=run_id,
-                    step=step,
-                    position=i,
-                    kind=content.WhichOneof("content") or "",
-                    text=searchable_text(content),
-                    content=content.SerializeToString(),
-                    created_at=now,
+                return stored
+            first = MessageQueries.reserve(
+                conn, org_id, agent_id, len(contents), MessageQueries.history(conn, org_id, agent_id)
+            )
+            rows = []
+            for i, content in enumerate(contents):
+                content.id = new_id("message")
+                rows.append(
+                    NewMessage(
+                        id=content.id,
+                        seq=first + i,
+                        run_id=run_id,
+                        step=step,
+                        position=i,
+                        kind=content.WhichOneof("content") or "",
+                        text=searchable_text(content),
+                        content=content.SerializeToString(),
+                        created_at=now,
+                    )
                 )
-                for i, content in enumerate(contents)
-            ]
-            await tx.insert(rows)
-        return [to_message(row) for row in rows]
+            MessageQueries.insert(conn, org_id, agent_id, rows)
+            return None
+
+        stored = await self._db.write(tx)
+        if stored is not None:
+            return parse_messages(stored)
+        if self._on_append is not None:
+            self._on_append()
+        return contents
 
     async def list(
         self,
@@ -131,16 +168,18 @@ class History:
         require_id(agent_id, "agent_id")
         limit = page_size(size)
         position = decode_token(token, "messages")
-        async with self._store.reading() as tx:
-            above = await self._seq(tx, org_id, agent_id, after, "after")
-            below = await self._seq(tx, org_id, agent_id, before, "before")
+
+        def read(conn: Connection) -> list[tuple[int, bytes]]:
+            above = self._seq(conn, org_id, agent_id, after, "after")
+            below = self._seq(conn, org_id, agent_id, before, "before")
             if position is not None:
                 last = position.integer("s")
                 if descending:
                     below = last if below is None else min(below, last)
                 else:
                     above = last if above is None else max(above, last)
-            rows = await tx.page(
+            return MessageQueries.page(
+                conn,
                 org_id,
                 agent_id,
                 descending=descending,
@@ -149,14 +188,16 @@ class History:
                 run_id=run_id,
                 limit=limit + 1,
             )
-        next_token = encode_token("messages", s=rows[limit - 1].seq) if len(rows) > limit else ""
-        return [to_message(row) for row in rows[:limit]], next_token
+
+        rows = await self._db.read(read)
+        next_token = encode_token("messages", s=rows[limit - 1][0]) if len(rows) > limit else ""
+        return parse_messages(blob for _, blob in rows[:limit]), next_token
 
     @staticmethod
-    async def _seq(tx: MessageTx, org_id: str, agent_id: str, message_id: str, field: str) -> int | None:
+    def _seq(conn: Connection, org_id: str, agent_id: str, message_id: str, field: str) -> int | None:
         if not message_id:
             return None
-        seq = await tx.seq_of(org_id, agent_id, message_id)
+        seq = MessageQueries.seq_of(conn, org_id, agent_id, message_id)
         if seq is None:
             raise NotFound(
                 f"{field}: message {message_id} is not in this agent's history",
@@ -168,23 +209,18 @@ class History:
     async def context_window(self, org_id: str, agent_id: str) -> ContextWindow:
         """The agent's in-context messages, oldest first, with a summary (if any) in front."""
         require_id(agent_id, "agent_id")
-        async with self._store.reading() as tx:
-            history = await tx.history(org_id, agent_id)
+
+        def read(conn: Connection) -> ContextWindow:
+            history = MessageQueries.history(conn, org_id, agent_id)
             if history is None:
-                return ContextWindow(messages=[], history_count=0)
-            rows = await tx.page(
-                org_id,
-                agent_id,
-                descending=False,
-                above=history.context_start_seq - 1,
-                below=None,
-                run_id="",
-                limit=1_000_000,
-            )
+                return ContextWindow(serialized=[], history_count=0)
             summary_id = history.summary_message_id
-            summary = await tx.by_ids(org_id, [summary_id]) if summary_id else []
-        rows = summary + [row for row in rows if row.id != summary_id]
-        return ContextWindow(messages=[to_message(row) for row in rows], history_count=history.message_count)
+            rows = MessageQueries.window(conn, org_id, agent_id, history.context_start_seq, summary_id)
+            summary = [blob for message_id, blob in rows if message_id == summary_id]
+            window = [blob for message_id, blob in rows if message_id != summary_id]
+            return ContextWindow(serialized=summary + window, history_count=history.message_count)
+
+        return await self._db.read(read)
 
     async def compact(
         self,
@@ -204,53 +240,67 @@ class History:
         content = _checked_content(summary, "summary") if summary is not None else None
         if content is not None and content.WhichOneof("content") != "event":
             raise invalid("summary", "must carry event content")
-        async with self._store.transaction() as tx:
-            history = await tx.history(org_id, agent_id)
-            keep_seq = await self._seq(tx, org_id, agent_id, keep_from, "keep_from_message_id")
+
+        def tx(conn: Connection) -> tuple[message_pb2.Message | None, int]:
+            history = MessageQueries.history(conn, org_id, agent_id)
+            keep_seq = self._seq(conn, org_id, agent_id, keep_from, "keep_from_message_id")
             if history is None or keep_seq is None:
                 raise NotFound(f"agent {agent_id} has no history", reason="MESSAGE_NOT_FOUND")
             if expected_first:
-                first = await tx.page(
-                    org_id,
-                    agent_id,
-                    descending=False,
-                    above=history.context_start_seq - 1,
-                    below=None,
-                    run_id="",
-                    limit=1,
-                )
-                if not first or first[0].id != expected_first:
+                first = MessageQueries.first_id_from(conn, org_id, agent_id, history.context_start_seq)
+                if first != expected_first:
                     raise Aborted(
                         "the context window changed since it was read; read it again",
                         reason="CONTEXT_WINDOW_CHANGED",
                     )
             if keep_seq < history.context_start_seq:
                 raise invalid("keep_from_message_id", "is already outside the context window")
-            evicted = await tx.count_between(org_id, agent_id, history.context_start_seq, keep_seq)
+            evicted = MessageQueries.count_between(
+                conn, org_id, agent_id, history.context_start_seq, keep_seq
+            )
             stored = None
             if content is not None:
-                seq = await tx.reserve(org_id, agent_id, 1)
-                row = MessageRow(
-                    id=new_id("message"),
-                    org_id=org_id,
-                    agent_id=agent_id,
+                stored = self._summary_row(conn, org_id, agent_id, content, history)
+            MessageQueries.set_window(conn, org_id, agent_id, keep_seq, stored.id if stored else None)
+            return stored, evicted
+
+        result = await self._db.write(tx)
+        if result[0] is not None and self._on_append is not None:
+            self._on_append()
+        return result
+
+    @staticmethod
+    def _summary_row(
+        conn: Connection, org_id: str, agent_id: str, content: message_pb2.Message, history: HistoryState
+    ) -> message_pb2.Message:
+        seq = MessageQueries.reserve(conn, org_id, agent_id, 1, history)
+        now = utcnow()
+        content.id = new_id("message")
+        content.agent_id = agent_id
+        content.run_id = new_id("compaction")
+        content.step = 0
+        content.create_time.FromDatetime(now)
+        MessageQueries.insert(
+            conn,
+            org_id,
+            agent_id,
+            [
+                NewMessage(
+                    id=content.id,
                     seq=seq,
-                    run_id=new_id("compaction"),
+                    run_id=content.run_id,
                     step=0,
                     position=0,
                     kind="event",
                     text=searchable_text(content),
                     content=content.SerializeToString(),
-                    created_at=utcnow(),
+                    created_at=now,
                 )
-                await tx.insert([row])
-                stored = to_message(row)
-            history.context_start_seq = keep_seq
-            history.summary_message_id = stored.id if stored is not None else None
-        return stored, evicted
+            ],
+        )
+        return content
 
     async def purge(self, org_id: str, agent_id: str) -> int:
         """Deletes an agent's whole history; returns how many messages went."""
         require_id(agent_id, "agent_id")
-        async with self._store.transaction() as tx:
-            return await tx.purge(org_id, agent_id)
+        return await self._db.write(MessageQueries.purge, org_id, agent_id)

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mnemo_core.db import Base, UtcDateTime
@@ -18,9 +31,10 @@ class MemoryBase(Base):
 
 
 class BlockRow(MemoryBase):
-    """A core memory block."""
+    """A core memory block, or a template to create blocks from (org "" for the built-in ones)."""
 
     __tablename__ = "blocks"
+    __table_args__ = (UniqueConstraint("org_id", "template_name"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(128), index=True)
@@ -34,6 +48,11 @@ class BlockRow(MemoryBase):
     owner_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    is_template: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # A template's name (unique per org; NULL for blocks, and NULLs never collide), or for a
+    # block, the template it was created from (kept in `from_template`).
+    template_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    from_template: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
 
 class BlockAttachmentRow(MemoryBase):
@@ -50,15 +69,21 @@ class BlockAttachmentRow(MemoryBase):
 
 
 class MessageRow(MemoryBase):
-    """One message of an agent's history. `content` is the serialized typed content."""
+    """One message of an agent's history. `content` is the whole serialized mnemo.common.v1.Message."""
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("org_id", "agent_id", "seq"),
         Index("ix_messages_batch", "org_id", "agent_id", "run_id", "step", "position", unique=True),
+        # Which of an agent's messages still wait for the background embedder (key above its watermark).
+        Index("ix_messages_agent_pk", "org_id", "agent_id", "pk"),
+        # Keys only grow (never reused after a delete): the background embedder's watermark relies on it.
+        {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Integer key: the full-text index refers to rows by it, and it orders messages by arrival.
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
     org_id: Mapped[str] = mapped_column(String(128))
     agent_id: Mapped[str] = mapped_column(String(64))
     # Position in the agent's history, from 1; a message's place never changes.
@@ -70,6 +95,8 @@ class MessageRow(MemoryBase):
     kind: Mapped[str] = mapped_column(String(16))
     # The searchable text of the message.
     text: Mapped[str] = mapped_column(Text)
+    # Full-text token of the agent (ranking.scope_token), indexed with the text.
+    scope: Mapped[str] = mapped_column(String(80), default="")
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -88,3 +115,153 @@ class HistoryRow(MemoryBase):
     context_start_seq: Mapped[int] = mapped_column(Integer, default=1)
     # Summary message shown before the window, once older messages were evicted.
     summary_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class MessageVectorRow(MemoryBase):
+    """The embedding of one message, for recall by meaning."""
+
+    __tablename__ = "message_vectors"
+    __table_args__ = (
+        Index("ix_message_vectors_scope", "org_id", "agent_id", "embedding_model", "message_pk"),
+    )
+
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.pk", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # The message's time (epoch seconds) and kind (mnemo.memory.v1.MessageKind), for filters in memory.
+    created_epoch: Mapped[float] = mapped_column(Float)
+    kind: Mapped[int] = mapped_column(Integer)
+
+
+class EmbeddingProgressRow(MemoryBase):
+    """How far a background embedder got: every row up to `last_pk` was handled."""
+
+    __tablename__ = "embedding_progress"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_pk: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PassageRow(MemoryBase):
+    """A passage of archival memory: of an agent (agent_id) or of a source's file (source_id, file_id)."""
+
+    __tablename__ = "passages"
+    __table_args__ = (
+        Index("ix_passages_agent", "org_id", "agent_id", "embedding_model", "pk"),
+        Index("ix_passages_source", "org_id", "source_id", "embedding_model", "pk"),
+        Index("ix_passages_file", "file_id", "embedding_dim", "pk"),
+        {"sqlite_autoincrement": True},
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    # Empty for passages of a source.
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    source_id: Mapped[str] = mapped_column(String(64), default="")
+    file_id: Mapped[str] = mapped_column(String(64), default="")
+    chunk_index: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    # Full-text token of the agent or source (ranking.scope_token), indexed with the text.
+    scope: Mapped[str] = mapped_column(String(80), default="")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    speaker: Mapped[str] = mapped_column(String(200), default="")
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Empty / 0 / NULL while a file's chunk waits for its embedding.
+    embedding_model: Mapped[str] = mapped_column(String(200), default="")
+    embedding_dim: Mapped[int] = mapped_column(Integer, default=0)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # created_at as epoch seconds, so vector filters by time need no datetime parsing.
+    created_epoch: Mapped[float] = mapped_column(Float)
+
+
+class PassageTagRow(MemoryBase):
+    """One tag of a passage, for tag filters."""
+
+    __tablename__ = "passage_tags"
+    __table_args__ = (Index("ix_passage_tags_tag", "org_id", "tag", "passage_pk"),)
+
+    passage_pk: Mapped[int] = mapped_column(ForeignKey("passages.pk", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+
+
+class SourceRow(MemoryBase):
+    """A named collection of files."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SourceAttachmentRow(MemoryBase):
+    """A source attached to an agent."""
+
+    __tablename__ = "source_attachments"
+    __table_args__ = (Index("ix_source_attachments_agent", "org_id", "agent_id"),)
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FileRow(MemoryBase):
+    """A file uploaded to a source, with its processing state."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_source", "org_id", "source_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FileContentRow(MemoryBase):
+    """An uploaded file's bytes, kept until they are parsed, so an interrupted job can start over."""
+
+    __tablename__ = "file_contents"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JobRow(MemoryBase):
+    """The background processing of one file."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    source_id: Mapped[str] = mapped_column(String(64))
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+def table_of(model: type[MemoryBase]) -> Table:
+    """The Core table of a mapped class, for column-level statements."""
+    return cast(Table, model.__table__)

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from mnemo.memory.v1 import block_pb2, block_pb2_grpc, message_pb2, message_pb2_grpc
+from google.protobuf import timestamp_pb2
+
+from mnemo.memory.v1 import (
+    block_pb2,
+    block_pb2_grpc,
+    message_pb2,
+    message_pb2_grpc,
+    passage_pb2,
+    passage_pb2_grpc,
+    search_pb2,
+    source_pb2,
+    source_pb2_grpc,
+)
 from mnemo_core.actor import current_actor
 from mnemo_core.validation import invalid
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
+from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.blocks import Block, BlockSpec
 from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.history import History
+from mnemo_memory.passage_store import Passage
+from mnemo_memory.ranking import Ranked
+from mnemo_memory.recall import KIND_NAMES, Recall
+from mnemo_memory.sources import File, Job, Source, Sources
 
 Context = Any  # grpc.aio.ServicerContext; unused by these thin handlers
 
@@ -29,6 +47,8 @@ def block_to_proto(block: Block) -> block_pb2.Block:
         metadata=to_struct(block.metadata),
         create_time=to_timestamp(block.created_at),
         update_time=to_timestamp(block.updated_at),
+        is_template=block.is_template,
+        template_name=block.template_name,
     )
 
 
@@ -64,7 +84,12 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.CreateBlockRequest, context: Context
     ) -> block_pb2.CreateBlockResponse:
         block = await self._core.create(
-            current_actor().org_id, spec_from_proto(request.block), agent_id=request.agent_id
+            current_actor().org_id,
+            spec_from_proto(request.block),
+            agent_id=request.agent_id,
+            from_template=request.from_template,
+            is_template=request.block.is_template,
+            template_name=request.block.template_name,
         )
         return block_pb2.CreateBlockResponse(block=block_to_proto(block))
 
@@ -89,6 +114,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
             current_actor().org_id,
             agent_id=request.agent_id,
             label=request.label,
+            templates=request.templates,
             size=request.page_size,
             token=request.page_token,
         )
@@ -149,10 +175,11 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
 
 
 class MessageServicer(message_pb2_grpc.MessageServiceServicer):
-    """MessageService over History."""
+    """MessageService over History and Recall."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, recall: Recall) -> None:
         self._history = history
+        self._recall = recall
 
     async def AppendMessages(
         self, request: message_pb2.AppendMessagesRequest, context: Context
@@ -181,9 +208,7 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         self, request: message_pb2.GetContextWindowRequest, context: Context
     ) -> message_pb2.GetContextWindowResponse:
         window = await self._history.context_window(current_actor().org_id, request.agent_id)
-        return message_pb2.GetContextWindowResponse(
-            messages=window.messages, history_count=window.history_count
-        )
+        return window.response()
 
     async def CompactContextWindow(
         self, request: message_pb2.CompactContextWindowRequest, context: Context
@@ -202,3 +227,318 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
     ) -> message_pb2.PurgeAgentMessagesResponse:
         deleted = await self._history.purge(current_actor().org_id, request.agent_id)
         return message_pb2.PurgeAgentMessagesResponse(deleted_count=deleted)
+
+    async def SearchMessages(
+        self, request: message_pb2.SearchMessagesRequest, context: Context
+    ) -> message_pb2.SearchMessagesResponse:
+        kinds = []
+        for i, kind in enumerate(request.kinds):
+            name = KIND_NAMES.get(kind)
+            if name is None:
+                raise invalid(f"kinds[{i}]", "unknown message kind")
+            kinds.append(name)
+        hits, model, pending = await self._recall.search(
+            current_actor().org_id,
+            request.agent_id,
+            request.query,
+            top_k=request.top_k,
+            kinds=kinds,
+            start=_time(request.start_time, request.HasField("start_time")),
+            end=_time(request.end_time, request.HasField("end_time")),
+            mode=MODES[request.mode],
+        )
+        return message_pb2.SearchMessagesResponse(
+            matches=[
+                message_pb2.MessageMatch(message=hit.message, score=score_to_proto(hit.rank)) for hit in hits
+            ],
+            embedding_model=model,
+            pending_embeddings=pending,
+        )
+
+
+MODES = {
+    search_pb2.SEARCH_MODE_UNSPECIFIED: "hybrid",
+    search_pb2.SEARCH_MODE_HYBRID: "hybrid",
+    search_pb2.SEARCH_MODE_VECTOR: "vector",
+    search_pb2.SEARCH_MODE_KEYWORD: "keyword",
+}
+JOB_STATUSES = {
+    "pending": source_pb2.JOB_STATUS_PENDING,
+    "running": source_pb2.JOB_STATUS_RUNNING,
+    "completed": source_pb2.JOB_STATUS_COMPLETED,
+    "failed": source_pb2.JOB_STATUS_FAILED,
+}
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def score_to_proto(rank: Ranked) -> search_pb2.SearchScore:
+    """The wire form of how a hit ranked."""
+    return search_pb2.SearchScore(
+        score=rank.score,
+        vector_rank=rank.vector_rank,
+        similarity=rank.similarity,
+        keyword_rank=rank.keyword_rank,
+    )
+
+
+def passage_to_proto(passage: Passage) -> passage_pb2.Passage:
+    """The wire form of a passage."""
+    return passage_pb2.Passage(
+        id=passage.id,
+        agent_id=passage.agent_id,
+        source_id=passage.source_id,
+        file_id=passage.file_id,
+        text=passage.text,
+        tags=passage.tags,
+        embedding_model=passage.embedding_model,
+        embedding_dim=passage.embedding_dim,
+        speaker=passage.speaker,
+        metadata=to_struct(passage.metadata),
+        create_time=to_timestamp(passage.created_at),
+        chunk_index=passage.chunk_index,
+    )
+
+
+class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
+    """PassageService over ArchivalMemory."""
+
+    def __init__(self, archival: ArchivalMemory) -> None:
+        self._archival = archival
+
+    async def CreatePassages(
+        self, request: passage_pb2.CreatePassagesRequest, context: Context
+    ) -> passage_pb2.CreatePassagesResponse:
+        passages = await self._archival.create(
+            current_actor().org_id,
+            request.agent_id,
+            request.text,
+            tags=list(request.tags),
+            metadata=from_struct(request.metadata),
+            speaker=request.speaker,
+            created_at=_time(request.create_time, request.HasField("create_time")),
+            model=request.embedding_model,
+        )
+        return passage_pb2.CreatePassagesResponse(passages=[passage_to_proto(p) for p in passages])
+
+    async def GetPassage(
+        self, request: passage_pb2.GetPassageRequest, context: Context
+    ) -> passage_pb2.GetPassageResponse:
+        passage = await self._archival.get(current_actor().org_id, request.passage_id)
+        return passage_pb2.GetPassageResponse(passage=passage_to_proto(passage))
+
+    async def ListPassages(
+        self, request: passage_pb2.ListPassagesRequest, context: Context
+    ) -> passage_pb2.ListPassagesResponse:
+        passages, token = await self._archival.page(
+            current_actor().org_id,
+            agent_id=request.agent_id,
+            source_id=request.source_id,
+            size=request.page_size,
+            token=request.page_token,
+            descending=request.order == passage_pb2.PASSAGE_ORDER_DESCENDING,
+        )
+        return passage_pb2.ListPassagesResponse(
+            passages=[passage_to_proto(p) for p in passages], next_page_token=token
+        )
+
+    async def SearchPassages(
+        self, request: passage_pb2.SearchPassagesRequest, context: Context
+    ) -> passage_pb2.SearchPassagesResponse:
+        hits, model = await self._archival.search(
+            current_actor().org_id,
+            request.agent_id,
+            request.query,
+            top_k=request.top_k,
+            tags=list(request.tags),
+            all_tags=request.tag_match == passage_pb2.TAG_MATCH_ALL,
+            start=_time(request.start_time, request.HasField("start_time")),
+            end=_time(request.end_time, request.HasField("end_time")),
+            mode=MODES[request.mode],
+            model=request.embedding_model,
+            exclude_sources=request.exclude_sources,
+        )
+        return passage_pb2.SearchPassagesResponse(
+            matches=[
+                passage_pb2.PassageMatch(
+                    passage=passage_to_proto(hit.passage), score=score_to_proto(hit.rank)
+                )
+                for hit in hits
+            ],
+            embedding_model=model,
+        )
+
+    async def DeletePassage(
+        self, request: passage_pb2.DeletePassageRequest, context: Context
+    ) -> passage_pb2.DeletePassageResponse:
+        await self._archival.delete(current_actor().org_id, request.passage_id)
+        return passage_pb2.DeletePassageResponse()
+
+    async def PurgeAgentPassages(
+        self, request: passage_pb2.PurgeAgentPassagesRequest, context: Context
+    ) -> passage_pb2.PurgeAgentPassagesResponse:
+        deleted = await self._archival.purge(current_actor().org_id, request.agent_id)
+        return passage_pb2.PurgeAgentPassagesResponse(deleted_count=deleted)
+
+
+def source_to_proto(source: Source) -> source_pb2.Source:
+    """The wire form of a source."""
+    return source_pb2.Source(
+        id=source.id,
+        name=source.name,
+        description=source.description,
+        embedding_model=source.embedding_model,
+        embedding_dim=source.embedding_dim,
+        metadata=to_struct(source.metadata),
+        agent_ids=source.agent_ids,
+        create_time=to_timestamp(source.created_at),
+        update_time=to_timestamp(source.updated_at),
+    )
+
+
+def job_to_proto(job: Job) -> source_pb2.Job:
+    """The wire form of a job."""
+    return source_pb2.Job(
+        id=job.id,
+        file_id=job.file_id,
+        source_id=job.source_id,
+        status=JOB_STATUSES[job.status],
+        chunks_total=job.chunks_total,
+        chunks_done=job.chunks_done,
+        progress=job.progress,
+        error=job.error,
+        create_time=to_timestamp(job.created_at),
+        update_time=to_timestamp(job.updated_at),
+        complete_time=to_timestamp(job.completed_at),
+    )
+
+
+def file_to_proto(file: File) -> source_pb2.File:
+    """The wire form of a file."""
+    return source_pb2.File(
+        id=file.id,
+        source_id=file.source_id,
+        file_name=file.file_name,
+        content_type=file.content_type,
+        size_bytes=file.size_bytes,
+        status=JOB_STATUSES[file.job.status],
+        error=file.job.error,
+        chunk_count=file.job.chunks_total,
+        job_id=file.job.id,
+        create_time=to_timestamp(file.created_at),
+        update_time=to_timestamp(file.job.updated_at),
+    )
+
+
+_SOURCE_FIELDS: dict[str, Callable[[source_pb2.Source], Any]] = {
+    "name": lambda s: s.name,
+    "description": lambda s: s.description,
+    "metadata": lambda s: from_struct(s.metadata),
+}
+
+
+class SourceServicer(source_pb2_grpc.SourceServiceServicer):
+    """SourceService over Sources."""
+
+    def __init__(self, sources: Sources) -> None:
+        self._sources = sources
+
+    async def CreateSource(
+        self, request: source_pb2.CreateSourceRequest, context: Context
+    ) -> source_pb2.CreateSourceResponse:
+        source = await self._sources.create(
+            current_actor().org_id,
+            request.source.name,
+            description=request.source.description,
+            embedding_model=request.source.embedding_model,
+            metadata=from_struct(request.source.metadata),
+        )
+        return source_pb2.CreateSourceResponse(source=source_to_proto(source))
+
+    async def GetSource(
+        self, request: source_pb2.GetSourceRequest, context: Context
+    ) -> source_pb2.GetSourceResponse:
+        source = await self._sources.get(current_actor().org_id, request.source_id)
+        return source_pb2.GetSourceResponse(source=source_to_proto(source))
+
+    async def ListSources(
+        self, request: source_pb2.ListSourcesRequest, context: Context
+    ) -> source_pb2.ListSourcesResponse:
+        sources, token = await self._sources.page(
+            current_actor().org_id,
+            agent_id=request.agent_id,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return source_pb2.ListSourcesResponse(
+            sources=[source_to_proto(s) for s in sources], next_page_token=token
+        )
+
+    async def UpdateSource(
+        self, request: source_pb2.UpdateSourceRequest, context: Context
+    ) -> source_pb2.UpdateSourceResponse:
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise invalid("update_mask", "name at least one field to update")
+        unknown = [p for p in paths if p not in _SOURCE_FIELDS]
+        if unknown:
+            raise invalid("update_mask", f"cannot update {', '.join(unknown)}")
+        changes = {path: _SOURCE_FIELDS[path](request.source) for path in paths}
+        source = await self._sources.update(current_actor().org_id, request.source.id, changes)
+        return source_pb2.UpdateSourceResponse(source=source_to_proto(source))
+
+    async def DeleteSource(
+        self, request: source_pb2.DeleteSourceRequest, context: Context
+    ) -> source_pb2.DeleteSourceResponse:
+        await self._sources.delete(current_actor().org_id, request.source_id)
+        return source_pb2.DeleteSourceResponse()
+
+    async def AttachSource(
+        self, request: source_pb2.AttachSourceRequest, context: Context
+    ) -> source_pb2.AttachSourceResponse:
+        source = await self._sources.attach(current_actor().org_id, request.source_id, request.agent_id)
+        return source_pb2.AttachSourceResponse(source=source_to_proto(source))
+
+    async def DetachSource(
+        self, request: source_pb2.DetachSourceRequest, context: Context
+    ) -> source_pb2.DetachSourceResponse:
+        source = await self._sources.detach(current_actor().org_id, request.source_id, request.agent_id)
+        return source_pb2.DetachSourceResponse(source=source_to_proto(source))
+
+    async def UploadFile(
+        self, request: source_pb2.UploadFileRequest, context: Context
+    ) -> source_pb2.UploadFileResponse:
+        file = await self._sources.upload(
+            current_actor().org_id,
+            request.source_id,
+            request.file_name,
+            request.content_type,
+            request.content,
+        )
+        return source_pb2.UploadFileResponse(file=file_to_proto(file), job=job_to_proto(file.job))
+
+    async def GetFile(
+        self, request: source_pb2.GetFileRequest, context: Context
+    ) -> source_pb2.GetFileResponse:
+        file = await self._sources.get_file(current_actor().org_id, request.file_id)
+        return source_pb2.GetFileResponse(file=file_to_proto(file))
+
+    async def ListFiles(
+        self, request: source_pb2.ListFilesRequest, context: Context
+    ) -> source_pb2.ListFilesResponse:
+        files, token = await self._sources.list_files(
+            current_actor().org_id, request.source_id, size=request.page_size, token=request.page_token
+        )
+        return source_pb2.ListFilesResponse(files=[file_to_proto(f) for f in files], next_page_token=token)
+
+    async def DeleteFile(
+        self, request: source_pb2.DeleteFileRequest, context: Context
+    ) -> source_pb2.DeleteFileResponse:
+        await self._sources.delete_file(current_actor().org_id, request.file_id)
+        return source_pb2.DeleteFileResponse()
+
+    async def GetJob(self, request: source_pb2.GetJobRequest, context: Context) -> source_pb2.GetJobResponse:
+        job = await self._sources.get_job(current_actor().org_id, request.job_id)
+        return source_pb2.GetJobResponse(job=job_to_proto(job))

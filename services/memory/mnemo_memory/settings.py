@@ -21,3 +21,9 @@ class MemorySettings(ServiceSettings):
     )
     # Char limit of a block created without one.
     default_block_limit: int = 5000
+    # Embedding model of recall (message) search, "provider/model"; empty uses the llm-gateway's default.
+    recall_embedding_model: str = ""
+    # Memory for in-memory vector indexes (MB); least recently used ones are dropped beyond it.
+    vector_cache_mb: int = 1024
+    # Largest file a source accepts (bytes).
+    max_upload_bytes: int = 50 * 1024 * 1024

@@ -1,121 +1,230 @@
-"""SQL for the memory schema. No business rules here: callers validate, this reads and writes."""
+"""SQL for blocks and message histories. No business rules here: callers validate, this reads and writes.
+
+Every function takes a sync SQLAlchemy `Connection` and is run as part of one unit of work by
+`SqlRunner` (one hop off the event loop per RPC). Statements are Core selects of the needed
+columns (no ORM entities to materialise), built once at import so their compiled form is cached.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 
-from mnemo_core.db import Database, Store
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow
+from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow, table_of
+from mnemo_memory.ranking import scope_token
+
+BUILTIN_ORG = ""
+"""Organization of the built-in templates, which every organization sees."""
+
+blocks_t = table_of(BlockRow)
+attachments_t = table_of(BlockAttachmentRow)
+messages_t = table_of(MessageRow)
+histories_t = table_of(HistoryRow)
+
+_BLOCK_COLUMNS = (
+    blocks_t.c.id,
+    blocks_t.c.label,
+    blocks_t.c.value,
+    blocks_t.c.char_limit,
+    blocks_t.c.description,
+    blocks_t.c.read_only,
+    blocks_t.c.metadata_json,
+    blocks_t.c.created_at,
+    blocks_t.c.updated_at,
+    blocks_t.c.is_template,
+    blocks_t.c.template_name,
+    blocks_t.c.from_template,
+    blocks_t.c.org_id,
+)
+
+# An agent's blocks with every agent each is attached to, in one statement (the hot path of a turn).
+_other = attachments_t.alias("other")
+_AGENT_BLOCKS = (
+    select(*_BLOCK_COLUMNS, _other.c.agent_id.label("attached_to"))
+    .select_from(attachments_t)
+    .join(blocks_t, blocks_t.c.id == attachments_t.c.block_id)
+    .join(_other, _other.c.block_id == blocks_t.c.id)
+    .where(
+        attachments_t.c.agent_id == bindparam("agent_id"),
+        attachments_t.c.org_id == bindparam("org_id"),
+        blocks_t.c.org_id == bindparam("org_id"),
+    )
+    .order_by(blocks_t.c.created_at, blocks_t.c.id, _other.c.created_at, _other.c.agent_id)
+)
 
 
-class BlockTx:
-    """Block queries within one session (one transaction when writing)."""
+def _block(row: Any, agent_ids: list[str]) -> Block:
+    return Block(
+        id=row.id,
+        label=row.label,
+        value=row.value,
+        limit=row.char_limit,
+        description=row.description,
+        read_only=row.read_only,
+        metadata=dict(row.metadata_json or {}),
+        agent_ids=agent_ids,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        is_template=row.is_template,
+        template_name=(row.template_name or "") if row.is_template else row.from_template,
+        builtin=row.org_id == BUILTIN_ORG,
+    )
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
 
-    async def _agent_ids(self, block_ids: Sequence[str]) -> dict[str, list[str]]:
-        rows = await self.session.execute(
-            select(BlockAttachmentRow.block_id, BlockAttachmentRow.agent_id)
-            .where(BlockAttachmentRow.block_id.in_(block_ids))
-            .order_by(BlockAttachmentRow.created_at, BlockAttachmentRow.agent_id)
-        )
-        result: dict[str, list[str]] = {block_id: [] for block_id in block_ids}
-        for block_id, agent_id in rows:
-            result[block_id].append(agent_id)
-        return result
+def _visible(org_id: str) -> Any:
+    """Blocks of the organization, and the built-in templates."""
+    return or_(
+        blocks_t.c.org_id == org_id, and_(blocks_t.c.org_id == BUILTIN_ORG, blocks_t.c.is_template.is_(True))
+    )
 
-    async def _views(self, rows: Sequence[BlockRow]) -> list[Block]:
-        agents = await self._agent_ids([row.id for row in rows]) if rows else {}
-        return [
-            Block(
-                id=row.id,
-                label=row.label,
-                value=row.value,
-                limit=row.char_limit,
-                description=row.description,
-                read_only=row.read_only,
-                metadata=dict(row.metadata_json or {}),
-                agent_ids=agents.get(row.id, []),
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-            )
-            for row in rows
-        ]
 
-    async def get(self, org_id: str, block_id: str) -> Block:
-        row = await self.session.scalar(
-            select(BlockRow).where(BlockRow.id == block_id, BlockRow.org_id == org_id)
-        )
+class BlockQueries:
+    """Block reads and writes on one connection."""
+
+    @staticmethod
+    def _views(conn: Connection, rows: Sequence[Any]) -> list[Block]:
+        if not rows:
+            return []
+        attached: dict[str, list[str]] = {row.id: [] for row in rows}
+        for block_id, agent_id in conn.execute(
+            select(attachments_t.c.block_id, attachments_t.c.agent_id)
+            .where(attachments_t.c.block_id.in_(list(attached)))
+            .order_by(attachments_t.c.created_at, attachments_t.c.agent_id)
+        ):
+            attached[block_id].append(agent_id)
+        return [_block(row, attached[row.id]) for row in rows]
+
+    @staticmethod
+    def get(conn: Connection, org_id: str, block_id: str) -> Block:
+        row = conn.execute(select(*_BLOCK_COLUMNS).where(blocks_t.c.id == block_id, _visible(org_id))).first()
         if row is None:
             raise NotFound(
                 f"block {block_id} not found", reason="BLOCK_NOT_FOUND", metadata={"block_id": block_id}
             )
-        return (await self._views([row]))[0]
+        return BlockQueries._views(conn, [row])[0]
 
-    async def get_by_label(self, org_id: str, agent_id: str, label: str) -> Block | None:
-        row = await self.session.scalar(
-            select(BlockRow)
-            .join(BlockAttachmentRow, BlockAttachmentRow.block_id == BlockRow.id)
+    @staticmethod
+    def of_agent(conn: Connection, org_id: str, agent_id: str) -> list[Block]:
+        """Every block attached to the agent, oldest first, each with all its agents."""
+        blocks: dict[str, tuple[Any, list[str]]] = {}
+        for row in conn.execute(_AGENT_BLOCKS, {"agent_id": agent_id, "org_id": org_id}):
+            entry = blocks.get(row.id)
+            if entry is None:
+                blocks[row.id] = (row, [row.attached_to])
+            else:
+                entry[1].append(row.attached_to)
+        return [_block(row, agent_ids) for row, agent_ids in blocks.values()]
+
+    @staticmethod
+    def get_by_label(conn: Connection, org_id: str, agent_id: str, label: str) -> Block | None:
+        row = conn.execute(
+            select(*_BLOCK_COLUMNS)
+            .join(attachments_t, attachments_t.c.block_id == blocks_t.c.id)
             .where(
-                BlockAttachmentRow.agent_id == agent_id,
-                BlockAttachmentRow.label == label,
-                BlockRow.org_id == org_id,
+                attachments_t.c.agent_id == agent_id,
+                attachments_t.c.org_id == org_id,
+                attachments_t.c.label == label,
+                blocks_t.c.org_id == org_id,
+            )
+        ).first()
+        return None if row is None else BlockQueries._views(conn, [row])[0]
+
+    @staticmethod
+    def template(conn: Connection, org_id: str, name: str) -> Block | None:
+        """The organization's template `name`, else the built-in one."""
+        rows = conn.execute(
+            select(*_BLOCK_COLUMNS).where(
+                blocks_t.c.is_template.is_(True),
+                blocks_t.c.template_name == name,
+                blocks_t.c.org_id.in_([org_id, BUILTIN_ORG]),
+            )
+        ).all()
+        if not rows:
+            return None
+        own = [row for row in rows if row.org_id == org_id]
+        return BlockQueries._views(conn, own or rows)[0]
+
+    @staticmethod
+    def labels_of(conn: Connection, org_id: str, agent_id: str) -> list[str]:
+        return list(
+            conn.scalars(
+                select(attachments_t.c.label)
+                .where(attachments_t.c.agent_id == agent_id, attachments_t.c.org_id == org_id)
+                .order_by(attachments_t.c.label)
             )
         )
-        return None if row is None else (await self._views([row]))[0]
 
-    async def labels_of(self, org_id: str, agent_id: str) -> list[str]:
-        rows = await self.session.scalars(
-            select(BlockAttachmentRow.label)
-            .where(BlockAttachmentRow.agent_id == agent_id, BlockAttachmentRow.org_id == org_id)
-            .order_by(BlockAttachmentRow.label)
-        )
-        return list(rows)
-
-    async def label_taken(self, org_id: str, agent_id: str, label: str) -> bool:
-        found = await self.session.scalar(
-            select(BlockAttachmentRow.block_id).where(
-                BlockAttachmentRow.agent_id == agent_id,
-                BlockAttachmentRow.org_id == org_id,
-                BlockAttachmentRow.label == label,
+    @staticmethod
+    def label_taken(conn: Connection, org_id: str, agent_id: str, label: str) -> bool:
+        found = conn.scalar(
+            select(attachments_t.c.block_id).where(
+                attachments_t.c.agent_id == agent_id,
+                attachments_t.c.org_id == org_id,
+                attachments_t.c.label == label,
             )
         )
         return found is not None
 
-    async def list(
-        self, org_id: str, *, agent_id: str, label: str, after: tuple[datetime, str] | None, limit: int
+    @staticmethod
+    def template_name_taken(conn: Connection, org_id: str, name: str) -> bool:
+        found = conn.scalar(
+            select(blocks_t.c.id).where(blocks_t.c.org_id == org_id, blocks_t.c.template_name == name)
+        )
+        return found is not None
+
+    @staticmethod
+    def list(
+        conn: Connection,
+        org_id: str,
+        *,
+        agent_id: str,
+        label: str,
+        templates: bool,
+        after: tuple[datetime, str] | None,
+        limit: int,
     ) -> list[Block]:
-        query = select(BlockRow).where(BlockRow.org_id == org_id)
+        query = select(*_BLOCK_COLUMNS)
+        if templates:
+            query = query.where(_visible(org_id), blocks_t.c.is_template.is_(True))
+        else:
+            query = query.where(blocks_t.c.org_id == org_id, blocks_t.c.is_template.is_(False))
         if agent_id:
-            query = query.join(BlockAttachmentRow, BlockAttachmentRow.block_id == BlockRow.id).where(
-                BlockAttachmentRow.agent_id == agent_id
+            query = query.join(attachments_t, attachments_t.c.block_id == blocks_t.c.id).where(
+                attachments_t.c.agent_id == agent_id
             )
         if label:
-            query = query.where(BlockRow.label == label)
+            query = query.where(blocks_t.c.label == label)
         if after is not None:
             created, last_id = after
             query = query.where(
                 or_(
-                    BlockRow.created_at > created,
-                    and_(BlockRow.created_at == created, BlockRow.id > last_id),
+                    blocks_t.c.created_at > created,
+                    and_(blocks_t.c.created_at == created, blocks_t.c.id > last_id),
                 )
             )
-        rows = await self.session.scalars(query.order_by(BlockRow.created_at, BlockRow.id).limit(limit))
-        return await self._views(list(rows))
+        rows = conn.execute(query.order_by(blocks_t.c.created_at, blocks_t.c.id).limit(limit)).all()
+        return BlockQueries._views(conn, rows)
 
-    async def insert_block(
-        self, org_id: str, block_id: str, spec: BlockSpec, *, owner_agent_id: str | None, now: datetime
+    @staticmethod
+    def insert_block(
+        conn: Connection,
+        org_id: str,
+        block_id: str,
+        spec: BlockSpec,
+        *,
+        owner_agent_id: str | None,
+        now: datetime,
+        template_name: str | None = None,
+        from_template: str = "",
     ) -> None:
-        self.session.add(
-            BlockRow(
+        conn.execute(
+            insert(blocks_t).values(
                 id=block_id,
                 org_id=org_id,
                 label=spec.label,
@@ -127,29 +236,57 @@ class BlockTx:
                 owner_agent_id=owner_agent_id,
                 created_at=now,
                 updated_at=now,
+                is_template=template_name is not None,
+                template_name=template_name,
+                from_template=from_template,
             )
         )
-        await self.session.flush()
 
-    async def attach(self, org_id: str, block_id: str, agent_id: str, label: str, now: datetime) -> None:
-        self.session.add(
-            BlockAttachmentRow(
+    @staticmethod
+    def upsert_builtin_template(
+        conn: Connection, block_id: str, name: str, spec: BlockSpec, now: datetime
+    ) -> None:
+        exists = conn.scalar(select(blocks_t.c.id).where(blocks_t.c.id == block_id))
+        if exists is None:
+            BlockQueries.insert_block(
+                conn, BUILTIN_ORG, block_id, spec, owner_agent_id=None, now=now, template_name=name
+            )
+            return
+        conn.execute(
+            update(blocks_t)
+            .where(blocks_t.c.id == block_id)
+            .values(
+                label=spec.label,
+                value=spec.value,
+                char_limit=spec.limit,
+                description=spec.description,
+                template_name=name,
+            )
+        )
+
+    @staticmethod
+    def attach(
+        conn: Connection, org_id: str, block_id: str, agent_id: str, label: str, now: datetime
+    ) -> None:
+        conn.execute(
+            insert(attachments_t).values(
                 block_id=block_id, agent_id=agent_id, org_id=org_id, label=label, created_at=now
             )
         )
-        await self.session.flush()
 
-    async def detach(self, org_id: str, block_id: str, agent_id: str) -> None:
-        await self.session.execute(
-            delete(BlockAttachmentRow).where(
-                BlockAttachmentRow.block_id == block_id,
-                BlockAttachmentRow.agent_id == agent_id,
-                BlockAttachmentRow.org_id == org_id,
+    @staticmethod
+    def detach(conn: Connection, org_id: str, block_id: str, agent_id: str) -> None:
+        conn.execute(
+            delete(attachments_t).where(
+                attachments_t.c.block_id == block_id,
+                attachments_t.c.agent_id == agent_id,
+                attachments_t.c.org_id == org_id,
             )
         )
 
-    async def update_block(
-        self,
+    @staticmethod
+    def update_block(
+        conn: Connection,
         org_id: str,
         block_id: str,
         *,
@@ -161,9 +298,9 @@ class BlockTx:
         metadata: dict[str, Any],
         now: datetime,
     ) -> None:
-        await self.session.execute(
-            update(BlockRow)
-            .where(BlockRow.id == block_id, BlockRow.org_id == org_id)
+        conn.execute(
+            update(blocks_t)
+            .where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id)
             .values(
                 label=label,
                 value=value,
@@ -174,94 +311,215 @@ class BlockTx:
                 updated_at=now,
             )
         )
-        await self.session.execute(
-            update(BlockAttachmentRow).where(BlockAttachmentRow.block_id == block_id).values(label=label)
-        )
+        conn.execute(update(attachments_t).where(attachments_t.c.block_id == block_id).values(label=label))
 
-    async def set_value(self, org_id: str, block_id: str, value: str, now: datetime) -> None:
-        await self.session.execute(
-            update(BlockRow)
-            .where(BlockRow.id == block_id, BlockRow.org_id == org_id)
+    @staticmethod
+    def set_value(conn: Connection, org_id: str, block_id: str, value: str, now: datetime) -> None:
+        conn.execute(
+            update(blocks_t)
+            .where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id)
             .values(value=value, updated_at=now)
         )
 
-    async def delete_block(self, org_id: str, block_id: str) -> bool:
-        await self.session.execute(delete(BlockAttachmentRow).where(BlockAttachmentRow.block_id == block_id))
-        result = await self.session.execute(
-            delete(BlockRow).where(BlockRow.id == block_id, BlockRow.org_id == org_id)
-        )
-        return bool(getattr(result, "rowcount", 0))
+    @staticmethod
+    def delete_block(conn: Connection, org_id: str, block_id: str) -> bool:
+        conn.execute(delete(attachments_t).where(attachments_t.c.block_id == block_id))
+        result = conn.execute(delete(blocks_t).where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id))
+        return bool(result.rowcount)
 
-    async def detach_agent(self, org_id: str, agent_id: str) -> int:
-        await self.session.execute(
-            delete(BlockAttachmentRow).where(
-                BlockAttachmentRow.agent_id == agent_id, BlockAttachmentRow.org_id == org_id
+    @staticmethod
+    def detach_agent(conn: Connection, org_id: str, agent_id: str) -> int:
+        conn.execute(
+            delete(attachments_t).where(
+                attachments_t.c.agent_id == agent_id, attachments_t.c.org_id == org_id
             )
         )
-        still_attached = select(BlockAttachmentRow.block_id).where(BlockAttachmentRow.block_id == BlockRow.id)
-        result = await self.session.execute(
-            delete(BlockRow).where(
-                BlockRow.owner_agent_id == agent_id,
-                BlockRow.org_id == org_id,
+        still_attached = select(attachments_t.c.block_id).where(attachments_t.c.block_id == blocks_t.c.id)
+        result = conn.execute(
+            delete(blocks_t).where(
+                blocks_t.c.owner_agent_id == agent_id,
+                blocks_t.c.org_id == org_id,
                 ~still_attached.exists(),
             )
         )
-        return int(getattr(result, "rowcount", 0))
+        return int(result.rowcount)
 
 
-class MessageTx:
-    """History queries within one session."""
+@dataclass(frozen=True, slots=True)
+class HistoryState:
+    """Per-agent bookkeeping of a history."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    next_seq: int
+    message_count: int
+    context_start_seq: int
+    summary_message_id: str | None
 
-    async def history(self, org_id: str, agent_id: str) -> HistoryRow | None:
-        return await self.session.scalar(
-            select(HistoryRow).where(HistoryRow.agent_id == agent_id, HistoryRow.org_id == org_id)
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message row to insert; `content` is the whole serialized Message."""
+
+    id: str
+    seq: int
+    run_id: str
+    step: int
+    position: int
+    kind: str
+    text: str
+    content: bytes
+    created_at: datetime
+
+
+_HISTORY = select(
+    histories_t.c.next_seq,
+    histories_t.c.message_count,
+    histories_t.c.context_start_seq,
+    histories_t.c.summary_message_id,
+).where(histories_t.c.org_id == bindparam("org_id"), histories_t.c.agent_id == bindparam("agent_id"))
+
+_BATCH = (
+    select(messages_t.c.content)
+    .where(
+        messages_t.c.org_id == bindparam("org_id"),
+        messages_t.c.agent_id == bindparam("agent_id"),
+        messages_t.c.run_id == bindparam("run_id"),
+        messages_t.c.step == bindparam("step"),
+    )
+    .order_by(messages_t.c.position)
+)
+
+# A range on the (org, agent, seq) index: loading the window never grows with the history.
+_WINDOW = (
+    select(messages_t.c.id, messages_t.c.content)
+    .where(
+        messages_t.c.org_id == bindparam("org_id"),
+        messages_t.c.agent_id == bindparam("agent_id"),
+        messages_t.c.seq >= bindparam("start_seq"),
+    )
+    .order_by(messages_t.c.seq)
+)
+_SUMMARY = select(messages_t.c.id, messages_t.c.org_id, messages_t.c.content).where(
+    messages_t.c.id == bindparam("summary_id")
+)
+
+_INSERT_MESSAGE = insert(messages_t)
+
+
+class MessageQueries:
+    """History reads and writes on one connection."""
+
+    @staticmethod
+    def history(conn: Connection, org_id: str, agent_id: str) -> HistoryState | None:
+        row = conn.execute(_HISTORY, {"org_id": org_id, "agent_id": agent_id}).first()
+        return None if row is None else HistoryState(*row)
+
+    @staticmethod
+    def batch(conn: Connection, org_id: str, agent_id: str, run_id: str, step: int) -> list[bytes]:
+        """The stored messages of one (run, step) batch, serialized, in order."""
+        return list(
+            conn.scalars(_BATCH, {"org_id": org_id, "agent_id": agent_id, "run_id": run_id, "step": step})
         )
 
-    async def batch(self, org_id: str, agent_id: str, run_id: str, step: int) -> list[MessageRow]:
-        rows = await self.session.scalars(
-            select(MessageRow)
-            .where(
-                MessageRow.agent_id == agent_id,
-                MessageRow.run_id == run_id,
-                MessageRow.step == step,
-                MessageRow.org_id == org_id,
-            )
-            .order_by(MessageRow.position)
-        )
-        return list(rows)
-
-    async def reserve(self, org_id: str, agent_id: str, count: int) -> int:
+    @staticmethod
+    def reserve(
+        conn: Connection, org_id: str, agent_id: str, count: int, history: HistoryState | None
+    ) -> int:
         """Reserves `count` history positions for the agent; returns the first."""
-        history = await self.history(org_id, agent_id)
         if history is None:
-            history = HistoryRow(
-                agent_id=agent_id, org_id=org_id, next_seq=1, message_count=0, context_start_seq=1
+            conn.execute(
+                insert(histories_t).values(
+                    org_id=org_id,
+                    agent_id=agent_id,
+                    next_seq=1 + count,
+                    message_count=count,
+                    context_start_seq=1,
+                )
             )
-            self.session.add(history)
-            await self.session.flush()
-        first = history.next_seq
-        history.next_seq = first + count
-        history.message_count = history.message_count + count
-        await self.session.flush()
-        return first
+            return 1
+        conn.execute(
+            update(histories_t)
+            .where(histories_t.c.org_id == org_id, histories_t.c.agent_id == agent_id)
+            .values(next_seq=history.next_seq + count, message_count=history.message_count + count)
+        )
+        return history.next_seq
 
-    async def insert(self, rows: Sequence[MessageRow]) -> None:
-        self.session.add_all(rows)
-        await self.session.flush()
+    @staticmethod
+    def insert(conn: Connection, org_id: str, agent_id: str, rows: Sequence[NewMessage]) -> None:
+        scope = scope_token("agent", agent_id)
+        conn.execute(
+            _INSERT_MESSAGE,
+            [
+                {
+                    "id": row.id,
+                    "org_id": org_id,
+                    "agent_id": agent_id,
+                    "seq": row.seq,
+                    "run_id": row.run_id,
+                    "step": row.step,
+                    "position": row.position,
+                    "kind": row.kind,
+                    "text": row.text,
+                    "scope": scope,
+                    "content": row.content,
+                    "created_at": row.created_at,
+                }
+                for row in rows
+            ],
+        )
 
-    async def seq_of(self, org_id: str, agent_id: str, message_id: str) -> int | None:
-        seq: int | None = await self.session.scalar(
-            select(MessageRow.seq).where(
-                MessageRow.id == message_id, MessageRow.agent_id == agent_id, MessageRow.org_id == org_id
+    @staticmethod
+    def window(
+        conn: Connection, org_id: str, agent_id: str, start_seq: int, summary_id: str | None
+    ) -> list[tuple[str, bytes]]:
+        """(id, serialized message) of every message from `start_seq` on, and of the summary, by position."""
+        rows = [
+            (row.id, row.content)
+            for row in conn.execute(_WINDOW, {"org_id": org_id, "agent_id": agent_id, "start_seq": start_seq})
+        ]
+        if summary_id and summary_id not in {message_id for message_id, _ in rows}:
+            summary = conn.execute(_SUMMARY, {"summary_id": summary_id}).first()
+            if summary is not None and summary.org_id == org_id:
+                rows.append((summary.id, summary.content))
+        return rows
+
+    @staticmethod
+    def set_window(
+        conn: Connection, org_id: str, agent_id: str, start_seq: int, summary_id: str | None
+    ) -> None:
+        conn.execute(
+            update(histories_t)
+            .where(histories_t.c.org_id == org_id, histories_t.c.agent_id == agent_id)
+            .values(context_start_seq=start_seq, summary_message_id=summary_id)
+        )
+
+    @staticmethod
+    def seq_of(conn: Connection, org_id: str, agent_id: str, message_id: str) -> int | None:
+        seq: int | None = conn.scalar(
+            select(messages_t.c.seq).where(
+                messages_t.c.id == message_id,
+                messages_t.c.agent_id == agent_id,
+                messages_t.c.org_id == org_id,
             )
         )
         return seq
 
-    async def page(
-        self,
+    @staticmethod
+    def first_id_from(conn: Connection, org_id: str, agent_id: str, start_seq: int) -> str | None:
+        found: str | None = conn.scalar(
+            select(messages_t.c.id)
+            .where(
+                messages_t.c.org_id == org_id,
+                messages_t.c.agent_id == agent_id,
+                messages_t.c.seq >= start_seq,
+            )
+            .order_by(messages_t.c.seq)
+            .limit(1)
+        )
+        return found
+
+    @staticmethod
+    def page(
+        conn: Connection,
         org_id: str,
         agent_id: str,
         *,
@@ -270,54 +528,52 @@ class MessageTx:
         below: int | None,
         run_id: str,
         limit: int,
-    ) -> list[MessageRow]:
-        query = select(MessageRow).where(MessageRow.agent_id == agent_id, MessageRow.org_id == org_id)
+    ) -> list[tuple[int, bytes]]:
+        """(seq, serialized message) of a page of the history."""
+        query = select(messages_t.c.seq, messages_t.c.content).where(
+            messages_t.c.agent_id == agent_id, messages_t.c.org_id == org_id
+        )
         if above is not None:
-            query = query.where(MessageRow.seq > above)
+            query = query.where(messages_t.c.seq > above)
         if below is not None:
-            query = query.where(MessageRow.seq < below)
+            query = query.where(messages_t.c.seq < below)
         if run_id:
-            query = query.where(MessageRow.run_id == run_id)
-        order = MessageRow.seq.desc() if descending else MessageRow.seq
-        return list(await self.session.scalars(query.order_by(order).limit(limit)))
+            query = query.where(messages_t.c.run_id == run_id)
+        order = messages_t.c.seq.desc() if descending else messages_t.c.seq
+        return [(row.seq, row.content) for row in conn.execute(query.order_by(order).limit(limit))]
 
-    async def count_between(self, org_id: str, agent_id: str, first_seq: int, end_seq: int) -> int:
+    @staticmethod
+    def count_between(conn: Connection, org_id: str, agent_id: str, first_seq: int, end_seq: int) -> int:
         """Messages of the agent with first_seq <= seq < end_seq."""
-        total = await self.session.scalar(
+        total = conn.scalar(
             select(func.count()).where(
-                MessageRow.agent_id == agent_id,
-                MessageRow.org_id == org_id,
-                MessageRow.seq >= first_seq,
-                MessageRow.seq < end_seq,
+                messages_t.c.agent_id == agent_id,
+                messages_t.c.org_id == org_id,
+                messages_t.c.seq >= first_seq,
+                messages_t.c.seq < end_seq,
             )
         )
         return int(total or 0)
 
-    async def by_ids(self, org_id: str, message_ids: Sequence[str]) -> list[MessageRow]:
-        rows = await self.session.scalars(
-            select(MessageRow).where(MessageRow.id.in_(message_ids), MessageRow.org_id == org_id)
+    @staticmethod
+    def by_pks(conn: Connection, org_id: str, pks: Sequence[int]) -> dict[int, bytes]:
+        """Serialized messages by integer key."""
+        if not pks:
+            return {}
+        # By key alone (an org_id condition tempts SQLite into another index); the org is checked here.
+        rows = conn.execute(
+            select(messages_t.c.pk, messages_t.c.org_id, messages_t.c.content).where(
+                messages_t.c.pk.in_(list(pks))
+            )
         )
-        return list(rows)
+        return {row.pk: row.content for row in rows if row.org_id == org_id}
 
-    async def purge(self, org_id: str, agent_id: str) -> int:
-        result = await self.session.execute(
-            delete(MessageRow).where(MessageRow.agent_id == agent_id, MessageRow.org_id == org_id)
+    @staticmethod
+    def purge(conn: Connection, org_id: str, agent_id: str) -> int:
+        result = conn.execute(
+            delete(messages_t).where(messages_t.c.agent_id == agent_id, messages_t.c.org_id == org_id)
         )
-        await self.session.execute(
-            delete(HistoryRow).where(HistoryRow.agent_id == agent_id, HistoryRow.org_id == org_id)
+        conn.execute(
+            delete(histories_t).where(histories_t.c.agent_id == agent_id, histories_t.c.org_id == org_id)
         )
-        return int(getattr(result, "rowcount", 0))
-
-
-BlockStore = Store[BlockTx]
-MessageStore = Store[MessageTx]
-
-
-def block_store(db: Database) -> BlockStore:
-    """Block queries on the memory database."""
-    return Store(db, BlockTx)
-
-
-def message_store(db: Database) -> MessageStore:
-    """History queries on the memory database."""
-    return Store(db, MessageTx)
+        return int(result.rowcount)

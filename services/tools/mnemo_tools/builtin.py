@@ -27,7 +27,7 @@ class BuiltinTool:
         return json.dumps(self.parameters, separators=(",", ":"))
 
 
-def _object(properties: dict[str, dict[str, str]], required: list[str]) -> dict[str, Any]:
+def _object(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
@@ -61,6 +61,77 @@ BUILTIN_TOOLS: tuple[BuiltinTool, ...] = (
                 "new_content": {"type": "string", "description": "Text to put in its place."},
             },
             ["label", "old_content", "new_content"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="archival_memory_insert",
+        description=(
+            "Save text to your archival memory, a long-term store outside your context that you can search "
+            "later by meaning. Use it for facts, events and details worth remembering that do not belong in "
+            "core memory. Write self-contained text (say who and when), since it will be read out of context."
+        ),
+        parameters=_object(
+            {
+                "content": {"type": "string", "description": "The text to remember."},
+                "tags": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Optional tags to filter searches by later, e.g. ['preferences'].",
+                },
+            },
+            ["content"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="archival_memory_search",
+        description=(
+            "Search your archival memory (and the documents of sources attached to you) by meaning and by "
+            "words. Use it before saying you do not know something you might have saved earlier."
+        ),
+        parameters=_object(
+            {
+                "query": {"type": "string", "description": "What to look for, in natural language."},
+                "tags": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Only passages with any of these tags.",
+                },
+                "top_k": {"type": "integer", "description": "How many results to return (1-50, default 5)."},
+            },
+            ["query"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="conversation_search",
+        description=(
+            "Search your whole conversation history, including messages no longer in your context, by "
+            "meaning and by words. Use it to recall what was said earlier."
+        ),
+        parameters=_object(
+            {
+                "query": {"type": "string", "description": "What to look for, in natural language."},
+                "roles": {
+                    "type": "array",
+                    "items": {
+                        "type": "string",
+                        "enum": ["user", "assistant", "system", "reasoning", "event"],
+                    },
+                    "description": "Only messages of these roles.",
+                },
+                "start_date": {
+                    "type": "string",
+                    "description": "Only messages from this ISO 8601 date or time on, e.g. '2024-05-01'.",
+                },
+                "end_date": {
+                    "type": "string",
+                    "description": "Only messages before this ISO 8601 date or time.",
+                },
+                "top_k": {"type": "integer", "description": "How many results to return (1-50, default 5)."},
+            },
+            ["query"],
         ),
         tool_type=tool_pb2.TOOL_TYPE_MEMORY,
     ),

@@ -1,0 +1,188 @@
+"""Proto <-> REST shapes of memory resources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2, search_pb2, source_pb2
+from mnemo_core.wire import from_struct, to_struct
+from mnemo_gateway import convert
+from mnemo_gateway import memory_schemas as ms
+
+JOB_STATUS_NAMES: dict[int, ms.JobStatus] = {
+    source_pb2.JOB_STATUS_PENDING: "pending",
+    source_pb2.JOB_STATUS_RUNNING: "running",
+    source_pb2.JOB_STATUS_COMPLETED: "completed",
+    source_pb2.JOB_STATUS_FAILED: "failed",
+}
+SEARCH_MODES = {
+    "hybrid": search_pb2.SEARCH_MODE_HYBRID,
+    "vector": search_pb2.SEARCH_MODE_VECTOR,
+    "keyword": search_pb2.SEARCH_MODE_KEYWORD,
+}
+ROLE_KINDS = {
+    "system": message_pb2.MESSAGE_KIND_SYSTEM,
+    "user": message_pb2.MESSAGE_KIND_USER,
+    "assistant": message_pb2.MESSAGE_KIND_ASSISTANT,
+    "reasoning": message_pb2.MESSAGE_KIND_REASONING,
+    "tool_call": message_pb2.MESSAGE_KIND_TOOL_CALL,
+    "tool_return": message_pb2.MESSAGE_KIND_TOOL_RETURN,
+    "event": message_pb2.MESSAGE_KIND_EVENT,
+}
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A protobuf Timestamp for an optional datetime (naive means UTC)."""
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return stamp
+
+
+def block_create(body: ms.BlockCreateRequest) -> block_pb2.CreateBlockRequest:
+    """The CreateBlock request for a REST body."""
+    return block_pb2.CreateBlockRequest(
+        block=block_pb2.Block(
+            label=body.label,
+            value=body.value,
+            limit=body.limit or 0,
+            description=body.description,
+            read_only=body.read_only,
+            metadata=to_struct(body.metadata),
+            is_template=body.is_template,
+            template_name=body.template_name,
+        ),
+        agent_id=body.agent_id,
+        from_template=body.from_template,
+    )
+
+
+def block_update(block_id: str, body: ms.BlockUpdate) -> block_pb2.UpdateBlockRequest:
+    """The UpdateBlock request changing the fields set in `body`."""
+    changes = body.model_dump(exclude_unset=True)
+    request = block_pb2.UpdateBlockRequest(
+        block=block_pb2.Block(
+            id=block_id,
+            label=body.label or "",
+            value=body.value or "",
+            limit=body.limit or 0,
+            description=body.description or "",
+            read_only=bool(body.read_only),
+            metadata=to_struct(body.metadata),
+        )
+    )
+    request.update_mask.paths.extend(sorted(changes))
+    return request
+
+
+def template_out(block: block_pb2.Block) -> ms.Template:
+    """The REST form of a template."""
+    return ms.Template(
+        id=block.id,
+        template_name=block.template_name,
+        label=block.label,
+        value=block.value,
+        limit=block.limit,
+        description=block.description,
+        read_only=block.read_only,
+        metadata=from_struct(block.metadata),
+        builtin=block.id.startswith("block-template-"),
+    )
+
+
+def score_out(score: search_pb2.SearchScore) -> ms.Score:
+    """The REST form of how a hit ranked."""
+    return ms.Score(
+        score=score.score,
+        vector_rank=score.vector_rank or None,
+        similarity=score.similarity if score.vector_rank else None,
+        keyword_rank=score.keyword_rank or None,
+    )
+
+
+def passage_out(passage: passage_pb2.Passage) -> ms.Passage:
+    """The REST form of a passage."""
+    return ms.Passage(
+        id=passage.id,
+        agent_id=passage.agent_id,
+        source_id=passage.source_id,
+        file_id=passage.file_id,
+        text=passage.text,
+        tags=list(passage.tags),
+        speaker=passage.speaker,
+        metadata=from_struct(passage.metadata),
+        embedding_model=passage.embedding_model,
+        embedding_dim=passage.embedding_dim,
+        chunk_index=passage.chunk_index,
+        created_at=_time(passage.create_time, passage.HasField("create_time")),
+    )
+
+
+def message_hits(response: message_pb2.SearchMessagesResponse) -> ms.MessageSearchResult:
+    """The REST form of a recall search."""
+    results = []
+    for match in response.matches:
+        message = convert.message_out(match.message)
+        if message is not None:
+            results.append(ms.MessageHit(message=message, score=score_out(match.score)))
+    return ms.MessageSearchResult(
+        results=results,
+        embedding_model=response.embedding_model,
+        pending_embeddings=response.pending_embeddings,
+    )
+
+
+def source_out(source: source_pb2.Source) -> ms.Source:
+    """The REST form of a source."""
+    return ms.Source(
+        id=source.id,
+        name=source.name,
+        description=source.description,
+        embedding_model=source.embedding_model,
+        embedding_dim=source.embedding_dim,
+        metadata=from_struct(source.metadata),
+        agent_ids=list(source.agent_ids),
+        created_at=_time(source.create_time, source.HasField("create_time")),
+        updated_at=_time(source.update_time, source.HasField("update_time")),
+    )
+
+
+def job_out(job: source_pb2.Job) -> ms.Job:
+    """The REST form of a job."""
+    return ms.Job(
+        id=job.id,
+        file_id=job.file_id,
+        source_id=job.source_id,
+        status=JOB_STATUS_NAMES.get(job.status, "unknown"),
+        chunks_total=job.chunks_total,
+        chunks_done=job.chunks_done,
+        progress=job.progress,
+        error=job.error,
+        created_at=_time(job.create_time, job.HasField("create_time")),
+        updated_at=_time(job.update_time, job.HasField("update_time")),
+        completed_at=_time(job.complete_time, job.HasField("complete_time")),
+    )
+
+
+def file_out(file: source_pb2.File) -> ms.File:
+    """The REST form of a file."""
+    return ms.File(
+        id=file.id,
+        source_id=file.source_id,
+        file_name=file.file_name,
+        content_type=file.content_type,
+        size_bytes=file.size_bytes,
+        status=JOB_STATUS_NAMES.get(file.status, "unknown"),
+        error=file.error,
+        chunk_count=file.chunk_count,
+        job_id=file.job_id,
+        created_at=_time(file.create_time, file.HasField("create_time")),
+        updated_at=_time(file.update_time, file.HasField("update_time")),
+    )

@@ -1,0 +1,83 @@
+"""/v1/blocks: core memory blocks and block templates, shared between agents."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from mnemo.agent.v1 import agent_pb2
+from mnemo.memory.v1 import block_pb2
+from mnemo_gateway import convert, schemas
+from mnemo_gateway import memory_convert as mc
+from mnemo_gateway import memory_schemas as ms
+from mnemo_gateway.backends import Backends, acting_actor, backends
+
+router = APIRouter(prefix="/v1/blocks", tags=["blocks"], dependencies=[Depends(acting_actor)])
+Mesh = Annotated[Backends, Depends(backends)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Block)
+async def create_block(body: ms.BlockCreateRequest, mesh: Mesh) -> schemas.Block:
+    """Creates a block (attached to `agent_id` if given), a template (`is_template`), or a block from a template."""
+    if body.agent_id:
+        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=body.agent_id))
+    response = await mesh.blocks.CreateBlock(mc.block_create(body))
+    return convert.block_out(response.block)
+
+
+@router.get("", response_model=list[schemas.Block])
+async def list_blocks(
+    mesh: Mesh,
+    response: Response,
+    label: str = "",
+    agent_id: str = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page_token: str = "",
+) -> list[schemas.Block]:
+    """Lists blocks, oldest first, optionally by label or agent; `X-Next-Page-Token` continues."""
+    if agent_id:
+        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    page = await mesh.blocks.ListBlocks(
+        block_pb2.ListBlocksRequest(agent_id=agent_id, label=label, page_size=limit, page_token=page_token)
+    )
+    if page.next_page_token:
+        response.headers["X-Next-Page-Token"] = page.next_page_token
+    return [convert.block_out(block) for block in page.blocks]
+
+
+@router.get("/templates", response_model=list[ms.Template])
+async def list_templates(
+    mesh: Mesh,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page_token: str = "",
+) -> list[ms.Template]:
+    """Lists block templates: the organization's and the built-in ones (persona, human)."""
+    page = await mesh.blocks.ListBlocks(
+        block_pb2.ListBlocksRequest(templates=True, page_size=limit, page_token=page_token)
+    )
+    if page.next_page_token:
+        response.headers["X-Next-Page-Token"] = page.next_page_token
+    return [mc.template_out(block) for block in page.blocks]
+
+
+@router.get("/{block_id}", response_model=schemas.Block)
+async def get_block(block_id: str, mesh: Mesh) -> schemas.Block:
+    """Returns one block (or template)."""
+    response = await mesh.blocks.GetBlock(block_pb2.GetBlockRequest(block_id=block_id))
+    return convert.block_out(response.block)
+
+
+@router.patch("/{block_id}", response_model=schemas.Block)
+async def update_block(block_id: str, body: ms.BlockUpdate, mesh: Mesh) -> schemas.Block:
+    """Changes the fields given; the value must fit the limit. Every agent sharing it sees the change."""
+    response = await mesh.blocks.UpdateBlock(mc.block_update(block_id, body))
+    return convert.block_out(response.block)
+
+
+@router.delete("/{block_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_block(block_id: str, mesh: Mesh) -> Response:
+    """Deletes a block and detaches it from every agent."""
+    await mesh.blocks.DeleteBlock(block_pb2.DeleteBlockRequest(block_id=block_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,584 @@
+"""Where passages live: the `PassageStore` interface and its embedded SQLite implementation.
+
+The SQLite store keeps rows (and float32 vector blobs) in the passages table, words in an FTS5
+index kept in sync by triggers, and searches vectors in memory (`VectorCache`). Postgres + pgvector
+and Weaviate stores are planned behind the same interface; on a Postgres database this service
+refuses archival calls with FAILED_PRECONDITION until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
+
+from mnemo_core.errors import FailedPrecondition, NotFound
+from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow, table_of
+from mnemo_memory.ranking import scope_token, scoped_match
+from mnemo_memory.sql import SqlRunner
+from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
+
+passages_t = table_of(PassageRow)
+tags_t = table_of(PassageTagRow)
+source_attachments_t = table_of(SourceAttachmentRow)
+
+_COLUMNS = (
+    passages_t.c.pk,
+    passages_t.c.id,
+    passages_t.c.agent_id,
+    passages_t.c.source_id,
+    passages_t.c.file_id,
+    passages_t.c.chunk_index,
+    passages_t.c.text,
+    passages_t.c.tags,
+    passages_t.c.speaker,
+    passages_t.c.metadata_json,
+    passages_t.c.embedding_model,
+    passages_t.c.embedding_dim,
+    passages_t.c.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A passage as callers see it."""
+
+    pk: int
+    id: str
+    agent_id: str
+    source_id: str
+    file_id: str
+    chunk_index: int
+    text: str
+    tags: list[str]
+    speaker: str
+    metadata: dict[str, Any]
+    embedding_model: str
+    embedding_dim: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewPassage:
+    """A passage to store; `vector` is None for a file chunk that waits for its embedding."""
+
+    id: str
+    text: str
+    created_at: datetime
+    agent_id: str = ""
+    source_id: str = ""
+    file_id: str = ""
+    chunk_index: int = 0
+    tags: list[str] = field(default_factory=list)
+    speaker: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    vector: Floats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose passages: an agent's own ("agent") or a source's ("source")."""
+
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassageFilter:
+    """Restrictions of a search."""
+
+    tags: tuple[str, ...] = ()
+    all_tags: bool = False
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _passage(row: Any) -> Passage:
+    return Passage(
+        pk=row.pk,
+        id=row.id,
+        agent_id=row.agent_id,
+        source_id=row.source_id,
+        file_id=row.file_id,
+        chunk_index=row.chunk_index,
+        text=row.text,
+        tags=list(row.tags or []),
+        speaker=row.speaker,
+        metadata=dict(row.metadata_json or {}),
+        embedding_model=row.embedding_model,
+        embedding_dim=row.embedding_dim,
+        created_at=row.created_at,
+    )
+
+
+def _scope_clause(scope: Scope) -> Any:
+    column = passages_t.c.agent_id if scope.kind == "agent" else passages_t.c.source_id
+    return column == scope.id
+
+
+def _key(org_id: str, scope: Scope, model: str) -> VectorKey:
+    return VectorKey(org_id, scope.kind, scope.id, model)
+
+
+class PassageStore(Protocol):
+    """Storage and search of passages; one implementation per backend."""
+
+    async def insert(
+        self, org_id: str, passages: Sequence[NewPassage], also: Callable[[Connection], None] | None = None
+    ) -> list[Passage]:
+        """Stores passages (with their vectors, or pending ones without), with `also`, in one transaction."""
+        ...
+
+    async def set_vectors(
+        self,
+        org_id: str,
+        scope: Scope,
+        pks: Sequence[int],
+        vectors: Floats,
+        model: str,
+        also: Callable[[Connection], None] | None = None,
+    ) -> int:
+        """Gives pending passages their vectors (with `also` in the same transaction); returns how many."""
+        ...
+
+    async def pending(self, org_id: str, file_id: str, limit: int) -> list[tuple[int, str]]:
+        """(key, text) of a file's passages still waiting for a vector, in order."""
+        ...
+
+    async def get(self, org_id: str, passage_id: str) -> Passage:
+        """One passage; NOT_FOUND when it is not in the organization."""
+        ...
+
+    async def page(
+        self, org_id: str, scope: Scope, *, after_pk: int | None, descending: bool, limit: int
+    ) -> list[Passage]:
+        """A page of a scope's passages by key."""
+        ...
+
+    async def by_pks(self, org_id: str, pks: Sequence[int]) -> dict[int, Passage]:
+        """Passages by key."""
+        ...
+
+    async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
+        """Deletes one of an agent's passages."""
+        ...
+
+    async def purge(
+        self,
+        org_id: str,
+        scope: Scope,
+        *,
+        file_id: str = "",
+        also: Callable[[Connection], None] | None = None,
+    ) -> int:
+        """Deletes a scope's passages (or one file's), with `also`, in one transaction; returns how many."""
+        ...
+
+    async def source_ids(self, org_id: str, agent_id: str) -> list[str]:
+        """Sources attached to an agent."""
+        ...
+
+    async def other_model(self, org_id: str, scopes: Sequence[Scope], model: str) -> str | None:
+        """An embedding model other than `model` found among the scopes' embedded passages, if any."""
+        ...
+
+    async def vector_search(
+        self, org_id: str, scopes: Sequence[Scope], model: str, query: Floats, k: int, where: PassageFilter
+    ) -> list[tuple[int, float]]:
+        """The k passages most similar to `query`: (key, cosine similarity), best first."""
+        ...
+
+    async def keyword_search(
+        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
+    ) -> list[tuple[int, float]]:
+        """The k passages most relevant to the full-text query `match`: (key, bm25), best first.
+
+        Ranks at most the `budget` newest matching rows (BM25 cannot stop early).
+        """
+        ...
+
+
+class SqlitePassageStore:
+    """Passages in the memory service's SQLite file; vectors searched in memory."""
+
+    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+        self._db = db
+        self._vectors = vectors
+
+    def _supported(self) -> None:
+        if not self._db.is_sqlite:
+            raise FailedPrecondition(
+                "archival memory on Postgres needs the pgvector passage store, which is not available yet; "
+                "run the memory service on its embedded SQLite database",
+                reason="PASSAGE_STORE_UNAVAILABLE",
+            )
+
+    async def insert(
+        self, org_id: str, passages: Sequence[NewPassage], also: Callable[[Connection], None] | None = None
+    ) -> list[Passage]:
+        self._supported()
+
+        def tx(conn: Connection) -> list[Passage]:
+            rows = []
+            for p in passages:
+                rows.append(
+                    {
+                        "id": p.id,
+                        "org_id": org_id,
+                        "agent_id": p.agent_id,
+                        "source_id": p.source_id,
+                        "file_id": p.file_id,
+                        "chunk_index": p.chunk_index,
+                        "text": p.text,
+                        "scope": scope_token("agent", p.agent_id)
+                        if p.agent_id
+                        else scope_token("source", p.source_id),
+                        "tags": list(p.tags),
+                        "speaker": p.speaker,
+                        "metadata_json": dict(p.metadata),
+                        "embedding_model": p.model if p.vector is not None else "",
+                        "embedding_dim": len(p.vector) if p.vector is not None else 0,
+                        "embedding": p.vector.astype(np.float32).tobytes() if p.vector is not None else None,
+                        "created_at": p.created_at,
+                        "created_epoch": p.created_at.timestamp(),
+                    }
+                )
+            pks = list(
+                conn.scalars(
+                    insert(passages_t).returning(passages_t.c.pk, sort_by_parameter_order=True), rows
+                )
+            )
+            tag_rows = [
+                {"passage_pk": pk, "tag": tag, "org_id": org_id}
+                for pk, p in zip(pks, passages, strict=True)
+                for tag in dict.fromkeys(p.tags)
+            ]
+            if tag_rows:
+                conn.execute(insert(tags_t), tag_rows)
+            if also is not None:
+                also(conn)
+            if not any(p.vector is not None for p in passages):
+                return []  # pending chunks: the caller needs no copy of them
+            found = conn.execute(select(*_COLUMNS).where(passages_t.c.pk.in_(pks))).all()
+            by_pk = {row.pk: _passage(row) for row in found}
+            return [by_pk[pk] for pk in pks]
+
+        stored = await self._db.write(tx)
+        if not stored:
+            return stored
+        embedded = [(s, p.vector) for s, p in zip(stored, passages, strict=True) if p.vector is not None]
+        if embedded:
+            first = embedded[0][0]
+            scope = Scope("agent", first.agent_id) if first.agent_id else Scope("source", first.source_id)
+            await self._vectors.add(
+                _key(org_id, scope, first.embedding_model),
+                VectorRows(
+                    np.array([s.pk for s, _ in embedded], np.int64),
+                    np.stack([v for _, v in embedded if v is not None]).astype(np.float32),
+                    np.array([s.created_at.timestamp() for s, _ in embedded], np.float64),
+                    np.zeros(len(embedded), np.int8),
+                ),
+            )
+        return stored
+
+    async def set_vectors(
+        self,
+        org_id: str,
+        scope: Scope,
+        pks: Sequence[int],
+        vectors: Floats,
+        model: str,
+        also: Callable[[Connection], None] | None = None,
+    ) -> int:
+        self._supported()
+        dim = int(vectors.shape[1])
+
+        def tx(conn: Connection) -> list[tuple[int, float]]:
+            done = []
+            for pk, vector in zip(pks, vectors, strict=True):
+                row = conn.execute(
+                    update(passages_t)
+                    .where(
+                        passages_t.c.pk == pk, passages_t.c.org_id == org_id, passages_t.c.embedding_dim == 0
+                    )
+                    .values(embedding_model=model, embedding_dim=dim, embedding=vector.tobytes())
+                    .returning(passages_t.c.pk, passages_t.c.created_epoch)
+                ).first()
+                if row is not None:
+                    done.append((row.pk, row.created_epoch))
+            if also is not None:
+                also(conn)
+            return done
+
+        done = await self._db.write(tx)
+        if done:
+            index = {pk: i for i, pk in enumerate(pks)}
+            await self._vectors.add(
+                _key(org_id, scope, model),
+                VectorRows(
+                    np.array([pk for pk, _ in done], np.int64),
+                    vectors[[index[pk] for pk, _ in done]],
+                    np.array([epoch for _, epoch in done], np.float64),
+                    np.zeros(len(done), np.int8),
+                ),
+            )
+        return len(done)
+
+    async def pending(self, org_id: str, file_id: str, limit: int) -> list[tuple[int, str]]:
+        def read(conn: Connection) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                select(passages_t.c.pk, passages_t.c.text)
+                .where(passages_t.c.file_id == file_id, passages_t.c.embedding_dim == 0)
+                .where(passages_t.c.org_id == org_id)
+                .order_by(passages_t.c.pk)
+                .limit(limit)
+            )
+            return [(row.pk, row.text) for row in rows]
+
+        return await self._db.read(read)
+
+    async def get(self, org_id: str, passage_id: str) -> Passage:
+        def read(conn: Connection) -> Passage:
+            row = conn.execute(
+                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
+            ).first()
+            if row is None:
+                raise NotFound(
+                    f"passage {passage_id} not found",
+                    reason="PASSAGE_NOT_FOUND",
+                    metadata={"passage_id": passage_id},
+                )
+            return _passage(row)
+
+        return await self._db.read(read)
+
+    async def page(
+        self, org_id: str, scope: Scope, *, after_pk: int | None, descending: bool, limit: int
+    ) -> list[Passage]:
+        def read(conn: Connection) -> list[Passage]:
+            query = select(*_COLUMNS).where(passages_t.c.org_id == org_id, _scope_clause(scope))
+            if after_pk is not None:
+                query = query.where(passages_t.c.pk < after_pk if descending else passages_t.c.pk > after_pk)
+            order = passages_t.c.pk.desc() if descending else passages_t.c.pk
+            return [_passage(row) for row in conn.execute(query.order_by(order).limit(limit))]
+
+        return await self._db.read(read)
+
+    async def by_pks(self, org_id: str, pks: Sequence[int]) -> dict[int, Passage]:
+        if not pks:
+            return {}
+
+        def read(conn: Connection) -> dict[int, Passage]:
+            # By key alone (an org_id condition tempts SQLite into scanning the org's index); org checked here.
+            rows = conn.execute(select(*_COLUMNS, passages_t.c.org_id).where(passages_t.c.pk.in_(list(pks))))
+            return {row.pk: _passage(row) for row in rows if row.org_id == org_id}
+
+        return await self._db.read(read)
+
+    async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
+        def tx(conn: Connection) -> Passage:
+            row = conn.execute(
+                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
+            ).first()
+            if row is None or (agent_id and row.agent_id != agent_id):
+                raise NotFound(
+                    f"passage {passage_id} not found",
+                    reason="PASSAGE_NOT_FOUND",
+                    metadata={"passage_id": passage_id},
+                )
+            if not row.agent_id:
+                raise FailedPrecondition(
+                    f"passage {passage_id} belongs to source {row.source_id}; delete its file instead",
+                    reason="PASSAGE_OF_SOURCE",
+                )
+            conn.execute(delete(passages_t).where(passages_t.c.pk == row.pk))
+            return _passage(row)
+
+        gone = await self._db.write(tx)
+        if gone.embedding_dim:
+            await self._vectors.remove(
+                _key(org_id, Scope("agent", gone.agent_id), gone.embedding_model),
+                np.array([gone.pk], np.int64),
+            )
+
+    async def purge(
+        self,
+        org_id: str,
+        scope: Scope,
+        *,
+        file_id: str = "",
+        also: Callable[[Connection], None] | None = None,
+    ) -> int:
+        def tx(conn: Connection) -> tuple[int, dict[str, list[int]]]:
+            where = and_(passages_t.c.org_id == org_id, _scope_clause(scope))
+            if file_id:
+                where = and_(where, passages_t.c.file_id == file_id)
+            by_model: dict[str, list[int]] = {}
+            for pk, model in conn.execute(select(passages_t.c.pk, passages_t.c.embedding_model).where(where)):
+                by_model.setdefault(model, []).append(pk)
+            result = conn.execute(delete(passages_t).where(where))
+            if scope.kind == "agent" and not file_id:
+                conn.execute(
+                    delete(source_attachments_t).where(
+                        source_attachments_t.c.org_id == org_id, source_attachments_t.c.agent_id == scope.id
+                    )
+                )
+            if also is not None:
+                also(conn)
+            return int(result.rowcount), by_model
+
+        count, by_model = await self._db.write(tx)
+        for model, pks in by_model.items():
+            if model:
+                await self._vectors.remove(_key(org_id, scope, model), np.array(pks, np.int64))
+        return count
+
+    async def source_ids(self, org_id: str, agent_id: str) -> list[str]:
+        def read(conn: Connection) -> list[str]:
+            return list(
+                conn.scalars(
+                    select(source_attachments_t.c.source_id)
+                    .where(
+                        source_attachments_t.c.org_id == org_id, source_attachments_t.c.agent_id == agent_id
+                    )
+                    .order_by(source_attachments_t.c.created_at)
+                )
+            )
+
+        return await self._db.read(read)
+
+    async def other_model(self, org_id: str, scopes: Sequence[Scope], model: str) -> str | None:
+        def read(conn: Connection) -> str | None:
+            for scope in scopes:
+                column = passages_t.c.embedding_model
+                # Two seeks on the (org, scope, model) index instead of a scan: any model sorting before
+                # `model` (but after "", the pending chunks) or after it.
+                for other in (and_(column > "", column < model), column > model):
+                    found = conn.scalar(
+                        select(column)
+                        .where(passages_t.c.org_id == org_id, _scope_clause(scope), other)
+                        .limit(1)
+                    )
+                    if found:
+                        return str(found)
+            return None
+
+        return await self._db.read(read)
+
+    async def vector_search(
+        self, org_id: str, scopes: Sequence[Scope], model: str, query: Floats, k: int, where: PassageFilter
+    ) -> list[tuple[int, float]]:
+        self._supported()
+        allowed = await self._tagged(org_id, where) if where.tags else None
+        flt = VectorFilter(
+            start_epoch=where.start.timestamp() if where.start else None,
+            end_epoch=where.end.timestamp() if where.end else None,
+            allowed_pks=allowed,
+        )
+        hits: list[tuple[int, float]] = []
+        for scope in scopes:
+            key = _key(org_id, scope, model)
+            hits += await self._vectors.search(key, query, k, flt, lambda key=key: self._load(key))  # type: ignore[misc]
+        hits.sort(key=lambda hit: -hit[1])
+        return hits[:k]
+
+    async def _tagged(self, org_id: str, where: PassageFilter) -> np.ndarray[Any, np.dtype[np.int64]]:
+        def read(conn: Connection) -> list[int]:
+            query = select(tags_t.c.passage_pk).where(tags_t.c.org_id == org_id, tags_t.c.tag.in_(where.tags))
+            if where.all_tags:
+                query = query.group_by(tags_t.c.passage_pk).having(
+                    func.count(tags_t.c.tag) == len(set(where.tags))
+                )
+            return list(conn.scalars(query))
+
+        return np.array(sorted(set(await self._db.read(read))), np.int64)
+
+    async def _load(self, key: VectorKey) -> tuple[VectorRows, int]:
+        scope = Scope(key.scope, key.scope_id)
+
+        def read(conn: Connection) -> tuple[VectorRows, int]:
+            rows = conn.execute(
+                select(passages_t.c.pk, passages_t.c.embedding, passages_t.c.created_epoch)
+                .where(
+                    passages_t.c.org_id == key.org_id,
+                    _scope_clause(scope),
+                    passages_t.c.embedding_model == key.model,
+                    passages_t.c.embedding_dim > 0,
+                )
+                .order_by(passages_t.c.pk)
+            ).all()
+            top = conn.scalar(select(passages_t.c.pk).order_by(passages_t.c.pk.desc()).limit(1)) or 0
+            if not rows:
+                return VectorRows.empty(0), int(top)
+            vectors = np.frombuffer(b"".join(row.embedding for row in rows), np.float32).reshape(
+                len(rows), -1
+            )
+            return (
+                VectorRows(
+                    np.fromiter((row.pk for row in rows), np.int64, len(rows)),
+                    vectors,
+                    np.fromiter((row.created_epoch for row in rows), np.float64, len(rows)),
+                    np.zeros(len(rows), np.int8),
+                ),
+                int(top),
+            )
+
+        return await self._db.read(read)
+
+    async def keyword_search(
+        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
+    ) -> list[tuple[int, float]]:
+        self._supported()
+        if not scopes:
+            return []
+        query = scoped_match(match, [scope_token(scope.kind, scope.id) for scope in scopes])
+        clauses = ["p.org_id = :org_id", "p.embedding_dim > 0"]
+        params: dict[str, Any] = {"org_id": org_id, "match": query, "k": k}
+        if where.start is not None:
+            clauses.append("p.created_epoch >= :start")
+            params["start"] = where.start.timestamp()
+        if where.end is not None:
+            clauses.append("p.created_epoch < :end")
+            params["end"] = where.end.timestamp()
+        if where.tags:
+            names = []
+            for i, tag in enumerate(dict.fromkeys(where.tags)):
+                names.append(f":tag_{i}")
+                params[f"tag_{i}"] = tag
+            having = f" GROUP BY t.passage_pk HAVING count(*) = {len(names)}" if where.all_tags else ""
+            clauses.append(
+                f"p.pk IN (SELECT t.passage_pk FROM passage_tags t WHERE t.org_id = :org_id "  # noqa: S608 - names of bind parameters only
+                f"AND t.tag IN ({', '.join(names)}){having})"
+            )
+
+        def read(conn: Connection) -> list[tuple[int, float]]:
+            recent = newest_matches_from(conn, "passages_fts", query, budget)
+            if recent is not None:
+                clauses.append("passages_fts.rowid >= :recent")
+                params["recent"] = recent
+            statement = text(
+                "SELECT p.pk, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "  # noqa: S608 - fixed clauses with bind parameters
+                f"WHERE passages_fts MATCH :match AND {' AND '.join(clauses)} ORDER BY rank LIMIT :k"
+            )
+            return [(int(row.pk), float(row.rank)) for row in conn.execute(statement, params)]
+
+        return await self._db.read(read)
+
+
+def newest_matches_from(conn: Connection, fts: str, match: str, budget: int) -> int | None:
+    """The lowest key among the `budget` newest rows matching `match`, or None when fewer match.
+
+    BM25 costs a few microseconds per matching row and cannot stop early; words that match tens of
+    thousands of rows are therefore ranked among their newest `budget` matches only (older ones are
+    still found by vector search).
+    """
+    found = conn.execute(
+        text(f"SELECT rowid FROM {fts} WHERE {fts} MATCH :match ORDER BY rowid DESC LIMIT 1 OFFSET :budget"),  # noqa: S608 - table name is a constant of the caller
+        {"match": match, "budget": budget - 1},
+    ).first()
+    return None if found is None else int(found[0])

@@ -1,0 +1,85 @@
+"""How searches rank: keyword queries for the full-text index, and reciprocal rank fusion of two rankings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Reciprocal rank fusion constant (Cormack et al.): damps the weight of the very first ranks.
+RRF_K = 60
+MAX_QUERY_TERMS = 32
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words that carry no meaning for a keyword match; dropped unless nothing else is left.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves""".split()  # noqa: SIM905 - a word list reads better as text
+)
+
+
+def scope_token(kind: str, scope_id: str) -> str:
+    """The single full-text token naming a scope (an agent's or a source's rows), e.g. "agent6f1c...".
+
+    Rows carry it in an indexed column, so the full-text engine itself keeps a search inside its scopes.
+    """
+    return kind + re.sub(r"[^0-9A-Za-z]", "", scope_id).lower()
+
+
+def scoped_match(match: str, scopes: list[str]) -> str:
+    """An FTS5 query for `match` (from keyword_query) restricted to rows of the given scope tokens."""
+    tokens = " OR ".join(f'"{token}"' for token in scopes)
+    return f"{{scope}} : ({tokens}) AND {{text}} : ({match})"
+
+
+def keyword_query(text: str) -> str | None:
+    """An FTS5 query matching any meaningful word of `text` (each quoted, so no operator syntax leaks in)."""
+    words = [word.lower() for word in _WORD.findall(text)]
+    meaningful = [word for word in words if word not in STOPWORDS] or words
+    unique = list(dict.fromkeys(meaningful))[:MAX_QUERY_TERMS]
+    if not unique:
+        return None
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in unique)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One hit of a fused ranking."""
+
+    pk: int
+    score: float
+    vector_rank: int = 0
+    similarity: float = 0.0
+    keyword_rank: int = 0
+
+
+def fuse(vector: list[tuple[int, float]], keyword: list[tuple[int, float]], k: int) -> list[Ranked]:
+    """Reciprocal rank fusion of a vector ranking (key, similarity) and a keyword ranking (key, bm25)."""
+    hits: dict[int, Ranked] = {}
+    for rank, (pk, similarity) in enumerate(vector, start=1):
+        hits[pk] = Ranked(pk, 1.0 / (RRF_K + rank), vector_rank=rank, similarity=similarity)
+    for rank, (pk, _) in enumerate(keyword, start=1):
+        found = hits.get(pk)
+        score = 1.0 / (RRF_K + rank)
+        if found is None:
+            hits[pk] = Ranked(pk, score, keyword_rank=rank)
+        else:
+            hits[pk] = Ranked(pk, found.score + score, found.vector_rank, found.similarity, keyword_rank=rank)
+    return sorted(hits.values(), key=lambda hit: (-hit.score, hit.pk))[:k]
+
+
+def vector_only(vector: list[tuple[int, float]], k: int) -> list[Ranked]:
+    """A vector ranking as results: the score is the cosine similarity."""
+    return [
+        Ranked(pk, similarity, vector_rank=rank, similarity=similarity)
+        for rank, (pk, similarity) in enumerate(vector[:k], start=1)
+    ]
+
+
+def keyword_only(keyword: list[tuple[int, float]], k: int) -> list[Ranked]:
+    """A keyword ranking as results: the score is the negated BM25 (higher is better)."""
+    return [Ranked(pk, -bm25, keyword_rank=rank) for rank, (pk, bm25) in enumerate(keyword[:k], start=1)]

@@ -1,0 +1,391 @@
+"""Recall memory: searching an agent's whole message history by words and by meaning.
+
+Messages are embedded by `MessageEmbedder`, a background task woken after each append: it never
+sits on the append's path, batches whatever arrived meanwhile (one model call for many
+messages), and remembers how far it got (a watermark on the messages' ever-growing keys), so a
+restart resumes where it stopped. Until a message is embedded it is found by its words only;
+`pending` tells how many are waiting. Evicted messages stay in the history and stay searchable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+
+from mnemo.common.v1 import message_pb2
+from mnemo_core.actor import Actor, acting_as
+from mnemo_core.errors import FailedPrecondition, MnemoError
+from mnemo_core.ids import require_id
+from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
+from mnemo_memory.embedding import Embedder
+from mnemo_memory.history import parse_messages
+from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorRow, table_of
+from mnemo_memory.passage_store import newest_matches_from
+from mnemo_memory.ranking import (
+    Ranked,
+    fuse,
+    keyword_only,
+    keyword_query,
+    scope_token,
+    scoped_match,
+    vector_only,
+)
+from mnemo_memory.sql import SqlRunner
+from mnemo_memory.store import MessageQueries
+from mnemo_memory.vectors import VectorCache, VectorFilter, VectorKey, VectorRows
+
+log = logging.getLogger(__name__)
+
+messages_t = table_of(MessageRow)
+vectors_t = table_of(MessageVectorRow)
+progress_t = table_of(EmbeddingProgressRow)
+
+# mnemo.memory.v1.MessageKind numbers of each content kind.
+KIND_CODES = {
+    "system": 1,
+    "user": 2,
+    "assistant": 3,
+    "reasoning": 4,
+    "tool_call": 5,
+    "tool_return": 6,
+    "event": 7,
+}
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+# Tool calls and returns are JSON and machine text: found by their words, not embedded.
+EMBEDDED_KINDS = ("system", "user", "assistant", "reasoning", "event")
+PROGRESS_NAME = "messages"
+EMBED_BATCH = 128
+# How long the embedder waits after a wake-up for more messages to batch with.
+GATHER_SECONDS = 0.5
+EMBEDDER_USER = "mnemo-memory-embedder"
+FUSION_DEPTH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHit:
+    """A recall result: the message and how it ranked."""
+
+    message: message_pb2.Message
+    rank: Ranked
+
+
+class MessageEmbedder:
+    """Embeds appended messages in the background, in order, resuming after a restart."""
+
+    def __init__(self, db: SqlRunner, embedder: Embedder, vectors: VectorCache, *, model: str) -> None:
+        self._db = db
+        self._embedder = embedder
+        self._vectors = vectors
+        self._model = model
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """New messages were committed."""
+        self._wake.set()
+        self._idle.clear()
+
+    def start(self) -> None:
+        if self._task is None and self._db.is_sqlite:
+            self._wake.set()  # catch up with whatever a previous run left
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drained(self, timeout: float) -> bool:
+        """Waits until every committed message is embedded (tests and benchmarks)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(GATHER_SECONDS)
+            self._wake.clear()
+            try:
+                while await self._step():
+                    pass
+                failures = 0
+                if not self._wake.is_set():
+                    self._idle.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the embedder must survive any failure and retry
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                message = exc.message if isinstance(exc, MnemoError) else repr(exc)
+                log.warning("embedding messages failed (%s); retrying in %.1f s", message, delay)
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    async def _step(self) -> bool:
+        """Embeds the next batch; returns False when nothing was waiting."""
+        last, rows = await self._db.read(_next_batch, EMBED_BATCH)
+        if not rows:
+            return False
+        wanted = [row for row in rows if row.kind in EMBEDDED_KINDS and row.text.strip()]
+        by_org: dict[str, list[Any]] = defaultdict(list)
+        for row in wanted:
+            by_org[row.org_id].append(row)
+        results: list[tuple[Any, np.ndarray[Any, np.dtype[np.float32]], str]] = []
+        for org_id, org_rows in by_org.items():
+            with acting_as(Actor(org_id, EMBEDDER_USER)):
+                embedded = await self._embedder.embed([row.text for row in org_rows], self._model)
+            results += [(row, embedded.vectors[i], embedded.model) for i, row in enumerate(org_rows)]
+        top = rows[-1].pk
+        await self._db.write(store_vectors, results, last, top)
+        groups: dict[VectorKey, list[tuple[Any, np.ndarray[Any, np.dtype[np.float32]]]]] = defaultdict(list)
+        for row, vector, model in results:
+            groups[VectorKey(row.org_id, "messages", row.agent_id, model)].append((row, vector))
+        for key, items in groups.items():
+            await self._vectors.add(
+                key,
+                VectorRows(
+                    np.array([row.pk for row, _ in items], np.int64),
+                    np.stack([vector for _, vector in items]),
+                    np.array([row.created_at.timestamp() for row, _ in items], np.float64),
+                    np.array([KIND_CODES[row.kind] for row, _ in items], np.int8),
+                ),
+            )
+        return True
+
+
+def watermark(conn: Connection) -> int:
+    """How far the background embedder got: every message with a key up to it was handled."""
+    return int(conn.scalar(select(progress_t.c.last_pk).where(progress_t.c.name == PROGRESS_NAME)) or 0)
+
+
+def _next_batch(conn: Connection, size: int) -> tuple[int, list[Any]]:
+    last = watermark(conn)
+    rows = conn.execute(
+        select(
+            messages_t.c.pk,
+            messages_t.c.org_id,
+            messages_t.c.agent_id,
+            messages_t.c.kind,
+            messages_t.c.text,
+            messages_t.c.created_at,
+        )
+        .where(messages_t.c.pk > last)
+        .order_by(messages_t.c.pk)
+        .limit(size)
+    ).all()
+    return last, list(rows)
+
+
+def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: int, top: int) -> None:
+    """Stores message vectors and moves the watermark from `last` to `top` (bench/memory.py seeds with it too).
+
+    `results` holds (row with pk, org_id, agent_id, kind, created_at; unit vector; model).
+    """
+    if watermark(conn) != last:
+        return  # another run got here first
+    alive = set(
+        conn.scalars(select(messages_t.c.pk).where(messages_t.c.pk.in_([row.pk for row, _, _ in results])))
+    )
+    rows = [
+        {
+            "message_pk": row.pk,
+            "org_id": row.org_id,
+            "agent_id": row.agent_id,
+            "embedding_model": model,
+            "embedding": vector.astype(np.float32).tobytes(),
+            "created_epoch": row.created_at.timestamp(),
+            "kind": KIND_CODES[row.kind],
+        }
+        for row, vector, model in results
+        if row.pk in alive  # a purge may have raced the model call
+    ]
+    if rows:
+        conn.execute(insert(vectors_t), rows)
+    if last == 0 and conn.scalar(select(progress_t.c.name).where(progress_t.c.name == PROGRESS_NAME)) is None:
+        conn.execute(insert(progress_t).values(name=PROGRESS_NAME, last_pk=top))
+    else:
+        conn.execute(update(progress_t).where(progress_t.c.name == PROGRESS_NAME).values(last_pk=top))
+
+
+class Recall:
+    """Searches of message histories, one organization at a time."""
+
+    def __init__(
+        self,
+        db: SqlRunner,
+        embedder: Embedder,
+        vectors: VectorCache,
+        background: MessageEmbedder,
+        *,
+        model: str,
+    ) -> None:
+        self._db = db
+        self._embedder = embedder
+        self._vectors = vectors
+        self._background = background
+        self._model = model
+
+    async def search(
+        self,
+        org_id: str,
+        agent_id: str,
+        query: str,
+        *,
+        top_k: int = 0,
+        kinds: list[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        mode: str = "hybrid",
+    ) -> tuple[list[MessageHit], str, int]:
+        """The best matching messages, the embedding model used ("" in keyword mode) and how many wait for one."""
+        require_id(agent_id, "agent_id")
+        k = check_query(query, top_k, mode)
+        check_window(start, end)
+        if not self._db.is_sqlite:
+            raise FailedPrecondition(
+                "recall search on Postgres is not available yet", reason="RECALL_SEARCH_UNAVAILABLE"
+            )
+        wanted_kinds = list(dict.fromkeys(kinds or []))
+        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+        match = keyword_query(query) if mode != "vector" else None
+        keyword_task = (
+            asyncio.ensure_future(
+                self._db.read(
+                    _keyword,
+                    org_id,
+                    agent_id,
+                    match,
+                    wanted_kinds,
+                    start,
+                    end,
+                    depth,
+                    HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
+                )
+            )
+            if match is not None
+            else None
+        )
+        try:
+            vector: list[tuple[int, float]] = []
+            used = ""
+            if mode != "keyword":
+                embedded = await self._embedder.embed([query], self._model, agent_id=agent_id)
+                used = embedded.model
+                key = VectorKey(org_id, "messages", agent_id, used)
+                where = VectorFilter(
+                    start_epoch=start.timestamp() if start else None,
+                    end_epoch=end.timestamp() if end else None,
+                    kinds=frozenset(KIND_CODES[kind] for kind in wanted_kinds) if wanted_kinds else None,
+                )
+                vector = await self._vectors.search(
+                    key, embedded.vectors[0], depth, where, lambda: self._db.read(_load, key)
+                )
+            keyword = await keyword_task if keyword_task is not None else []
+        finally:
+            if keyword_task is not None and not keyword_task.done():
+                keyword_task.cancel()
+        if mode == "hybrid":
+            ranked = fuse(vector, keyword, k)
+        elif mode == "vector":
+            ranked = vector_only(vector, k)
+        else:
+            ranked = keyword_only(keyword, k)
+        stored, pending = await self._db.read(_hits, org_id, agent_id, [hit.pk for hit in ranked])
+        found = [hit for hit in ranked if hit.pk in stored]
+        messages = parse_messages(stored[hit.pk] for hit in found)
+        return [MessageHit(m, hit) for m, hit in zip(messages, found, strict=True)], used, pending
+
+
+def _keyword(
+    conn: Connection,
+    org_id: str,
+    agent_id: str,
+    match: str,
+    kinds: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    k: int,
+    budget: int,
+) -> list[tuple[int, float]]:
+    query = scoped_match(match, [scope_token("agent", agent_id)])
+    clauses = ["m.org_id = :org_id", "m.agent_id = :agent_id"]
+    params: dict[str, Any] = {"org_id": org_id, "agent_id": agent_id, "match": query, "k": k}
+    binds = []
+    if kinds:
+        names = []
+        for i, kind in enumerate(kinds):
+            names.append(f":kind_{i}")
+            params[f"kind_{i}"] = kind
+        clauses.append(f"m.kind IN ({', '.join(names)})")
+    # Times go through the column's own type, so they compare in the stored form.
+    if start is not None:
+        clauses.append("m.created_at >= :start")
+        params["start"] = start
+        binds.append(bindparam("start", type_=messages_t.c.created_at.type))
+    if end is not None:
+        clauses.append("m.created_at < :end")
+        params["end"] = end
+        binds.append(bindparam("end", type_=messages_t.c.created_at.type))
+    recent = newest_matches_from(conn, "messages_fts", query, budget)
+    if recent is not None:
+        clauses.append("messages_fts.rowid >= :recent")
+        params["recent"] = recent
+    statement = text(
+        "SELECT m.pk, bm25(messages_fts) AS rank FROM messages_fts "  # noqa: S608 - fixed clauses with bind parameters
+        "JOIN messages m ON m.pk = messages_fts.rowid "
+        f"WHERE messages_fts MATCH :match AND {' AND '.join(clauses)} ORDER BY rank LIMIT :k"
+    ).bindparams(*binds)
+    return [(int(row.pk), float(row.rank)) for row in conn.execute(statement, params)]
+
+
+def _load(conn: Connection, key: VectorKey) -> tuple[VectorRows, int]:
+    rows = conn.execute(
+        select(vectors_t.c.message_pk, vectors_t.c.embedding, vectors_t.c.created_epoch, vectors_t.c.kind)
+        .where(
+            vectors_t.c.org_id == key.org_id,
+            vectors_t.c.agent_id == key.scope_id,
+            vectors_t.c.embedding_model == key.model,
+        )
+        .order_by(vectors_t.c.message_pk)
+    ).all()
+    top = int(conn.scalar(select(func.max(vectors_t.c.message_pk))) or 0)
+    if not rows:
+        return VectorRows.empty(0), top
+    return (
+        VectorRows(
+            np.fromiter((row.message_pk for row in rows), np.int64, len(rows)),
+            np.frombuffer(b"".join(row.embedding for row in rows), np.float32).reshape(len(rows), -1),
+            np.fromiter((row.created_epoch for row in rows), np.float64, len(rows)),
+            np.fromiter((row.kind for row in rows), np.int8, len(rows)),
+        ),
+        top,
+    )
+
+
+def _hits(conn: Connection, org_id: str, agent_id: str, pks: list[int]) -> tuple[dict[int, bytes], int]:
+    stored = MessageQueries.by_pks(conn, org_id, pks)
+    last = watermark(conn)
+    pending = conn.scalar(
+        select(func.count()).where(
+            messages_t.c.org_id == org_id,
+            messages_t.c.agent_id == agent_id,
+            messages_t.c.pk > last,
+            messages_t.c.kind.in_(EMBEDDED_KINDS),
+        )
+    )
+    return stored, int(pending or 0)
