@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai import AsyncStream
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.validation import invalid
+from mnemo_llm.providers import (
+    PROVIDER_BAD_RESPONSE,
+    EmbeddingResult,
+    ReplyBuilder,
+    ReportedModel,
+    completed_event,
+    content_event,
+    reasoning_event,
+    status_error,
+    timeout_error,
+    tool_call_event,
+    unreachable_error,
+)
 
 _ROLES = {
     llm_pb2.CHAT_ROLE_SYSTEM: "system",
@@ -26,14 +41,13 @@ _TOOL_CHOICES = {
     llm_pb2.TOOL_CHOICE_REQUIRED: "required",
     llm_pb2.TOOL_CHOICE_NONE: "none",
 }
-_FINISH = {
+FINISH_REASONS = {
     "stop": llm_pb2.FINISH_REASON_STOP,
     "tool_calls": llm_pb2.FINISH_REASON_TOOL_CALLS,
     "function_call": llm_pb2.FINISH_REASON_TOOL_CALLS,
     "length": llm_pb2.FINISH_REASON_LENGTH,
     "content_filter": llm_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-_OVERFLOW_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
 
 
 def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
@@ -54,14 +68,27 @@ def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
     return wire
 
 
-def _tool(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
+def tool_parameters(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
+    """The JSON schema of a tool's parameters (an empty object schema when it has none)."""
+    if not tool.parameters_json:
+        return {"type": "object"}
     try:
-        parameters = json.loads(tool.parameters_json) if tool.parameters_json else {"type": "object"}
+        parameters = json.loads(tool.parameters_json)
     except json.JSONDecodeError as exc:
         raise invalid(f"tools[{index}].parameters_json", f"is not JSON: {exc}") from exc
+    if not isinstance(parameters, dict):
+        raise invalid(f"tools[{index}].parameters_json", "must be a JSON object")
+    return parameters
+
+
+def _tool(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
     return {
         "type": "function",
-        "function": {"name": tool.name, "description": tool.description, "parameters": parameters},
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool_parameters(tool, index),
+        },
     }
 
 
@@ -82,42 +109,40 @@ def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
     return params
 
 
-def map_error(exc: openai.OpenAIError) -> errors.MnemoError:
+def map_error(exc: openai.OpenAIError, time_budget: float = 0.0) -> errors.MnemoError:
     """The domain error for a provider failure, keeping the provider's own message."""
     text = str(getattr(exc, "message", None) or exc)
-    detail = f"provider error: {text}"
     if isinstance(exc, openai.APITimeoutError):
-        return errors.DeadlineExceeded(detail, reason="PROVIDER_TIMEOUT")
+        return (
+            timeout_error(time_budget)
+            if time_budget
+            else errors.DeadlineExceeded(f"provider error: {text}", reason="PROVIDER_TIMEOUT")
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return errors.Unavailable(detail, reason="PROVIDER_UNAVAILABLE")
-    if isinstance(exc, openai.AuthenticationError):
-        return errors.PermissionDenied(detail, reason="PROVIDER_AUTH_FAILED")
-    if isinstance(exc, openai.PermissionDeniedError):
-        return errors.PermissionDenied(detail, reason="PROVIDER_PERMISSION_DENIED")
-    if isinstance(exc, openai.NotFoundError):
-        return errors.NotFound(detail, reason="MODEL_NOT_FOUND")
-    if isinstance(exc, openai.RateLimitError):
-        return errors.ResourceExhausted(detail, reason="PROVIDER_RATE_LIMITED")
-    if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+        return unreachable_error(text)
+    if isinstance(exc, openai.APIStatusError):
         code = str(getattr(exc, "code", "") or "")
-        if code == "context_length_exceeded" or any(m in text.lower() for m in _OVERFLOW_MARKERS):
-            return errors.InvalidArgument(detail, reason="CONTEXT_WINDOW_EXCEEDED")
-        return errors.InvalidArgument(detail, reason="PROVIDER_BAD_REQUEST")
-    return errors.Unavailable(detail, reason="PROVIDER_UNAVAILABLE")
+        return status_error(exc.status_code, text, code=code, headers=exc.response.headers)
+    return unreachable_error(text)
+
+
+def _reasoning_of(extra: dict[str, Any] | None) -> str:
+    if not extra:
+        return ""
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+    return reasoning if isinstance(reasoning, str) else ""
 
 
 def response_from(completion: Any) -> llm_pb2.ChatResponse:
     """The chat response for a chat-completions result."""
     if not completion.choices:
-        raise errors.Unavailable("provider returned no choices", reason="PROVIDER_BAD_RESPONSE")
+        raise errors.Unavailable("provider returned no choices", reason=PROVIDER_BAD_RESPONSE)
     choice = completion.choices[0]
     message = choice.message
-    extra = message.model_extra or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
     reply = llm_pb2.ChatMessage(
         role=llm_pb2.CHAT_ROLE_ASSISTANT,
         content=message.content or "",
-        reasoning=reasoning if isinstance(reasoning, str) else "",
+        reasoning=_reasoning_of(message.model_extra),
         tool_calls=[
             message_pb2.ToolCall(
                 id=call.id, name=call.function.name, arguments=call.function.arguments or "{}"
@@ -134,15 +159,62 @@ def response_from(completion: Any) -> llm_pb2.ChatResponse:
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             total_tokens=getattr(usage, "total_tokens", 0) or 0,
         ),
-        finish_reason=_FINISH.get(choice.finish_reason or "", llm_pb2.FINISH_REASON_UNSPECIFIED),
+        finish_reason=FINISH_REASONS.get(choice.finish_reason or "", llm_pb2.FINISH_REASON_UNSPECIFIED),
         model=completion.model or "",
     )
+
+
+async def stream_events(
+    chunks: AsyncIterator[ChatCompletionChunk],
+) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+    """Stream events for chat-completions chunks: deltas at once, each tool call once it is complete."""
+    reply = ReplyBuilder()
+    current_call: int | None = None
+    async for chunk in chunks:
+        if chunk.model:
+            reply.model = chunk.model
+        if chunk.usage is not None:
+            reply.prompt_tokens = chunk.usage.prompt_tokens or 0
+            reply.completion_tokens = chunk.usage.completion_tokens or 0
+        for choice in chunk.choices[:1]:
+            delta = choice.delta
+            reasoning = _reasoning_of(delta.model_extra)
+            if reasoning:
+                reply.reasoning.append(reasoning)
+                yield reasoning_event(reasoning)
+            if delta.content:
+                reply.content.append(delta.content)
+                yield content_event(delta.content)
+            for fragment in delta.tool_calls or []:
+                # Calls arrive one after another: a new index means the previous call is complete.
+                if current_call is not None and fragment.index != current_call:
+                    done = reply.complete_call(current_call)
+                    if done is not None:
+                        yield tool_call_event(done)
+                current_call = fragment.index
+                function = fragment.function
+                reply.call_fragment(
+                    fragment.index,
+                    id=fragment.id or "",
+                    name=(function.name or "") if function else "",
+                    arguments=(function.arguments or "") if function else "",
+                )
+            if choice.finish_reason:
+                reply.finish_reason = FINISH_REASONS.get(
+                    choice.finish_reason, llm_pb2.FINISH_REASON_UNSPECIFIED
+                )
+                for done in reply.complete_all_calls():
+                    yield tool_call_event(done)
+    for done in reply.complete_all_calls():
+        yield tool_call_event(done)
+    yield completed_event(reply.response())
 
 
 class OpenAIProvider:
     """Chat completions against api.openai.com or any OpenAI-compatible base URL."""
 
-    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 0) -> None:
+        # Retries are the gateway's (mnemo_llm.resilience), so the SDK's own are off by default.
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, max_retries=max_retries)
 
     async def chat(
@@ -159,8 +231,73 @@ class OpenAIProvider:
                 options=make_request_options(timeout=time_budget, security={"bearer_auth": True}),
             )
         except openai.OpenAIError as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, time_budget) from exc
         return response_from(completion)
+
+    async def stream(
+        self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
+    ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+        params = request_params(model, request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        try:
+            chunks = await self._client.post(
+                "/chat/completions",
+                body=params,
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=AsyncStream[ChatCompletionChunk],
+                options=make_request_options(timeout=time_budget, security={"bearer_auth": True}),
+            )
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        try:
+            async for event in stream_events(chunks):
+                yield event
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        finally:
+            # Also on cancellation: the HTTP response is closed, so the provider stops generating.
+            await chunks.close()
+
+    async def list_models(self, *, time_budget: float) -> list[ReportedModel]:
+        try:
+            page = await self._client.models.list(timeout=time_budget)
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        reported = []
+        for entry in page.data:
+            extra = entry.model_extra or {}
+            # OpenAI reports no window; vLLM says max_model_len, others context_length / context_window.
+            window = next(
+                (
+                    int(extra[key])
+                    for key in ("context_window", "context_length", "max_model_len")
+                    if isinstance(extra.get(key), int)
+                ),
+                0,
+            )
+            kind = llm_pb2.MODEL_KIND_EMBEDDING if "embed" in entry.id.lower() else llm_pb2.MODEL_KIND_CHAT
+            reported.append(ReportedModel(model=entry.id, kind=kind, context_window=window))
+        return reported
+
+    async def embed(self, model: str, texts: Sequence[str], *, time_budget: float) -> EmbeddingResult:
+        try:
+            result = await self._client.embeddings.create(
+                model=model, input=list(texts), encoding_format="float", timeout=time_budget
+            )
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        rows = sorted(result.data, key=lambda item: item.index)
+        if len(rows) != len(texts):
+            raise errors.Unavailable(
+                f"provider returned {len(rows)} embeddings for {len(texts)} inputs",
+                reason=PROVIDER_BAD_RESPONSE,
+            )
+        return EmbeddingResult(
+            vectors=[list(row.embedding) for row in rows],
+            prompt_tokens=result.usage.prompt_tokens if result.usage else 0,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
