@@ -11,7 +11,7 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, schemas
 from mnemo_gateway.auth import ensure_api_key
 from mnemo_gateway.backends import Backends
-from mnemo_gateway.routes import agents, health
+from mnemo_gateway.routes import agents, health, models
 from mnemo_gateway.settings import GatewaySettings
 
 
@@ -42,6 +42,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(agents.router)
+    app.include_router(models.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.agent.v1 import agent_pb2_grpc
+from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import message_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.channels import Peers
@@ -26,6 +27,7 @@ class Backends:
         self.request_timeout = settings.http_request_timeout
         self.agents = agent_pb2_grpc.AgentServiceStub(self._peers.channel("agent"))
         self.messages = message_pb2_grpc.MessageServiceStub(self._peers.channel("memory"))
+        self.llm = llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm"))
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

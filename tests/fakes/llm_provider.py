@@ -2,6 +2,9 @@
 
 Tests script its replies (text, tool calls, errors, delays) and read back the requests it got;
 with nothing scripted it answers "ok" at once (the zero-latency provider of the benchmarks).
+Requests with `"stream": true` are answered as server-sent chunks (`pieces` text deltas,
+`chunk_delay` seconds apart, tool calls in fragments, usage last when asked for). It also
+serves /v1/embeddings (deterministic vectors) and /v1/models.
 A test fixture only: never a runtime default.
 
 Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
@@ -23,7 +26,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _ids = itertools.count(1)
@@ -104,6 +107,73 @@ class _State:
         self.requests: list[dict[str, Any]] = []
         self.record = record
         self.lock = threading.Lock()
+        # Streams the client closed before the fake had sent everything, and streams sent whole.
+        self.abandoned_streams = 0
+        self.finished_streams = 0
+
+
+# Models /v1/models lists.
+MODELS = ["gpt-4o-mini", "gpt-test", "text-embedding-3-small"]
+EMBEDDING_DIMENSION = 8
+
+
+def streamed(item: dict[str, Any], *, pieces: int = 3, chunk_delay: float = 0.0) -> dict[str, Any]:
+    """A scripted reply, streamed as `pieces` content deltas `chunk_delay` seconds apart."""
+    return {**item, "pieces": pieces, "chunk_delay": chunk_delay}
+
+
+def fake_embedding(text: str) -> list[float]:
+    """A deterministic vector for `text` (equal texts, equal vectors)."""
+    seed = sum(text.encode()) % 101
+    return [((seed + 7 * i) % 13 - 6) / 6 for i in range(EMBEDDING_DIMENSION)]
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    size = max(1, -(-len(text) // max(1, pieces)))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _chunks(body: dict[str, Any], item: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The chat.completion.chunk objects of a reply, as OpenAI streams them."""
+    whole = _completion(body, item)
+    message = whole["choices"][0]["message"]
+    base = {
+        "id": whole["id"],
+        "object": "chat.completion.chunk",
+        "created": whole["created"],
+        "model": whole["model"],
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if message.get("reasoning_content"):
+        chunks.append(chunk({"reasoning_content": message["reasoning_content"]}))
+    for piece in _split(message.get("content") or "", (item or {}).get("pieces", 3)):
+        chunks.append(chunk({"content": piece}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": arguments[:half]},
+                        }
+                    ]
+                }
+            )
+        )
+        chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}))
+    chunks.append(chunk({}, whole["choices"][0]["finish_reason"]))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": whole["usage"]})
+    return chunks
 
 
 def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,7 +211,7 @@ def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, 
 def build_app(state: _State) -> Starlette:
     """The fake's HTTP app."""
 
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         body = await request.json()
         with state.lock:
             if state.record:
@@ -153,7 +223,61 @@ def build_app(state: _State) -> Starlette:
             return JSONResponse(
                 {"error": item["error"]}, status_code=item["status"], headers=item.get("headers")
             )
+        if body.get("stream"):
+            return _stream(body, item)
         return JSONResponse(_completion(body, item))
+
+    def _stream(body: dict[str, Any], item: dict[str, Any] | None) -> StreamingResponse:
+        chunks = _chunks(body, item)
+        delay = (item or {}).get("chunk_delay", 0.0)
+
+        async def send() -> Any:
+            finished = False
+            try:
+                for chunk in chunks:
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    if delay:
+                        await asyncio.sleep(delay)
+                yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                with state.lock:
+                    if finished:
+                        state.finished_streams += 1
+                    else:
+                        state.abandoned_streams += 1
+
+        return StreamingResponse(send(), media_type="text/event-stream")
+
+    async def embeddings(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            if state.record:
+                state.requests.append(
+                    {"body": body, "headers": dict(request.headers), "path": "/v1/embeddings"}
+                )
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return JSONResponse(
+            {
+                "object": "list",
+                "model": body.get("model", "fake"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": fake_embedding(text)}
+                    for i, text in enumerate(texts)
+                ],
+                "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0},
+            }
+        )
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in MODELS
+                ],
+            }
+        )
 
     async def script(request: Request) -> JSONResponse:
         items = (await request.json())["responses"]
@@ -174,6 +298,8 @@ def build_app(state: _State) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
             Route("/_fake/script", script, methods=["POST"]),
             Route("/_fake/requests", requests, methods=["GET"]),
             Route("/_fake/requests", reset, methods=["DELETE"]),
@@ -221,13 +347,34 @@ class FakeProvider:
     def requests(self) -> list[dict[str, Any]]:
         """The chat requests received (JSON bodies), oldest first."""
         with self._state.lock:
-            return [r["body"] for r in self._state.requests]
+            return [r["body"] for r in self._state.requests if r.get("path") is None]
+
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """The embedding requests received (JSON bodies), oldest first."""
+        with self._state.lock:
+            return [r["body"] for r in self._state.requests if r.get("path") == "/v1/embeddings"]
+
+    def stream_counts(self) -> tuple[int, int]:
+        """Streams sent whole and streams the client abandoned, since the last reset."""
+        with self._state.lock:
+            return self._state.finished_streams, self._state.abandoned_streams
+
+    def wait_for_abandoned_stream(self, timeout: float = 5.0) -> bool:
+        """Whether a stream gets abandoned by its client within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stream_counts()[1]:
+                return True
+            time.sleep(0.01)
+        return False
 
     def reset(self) -> None:
         """Forgets the script and the recorded requests."""
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
+            self._state.abandoned_streams = 0
+            self._state.finished_streams = 0
 
 
 class RemoteFake:

@@ -80,7 +80,7 @@ class RetryPolicy:
 
     def _retrying(self, deadline: float | None) -> AsyncRetrying:
         backoff = wait_exponential_jitter(
-            initial=self.initial_delay, max=self.max_delay, jitter=self.initial_delay
+            multiplier=self.initial_delay, max=self.max_delay, jitter=self.initial_delay
         )
 
         def wait(state: RetryCallState) -> float:
