@@ -299,9 +299,12 @@ async def test_an_error_event_inside_a_stream_becomes_the_domain_error_of_its_ty
     fake.script(stream_error(4, "overloaded_error", "Overloaded"))
     seen: list[str] = []
 
-    with pytest.raises(errors.Unavailable) as failed:
+    async def consume() -> None:
         async for event in provider.stream("claude-sonnet-4-5", request(user("hi")), time_budget=10):
             seen.append(event.content_delta)
+
+    with pytest.raises(errors.Unavailable) as failed:
+        await consume()
 
     assert failed.value.reason == "PROVIDER_UNAVAILABLE"
     assert "Overloaded" in failed.value.message

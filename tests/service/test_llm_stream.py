@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import TYPE_CHECKING
@@ -132,7 +133,7 @@ async def test_deltas_reach_the_caller_as_the_provider_sends_them(
 
     assert len(arrivals) == 4
     # Not buffered until the end: each delta arrives about one provider pause after the previous one.
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > 0.15
 
 
