@@ -344,3 +344,23 @@ async def test_models_are_listed_from_the_models_endpoint(
 
     assert [m.model for m in models] == ["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]
     assert fake.requests("/v1/models")[0]["headers"]["authorization"] == f"Bearer {KEY}"
+
+
+async def test_tool_arguments_in_history_that_are_not_json_are_sent_wrapped_not_refused(
+    provider: AnthropicProvider, fake: FakeAnthropic
+) -> None:
+    chat = request(
+        user("go"),
+        llm_pb2.ChatMessage(
+            role=llm_pb2.CHAT_ROLE_ASSISTANT,
+            tool_calls=[message_pb2.ToolCall(id="toolu_1", name="save", arguments="{not json")],
+        ),
+        llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_TOOL, content="error: not JSON", tool_call_id="toolu_1"),
+    )
+
+    await provider.chat("claude-sonnet-4-5", chat, time_budget=10)
+
+    assistant = fake.bodies("/v1/messages")[0]["messages"][1]
+    assert assistant["content"] == [
+        {"type": "tool_use", "id": "toolu_1", "name": "save", "input": {"_raw_arguments": "{not json"}}
+    ]

@@ -151,17 +151,30 @@ def test_messages_keep_roles_and_tool_calls_carry_object_arguments_for_the_chat_
     ]
 
 
-def test_a_message_without_role_or_with_broken_arguments_is_invalid_naming_the_field() -> None:
+def test_a_message_without_a_role_is_invalid_naming_the_field() -> None:
     with pytest.raises(InvalidArgument) as no_role:
         chat_messages(llm_pb2.ChatRequest(messages=[llm_pb2.ChatMessage(content="?")]))
-    broken = llm_pb2.ChatMessage(
-        role=llm_pb2.CHAT_ROLE_ASSISTANT, tool_calls=[message_pb2.ToolCall(id="c", name="t", arguments="{")]
-    )
-    with pytest.raises(InvalidArgument) as bad_arguments:
-        chat_messages(llm_pb2.ChatRequest(messages=[broken]))
 
     assert [v.field for v in no_role.value.violations] == ["messages[0].role"]
-    assert [v.field for v in bad_arguments.value.violations] == ["messages[0].tool_calls[0].arguments"]
+
+
+def test_arguments_in_history_that_are_not_a_json_object_are_sent_wrapped() -> None:
+    calls = [
+        message_pb2.ToolCall(id="a", name="t", arguments="{not json"),
+        message_pb2.ToolCall(id="b", name="t", arguments="[1, 2]"),
+        message_pb2.ToolCall(id="c", name="t", arguments=""),
+    ]
+    (wire,) = chat_messages(
+        llm_pb2.ChatRequest(
+            messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_ASSISTANT, tool_calls=calls)]
+        )
+    )
+
+    assert [c["function"]["arguments"] for c in wire["tool_calls"]] == [
+        {"_raw_arguments": "{not json"},
+        {"_value": [1, 2]},
+        {},
+    ]
 
 
 def test_tools_are_offered_in_function_form_unless_tool_choice_is_none() -> None:

@@ -20,6 +20,7 @@ from mnemo_llm.providers import (
     PROVIDER_BAD_RESPONSE,
     ReplyBuilder,
     ReportedModel,
+    arguments_object,
     completed_event,
     content_event,
     reasoning_event,
@@ -54,16 +55,6 @@ _STREAM_ERROR_STATUS = {
 }
 
 
-def _arguments(call: message_pb2.ToolCall, where: str) -> dict[str, Any]:
-    """A tool call's JSON arguments as the object Anthropic's `input` wants."""
-    try:
-        value = json.loads(call.arguments) if call.arguments else {}
-    except json.JSONDecodeError as exc:
-        raise invalid(where, f"is not JSON: {exc}") from exc
-    # Models sometimes produce a non-object; it is wrapped so that it can still be sent back.
-    return value if isinstance(value, dict) else {"value": value}
-
-
 def _blocks(message: llm_pb2.ChatMessage, index: int) -> tuple[str, list[dict[str, Any]]]:
     """The role and content blocks of one message."""
     role = message.role
@@ -73,13 +64,13 @@ def _blocks(message: llm_pb2.ChatMessage, index: int) -> tuple[str, list[dict[st
         blocks: list[dict[str, Any]] = []
         if message.content:
             blocks.append({"type": "text", "text": message.content})
-        for n, call in enumerate(message.tool_calls):
+        for call in message.tool_calls:
             blocks.append(
                 {
                     "type": "tool_use",
                     "id": call.id,
                     "name": call.name,
-                    "input": _arguments(call, f"messages[{index}].tool_calls[{n}].arguments"),
+                    "input": arguments_object(call.arguments),
                 }
             )
         return "assistant", blocks

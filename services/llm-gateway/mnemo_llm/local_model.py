@@ -23,6 +23,7 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.validation import invalid
 from mnemo_llm.openai_provider import tool_parameters
+from mnemo_llm.providers import arguments_object
 
 # The bundled model, as the model part of "local/<name>".
 BUNDLED_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -118,22 +119,14 @@ def chat_messages(request: llm_pb2.ChatRequest) -> list[dict[str, Any]]:
             raise invalid(f"messages[{index}].role", "must be set")
         item: dict[str, Any] = {"role": role, "content": message.content}
         if role == "assistant" and message.tool_calls:
-            calls = []
-            for n, call in enumerate(message.tool_calls):
-                try:
-                    arguments = json.loads(call.arguments) if call.arguments else {}
-                except json.JSONDecodeError as exc:
-                    raise invalid(
-                        f"messages[{index}].tool_calls[{n}].arguments", f"is not JSON: {exc}"
-                    ) from exc
-                calls.append(
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": arguments},
-                    }
-                )
-            item["tool_calls"] = calls
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": arguments_object(call.arguments)},
+                }
+                for call in message.tool_calls
+            ]
         if role == "tool":
             item["tool_call_id"] = message.tool_call_id
             if message.name:

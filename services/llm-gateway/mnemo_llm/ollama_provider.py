@@ -20,6 +20,7 @@ from mnemo_llm.providers import (
     PROVIDER_BAD_RESPONSE,
     EmbeddingResult,
     ReportedModel,
+    arguments_object,
     completed_event,
     content_event,
     is_context_overflow,
@@ -47,14 +48,10 @@ def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
         raise invalid(f"messages[{index}].role", "must be set")
     wire: dict[str, Any] = {"role": role, "content": message.content}
     if role == "assistant" and message.tool_calls:
-        calls = []
-        for n, call in enumerate(message.tool_calls):
-            try:
-                arguments = json.loads(call.arguments) if call.arguments else {}
-            except json.JSONDecodeError as exc:
-                raise invalid(f"messages[{index}].tool_calls[{n}].arguments", f"is not JSON: {exc}") from exc
-            calls.append({"function": {"name": call.name, "arguments": arguments}})
-        wire["tool_calls"] = calls
+        wire["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": arguments_object(call.arguments)}}
+            for call in message.tool_calls
+        ]
     if role == "tool" and message.name:
         wire["tool_name"] = message.name
     return wire

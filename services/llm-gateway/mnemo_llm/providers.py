@@ -8,10 +8,11 @@ rest of the mesh never sees a provider's own exception types.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
@@ -245,6 +246,22 @@ def timeout_error(seconds: float) -> errors.DeadlineExceeded:
 def unreachable_error(message: str) -> errors.Unavailable:
     """The error of a provider that cannot be reached."""
     return errors.Unavailable(f"provider error: {message}", reason=PROVIDER_UNAVAILABLE)
+
+
+# --- requests ------------------------------------------------------------------------------------------
+
+
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object, for wire formats that want one (Anthropic, Ollama).
+
+    History may hold arguments a model produced that are not a JSON object (another model's call, a
+    truncated reply); they are sent back wrapped rather than failing the whole request.
+    """
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError:
+        return {"_raw_arguments": arguments}
+    return value if isinstance(value, dict) else {"_value": value}
 
 
 # --- replies -------------------------------------------------------------------------------------------
