@@ -22,8 +22,7 @@ from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.validation import invalid
-from mnemo_llm.openai_provider import tool_parameters
-from mnemo_llm.providers import arguments_object
+from mnemo_llm.providers import arguments_object, tool_parameters
 
 # The bundled model, as the model part of "local/<name>".
 BUNDLED_MODEL = "qwen2.5-coder-0.5b-instruct"

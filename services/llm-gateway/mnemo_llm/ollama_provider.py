@@ -15,7 +15,6 @@ from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.validation import invalid
-from mnemo_llm.openai_provider import tool_parameters
 from mnemo_llm.providers import (
     PROVIDER_BAD_RESPONSE,
     EmbeddingResult,
@@ -28,6 +27,7 @@ from mnemo_llm.providers import (
     status_error,
     timeout_error,
     tool_call_event,
+    tool_parameters,
     unreachable_error,
     usage,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from mnemo_llm.providers import (
     status_error,
     timeout_error,
     tool_call_event,
+    tool_parameters,
     unreachable_error,
 )
 
@@ -66,19 +66,6 @@ def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
     if role == "user" and message.name:
         wire["name"] = message.name
     return wire
-
-
-def tool_parameters(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
-    """The JSON schema of a tool's parameters (an empty object schema when it has none)."""
-    if not tool.parameters_json:
-        return {"type": "object"}
-    try:
-        parameters = json.loads(tool.parameters_json)
-    except json.JSONDecodeError as exc:
-        raise invalid(f"tools[{index}].parameters_json", f"is not JSON: {exc}") from exc
-    if not isinstance(parameters, dict):
-        raise invalid(f"tools[{index}].parameters_json", "must be a JSON object")
-    return parameters
 
 
 def _tool(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:

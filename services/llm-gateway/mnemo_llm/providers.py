@@ -264,6 +264,19 @@ def arguments_object(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
+def tool_parameters(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
+    """The JSON schema of a tool's parameters (an empty object schema when it has none)."""
+    if not tool.parameters_json:
+        return {"type": "object"}
+    try:
+        parameters = json.loads(tool.parameters_json)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"tools[{index}].parameters_json", f"is not JSON: {exc}") from exc
+    if not isinstance(parameters, dict):
+        raise invalid(f"tools[{index}].parameters_json", "must be a JSON object")
+    return parameters
+
+
 # --- replies -------------------------------------------------------------------------------------------
 
 
