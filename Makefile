@@ -10,7 +10,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 GEN_DIR := sdk/python
 BUF := node_modules/.bin/buf
 
-.PHONY: install proto run test check lint format bench clean
+.PHONY: install proto run test check lint format bench bench-llm clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -60,6 +60,10 @@ test: check
 
 bench: install
 	$(BIN)/python -m bench.mesh $(BENCH_ARGS)
+
+# Gateway overhead per Chat / per streamed delta, local embedding and (with the `local` extra) chat speed.
+bench-llm: install
+	$(BIN)/python -m bench.llm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
