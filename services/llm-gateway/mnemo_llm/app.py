@@ -93,6 +93,24 @@ def local_model_specs(settings: LlmSettings) -> list[LocalModelSpec]:
     return specs
 
 
+def describe_providers(settings: LlmSettings) -> list[str]:
+    """One line per chat provider the settings configure, for people (never with a key)."""
+    configs = {**builtin_provider_configs(settings), **{k.lower(): v for k, v in settings.providers.items()}}
+    lines = []
+    for name, config in sorted(configs.items()):
+        where = config.base_url or {
+            "openai": "https://api.openai.com/v1",
+            "anthropic": "https://api.anthropic.com",
+        }.get(config.kind, DEFAULT_OLLAMA_URL)
+        lines.append(f"{name}/... ({config.kind} API at {where})")
+    if "local" not in configs:
+        lines += [
+            f"local/{spec.name} (offline on this machine; a tiny model: expect tiny-model quality)"
+            for spec in local_model_specs(settings)
+        ]
+    return lines
+
+
 def providers_from(settings: LlmSettings) -> Providers:
     """The providers the settings configure (none is a valid, if useless, configuration)."""
     configs = {**builtin_provider_configs(settings), **{k.lower(): v for k, v in settings.providers.items()}}
