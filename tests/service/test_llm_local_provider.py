@@ -6,9 +6,10 @@ or deselect it with `-m local_model`.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,7 +18,8 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import InvalidArgument
 from mnemo_llm.app import build
-from mnemo_llm.local_model import BUNDLED_MODEL, bundled_weights_installed, llama_available
+from mnemo_llm.local_model import BUNDLED_MODEL, LocalModelSpec, bundled_weights_installed, llama_available
+from mnemo_llm.local_provider import LocalProvider
 from mnemo_llm.settings import LlmSettings
 from tests.service.conftest import clean_environment, serving
 
@@ -43,8 +45,12 @@ WEATHER = llm_pb2.ToolSchema(
 
 
 @pytest.fixture(scope="module")
-async def local(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Llm]:
-    home = tmp_path_factory.mktemp("llm-local")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("llm-local")
+
+
+@pytest.fixture(scope="module")
+async def local(home: Path) -> AsyncIterator[Llm]:
     with clean_environment(home):
         settings = LlmSettings(home=home, local_context_window=2048, provider_max_retries=0)
     async with serving(await build(settings)) as served:
@@ -102,18 +108,30 @@ async def test_a_prompt_longer_than_the_window_is_context_window_exceeded(local:
     assert failed.value.reason == "CONTEXT_WINDOW_EXCEEDED"
 
 
-async def test_a_cancelled_stream_frees_the_model_for_the_next_request(local: Llm, actor: Actor) -> None:
-    with acting_as(actor):
-        call = local.StreamChat(
-            llm_pb2.StreamChatRequest(chat=ask("Write a long story about a dragon.", max_tokens=400))
-        )
-        async for event in call:
+async def test_a_stream_closed_early_stops_the_model_at_once(home: Path) -> None:
+    provider = LocalProvider(
+        [LocalModelSpec(BUNDLED_MODEL, None, 2048)], models_dir=home / "models", threads=2
+    )
+    model = provider._models[BUNDLED_MODEL]
+    loop = asyncio.get_running_loop()
+
+    def tokens_in_context() -> int:
+        return int(model.llama().n_tokens)
+
+    try:
+        story = ask("Write a long story about a dragon.", max_tokens=400)
+        prompt_only = ask("Write a long story about a dragon.", max_tokens=1)
+        await provider.chat(BUNDLED_MODEL, prompt_only, time_budget=300)
+        prompt_tokens = await loop.run_in_executor(model.executor, tokens_in_context)
+        events = provider.stream(BUNDLED_MODEL, story, time_budget=300)
+        async for event in events:
             if event.HasField("content_delta"):
                 break
-        call.cancel()  # type: ignore[attr-defined]
-        started = time.monotonic()
-        response = await local.Chat(ask("Say hello.", max_tokens=8))
+        await events.aclose()  # type: ignore[attr-defined]
+        # Runs on the model's thread once the abandoned generation has given it back.
+        after = await loop.run_in_executor(model.executor, tokens_in_context)
+    finally:
+        await provider.aclose()
 
-    assert response.message.content
-    # The abandoned story (400 tokens, several seconds) did not run to its end first.
-    assert time.monotonic() - started < 5
+    # A few tokens past the prompt, not the 400 the story asked for.
+    assert after - prompt_tokens < 20

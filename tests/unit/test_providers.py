@@ -15,7 +15,7 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from mnemo_llm.anthropic_provider import AnthropicProvider
-from mnemo_llm.app import providers_from
+from mnemo_llm.app import describe_providers, providers_from
 from mnemo_llm.gateway import LlmGateway
 from mnemo_llm.local_model import llama_available
 from mnemo_llm.ollama_provider import OllamaProvider
@@ -263,3 +263,20 @@ async def test_the_offline_model_is_served_as_local_when_llama_cpp_is_installed(
 
     assert model == "mine"
     assert "mine" in listed
+
+
+def test_mnemo_providers_describes_each_provider_without_its_key_or_url_credentials(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    monkeypatch.setenv(
+        "MNEMO_LLM_PROVIDERS",
+        '{"proxy": {"kind": "openai", "base_url": "http://bob:hunter2@127.0.0.1:9/v1"}}',
+    )
+
+    lines = describe_providers(LlmSettings(local_chat="off"))
+
+    assert lines == [
+        "anthropic/... (anthropic API at https://api.anthropic.com)",
+        "proxy/... (openai API at http://127.0.0.1:9/v1)",
+    ]

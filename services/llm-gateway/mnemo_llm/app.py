@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
@@ -93,6 +94,15 @@ def local_model_specs(settings: LlmSettings) -> list[LocalModelSpec]:
     return specs
 
 
+def _without_credentials(url: str) -> str:
+    """`url` without a user:password part, should one have been written into it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
 def describe_providers(settings: LlmSettings) -> list[str]:
     """One line per chat provider the settings configure, for people (never with a key)."""
     configs = {**builtin_provider_configs(settings), **{k.lower(): v for k, v in settings.providers.items()}}
@@ -102,7 +112,7 @@ def describe_providers(settings: LlmSettings) -> list[str]:
             "openai": "https://api.openai.com/v1",
             "anthropic": "https://api.anthropic.com",
         }.get(config.kind, DEFAULT_OLLAMA_URL)
-        lines.append(f"{name}/... ({config.kind} API at {where})")
+        lines.append(f"{name}/... ({config.kind} API at {_without_credentials(where)})")
     if "local" not in configs:
         lines += [
             f"local/{spec.name} (offline on this machine; a tiny model: expect tiny-model quality)"

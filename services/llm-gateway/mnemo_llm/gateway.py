@@ -81,7 +81,7 @@ class LlmGateway:
         response = await self._retry.call(
             deadline, lambda budget: provider.chat(model, request, time_budget=budget)
         )
-        self._record(request.model, "chat", request.agent_id, response.usage)
+        self._record(str(ModelName.parse(request.model)), "chat", request.agent_id, response.usage)
         return response
 
     async def stream(self, request: llm_pb2.StreamChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
@@ -92,10 +92,11 @@ class LlmGateway:
         provider, model = self._providers.resolve(chat.model, "chat.model")
         deadline = self._deadline()
         events = self._retry.stream(deadline, lambda budget: provider.stream(model, chat, time_budget=budget))
+        name = str(ModelName.parse(chat.model, "chat.model"))
         try:
             async for event in events:
                 if event.HasField("completed"):
-                    self._record(chat.model, "chat", chat.agent_id, event.completed.usage)
+                    self._record(name, "chat", chat.agent_id, event.completed.usage)
                 yield event
         finally:
             # Closing it closes the provider's request too, also when the caller went away.
