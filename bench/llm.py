@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -105,7 +106,6 @@ async def gateway_overhead(args: argparse.Namespace, figures: dict[str, float]) 
                 "MNEMO_LLM_PORT": str(llm_port),
                 "MNEMO_OPENAI_BASE_URL": base_url,
                 "OPENAI_API_KEY": "sk-bench",
-                "MNEMO_PROVIDER_MAX_RETRIES": "0",
                 "MNEMO_LOCAL_CHAT": "off",
                 "MNEMO_LOG_LEVEL": "WARNING",
             }
@@ -271,7 +271,13 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1024)
     parser.add_argument("--local-runs", type=int, default=3)
     parser.add_argument("--skip-local-chat", action="store_true")
+    parser.add_argument("--local-chat-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.local_chat_only:
+        only: dict[str, float] = {}
+        asyncio.run(local_chat_speed(args, only))
+        print(json.dumps(only))
+        return
     if args.quick:
         args.calls, args.rounds, args.warmup, args.streams, args.sentences, args.local_runs = (
             120,
@@ -284,8 +290,19 @@ def main() -> None:
     figures: dict[str, float] = {}
     asyncio.run(gateway_overhead(args, figures))
     if not args.skip_local_chat:
-        # Before the embeddings: OpenBLAS threads left spinning by them would slow llama.cpp down.
-        asyncio.run(local_chat_speed(args, figures))
+        # In a process of its own: threads the other measures leave behind (gRPC's poller, OpenBLAS)
+        # would compete with llama.cpp's for the two cores.
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.llm", "--local-chat-only", "--local-runs", str(args.local_runs)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        lines = child.stdout.strip().splitlines()
+        if lines and lines[-1].startswith("{"):
+            figures.update(json.loads(lines[-1]))
+        else:
+            print(child.stdout.strip())
     embedding_throughput(args, figures)
     print(f"\n{'measure':<54} {'value':>10}  unit")
     for name, value in figures.items():

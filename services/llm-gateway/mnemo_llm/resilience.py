@@ -116,8 +116,19 @@ class RetryPolicy:
 
     async def call(self, deadline: float | None, attempt: Callable[[float], Awaitable[T]]) -> T:
         """Runs `attempt(time_budget)` until it succeeds, fails for good, or time or retries run out."""
+        # The first attempt runs bare: tenacity's machinery (tens of microseconds) is set up only once a
+        # retryable failure needs it, and that failure is replayed to it as its first attempt.
+        try:
+            return await attempt(self.attempt_budget(deadline))
+        except errors.MnemoError as exc:
+            if not self.max_retries or not is_retryable(exc):
+                raise
+            replay: errors.MnemoError | None = exc
         async for retry in self._retrying(deadline):
             with retry:
+                if replay is not None:
+                    failure, replay = replay, None
+                    raise failure
                 return await attempt(self.attempt_budget(deadline))
         raise AssertionError("unreachable: tenacity reraises the last failure")  # pragma: no cover
 
