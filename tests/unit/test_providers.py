@@ -15,7 +15,8 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from mnemo_llm.anthropic_provider import AnthropicProvider
-from mnemo_llm.app import describe_providers, providers_from
+from mnemo_llm.app import providers_from
+from mnemo_llm.configuration import describe_providers
 from mnemo_llm.gateway import LlmGateway
 from mnemo_llm.local_model import llama_available
 from mnemo_llm.ollama_provider import OllamaProvider

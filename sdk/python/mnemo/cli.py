@@ -24,7 +24,7 @@ def server(
     from mnemo.supervisor import child_env, start_children, stop_children, supervise, wait_healthy
     from mnemo_gateway.auth import api_key_file, ensure_api_key
     from mnemo_gateway.settings import GatewaySettings
-    from mnemo_llm.app import describe_providers
+    from mnemo_llm.configuration import describe_providers
     from mnemo_llm.settings import LlmSettings
 
     settings = GatewaySettings()
@@ -73,7 +73,7 @@ def providers(
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing; only the exit code."),
 ) -> None:
     """List the model providers the configuration sets up; exit code 1 when there is none."""
-    from mnemo_llm.app import describe_providers
+    from mnemo_llm.configuration import describe_providers
     from mnemo_llm.settings import LlmSettings
 
     configured = describe_providers(LlmSettings())

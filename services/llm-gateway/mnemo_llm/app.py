@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
@@ -14,14 +13,9 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_llm.catalogue import EMBEDDING, Catalogue, ModelFacts
+from mnemo_llm.configuration import DEFAULT_OLLAMA_URL, local_model_specs, provider_configs
 from mnemo_llm.embeddings import LOCAL_DIMENSION, LOCAL_MAX_TOKENS, LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.gateway import LlmGateway
-from mnemo_llm.local_model import (
-    BUNDLED_MODEL,
-    LocalModelSpec,
-    bundled_weights_installed,
-    llama_available,
-)
 from mnemo_llm.providers import ChatProvider, Providers
 from mnemo_llm.resilience import RetryPolicy
 from mnemo_llm.servicer import LlmServicer
@@ -31,7 +25,6 @@ from mnemo_llm.usage import UsageLedger
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 
 def _key(config: ProviderConfig, name: str) -> str:
@@ -63,67 +56,9 @@ def _build(config: ProviderConfig, name: str) -> ChatProvider:
     return OpenAIProvider(api_key=key or "unused", base_url=config.base_url or None)
 
 
-def builtin_provider_configs(settings: LlmSettings) -> dict[str, ProviderConfig]:
-    """The providers the plain settings (OPENAI_API_KEY, ANTHROPIC_API_KEY, MNEMO_OLLAMA_BASE_URL) configure."""
-    configs: dict[str, ProviderConfig] = {}
-    if settings.openai_api_key or settings.openai_base_url:
-        configs["openai"] = ProviderConfig(
-            kind="openai", base_url=settings.openai_base_url, api_key=settings.openai_api_key
-        )
-    if settings.anthropic_api_key or settings.anthropic_base_url:
-        configs["anthropic"] = ProviderConfig(
-            kind="anthropic", base_url=settings.anthropic_base_url, api_key=settings.anthropic_api_key
-        )
-    if settings.ollama_base_url:
-        url = settings.ollama_base_url
-        # OLLAMA_HOST is often a bare host:port.
-        configs["ollama"] = ProviderConfig(kind="ollama", base_url=url if "://" in url else f"http://{url}")
-    return configs
-
-
-def local_model_specs(settings: LlmSettings) -> list[LocalModelSpec]:
-    """The models served as "local/<name>" (none without llama-cpp-python or with local_chat off)."""
-    if settings.local_chat == "off" or not llama_available():
-        return []
-    specs = [
-        LocalModelSpec(name, Path(path).expanduser(), settings.local_context_window)
-        for name, path in settings.local_models.items()
-    ]
-    if bundled_weights_installed() and BUNDLED_MODEL not in settings.local_models:
-        specs.insert(0, LocalModelSpec(BUNDLED_MODEL, None, settings.local_context_window))
-    return specs
-
-
-def _without_credentials(url: str) -> str:
-    """`url` without a user:password part, should one have been written into it."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
-
-
-def describe_providers(settings: LlmSettings) -> list[str]:
-    """One line per chat provider the settings configure, for people (never with a key)."""
-    configs = {**builtin_provider_configs(settings), **{k.lower(): v for k, v in settings.providers.items()}}
-    lines = []
-    for name, config in sorted(configs.items()):
-        where = config.base_url or {
-            "openai": "https://api.openai.com/v1",
-            "anthropic": "https://api.anthropic.com",
-        }.get(config.kind, DEFAULT_OLLAMA_URL)
-        lines.append(f"{name}/... ({config.kind} API at {_without_credentials(where)})")
-    if "local" not in configs:
-        lines += [
-            f"local/{spec.name} (offline on this machine; a tiny model: expect tiny-model quality)"
-            for spec in local_model_specs(settings)
-        ]
-    return lines
-
-
 def providers_from(settings: LlmSettings) -> Providers:
     """The providers the settings configure (none is a valid, if useless, configuration)."""
-    configs = {**builtin_provider_configs(settings), **{k.lower(): v for k, v in settings.providers.items()}}
+    configs = provider_configs(settings)
     configured: dict[str, ChatProvider] = {name: _build(config, name) for name, config in configs.items()}
     kinds: dict[str, str] = {name: config.kind for name, config in configs.items()}
     specs = local_model_specs(settings)
