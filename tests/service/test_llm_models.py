@@ -179,3 +179,17 @@ async def test_counting_needs_a_provider_slash_model_name(stub: Llm, actor: Acto
         await stub.CountTokens(count_request("gpt-4o"))
 
     assert [v.field for v in failed.value.violations] == ["chat.model"]
+
+
+async def test_a_configured_window_runs_the_ollama_model_with_that_num_ctx(
+    stub: Llm, ollama_fake: FakeOllama, actor: Actor
+) -> None:
+    ollama_fake.reset()
+    chat = llm_pb2.ChatRequest(
+        model="ollama/llama3.2", messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content="hi")]
+    )
+    with acting_as(actor):
+        await stub.Chat(chat)
+
+    # The config file says 8192 for ollama/llama3.2:latest; Ollama's own default would be far smaller.
+    assert ollama_fake.bodies("/api/chat")[0]["options"] == {"num_ctx": 8192}

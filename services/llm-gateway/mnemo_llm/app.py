@@ -39,7 +39,7 @@ def _key(config: ProviderConfig, name: str) -> str:
     return ""
 
 
-def _build(config: ProviderConfig, name: str) -> ChatProvider:
+def _build(config: ProviderConfig, name: str, settings: LlmSettings) -> ChatProvider:
     key = _key(config, name)
     if config.kind == "anthropic":
         from mnemo_llm.anthropic_provider import AnthropicProvider
@@ -49,7 +49,15 @@ def _build(config: ProviderConfig, name: str) -> ChatProvider:
     if config.kind == "ollama":
         from mnemo_llm.ollama_provider import OllamaProvider
 
-        return OllamaProvider(base_url=config.base_url or DEFAULT_OLLAMA_URL, api_key=key)
+        prefix = f"{name}/"
+        windows = {
+            model.removeprefix(prefix): entry.context_window
+            for model, entry in settings.models.items()
+            if model.lower().startswith(prefix) and entry.context_window
+        }
+        return OllamaProvider(
+            base_url=config.base_url or DEFAULT_OLLAMA_URL, api_key=key, context_windows=windows
+        )
     from mnemo_llm.openai_provider import OpenAIProvider
 
     # OpenAI-compatible servers often need no key; the SDK insists on one.
@@ -59,7 +67,9 @@ def _build(config: ProviderConfig, name: str) -> ChatProvider:
 def providers_from(settings: LlmSettings) -> Providers:
     """The providers the settings configure (none is a valid, if useless, configuration)."""
     configs = provider_configs(settings)
-    configured: dict[str, ChatProvider] = {name: _build(config, name) for name, config in configs.items()}
+    configured: dict[str, ChatProvider] = {
+        name: _build(config, name, settings) for name, config in configs.items()
+    }
     kinds: dict[str, str] = {name: config.kind for name, config in configs.items()}
     specs = local_model_specs(settings)
     if specs and "local" not in configured:

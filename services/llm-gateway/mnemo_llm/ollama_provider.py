@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -57,8 +57,12 @@ def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
     return wire
 
 
-def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
-    """The /api/chat body for a chat request (without `stream`)."""
+def request_params(model: str, request: llm_pb2.ChatRequest, *, context_window: int = 0) -> dict[str, Any]:
+    """The /api/chat body for a chat request (without `stream`).
+
+    `context_window` (from the config file's catalogue) is sent as `num_ctx`: without it Ollama runs the
+    model with its own default window (a few thousand tokens) and silently drops the start of longer prompts.
+    """
     params: dict[str, Any] = {
         "model": model,
         "messages": [_message(m, i) for i, m in enumerate(request.messages)],
@@ -81,6 +85,8 @@ def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
         options["temperature"] = request.temperature
     if request.max_tokens:
         options["num_predict"] = request.max_tokens
+    if context_window:
+        options["num_ctx"] = context_window
     if options:
         params["options"] = options
     return params
@@ -131,14 +137,22 @@ def _finish(done_reason: str | None, has_calls: bool) -> llm_pb2.FinishReason.Va
 class OllamaProvider:
     """Models served by an Ollama server, through its native API."""
 
-    def __init__(self, *, base_url: str, api_key: str = "") -> None:
+    def __init__(
+        self, *, base_url: str, api_key: str = "", context_windows: Mapping[str, int] | None = None
+    ) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         self._client = ollama.AsyncClient(host=base_url, headers=headers)
+        # Windows to run models with (num_ctx), as configured; "llama3.2" and "llama3.2:latest" are one model.
+        self._windows = {name.removesuffix(":latest"): size for name, size in (context_windows or {}).items()}
+
+    def _params(self, model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
+        window = self._windows.get(model.removesuffix(":latest"), 0)
+        return request_params(model, request, context_window=window)
 
     async def chat(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> llm_pb2.ChatResponse:
-        params = request_params(model, request)
+        params = self._params(model, request)
         try:
             async with asyncio.timeout(time_budget):
                 part = await self._client.chat(**params, stream=False)
@@ -160,7 +174,7 @@ class OllamaProvider:
     async def stream(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        params = request_params(model, request)
+        params = self._params(model, request)
         content: list[str] = []
         reasoning: list[str] = []
         calls: list[message_pb2.ToolCall] = []

@@ -79,8 +79,12 @@ def _tool(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
     }
 
 
-def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
-    """The chat-completions parameters for a chat request."""
+def request_params(model: str, request: llm_pb2.ChatRequest, *, official: bool = False) -> dict[str, Any]:
+    """The chat-completions parameters for a chat request.
+
+    `official`: OpenAI's own API, which wants `max_completion_tokens` (its reasoning models refuse
+    `max_tokens`); compatible servers get the `max_tokens` they all understand.
+    """
     params: dict[str, Any] = {
         "model": model,
         "messages": [_message(m, i) for i, m in enumerate(request.messages)],
@@ -92,7 +96,7 @@ def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
     if request.HasField("temperature"):
         params["temperature"] = request.temperature
     if request.max_tokens:
-        params["max_tokens"] = request.max_tokens
+        params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
     return params
 
 
@@ -203,11 +207,12 @@ class OpenAIProvider:
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 0) -> None:
         # Retries are the gateway's (mnemo_llm.resilience), so the SDK's own are off by default.
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, max_retries=max_retries)
+        self._official = not base_url or "api.openai.com" in base_url
 
     async def chat(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> llm_pb2.ChatResponse:
-        params = request_params(model, request)
+        params = request_params(model, request, official=self._official)
         try:
             # `chat.completions.create` first walks the params through the SDK's TypedDict transform, a
             # third of this service's CPU per call; our params are already the exact wire JSON.
@@ -224,7 +229,7 @@ class OpenAIProvider:
     async def stream(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        params = request_params(model, request)
+        params = request_params(model, request, official=self._official)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
         try:
