@@ -309,10 +309,9 @@ def main() -> None:
             1,
         )
     figures: dict[str, float] = {}
-    asyncio.run(gateway_overhead(args, figures))
     if not args.skip_local_chat:
-        # In a process of its own: threads the other measures leave behind (gRPC's poller, OpenBLAS)
-        # would compete with llama.cpp's for the two cores.
+        # First, and in a process of its own: threads the other measures leave behind in this process
+        # (gRPC's, OpenBLAS's) spin and take the two cores from llama.cpp's.
         child = subprocess.run(
             [sys.executable, "-m", "bench.llm", "--local-chat-only", "--local-runs", str(args.local_runs)],
             capture_output=True,
@@ -324,6 +323,7 @@ def main() -> None:
             figures.update(json.loads(lines[-1]))
         else:
             print(child.stdout.strip())
+    asyncio.run(gateway_overhead(args, figures))
     embedding_throughput(args, figures)
     print(f"\n{'measure':<54} {'value':>10}  unit")
     for name, value in figures.items():
