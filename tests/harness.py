@@ -34,10 +34,20 @@ class RunningMesh:
 
 
 def mesh_env(
-    home: Path, *, provider_url: str | None, extra: Mapping[str, str] | None = None
+    home: Path,
+    *,
+    provider_url: str | None,
+    extra: Mapping[str, str] | None = None,
+    anthropic_url: str | None = None,
+    ollama_url: str | None = None,
 ) -> dict[str, str]:
-    """Environment for a mesh under `home` on free ports, talking to `provider_url` (None: no provider)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNEMO_", "OTEL_", "OPENAI_"))}
+    """Environment for a mesh under `home` on free ports, talking to `provider_url` (None: no provider)
+    and, when given, to Anthropic and Ollama fakes."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MNEMO_", "OTEL_", "OPENAI_", "ANTHROPIC_", "OLLAMA_"))
+    }
     env.update(
         {
             "MNEMO_HOME": str(home),
@@ -51,6 +61,11 @@ def mesh_env(
     if provider_url:
         env["MNEMO_OPENAI_BASE_URL"] = provider_url
         env["OPENAI_API_KEY"] = "sk-test"
+    if anthropic_url:
+        env["MNEMO_ANTHROPIC_BASE_URL"] = anthropic_url
+        env["ANTHROPIC_API_KEY"] = "sk-ant-test"
+    if ollama_url:
+        env["MNEMO_OLLAMA_BASE_URL"] = ollama_url
     env.update(extra or {})
     return child_env(env)
 

@@ -11,7 +11,18 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, schemas
 from mnemo_gateway.auth import ensure_api_key
 from mnemo_gateway.backends import Backends
-from mnemo_gateway.routes import agents, archival, blocks, core_memory, health, mcp, runs, sources, tools
+from mnemo_gateway.routes import (
+    agents,
+    archival,
+    blocks,
+    core_memory,
+    health,
+    mcp,
+    models,
+    runs,
+    sources,
+    tools,
+)
 from mnemo_gateway.settings import GatewaySettings
 
 
@@ -50,6 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(archival.router)
     app.include_router(blocks.router)
     app.include_router(sources.router)
+    app.include_router(models.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.agent.v1 import agent_pb2_grpc, batch_pb2_grpc, run_pb2_grpc
+from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
@@ -34,6 +35,7 @@ class Backends:
         self.blocks = self._peers.stub("memory", block_pb2_grpc.BlockServiceStub)
         self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
         self.sources = self._peers.stub("memory", source_pb2_grpc.SourceServiceStub)
+        self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

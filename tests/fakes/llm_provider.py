@@ -2,9 +2,11 @@
 
 Tests script its replies (text, tool calls, errors, delays) and read back the requests it got;
 with nothing scripted it answers "ok" at once (the zero-latency provider of the benchmarks).
-Requests with `"stream": true` get the same reply as chat-completion chunks (Server-Sent Events).
-A model can be given a fixed reply (`answer_model`), and the fake can play a model with a small
-context window (`context_limit`: longer prompts get the provider's context-length error).
+Requests with `"stream": true` are answered as server-sent chunks (`pieces` text deltas,
+`chunk_delay` seconds apart, tool calls in fragments, usage last when asked for). It also
+serves /v1/embeddings (deterministic vectors) and /v1/models. A model can be given a fixed reply
+(`answer_model`), and the fake can play a model with a small context window (`limit_context`:
+longer prompts get the provider's context-length error).
 A test fixture only: never a runtime default.
 
 Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
@@ -16,7 +18,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import re
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _ids = itertools.count(1)
@@ -108,6 +109,9 @@ class _State:
         self.requests: list[dict[str, Any]] = []
         self.record = record
         self.lock = threading.Lock()
+        # Streams the client closed before the fake had sent everything, and streams sent whole.
+        self.abandoned_streams = 0
+        self.finished_streams = 0
         # Fixed replies per model name, used instead of the script.
         self.by_model: dict[str, dict[str, Any]] = {}
         # Prompts longer than this many characters fail with context_length_exceeded (0: no limit).
@@ -124,52 +128,68 @@ def prompt_chars(body: dict[str, Any]) -> int:
     return total
 
 
-def _chunks(
-    body: dict[str, Any], completion: dict[str, Any], item: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    """The chat-completion chunks of a reply, as a streaming provider sends them."""
-    message = completion["choices"][0]["message"]
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"]}
-    base["model"] = completion["model"]
+# Models /v1/models lists.
+MODELS = ["gpt-4o-mini", "gpt-test", "text-embedding-3-small"]
+EMBEDDING_DIMENSION = 8
+
+
+def streamed(item: dict[str, Any], *, pieces: int = 3, chunk_delay: float = 0.0) -> dict[str, Any]:
+    """A scripted reply, streamed as `pieces` content deltas `chunk_delay` seconds apart."""
+    return {**item, "pieces": pieces, "chunk_delay": chunk_delay}
+
+
+def fake_embedding(text: str) -> list[float]:
+    """A deterministic vector for `text` (equal texts, equal vectors)."""
+    seed = sum(text.encode()) % 101
+    return [((seed + 7 * i) % 13 - 6) / 6 for i in range(EMBEDDING_DIMENSION)]
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    size = max(1, -(-len(text) // max(1, pieces)))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _chunks(body: dict[str, Any], item: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The chat.completion.chunk objects of a reply, as OpenAI streams them."""
+    whole = _completion(body, item)
+    message = whole["choices"][0]["message"]
+    base = {
+        "id": whole["id"],
+        "object": "chat.completion.chunk",
+        "created": whole["created"],
+        "model": whole["model"],
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     chunks = [chunk({"role": "assistant", "content": ""})]
-    if item is not None and item.get("reasoning_content"):
-        chunks.append(chunk({"reasoning_content": item["reasoning_content"]}))
-    for piece in re.findall(r"\S+\s*|\s+", message.get("content") or ""):
+    if message.get("reasoning_content"):
+        chunks.append(chunk({"reasoning_content": message["reasoning_content"]}))
+    for piece in _split(message.get("content") or "", (item or {}).get("pieces", 3)):
         chunks.append(chunk({"content": piece}))
     for index, call in enumerate(message.get("tool_calls") or []):
-        chunks.append(chunk({"tool_calls": [{"index": index, **call}]}))
-    chunks.append(chunk({}, completion["choices"][0]["finish_reason"]))
-    chunks.append({**base, "choices": [], "usage": completion["usage"]})
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": arguments[:half]},
+                        }
+                    ]
+                }
+            )
+        )
+        chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}))
+    chunks.append(chunk({}, whole["choices"][0]["finish_reason"]))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": whole["usage"]})
     return chunks
-
-
-def _stream(
-    body: dict[str, Any], completion: dict[str, Any], item: dict[str, Any] | None
-) -> StreamingResponse:
-    pause = float((item or {}).get("stream_pause", 0))
-    stamp = bool((item or {}).get("stamp"))
-
-    async def events() -> Any:
-        sent_text = False
-        for data in _chunks(body, completion, item):
-            delta = data["choices"][0]["delta"] if data["choices"] else {}
-            if delta.get("content") and not sent_text:
-                if stamp:
-                    # The send time of the first token, for latency measurements in other processes.
-                    delta["content"] = f"@{time.time():.6f} " + delta["content"]
-                yield f"data: {json.dumps(data)}\n\n"
-                sent_text = True
-                if pause:
-                    await asyncio.sleep(pause)
-                continue
-            yield f"data: {json.dumps(data)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
@@ -207,7 +227,7 @@ def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, 
 def build_app(state: _State) -> Starlette:
     """The fake's HTTP app."""
 
-    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+    async def chat(request: Request) -> Response:
         body = await request.json()
         with state.lock:
             if state.record:
@@ -229,8 +249,73 @@ def build_app(state: _State) -> Starlette:
                 {"error": item["error"]}, status_code=item["status"], headers=item.get("headers")
             )
         if body.get("stream"):
-            return _stream(body, _completion(body, item), item)
+            return _stream(body, item)
         return JSONResponse(_completion(body, item))
+
+    def _stream(body: dict[str, Any], item: dict[str, Any] | None) -> StreamingResponse:
+        chunks = _chunks(body, item)
+        delay = (item or {}).get("chunk_delay", 0.0)
+        # `stamp`: the first text delta starts with its send time (latency measurements across
+        # processes); `stream_pause`: a pause after it, so the first delta never rides on the rest.
+        stamp = bool((item or {}).get("stamp"))
+        pause = float((item or {}).get("stream_pause", 0.0))
+
+        async def send() -> Any:
+            finished = False
+            first_text = True
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0]["delta"] if chunk["choices"] else {}
+                    is_first_text = bool(delta.get("content")) and first_text
+                    if is_first_text and stamp:
+                        delta["content"] = f"@{time.time():.6f} " + delta["content"]
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    if is_first_text:
+                        first_text = False
+                        if pause:
+                            await asyncio.sleep(pause)
+                    if delay:
+                        await asyncio.sleep(delay)
+                yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                with state.lock:
+                    if finished:
+                        state.finished_streams += 1
+                    else:
+                        state.abandoned_streams += 1
+
+        return StreamingResponse(send(), media_type="text/event-stream")
+
+    async def embeddings(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            if state.record:
+                state.requests.append(
+                    {"body": body, "headers": dict(request.headers), "path": "/v1/embeddings"}
+                )
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return JSONResponse(
+            {
+                "object": "list",
+                "model": body.get("model", "fake"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": fake_embedding(text)}
+                    for i, text in enumerate(texts)
+                ],
+                "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0},
+            }
+        )
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in MODELS
+                ],
+            }
+        )
 
     async def script(request: Request) -> JSONResponse:
         items = (await request.json())["responses"]
@@ -253,6 +338,8 @@ def build_app(state: _State) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
             Route("/_fake/script", script, methods=["POST"]),
             Route("/_fake/requests", requests, methods=["GET"]),
             Route("/_fake/requests", reset, methods=["DELETE"]),
@@ -300,13 +387,34 @@ class FakeProvider:
     def requests(self) -> list[dict[str, Any]]:
         """The chat requests received (JSON bodies), oldest first."""
         with self._state.lock:
-            return [r["body"] for r in self._state.requests]
+            return [r["body"] for r in self._state.requests if r.get("path") is None]
+
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """The embedding requests received (JSON bodies), oldest first."""
+        with self._state.lock:
+            return [r["body"] for r in self._state.requests if r.get("path") == "/v1/embeddings"]
+
+    def stream_counts(self) -> tuple[int, int]:
+        """Streams sent whole and streams the client abandoned, since the last reset."""
+        with self._state.lock:
+            return self._state.finished_streams, self._state.abandoned_streams
+
+    def wait_for_abandoned_stream(self, timeout: float = 5.0) -> bool:
+        """Whether a stream gets abandoned by its client within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stream_counts()[1]:
+                return True
+            time.sleep(0.01)
+        return False
 
     def reset(self) -> None:
         """Forgets the script, the recorded requests, fixed replies and the context limit."""
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
+            self._state.abandoned_streams = 0
+            self._state.finished_streams = 0
             self._state.by_model.clear()
             self._state.context_limit = 0
 

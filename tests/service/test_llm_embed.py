@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -18,6 +18,10 @@ from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from mnemo_core.server import start_server
 from mnemo_llm.app import build
 from mnemo_llm.settings import LlmSettings
+from tests.fakes.llm_provider import EMBEDDING_DIMENSION, FakeProvider, fake_embedding
+from tests.fakes.ollama_provider import FakeOllama
+from tests.fakes.ollama_provider import fake_embedding as ollama_embedding
+from tests.service.conftest import clean_environment, serving
 
 if TYPE_CHECKING:
     from mnemo.llm.v1.llm_pb2_grpc import LlmServiceAsyncStub as Llm
@@ -179,3 +183,88 @@ async def test_the_server_keeps_answering_while_it_embeds(served: tuple[Llm, int
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert not slow.done()
     assert len((await slow).embeddings) == 16
+
+
+# --- embeddings of configured providers ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ollama_fake() -> Iterator[FakeOllama]:
+    server = FakeOllama().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+async def with_providers(
+    tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider, ollama_fake: FakeOllama
+) -> AsyncIterator[Llm]:
+    """The llm-gateway with OpenAI, Ollama and Anthropic configured (each behind an address of a fake)."""
+    home = tmp_path_factory.mktemp("llm-embed-providers")
+    with clean_environment(home):
+        settings = LlmSettings(
+            home=home,
+            openai_base_url=fake_provider.base_url,
+            openai_api_key="sk-test",
+            ollama_base_url=ollama_fake.base_url,
+            anthropic_api_key="sk-ant",
+            anthropic_base_url="http://127.0.0.1:9",
+            provider_max_retries=0,
+            local_chat="off",
+        )
+    app = await build(settings)
+    async with serving(app) as served:
+        yield llm_pb2_grpc.LlmServiceStub(served.channel)
+
+
+async def test_openai_embeddings_are_fetched_when_the_model_names_openai(
+    with_providers: Llm, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+
+    response = await embed(with_providers, ["first text", "second"], model="openai/text-embedding-3-small")
+
+    assert response.model == "openai/text-embedding-3-small"
+    assert response.dimension == EMBEDDING_DIMENSION
+    np.testing.assert_allclose(
+        vectors(response), np.array([fake_embedding("first text"), fake_embedding("second")]), atol=1e-6
+    )
+    assert response.usage.prompt_tokens == 3
+    (sent,) = fake_provider.embedding_requests()
+    assert sent == {
+        "model": "text-embedding-3-small",
+        "input": ["first text", "second"],
+        "encoding_format": "float",
+    }
+
+
+async def test_ollama_embeddings_are_fetched_when_the_model_names_ollama(
+    with_providers: Llm, ollama_fake: FakeOllama
+) -> None:
+    response = await embed(with_providers, ["alpha beta"], model="ollama/nomic-embed-text")
+
+    assert response.model == "ollama/nomic-embed-text"
+    assert response.dimension == 768
+    np.testing.assert_allclose(vectors(response)[0], ollama_embedding("alpha beta", 768), atol=1e-6)
+
+
+async def test_an_unknown_ollama_embedding_model_is_not_found(with_providers: Llm) -> None:
+    with pytest.raises(NotFound) as caught:
+        await embed(with_providers, ["hello"], model="ollama/bge-huge")
+
+    assert caught.value.reason == "MODEL_NOT_FOUND"
+
+
+async def test_a_provider_without_embeddings_is_a_failed_precondition_naming_it(with_providers: Llm) -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        await embed(with_providers, ["hello"], model="anthropic/claude-sonnet-4-5")
+
+    assert caught.value.reason == "EMBEDDING_PROVIDER_NOT_CONFIGURED"
+    assert caught.value.metadata == {"provider": "anthropic"}
+
+
+async def test_the_local_model_stays_the_default_when_providers_are_configured(with_providers: Llm) -> None:
+    response = await embed(with_providers, ["hello"])
+
+    assert response.model == MODEL
+    assert response.dimension == 384

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +123,14 @@ async def test_a_missing_model_is_a_failed_precondition_not_a_crash(tmp_path: Pa
         broken.close()
 
     assert caught.value.reason == "EMBEDDING_MODEL_UNAVAILABLE"
+
+
+def test_vectors_match_the_sentence_transformers_reference_to_1e_4(model: MiniLM) -> None:
+    # Computed once with sentence-transformers + torch on CPU (see the fixture's "computed_with").
+    reference = json.loads((Path(__file__).parents[1] / "fixtures" / "minilm_reference.json").read_text())
+
+    got = model.encode(reference["sentences"]).vectors
+
+    expected = np.array(reference["vectors"], dtype=np.float32)
+    assert got.shape == expected.shape == (len(reference["sentences"]), DIMENSION)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

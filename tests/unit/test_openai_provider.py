@@ -335,3 +335,15 @@ def test_completion_without_choices_is_unavailable_bad_response() -> None:
         response_from(empty)
 
     assert failed.value.reason == "PROVIDER_BAD_RESPONSE"
+
+
+def test_openais_own_api_gets_max_completion_tokens_and_compatible_servers_max_tokens() -> None:
+    request = llm_pb2.ChatRequest(messages=conversation()[:1], max_tokens=50)
+
+    official = request_params("o3", request, official=True)
+    compatible = request_params("llama", request)
+
+    assert official["max_completion_tokens"] == 50
+    assert "max_tokens" not in official
+    assert compatible["max_tokens"] == 50
+    assert "max_completion_tokens" not in compatible

@@ -36,6 +36,7 @@ def server(
     )
     from mnemo_gateway.auth import api_key_file, ensure_api_key
     from mnemo_gateway.settings import GatewaySettings
+    from mnemo_llm.configuration import describe_providers
     from mnemo_llm.settings import LlmSettings
 
     settings = GatewaySettings()
@@ -58,10 +59,10 @@ def server(
         except (RuntimeError, TimeoutError) as exc:
             typer.echo(f"mnemo: {exc}", err=True)
             return 1
-        provider = (
-            f"openai-compatible at {llm.openai_base_url or 'https://api.openai.com/v1'}"
-            if llm.openai_api_key or llm.openai_base_url
-            else "none configured (set OPENAI_API_KEY, and MNEMO_OPENAI_BASE_URL for a compatible server)"
+        configured = describe_providers(llm)
+        provider = "\n               ".join(configured) or (
+            "none configured (set OPENAI_API_KEY, ANTHROPIC_API_KEY or MNEMO_OLLAMA_BASE_URL, "
+            "or `make run` to install the offline model)"
         )
         key_source = "MNEMO_API_KEY" if settings.api_key else str(api_key_file(settings))
         typer.echo(
@@ -83,6 +84,20 @@ def server(
         return await supervise(children)
 
     sys.exit(asyncio.run(run()))
+
+
+@app.command()
+def providers(
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing; only the exit code."),
+) -> None:
+    """List the model providers the configuration sets up; exit code 1 when there is none."""
+    from mnemo_llm.configuration import describe_providers
+    from mnemo_llm.settings import LlmSettings
+
+    configured = describe_providers(LlmSettings())
+    if not quiet:
+        typer.echo("\n".join(configured) if configured else "no model provider configured")
+    raise typer.Exit(0 if configured else 1)
 
 
 def main() -> None:

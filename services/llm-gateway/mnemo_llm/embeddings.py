@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 # The name of the bundled model, as the model part of "local/<model>".
 LOCAL_MODEL_NAME = "all-minilm-l6-v2"
+# Its vector dimension and longest input in tokens (as mnemo_llm.minilm, without loading NumPy for them).
+LOCAL_DIMENSION = 384
+LOCAL_MAX_TOKENS = 256
 
 
 class LocalEmbedder:

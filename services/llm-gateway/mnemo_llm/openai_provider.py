@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai import AsyncStream
 from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -14,6 +14,20 @@ from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.validation import invalid
+from mnemo_llm.providers import (
+    PROVIDER_BAD_RESPONSE,
+    EmbeddingResult,
+    ReplyBuilder,
+    ReportedModel,
+    completed_event,
+    content_event,
+    reasoning_event,
+    status_error,
+    timeout_error,
+    tool_call_event,
+    tool_parameters,
+    unreachable_error,
+)
 
 _ROLES = {
     llm_pb2.CHAT_ROLE_SYSTEM: "system",
@@ -27,14 +41,13 @@ _TOOL_CHOICES = {
     llm_pb2.TOOL_CHOICE_REQUIRED: "required",
     llm_pb2.TOOL_CHOICE_NONE: "none",
 }
-_FINISH = {
+FINISH_REASONS = {
     "stop": llm_pb2.FINISH_REASON_STOP,
     "tool_calls": llm_pb2.FINISH_REASON_TOOL_CALLS,
     "function_call": llm_pb2.FINISH_REASON_TOOL_CALLS,
     "length": llm_pb2.FINISH_REASON_LENGTH,
     "content_filter": llm_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-_OVERFLOW_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
 
 
 def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
@@ -56,18 +69,22 @@ def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
 
 
 def _tool(tool: llm_pb2.ToolSchema, index: int) -> dict[str, Any]:
-    try:
-        parameters = json.loads(tool.parameters_json) if tool.parameters_json else {"type": "object"}
-    except json.JSONDecodeError as exc:
-        raise invalid(f"tools[{index}].parameters_json", f"is not JSON: {exc}") from exc
     return {
         "type": "function",
-        "function": {"name": tool.name, "description": tool.description, "parameters": parameters},
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool_parameters(tool, index),
+        },
     }
 
 
-def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
-    """The chat-completions parameters for a chat request."""
+def request_params(model: str, request: llm_pb2.ChatRequest, *, official: bool = False) -> dict[str, Any]:
+    """The chat-completions parameters for a chat request.
+
+    `official`: OpenAI's own API, which wants `max_completion_tokens` (its reasoning models refuse
+    `max_tokens`); compatible servers get the `max_tokens` they all understand.
+    """
     params: dict[str, Any] = {
         "model": model,
         "messages": [_message(m, i) for i, m in enumerate(request.messages)],
@@ -79,46 +96,44 @@ def request_params(model: str, request: llm_pb2.ChatRequest) -> dict[str, Any]:
     if request.HasField("temperature"):
         params["temperature"] = request.temperature
     if request.max_tokens:
-        params["max_tokens"] = request.max_tokens
+        params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
     return params
 
 
-def map_error(exc: openai.OpenAIError) -> errors.MnemoError:
+def map_error(exc: openai.OpenAIError, time_budget: float = 0.0) -> errors.MnemoError:
     """The domain error for a provider failure, keeping the provider's own message."""
     text = str(getattr(exc, "message", None) or exc)
-    detail = f"provider error: {text}"
     if isinstance(exc, openai.APITimeoutError):
-        return errors.DeadlineExceeded(detail, reason="PROVIDER_TIMEOUT")
+        return (
+            timeout_error(time_budget)
+            if time_budget
+            else errors.DeadlineExceeded(f"provider error: {text}", reason="PROVIDER_TIMEOUT")
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return errors.Unavailable(detail, reason="PROVIDER_UNAVAILABLE")
-    if isinstance(exc, openai.AuthenticationError):
-        return errors.PermissionDenied(detail, reason="PROVIDER_AUTH_FAILED")
-    if isinstance(exc, openai.PermissionDeniedError):
-        return errors.PermissionDenied(detail, reason="PROVIDER_PERMISSION_DENIED")
-    if isinstance(exc, openai.NotFoundError):
-        return errors.NotFound(detail, reason="MODEL_NOT_FOUND")
-    if isinstance(exc, openai.RateLimitError):
-        return errors.ResourceExhausted(detail, reason="PROVIDER_RATE_LIMITED")
-    if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+        return unreachable_error(text)
+    if isinstance(exc, openai.APIStatusError):
         code = str(getattr(exc, "code", "") or "")
-        if code == "context_length_exceeded" or any(m in text.lower() for m in _OVERFLOW_MARKERS):
-            return errors.InvalidArgument(detail, reason="CONTEXT_WINDOW_EXCEEDED")
-        return errors.InvalidArgument(detail, reason="PROVIDER_BAD_REQUEST")
-    return errors.Unavailable(detail, reason="PROVIDER_UNAVAILABLE")
+        return status_error(exc.status_code, text, code=code, headers=exc.response.headers)
+    return unreachable_error(text)
+
+
+def _reasoning_of(extra: dict[str, Any] | None) -> str:
+    if not extra:
+        return ""
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+    return reasoning if isinstance(reasoning, str) else ""
 
 
 def response_from(completion: Any) -> llm_pb2.ChatResponse:
     """The chat response for a chat-completions result."""
     if not completion.choices:
-        raise errors.Unavailable("provider returned no choices", reason="PROVIDER_BAD_RESPONSE")
+        raise errors.Unavailable("provider returned no choices", reason=PROVIDER_BAD_RESPONSE)
     choice = completion.choices[0]
     message = choice.message
-    extra = message.model_extra or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
     reply = llm_pb2.ChatMessage(
         role=llm_pb2.CHAT_ROLE_ASSISTANT,
         content=message.content or "",
-        reasoning=reasoning if isinstance(reasoning, str) else "",
+        reasoning=_reasoning_of(message.model_extra),
         tool_calls=[
             message_pb2.ToolCall(
                 id=call.id, name=call.function.name, arguments=call.function.arguments or "{}"
@@ -135,21 +150,69 @@ def response_from(completion: Any) -> llm_pb2.ChatResponse:
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             total_tokens=getattr(usage, "total_tokens", 0) or 0,
         ),
-        finish_reason=_FINISH.get(choice.finish_reason or "", llm_pb2.FINISH_REASON_UNSPECIFIED),
+        finish_reason=FINISH_REASONS.get(choice.finish_reason or "", llm_pb2.FINISH_REASON_UNSPECIFIED),
         model=completion.model or "",
     )
+
+
+async def stream_events(
+    chunks: AsyncIterator[ChatCompletionChunk],
+) -> AsyncIterator[llm_pb2.StreamChatResponse]:
+    """Stream events for chat-completions chunks: deltas at once, each tool call once it is complete."""
+    reply = ReplyBuilder()
+    current_call: int | None = None
+    async for chunk in chunks:
+        if chunk.model:
+            reply.model = chunk.model
+        if chunk.usage is not None:
+            reply.prompt_tokens = chunk.usage.prompt_tokens or 0
+            reply.completion_tokens = chunk.usage.completion_tokens or 0
+        for choice in chunk.choices[:1]:
+            delta = choice.delta
+            reasoning = _reasoning_of(delta.model_extra)
+            if reasoning:
+                reply.reasoning.append(reasoning)
+                yield reasoning_event(reasoning)
+            if delta.content:
+                reply.content.append(delta.content)
+                yield content_event(delta.content)
+            for fragment in delta.tool_calls or []:
+                # Calls arrive one after another: a new index means the previous call is complete.
+                if current_call is not None and fragment.index != current_call:
+                    done = reply.complete_call(current_call)
+                    if done is not None:
+                        yield tool_call_event(done)
+                current_call = fragment.index
+                function = fragment.function
+                reply.call_fragment(
+                    fragment.index,
+                    id=fragment.id or "",
+                    name=(function.name or "") if function else "",
+                    arguments=(function.arguments or "") if function else "",
+                )
+            if choice.finish_reason:
+                reply.finish_reason = FINISH_REASONS.get(
+                    choice.finish_reason, llm_pb2.FINISH_REASON_UNSPECIFIED
+                )
+                for done in reply.complete_all_calls():
+                    yield tool_call_event(done)
+    for done in reply.complete_all_calls():
+        yield tool_call_event(done)
+    yield completed_event(reply.response())
 
 
 class OpenAIProvider:
     """Chat completions against api.openai.com or any OpenAI-compatible base URL."""
 
-    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 0) -> None:
+        # Retries are the gateway's (mnemo_llm.resilience), so the SDK's own are off by default.
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, max_retries=max_retries)
+        self._official = not base_url or "api.openai.com" in base_url
 
     async def chat(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> llm_pb2.ChatResponse:
-        params = request_params(model, request)
+        params = request_params(model, request, official=self._official)
         try:
             # `chat.completions.create` first walks the params through the SDK's TypedDict transform, a
             # third of this service's CPU per call; our params are already the exact wire JSON.
@@ -160,75 +223,72 @@ class OpenAIProvider:
                 options=make_request_options(timeout=time_budget, security={"bearer_auth": True}),
             )
         except openai.OpenAIError as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, time_budget) from exc
         return response_from(completion)
 
-    async def stream_chat(
+    async def stream(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        """Streams one completion: text and reasoning deltas, each tool call once complete, the reply last."""
-        params = {**request_params(model, request), "stream": True, "stream_options": {"include_usage": True}}
-        content: list[str] = []
-        reasoning: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        finish = ""
-        usage = turn_pb2.Usage()
-        answered_by = ""
+        params = request_params(model, request, official=self._official)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
         try:
-            stream = await self._client.post(
+            chunks = await self._client.post(
                 "/chat/completions",
                 body=params,
                 cast_to=ChatCompletion,
                 stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                stream_cls=AsyncStream[ChatCompletionChunk],
                 options=make_request_options(timeout=time_budget, security={"bearer_auth": True}),
             )
-            async for chunk in stream:
-                answered_by = chunk.model or answered_by
-                if chunk.usage is not None:
-                    usage = turn_pb2.Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens or 0,
-                        completion_tokens=chunk.usage.completion_tokens or 0,
-                        total_tokens=chunk.usage.total_tokens or 0,
-                    )
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    finish = choice.finish_reason or finish
-                    if delta.content:
-                        content.append(delta.content)
-                        yield llm_pb2.StreamChatResponse(content_delta=delta.content)
-                    extra = delta.model_extra or {}
-                    thought = extra.get("reasoning_content") or extra.get("reasoning")
-                    if isinstance(thought, str) and thought:
-                        reasoning.append(thought)
-                        yield llm_pb2.StreamChatResponse(reasoning_delta=thought)
-                    for call in delta.tool_calls or []:
-                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = call.id or slot["id"]
-                        if call.function is not None:
-                            slot["name"] += call.function.name or ""
-                            slot["arguments"] += call.function.arguments or ""
         except openai.OpenAIError as exc:
-            raise map_error(exc) from exc
-        tool_calls = [
-            message_pb2.ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
-            for _, c in sorted(calls.items())
-        ]
-        for complete in tool_calls:
-            yield llm_pb2.StreamChatResponse(tool_call=complete)
-        reply = llm_pb2.ChatMessage(
-            role=llm_pb2.CHAT_ROLE_ASSISTANT,
-            content="".join(content),
-            reasoning="".join(reasoning),
-            tool_calls=tool_calls,
-        )
-        yield llm_pb2.StreamChatResponse(
-            completed=llm_pb2.ChatResponse(
-                message=reply,
-                usage=usage,
-                finish_reason=_FINISH.get(finish, llm_pb2.FINISH_REASON_UNSPECIFIED),
-                model=answered_by,
+            raise map_error(exc, time_budget) from exc
+        try:
+            async for event in stream_events(chunks):
+                yield event
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        finally:
+            # Also on cancellation: the HTTP response is closed, so the provider stops generating.
+            await chunks.close()
+
+    async def list_models(self, *, time_budget: float) -> list[ReportedModel]:
+        try:
+            page = await self._client.models.list(timeout=time_budget)
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        reported = []
+        for entry in page.data:
+            extra = entry.model_extra or {}
+            # OpenAI reports no window; vLLM says max_model_len, others context_length / context_window.
+            window = next(
+                (
+                    int(extra[key])
+                    for key in ("context_window", "context_length", "max_model_len")
+                    if isinstance(extra.get(key), int)
+                ),
+                0,
             )
+            kind = llm_pb2.MODEL_KIND_EMBEDDING if "embed" in entry.id.lower() else llm_pb2.MODEL_KIND_CHAT
+            reported.append(ReportedModel(model=entry.id, kind=kind, context_window=window))
+        return reported
+
+    async def embed(self, model: str, texts: Sequence[str], *, time_budget: float) -> EmbeddingResult:
+        try:
+            result = await self._client.embeddings.create(
+                model=model, input=list(texts), encoding_format="float", timeout=time_budget
+            )
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        rows = sorted(result.data, key=lambda item: item.index)
+        if len(rows) != len(texts):
+            raise errors.Unavailable(
+                f"provider returned {len(rows)} embeddings for {len(texts)} inputs",
+                reason=PROVIDER_BAD_RESPONSE,
+            )
+        return EmbeddingResult(
+            vectors=[list(row.embedding) for row in rows],
+            prompt_tokens=result.usage.prompt_tokens if result.usage else 0,
         )
 
     async def aclose(self) -> None:

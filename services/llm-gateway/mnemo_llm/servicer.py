@@ -23,8 +23,28 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
     async def StreamChat(
         self, request: llm_pb2.StreamChatRequest, context: Context
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        async for event in self._gateway.stream_chat(request.chat):
-            yield event
+        events = self._gateway.stream(request)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            # Runs when the caller cancels too: the provider's request is closed with it.
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def Embed(self, request: llm_pb2.EmbedRequest, context: Context) -> llm_pb2.EmbedResponse:
         return await self._gateway.embed(request)
+
+    async def CountTokens(
+        self, request: llm_pb2.CountTokensRequest, context: Context
+    ) -> llm_pb2.CountTokensResponse:
+        return await self._gateway.count_tokens(request)
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: Context
+    ) -> llm_pb2.ListModelsResponse:
+        return await self._gateway.list_models(request)
+
+    async def SummarizeUsage(
+        self, request: llm_pb2.SummarizeUsageRequest, context: Context
+    ) -> llm_pb2.SummarizeUsageResponse:
+        return await self._gateway.summarize_usage(request)

@@ -1,0 +1,107 @@
+"""A real HTTP server in a background thread whose replies tests script: the base of the provider fakes.
+
+Each fake speaks one provider's wire format; this part holds what they share: the queue of scripted
+replies, the recorded requests (bodies and headers), a count of streams the client abandoned, and the
+uvicorn thread. Test fixtures only: never runtime defaults.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from tests.fakes.llm_provider import free_port
+
+
+class ScriptState:
+    """Scripted replies, recorded requests and stream outcomes, shared with the server thread."""
+
+    def __init__(self) -> None:
+        self.script: deque[dict[str, Any]] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        # Streams the client closed before the fake had sent everything.
+        self.abandoned_streams = 0
+        self.finished_streams = 0
+
+    def record(self, request: Request, body: Any) -> None:
+        """Records a request to a route that is not scripted."""
+        with self.lock:
+            self.requests.append({"path": request.url.path, "body": body, "headers": dict(request.headers)})
+
+    async def take(self, request: Request, body: Any) -> dict[str, Any] | None:
+        """Records the request and returns the next scripted reply (None: the default one)."""
+        self.record(request, body)
+        with self.lock:
+            return self.script.popleft() if self.script else None
+
+    def stream_ended(self, *, finished: bool) -> None:
+        with self.lock:
+            if finished:
+                self.finished_streams += 1
+            else:
+                self.abandoned_streams += 1
+
+
+class ScriptedServer:
+    """Runs a fake's Starlette app on a free loopback port in a background thread."""
+
+    def __init__(self, build: Callable[[ScriptState], Starlette], port: int = 0) -> None:
+        self.port = port or free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.state = ScriptState()
+        config = uvicorn.Config(build(self.state), host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> ScriptedServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake provider did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    def script(self, *responses: dict[str, Any]) -> None:
+        """Queues replies; each request to a scripted route takes the next one."""
+        with self.state.lock:
+            self.state.script.extend(responses)
+
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        """The requests received (path, JSON body, headers), oldest first; only `path`'s when given."""
+        with self.state.lock:
+            return [dict(r) for r in self.state.requests if path is None or r["path"] == path]
+
+    def bodies(self, path: str) -> list[Any]:
+        """The JSON bodies of the requests to `path`, oldest first."""
+        return [r["body"] for r in self.requests(path)]
+
+    def reset(self) -> None:
+        """Forgets the script, the recorded requests and the stream counts."""
+        with self.state.lock:
+            self.state.script.clear()
+            self.state.requests.clear()
+            self.state.abandoned_streams = 0
+            self.state.finished_streams = 0
+
+    def wait_for_abandoned_stream(self, timeout: float = 5.0) -> bool:
+        """Whether a stream gets abandoned by its client within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.state.lock:
+                if self.state.abandoned_streams:
+                    return True
+            time.sleep(0.01)
+        return False
