@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from mnemo.supervisor import die_with_parent
 from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import API_KEY, mesh_env
 
@@ -110,14 +111,21 @@ def start_server(env: dict[str, str]) -> tuple[float, Server]:
     """Starts `mnemo server`; returns the seconds until it printed its ready banner."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mnemo.cli", "server"], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "mnemo.cli", "server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads yet; never outlive the benchmark
     )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("Press Ctrl-C"):
-            return time.perf_counter() - started, Server(
-                process, f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}"
-            )
+            ports = {
+                name: int(env[f"MNEMO_{name.upper()}_PORT"]) for name in ("agent", "memory", "tools", "llm")
+            }
+            ports["gateway"] = int(env["MNEMO_HTTP_PORT"])
+            url = f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}"
+            return time.perf_counter() - started, Server(process, url, ports)
     raise RuntimeError(f"mnemo server exited with {process.wait()}")
 
 
