@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from mnemo_core.errors import Unauthenticated
+from mnemo_core.errors import DeadlineExceeded, Unauthenticated
 
 ORG_KEY = "x-mnemo-org-id"
 USER_KEY = "x-mnemo-user-id"
@@ -65,3 +65,16 @@ def remaining_time() -> float | None:
     """Seconds left before the served RPC's deadline, or None when it has none."""
     deadline = _deadline.get()
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def call_timeout(timeout: float | None) -> float | None:
+    """The timeout of an outgoing call: never past the served RPC's deadline.
+
+    DEADLINE_EXCEEDED at once when that deadline has passed (grpc would not reliably refuse a zero timeout).
+    """
+    remaining = remaining_time()
+    if remaining is None:
+        return timeout
+    if remaining <= 0:
+        raise DeadlineExceeded("the caller's deadline has passed", reason="DEADLINE_EXCEEDED")
+    return remaining if timeout is None else min(timeout, remaining)

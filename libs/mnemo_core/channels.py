@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from mnemo_core.actor import remaining_time
+from mnemo_core.actor import call_timeout
 from mnemo_core.interceptors import StreamClientInterceptor, UnaryClientInterceptor, outgoing_metadata
 from mnemo_core.rpc_errors import from_rpc_error
 from mnemo_core.settings import MnemoSettings, ServiceName
@@ -36,13 +36,6 @@ def open_channel(address: str, *, internal_token: str | None = None) -> grpc.aio
     )
 
 
-def _timeout(timeout: float | None) -> float | None:
-    remaining = remaining_time()
-    if remaining is None:
-        return timeout
-    return remaining if timeout is None else min(timeout, remaining)
-
-
 class _UnaryMethod:
     """A unary-unary stub method that forwards actor and deadline and raises domain errors."""
 
@@ -58,7 +51,7 @@ class _UnaryMethod:
         try:
             return await self._call(
                 request,
-                timeout=_timeout(timeout),
+                timeout=call_timeout(timeout),
                 metadata=tuple(outgoing_metadata(self._token, metadata)),
                 **kwargs,
             )
@@ -80,7 +73,7 @@ class _StreamMethod:
     ) -> AsyncIterator[Any]:
         call = self._call(
             request,
-            timeout=_timeout(timeout),
+            timeout=call_timeout(timeout),
             metadata=tuple(outgoing_metadata(self._token, metadata)),
             **kwargs,
         )

@@ -18,8 +18,8 @@ from mnemo_core.actor import (
     USER_KEY,
     Actor,
     acting_as,
+    call_timeout,
     current_actor_or_none,
-    remaining_time,
 )
 from mnemo_core.rpc_errors import from_rpc_error, status_code_of, to_trailing_metadata
 
@@ -143,10 +143,7 @@ def outgoing_metadata(internal_token: str | None, extra: Any = None) -> list[tup
 def _call_details(
     details: grpc.aio.ClientCallDetails, internal_token: str | None
 ) -> grpc.aio.ClientCallDetails:
-    timeout = details.timeout
-    remaining = remaining_time()
-    if remaining is not None:
-        timeout = remaining if timeout is None else min(timeout, remaining)
+    timeout = call_timeout(details.timeout)
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=timeout,

@@ -81,3 +81,17 @@ def test_outgoing_metadata_forwards_the_current_actor_and_the_internal_token() -
 
 def test_outgoing_metadata_without_actor_or_token_carries_neither() -> None:
     assert outgoing_metadata(None) == []
+
+
+def test_an_outgoing_call_after_the_callers_deadline_fails_at_once() -> None:
+    from mnemo_core.actor import call_timeout
+    from mnemo_core.errors import DeadlineExceeded
+
+    with acting_as(Actor("org", "user"), deadline=time.monotonic() - 0.001), pytest.raises(DeadlineExceeded):
+        call_timeout(None)
+    with acting_as(Actor("org", "user"), deadline=time.monotonic() + 60):
+        assert call_timeout(5.0) == 5.0
+        timeout = call_timeout(None)
+        assert timeout is not None
+        assert 59 < timeout <= 60
+    assert call_timeout(7.0) == 7.0
