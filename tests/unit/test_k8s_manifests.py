@@ -100,9 +100,8 @@ def test_sqlite_overlay_gives_each_stateful_service_its_own_volume_and_one_write
         assert spec["replicas"] == 1
 
 
-def test_postgres_overlay_scales_the_stateless_services_but_not_the_agent_service() -> None:
+def test_postgres_overlay_scales_every_service_out() -> None:
     deployments = by_kind(render("postgres"), "Deployment")
 
-    assert deployments["mnemo-agent"]["spec"]["replicas"] == 1
-    for name in ("memory", "tools", "llm", "gateway"):
+    for name in ("agent", "memory", "tools", "llm", "gateway"):
         assert deployments[f"mnemo-{name}"]["spec"]["replicas"] == 2
