@@ -32,6 +32,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _ids = itertools.count(1)
+# Seconds an idle client connection stays open. Real providers keep connections for minutes; uvicorn's
+# default of 5 s makes a pooled connection race its own close when tests run with retries off.
+KEEP_ALIVE = 600
 
 
 def reply(
@@ -362,7 +365,13 @@ class FakeProvider:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._state = _State()
-        config = uvicorn.Config(build_app(self._state), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            build_app(self._state),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_keep_alive=KEEP_ALIVE,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -460,6 +469,7 @@ def main() -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE,
     )
 
 

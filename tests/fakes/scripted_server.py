@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from tests.fakes.llm_provider import free_port
+from tests.fakes.llm_provider import KEEP_ALIVE, free_port
 
 
 class ScriptState:
@@ -57,7 +57,13 @@ class ScriptedServer:
         self.port = port or free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self.state = ScriptState()
-        config = uvicorn.Config(build(self.state), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            build(self.state),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_keep_alive=KEEP_ALIVE,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
