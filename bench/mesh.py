@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from mnemo.supervisor import die_with_parent
 from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import API_KEY, mesh_env
 
@@ -115,7 +114,6 @@ def start_server(env: dict[str, str]) -> tuple[float, Server]:
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads yet; never outlive the benchmark
     )
     assert process.stdout is not None
     for line in process.stdout:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uvicorn
 
+from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
 from mnemo_gateway.app import create_app
 from mnemo_gateway.settings import GatewaySettings
 
 
 def main() -> None:
+    follow_parent()
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
     uvicorn.run(

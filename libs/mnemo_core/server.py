@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mnemo_core.interceptors import ServerInterceptor
+from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
 from mnemo_core.settings import ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
@@ -102,6 +103,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
 
 def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
     """Entry point of a service process: settings, logging, then `serve`."""
+    follow_parent()
     settings = settings_cls()
     configure_logging(settings.service, settings.log_level)
     asyncio.run(serve(settings, build))

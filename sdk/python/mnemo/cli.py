@@ -25,6 +25,9 @@ def server(
 ) -> None:
     """Start the whole mesh (agent, memory, tools, llm-gateway, REST gateway) on this machine."""
     started = time.monotonic()
+    from mnemo_core.lifecycle import follow_parent
+
+    follow_parent()
     from mnemo.supervisor import (
         Child,
         child_env,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import os
 import runpy
@@ -30,6 +29,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mnemo_core.lifecycle import as_child_of_this_process
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings
 
 MODULES = {
@@ -40,8 +40,6 @@ MODULES = {
     "gateway": "mnemo_gateway",
 }
 
-
-_PR_SET_PDEATHSIG = 1
 
 # What every service imports; loaded once before forking.
 PRELOAD = (
@@ -88,20 +86,11 @@ class Child:
     process: ServiceProcess
 
 
-def die_with_parent() -> None:
-    """Asks the kernel to SIGTERM this process when its parent dies, so no service outlives the supervisor."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 async def start_children(env: Mapping[str, str]) -> list[Child]:
     """Starts every service as a fresh interpreter (`python -m mnemo_<service>`)."""
     children = []
     for name, module in MODULES.items():
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=dict(env), preexec_fn=die_with_parent
-        )
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", module, env=dict(env))
         children.append(Child(name, process))
     return children
 
@@ -152,7 +141,6 @@ def _run_forked(module: str, env: Mapping[str, str]) -> None:
     """The body of a forked child: become the service, never return into the supervisor's code."""
     code = 1
     try:
-        die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         os.environ.clear()
@@ -257,8 +245,8 @@ async def supervise(children: list[Child]) -> int:
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the service processes."""
+    """The environment of the service processes: they die with this process (MNEMO_PARENT_PID)."""
     env = dict(os.environ)
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    return as_child_of_this_process(env)
