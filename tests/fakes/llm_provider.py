@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -31,10 +30,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.background import KEEP_ALIVE, BackgroundServer, free_port
+
 _ids = itertools.count(1)
-# Seconds an idle client connection stays open. Real providers keep connections for minutes; uvicorn's
-# default of 5 s makes a pooled connection race its own close when tests run with retries off.
-KEEP_ALIVE = 600
 
 
 def reply(
@@ -350,14 +348,6 @@ def build_app(state: _State) -> Starlette:
     )
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class FakeProvider:
     """Runs the fake in a background thread of the test process; `base_url` is its OpenAI base URL."""
 
@@ -365,28 +355,14 @@ class FakeProvider:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._state = _State()
-        config = uvicorn.Config(
-            build_app(self._state),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_keep_alive=KEEP_ALIVE,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._http = BackgroundServer(build_app(self._state), self.port)
 
     def start(self) -> FakeProvider:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake provider did not start")
-            time.sleep(0.01)
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def script(self, *responses: dict[str, Any]) -> None:
         """Queues replies; each chat request takes the next one."""

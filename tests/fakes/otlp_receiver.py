@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
-import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -16,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.llm_provider import free_port
+from tests.fakes.background import BackgroundServer, free_port
 
 
 @dataclass(frozen=True)
@@ -40,10 +38,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         app = Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._http = BackgroundServer(app, self.port)
 
     async def _traces(self, request: Request) -> Response:
         export = ExportTraceServiceRequest.FromString(await request.body())
@@ -68,17 +63,11 @@ class OtlpReceiver:
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
 
     def start(self) -> OtlpReceiver:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("OTLP receiver did not start")
-            time.sleep(0.01)
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:

@@ -13,11 +13,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from tests.fakes.llm_provider import KEEP_ALIVE, free_port
+from tests.fakes.background import BackgroundServer, free_port
 
 
 class ScriptState:
@@ -57,28 +56,14 @@ class ScriptedServer:
         self.port = port or free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self.state = ScriptState()
-        config = uvicorn.Config(
-            build(self.state),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_keep_alive=KEEP_ALIVE,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._http = BackgroundServer(build(self.state), self.port)
 
     def start(self) -> ScriptedServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake provider did not start")
-            time.sleep(0.01)
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def script(self, *responses: dict[str, Any]) -> None:
         """Queues replies; each request to a scripted route takes the next one."""

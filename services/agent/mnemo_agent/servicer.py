@@ -14,7 +14,7 @@ from mnemo_agent.runs import STOP_REASONS, Runs
 from mnemo_agent.tool_rules import ToolRules, check_rules
 from mnemo_agent.turns import AgentConfig, Delta, TurnResult, Turns
 from mnemo_core.actor import current_actor
-from mnemo_core.validation import invalid
+from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
 
 Context = Any
@@ -317,13 +317,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def UpdateAgent(
         self, request: agent_pb2.UpdateAgentRequest, context: Context
     ) -> agent_pb2.UpdateAgentResponse:
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise invalid("update_mask", "name at least one field to update")
-        unknown = [p for p in paths if p not in _MASK_FIELDS]
-        if unknown:
-            raise invalid("update_mask", f"cannot update {', '.join(unknown)}")
-        changes = {path: _MASK_FIELDS[path](request.agent) for path in paths}
+        changes = masked_changes(request.update_mask.paths, request.agent, _MASK_FIELDS)
         view = await self._agents.update(current_actor().org_id, request.agent.id, changes)
         return agent_pb2.UpdateAgentResponse(agent=agent_to_proto(view))
 

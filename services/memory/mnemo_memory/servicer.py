@@ -20,7 +20,7 @@ from mnemo.memory.v1 import (
     source_pb2_grpc,
 )
 from mnemo_core.actor import current_actor
-from mnemo_core.validation import invalid
+from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
 from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.blocks import Block, BlockSpec
@@ -123,13 +123,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
     async def UpdateBlock(
         self, request: block_pb2.UpdateBlockRequest, context: Context
     ) -> block_pb2.UpdateBlockResponse:
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise invalid("update_mask", "name at least one field to update")
-        unknown = [p for p in paths if p not in _MASK_FIELDS]
-        if unknown:
-            raise invalid("update_mask", f"cannot update {', '.join(unknown)}")
-        changes = {path: _MASK_FIELDS[path](request.block) for path in paths}
+        changes = masked_changes(request.update_mask.paths, request.block, _MASK_FIELDS)
         block = await self._core.update(current_actor().org_id, request.block.id, changes)
         return block_pb2.UpdateBlockResponse(block=block_to_proto(block))
 
@@ -479,13 +473,7 @@ class SourceServicer(source_pb2_grpc.SourceServiceServicer):
     async def UpdateSource(
         self, request: source_pb2.UpdateSourceRequest, context: Context
     ) -> source_pb2.UpdateSourceResponse:
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise invalid("update_mask", "name at least one field to update")
-        unknown = [p for p in paths if p not in _SOURCE_FIELDS]
-        if unknown:
-            raise invalid("update_mask", f"cannot update {', '.join(unknown)}")
-        changes = {path: _SOURCE_FIELDS[path](request.source) for path in paths}
+        changes = masked_changes(request.update_mask.paths, request.source, _SOURCE_FIELDS)
         source = await self._sources.update(current_actor().org_id, request.source.id, changes)
         return source_pb2.UpdateSourceResponse(source=source_to_proto(source))
 

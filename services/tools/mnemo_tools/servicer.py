@@ -8,7 +8,7 @@ from typing import Any
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
 from mnemo_core.actor import current_actor
-from mnemo_core.validation import invalid
+from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import to_timestamp
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.execution import ToolExecutor
@@ -134,13 +134,7 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
     async def UpdateTool(
         self, request: tool_pb2.UpdateToolRequest, context: Context
     ) -> tool_pb2.UpdateToolResponse:
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise invalid("update_mask", "name at least one field to update")
-        unknown = [p for p in paths if p not in _MASK_FIELDS]
-        if unknown:
-            raise invalid("update_mask", f"cannot update {', '.join(unknown)}")
-        changes = {path: _MASK_FIELDS[path](request.tool) for path in paths}
+        changes = masked_changes(request.update_mask.paths, request.tool, _MASK_FIELDS)
         row = await self._registry.update(current_actor().org_id, request.tool.id, changes)
         return tool_pb2.UpdateToolResponse(tool=tool_to_proto(row))
 
