@@ -14,7 +14,9 @@ import grpc
 import httpx
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
+from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
 from mnemo_core.actor import ORG_KEY, USER_KEY
+from mnemo_gateway.auth import DEFAULT_ACTOR
 from tests.fakes.llm_provider import FakeProvider, reply, tool_calls
 from tests.harness import RunningMesh
 
@@ -254,3 +256,18 @@ def test_mcp_servers_over_rest(api: httpx.Client) -> None:
     assert unreachable.json()["reason"] == "MCP_SERVER_UNREACHABLE"
     assert deleted.status_code == 204
     assert gone_tool.status_code == 404
+
+
+def test_deleting_an_agent_deletes_its_tool_secrets(api: httpx.Client, mesh: RunningMesh) -> None:
+    agent = create_agent(api)
+    env = api.patch(f"/v1/agents/{agent['id']}/tool-environment", json={"set": {"TOKEN": "s3cret"}})
+    assert env.json() == {"names": ["TOKEN"]}
+    metadata = ((ORG_KEY, DEFAULT_ACTOR.org_id), (USER_KEY, DEFAULT_ACTOR.user_id))
+
+    assert api.delete(f"/v1/agents/{agent['id']}").status_code == 204
+
+    with grpc.insecure_channel(mesh.address("tools")) as channel:
+        left = tool_pb2_grpc.ToolServiceStub(channel).GetToolEnvironment(
+            tool_pb2.GetToolEnvironmentRequest(agent_id=agent["id"]), metadata=metadata
+        )
+    assert list(left.names) == []

@@ -385,11 +385,22 @@ class Agents:
             self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
             self._mesh.passages.PurgeAgentPassages(passage_pb2.PurgeAgentPassagesRequest(agent_id=agent_id)),
             self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
+            self._forget_tool_environment(agent_id),
         )
         self._forget(agent_id)
         async with self._db.write() as session:
             await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))
         self._forget(agent_id)
+
+    async def _forget_tool_environment(self, agent_id: str) -> None:
+        # The agent's tool secrets live in the tools service; they must not outlive the agent.
+        names = (
+            await self._mesh.tools.GetToolEnvironment(tool_pb2.GetToolEnvironmentRequest(agent_id=agent_id))
+        ).names
+        if names:
+            await self._mesh.tools.UpdateToolEnvironment(
+                tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent_id, unset=list(names))
+            )
 
     async def attach_tool(self, org_id: str, agent_id: str, tool_id: str) -> AgentView:
         """Gives the agent a tool that exists (NOT_FOUND otherwise); attaching twice changes nothing."""
