@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, AgentTagRow
 from mnemo_agent.tool_rules import check_rules
-from mnemo_core.actor import Actor
+from mnemo_core.actor import Actor, current_actor
 from mnemo_core.db import Database
 from mnemo_core.errors import FieldViolation, InvalidArgument, MnemoError, NotFound
 from mnemo_core.ids import new_id, require_id
@@ -32,6 +33,8 @@ from mnemo_core.wire import utcnow
 log = logging.getLogger(__name__)
 
 ROW_CACHE_SIZE = 10_000
+# How long the ids of the built-in memory tools, fixed by the tools service, are reused between creates.
+BASE_TOOLS_TTL = 60.0
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/\S+$")
 AGENT_TYPES = ("standard", "voice", "sleeptime")
 UPDATABLE_FIELDS = frozenset(
@@ -141,6 +144,7 @@ class Agents:
         # this class invalidates on every change is exact. With Postgres (several replicas) every
         # turn reads the row.
         self._rows: OrderedDict[str, AgentRow] | None = OrderedDict() if db.is_sqlite else None
+        self._base_tools: dict[str, tuple[float, list[str]]] = {}
 
     @property
     def single_writer(self) -> bool:
@@ -274,10 +278,20 @@ class Agents:
         if ids:
             await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=ids))
         if include_base_tools:
-            base = await self._mesh.tools.ListTools(
-                tool_pb2.ListToolsRequest(tool_type=tool_pb2.TOOL_TYPE_MEMORY, page_size=1000)
-            )
-            ids += [tool.id for tool in base.tools if tool.id not in ids]
+            ids += [tool_id for tool_id in await self._base_tool_ids() if tool_id not in ids]
+        return ids
+
+    async def _base_tool_ids(self) -> list[str]:
+        """The built-in memory tools every agent gets, as the tools service lists them (cached briefly)."""
+        org_id = current_actor().org_id
+        cached = self._base_tools.get(org_id)
+        if cached is not None and time.monotonic() - cached[0] < BASE_TOOLS_TTL:
+            return cached[1]
+        base = await self._mesh.tools.ListTools(
+            tool_pb2.ListToolsRequest(tool_type=tool_pb2.TOOL_TYPE_MEMORY, page_size=1000)
+        )
+        ids = [tool.id for tool in base.tools]
+        self._base_tools[org_id] = (time.monotonic(), ids)
         return ids
 
     async def row(self, org_id: str, agent_id: str) -> AgentRow:
