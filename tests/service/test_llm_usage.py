@@ -3,6 +3,7 @@ and model in the gateway's own SQLite schema, and summed on request."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -146,3 +147,38 @@ async def test_an_organization_without_calls_has_no_usage_rows(tmp_path: Path, l
             )
 
     assert list(summary.summaries) == []
+
+
+async def test_a_stream_its_caller_abandons_is_recorded_with_estimated_tokens(
+    tmp_path: Path, llm: FakeProvider
+) -> None:
+    actor = new_actor()
+    llm.script(streamed(reply("one two three four five six seven eight"), pieces=8, chunk_delay=0.25))
+    request = llm_pb2.StreamChatRequest(chat=chat("agent-1"))
+    async with serving(await build(settings_for(tmp_path, llm))) as served:
+        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        with acting_as(actor):
+            call = stub.StreamChat(request)
+            async for event in call:
+                if event.HasField("content_delta"):
+                    break
+            call.cancel()
+            assert await asyncio.to_thread(llm.wait_for_abandoned_stream, 5.0)
+            prompt = await stub.CountTokens(llm_pb2.CountTokensRequest(chat=request.chat))
+            summaries: list[llm_pb2.UsageSummary] = []
+            for _ in range(100):
+                summaries = list((await stub.SummarizeUsage(llm_pb2.SummarizeUsageRequest())).summaries)
+                if summaries:
+                    break
+                await asyncio.sleep(0.05)
+
+    (summary,) = summaries
+    count, prompt_tokens, completion_tokens, _ = totals(summary)
+    assert (count, prompt_tokens) == (1, prompt.token_count)
+    # Only what was streamed before the caller left: at least the first word, not the whole reply.
+    assert 1 <= completion_tokens < 8
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'data' / 'llm.db'}")
+    with engine.connect() as connection:
+        operations = connection.execute(sa.text("SELECT operation FROM usage_entries")).scalars().all()
+    engine.dispose()
+    assert operations == ["chat_abandoned"]

@@ -25,7 +25,7 @@ from mnemo_llm.catalogue import Catalogue
 from mnemo_llm.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.providers import EmbeddingProvider, ModelName, Providers, ReportedModel
 from mnemo_llm.resilience import RetryPolicy
-from mnemo_llm.tokens import count_chat
+from mnemo_llm.tokens import count_chat, count_text
 from mnemo_llm.usage import UsageLedger, UsageQuery
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class LlmGateway:
         self._default_embedding_model = default_embedding_model
         self._catalogue = catalogue or Catalogue(providers.kinds, {})
         self._ledger = ledger
+        self._background: set[asyncio.Task[None]] = set()
 
     def _deadline(self) -> float | None:
         """The caller's monotonic deadline, if any; refuses at once when it has passed."""
@@ -93,14 +94,34 @@ class LlmGateway:
         deadline = self._deadline()
         events = self._retry.stream(deadline, lambda budget: provider.stream(model, chat, time_budget=budget))
         name = str(ModelName.parse(chat.model, "chat.model"))
+        streamed: list[str] = []  # what the provider sent before a caller went away
+        completed = False
         try:
             async for event in events:
                 if event.HasField("completed"):
+                    completed = True
                     self._record(name, "chat", chat.agent_id, event.completed.usage)
+                elif event.HasField("tool_call"):
+                    streamed += (event.tool_call.name, event.tool_call.arguments)
+                else:
+                    streamed.append(event.content_delta or event.reasoning_delta)
                 yield event
         finally:
             # Closing it closes the provider's request too, also when the caller went away.
             await events.aclose()  # type: ignore[attr-defined]
+            if streamed and not completed:
+                # The provider reports usage only at the end: an abandoned stream is recorded estimated.
+                task = asyncio.get_running_loop().create_task(self._record_abandoned(chat, "".join(streamed)))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _record_abandoned(self, chat: llm_pb2.ChatRequest, streamed: str) -> None:
+        model = ModelName.parse(chat.model, "chat.model")
+        kind = self._providers.kind_of(model.provider)
+        prompt = await asyncio.to_thread(count_chat, kind, model.model, chat)
+        completion = await asyncio.to_thread(count_text, kind, model.model, streamed)
+        if self._ledger is not None:
+            self._ledger.record(str(model), "chat_abandoned", chat.agent_id, prompt.tokens, completion)
 
     async def embed(self, request: llm_pb2.EmbedRequest) -> llm_pb2.EmbedResponse:
         """One embedding per input, in input order, from the requested (or default) embedding model."""
@@ -237,6 +258,7 @@ class LlmGateway:
         return llm_pb2.SummarizeUsageResponse(summaries=summaries)
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._ledger is not None:
             await self._ledger.aclose()
         await self._providers.aclose()
