@@ -168,3 +168,33 @@ async def test_a_background_run_interrupted_by_a_crash_is_finished_after_the_res
             await asyncio.sleep(0.05)
         assert run["status"] == "completed", run
         await check_consistent(client, agent["id"], "async fact", "finished after the restart")
+
+
+async def test_the_sleeptime_rhythm_survives_a_restart_of_the_agent_service(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        response = await client.post(
+            "/v1/agents",
+            json={
+                "name": "rhythm",
+                "model": "openai/m",
+                "sleeptime": {"enabled": True, "frequency": 2, "model": "openai/sleepy"},
+            },
+        )
+        assert response.status_code == 201, response.text
+        agent_id = response.json()["id"]
+        llm.reset()
+        llm.script(reply("first"))
+        assert (await send_until_served(client, agent_id, "one", f"rhythm-{uuid.uuid4()}")).status_code == 200
+        await asyncio.sleep(0.5)  # a due sleep-time turn would have started by now
+        assert [r["model"] for r in llm.requests()] == ["m"]
+
+        await kill(mesh, "agent")
+        await start(mesh, env, "agent")
+        llm.script(reply("second"), reply("memory in order"))
+        assert (await send_until_served(client, agent_id, "two", f"rhythm-{uuid.uuid4()}")).status_code == 200
+
+        await wait_for_requests(llm, 3)
+        assert [r["model"] for r in llm.requests()] == ["m", "m", "sleepy"]

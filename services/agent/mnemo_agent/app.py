@@ -41,7 +41,9 @@ class AgentApp:
             concurrency=settings.batch_concurrency,
             max_steps_limit=settings.max_steps_limit,
         )
-        self.sleeptime = Sleeptime(self.turns, mesh, default_frequency=settings.sleeptime_frequency)
+        self.sleeptime = Sleeptime(
+            self.turns, self.runs, mesh, default_frequency=settings.sleeptime_frequency
+        )
         self.turns.after_turn = self.sleeptime.after_turn
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:

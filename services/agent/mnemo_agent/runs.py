@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
@@ -290,6 +290,14 @@ class Runs:
         if row is None:
             raise _not_found(run_id)
         return row
+
+    async def completed_count(self, agent_id: str) -> int:
+        """How many turns of the agent completed (kept across restarts and shared by replicas)."""
+        async with self._db.read() as session:
+            count = await session.scalar(
+                select(func.count()).where(RunRow.agent_id == agent_id, RunRow.status == COMPLETED)
+            )
+        return int(count or 0)
 
     async def many(self, org_id: str, run_ids: Sequence[str]) -> builtins.list[RunRow]:
         """Runs by id, in the given order (unknown ids are skipped)."""
