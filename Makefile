@@ -49,6 +49,7 @@ run: install
 check: install $(BUF)
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+	scripts/buf_breaking.sh $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
