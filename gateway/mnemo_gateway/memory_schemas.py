@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mnemo_gateway.schemas import Message
+from mnemo_gateway.schemas import MAX_INT32, Message
 
 
 class _In(BaseModel):
@@ -22,7 +22,7 @@ class BlockCreateRequest(_In):
     )
     value: str = ""
     limit: int | None = Field(
-        default=None, ge=1, description="Character limit; template's or server default."
+        default=None, ge=1, le=MAX_INT32, description="Character limit; template's or server default."
     )
     description: str = ""
     read_only: bool = Field(default=False, description="Agents' memory tools cannot change it (the API can).")
@@ -38,7 +38,7 @@ class BlockUpdate(_In):
 
     label: str | None = None
     value: str | None = None
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=MAX_INT32)
     description: str | None = None
     read_only: bool | None = None
     metadata: dict[str, Any] | None = None

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The largest integer the gRPC messages behind these bodies carry (int32 fields).
+MAX_INT32 = 2**31 - 1
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -16,7 +19,9 @@ class LlmOptions(BaseModel):
     """Sampling options passed to the model on every step."""
 
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int = Field(default=0, ge=0, description="Longest reply per step; 0 = provider default.")
+    max_tokens: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="Longest reply per step; 0 = provider default."
+    )
     parallel_tool_calls: bool = False
 
 
@@ -25,7 +30,9 @@ class BlockCreate(_In):
 
     label: str = Field(description="Name of the block within the agent, e.g. 'human'.")
     value: str = ""
-    limit: int | None = Field(default=None, ge=1, description="Character limit; server default when unset.")
+    limit: int | None = Field(
+        default=None, ge=1, le=MAX_INT32, description="Character limit; server default when unset."
+    )
     description: str = ""
     read_only: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -57,14 +64,18 @@ class ToolRule(BaseModel):
             "the run stops (requires_approval) until the call is approved or denied."
         )
     )
-    max_calls: int = Field(default=0, ge=0, description="For max_calls rules: calls allowed per turn.")
+    max_calls: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="For max_calls rules: calls allowed per turn."
+    )
 
 
 class SleeptimeConfig(BaseModel):
     """A background agent that shares this agent's blocks and reorganises them between turns."""
 
     enabled: bool = False
-    frequency: int = Field(default=0, ge=0, description="Run after every this many turns; 0 = 5.")
+    frequency: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="Run after every this many turns; 0 = 5."
+    )
     model: str = Field(default="", description="Its model; empty uses the agent's model.")
 
 
@@ -82,8 +93,8 @@ class AgentCreate(_In):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     embedding_model: str = ""
-    context_window: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=0, ge=0)
+    context_window: int = Field(default=0, ge=0, le=MAX_INT32)
+    max_steps: int = Field(default=0, ge=0, le=MAX_INT32)
     agent_type: Literal["standard", "voice", "sleeptime"] = "standard"
     llm_options: LlmOptions = Field(default_factory=LlmOptions)
     tool_rules: list[ToolRule] = Field(default_factory=list)
@@ -141,7 +152,9 @@ class SendMessageRequest(_In):
     """The body of a send-message request."""
 
     messages: list[MessageCreate] = Field(min_length=1)
-    max_steps: int = Field(default=0, ge=0, description="Most steps for this turn; 0 = the agent's setting.")
+    max_steps: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="Most steps for this turn; 0 = the agent's setting."
+    )
     stream_tokens: bool = Field(
         default=False, description="Streaming only: also send the model's text as it is generated."
     )
@@ -308,8 +321,8 @@ class EphemeralAgent(_In):
     tool_ids: list[str] = Field(default_factory=list)
     tool_rules: list[ToolRule] = Field(default_factory=list)
     llm_options: LlmOptions = Field(default_factory=LlmOptions)
-    context_window: int = Field(default=0, ge=0)
-    max_steps: int = Field(default=0, ge=0)
+    context_window: int = Field(default=0, ge=0, le=MAX_INT32)
+    max_steps: int = Field(default=0, ge=0, le=MAX_INT32)
 
 
 class EphemeralRequest(_In):
@@ -319,7 +332,7 @@ class EphemeralRequest(_In):
     memory_blocks: list[BlockCreate] = Field(default_factory=list, description="Core memory (read-only).")
     context: list[ContextMessage] = Field(default_factory=list)
     messages: list[MessageCreate] = Field(min_length=1)
-    max_steps: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=0, ge=0, le=MAX_INT32)
 
 
 class EphemeralResponse(BaseModel):
@@ -348,7 +361,7 @@ class BatchTurn(_In):
 
     agent_id: str
     messages: list[MessageCreate] = Field(min_length=1)
-    max_steps: int = Field(default=0, ge=0)
+    max_steps: int = Field(default=0, ge=0, le=MAX_INT32)
 
 
 class BatchCreate(_In):

@@ -170,17 +170,16 @@ async def test_unreachable_server_is_unavailable_and_nothing_is_stored(mcp: Mcp,
                     )
                 )
             )
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable) as exits:
+            # It starts, but is no MCP server: it exits at once.
             await mcp.CreateMcpServer(
                 mcp_pb2.CreateMcpServerRequest(
-                    server=mcp_pb2.McpServer(
-                        name="missing", stdio=mcp_pb2.StdioTransport(command="/nonexistent/mcp-server")
-                    )
+                    server=mcp_pb2.McpServer(name="exits", stdio=mcp_pb2.StdioTransport(command="true"))
                 )
             )
         listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
 
-    assert down.value.reason == "MCP_SERVER_UNREACHABLE"
+    assert down.value.reason == exits.value.reason == "MCP_SERVER_UNREACHABLE"
     assert list(listed.servers) == []
 
 
@@ -213,6 +212,18 @@ async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor)
         (
             mcp_pb2.McpServer(name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command="x")),
             "server.tool_prefix",
+        ),
+        (
+            mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="/nonexistent/mcp-server")),
+            "server.stdio.command",
+        ),
+        (
+            mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="no-such-mcp-server")),
+            "server.stdio.command",
+        ),
+        (
+            mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="python3", cwd="/nonexistent")),
+            "server.stdio.cwd",
         ),
     ],
 )

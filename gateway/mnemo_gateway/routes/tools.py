@@ -62,11 +62,13 @@ class ToolCreate(_In):
 
     source_code: str = Field(description="Python source defining exactly one public function.")
     tags: list[str] = Field(default_factory=list)
-    return_char_limit: int = Field(default=0, ge=0, description="0 = the server default.")
+    return_char_limit: int = Field(
+        default=0, ge=0, le=schemas.MAX_INT32, description="0 = the server default."
+    )
     pip_requirements: list[str] = Field(
         default_factory=list, description="e.g. ['humanize==4.9.0'] (wheels only)."
     )
-    timeout_seconds: int = Field(default=0, ge=0, description="0 = the server default.")
+    timeout_seconds: int = Field(default=0, ge=0, le=schemas.MAX_INT32, description="0 = the server default.")
 
 
 class ToolUpdate(_In):
@@ -74,9 +76,9 @@ class ToolUpdate(_In):
 
     source_code: str | None = None
     tags: list[str] | None = None
-    return_char_limit: int | None = Field(default=None, ge=0)
+    return_char_limit: int | None = Field(default=None, ge=0, le=schemas.MAX_INT32)
     pip_requirements: list[str] | None = None
-    timeout_seconds: int | None = Field(default=None, ge=0)
+    timeout_seconds: int | None = Field(default=None, ge=0, le=schemas.MAX_INT32)
 
 
 class ToolRun(_In):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -99,6 +101,13 @@ class McpServers:
             if len(spec.args) > 100 or any("\x00" in a or len(a) > 4096 for a in spec.args):
                 raise invalid("server.stdio.args", "at most 100 arguments of at most 4096 characters")
             check_text(spec.cwd, "server.stdio.cwd", max_chars=4096)
+            if spec.cwd and not os.path.isdir(spec.cwd):
+                raise invalid("server.stdio.cwd", "no such directory on the tools service's host")
+            if not _executable(spec.command, spec.cwd, spec.secrets.get("PATH")):
+                raise invalid(
+                    "server.stdio.command",
+                    "no such executable on the tools service's host (a name on its PATH or a path to a file)",
+                )
             for name, value in spec.secrets.items():
                 if not ENV_NAME.match(name) or "\x00" in value:
                     raise invalid(
@@ -316,3 +325,12 @@ def _parameters(schema: Mapping[str, object]) -> dict[str, object]:
     parameters.setdefault("properties", {})
     parameters.pop("title", None)
     return parameters
+
+
+def _executable(command: str, cwd: str, path: str | None) -> bool:
+    """Whether the tools service could start `command` the way the MCP client does (PATH lookup for a
+    bare name, a file relative to `cwd` otherwise)."""
+    if "/" not in command:
+        return shutil.which(command, path=path) is not None
+    file = command if os.path.isabs(command) or not cwd else os.path.join(cwd, command)
+    return os.path.isfile(file) and os.access(file, os.X_OK)
