@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -37,11 +38,24 @@ def otlp() -> Iterator[OtlpReceiver]:
 async def mesh(
     tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider, otlp: OtlpReceiver
 ) -> AsyncIterator[RunningMesh]:
-    """The five mesh processes on SQLite, talking to the fake provider and exporting traces."""
+    """The five mesh processes on SQLite, talking to the fake provider and exporting traces.
+
+    The fake is reached as "openai" (with the Batches API, polled every 50 ms) and as "plain", an
+    OpenAI-compatible server without a batch API.
+    """
     env = mesh_env(
         tmp_path_factory.mktemp("mesh"),
         provider_url=fake_provider.base_url,
-        extra={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        extra={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "MNEMO_OPENAI_BATCH": "true",
+            "MNEMO_LLM_PROVIDERS": json.dumps(
+                {"plain": {"kind": "openai", "base_url": fake_provider.base_url}}
+            ),
+            "MNEMO_BATCH_COLLECT_WINDOW": "0.3",
+            "MNEMO_BATCH_POLL_INTERVAL": "0.05",
+        },
     )
     async with running_mesh(env) as running:
         yield running

@@ -258,9 +258,19 @@ def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
     return schemas.Batch(
         id=batch.id,
         status="completed" if batch.status == batch_pb2.BATCH_STATUS_COMPLETED else "running",
+        mode="provider" if batch.mode == batch_pb2.BATCH_MODE_PROVIDER else "concurrent",
         runs=[run_out(run) for run in batch.runs],
         created_at=_time(batch.create_time, batch.HasField("create_time")),
+        chat_batch_ids=list(batch.chat_batch_ids),
+        provider_round_count=batch.provider_round_count,
     )
+
+
+BATCH_MODES = {
+    "auto": batch_pb2.BATCH_MODE_AUTO,
+    "concurrent": batch_pb2.BATCH_MODE_CONCURRENT,
+    "provider": batch_pb2.BATCH_MODE_PROVIDER,
+}
 
 
 def _context_item(message: schemas.ContextMessage) -> list[message_pb2.Message]:

@@ -84,3 +84,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.MnemoError:
     if code == grpc.StatusCode.UNAVAILABLE and reason is None:
         reason = "SERVICE_UNAVAILABLE"
     return cls(message, reason=reason, metadata=metadata, violations=violations)
+
+
+def from_status(code: int, message: str, reason: str = "") -> errors.MnemoError:
+    """The domain error for a status code (google.rpc.Code value), message and ErrorInfo reason."""
+    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    cls = _ERRORS.get(status, errors.Internal if status == grpc.StatusCode.UNKNOWN else errors.Unavailable)
+    return cls(message or status.name, reason=reason or None)

@@ -27,8 +27,16 @@ REPEAT = int(os.environ.get("MNEMO_KILL_REPEAT", "1"))
 async def crash_mesh(
     tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider
 ) -> AsyncIterator[tuple[RunningMesh, dict[str, str]]]:
-    """A mesh of its own, since its processes get killed."""
-    env = mesh_env(tmp_path_factory.mktemp("crash"), provider_url=fake_provider.base_url)
+    """A mesh of its own, since its processes get killed (the fake has the Batches API, polled often)."""
+    env = mesh_env(
+        tmp_path_factory.mktemp("crash"),
+        provider_url=fake_provider.base_url,
+        extra={
+            "MNEMO_OPENAI_BATCH": "true",
+            "MNEMO_BATCH_POLL_INTERVAL": "0.05",
+            "MNEMO_BATCH_COLLECT_WINDOW": "0.3",
+        },
+    )
     async with running_mesh(env) as mesh:
         yield mesh, env
 
@@ -198,3 +206,50 @@ async def test_the_sleeptime_rhythm_survives_a_restart_of_the_agent_service(
 
         await wait_for_requests(llm, 3)
         assert [r["model"] for r in llm.requests()] == ["m", "m", "sleepy"]
+
+
+async def test_a_provider_batch_polls_its_submitted_round_again_after_the_agent_service_is_killed(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    # The provider takes 60 polls (3 s) to answer: long enough to kill and restart in between.
+    llm.complete_batches_after(60)
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=30) as client:
+        agents = [await create(client), await create(client)]
+        created = await client.post(
+            "/v1/batches",
+            json={
+                "mode": "provider",
+                "turns": [{"agent_id": a["id"], "messages": [{"content": "hello"}]} for a in agents],
+            },
+        )
+        assert created.status_code == 202, created.text
+        batch_id = created.json()["id"]
+        for _ in range(200):
+            waiting = (await client.get(f"/v1/batches/{batch_id}")).json()["chat_batch_ids"]
+            if waiting:
+                break
+            await asyncio.sleep(0.025)
+        assert waiting, "the round was never submitted"
+
+        await kill(mesh, "agent")
+        await start(mesh, env, "agent")
+
+        for _ in range(400):
+            batch = (await client.get(f"/v1/batches/{batch_id}")).json()
+            if batch["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        histories = [(await client.get(f"/v1/agents/{a['id']}/messages")).json() for a in agents]
+
+    assert batch["status"] == "completed"
+    assert [r["status"] for r in batch["runs"]] == ["completed", "completed"]
+    assert batch["chat_batch_ids"] == []
+    # The restarted service polled the round it found on the batch's record instead of submitting again.
+    assert len(llm.batches()) == 1
+    assert llm.uploads() == [{"purpose": "batch", "lines": 2}]
+    for history in histories:
+        assert [(m["message_type"], m.get("content")) for m in history] == [
+            ("user_message", "hello"),
+            ("assistant_message", "ok"),
+        ]

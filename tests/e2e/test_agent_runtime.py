@@ -639,6 +639,101 @@ def test_batch_runs_every_turn_in_the_background_in_order_per_agent(
     assert contents == ["a1", "ok", "a2", "ok"]
 
 
+def test_provider_batch_gathers_every_turns_model_calls_into_provider_batches_one_round_per_step(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agents = [create_agent(api) for _ in range(3)]
+    # Round one answers the three first steps (in the order the turns asked); whoever gets the tool
+    # call saves to core memory and asks again in round two.
+    llm.script(
+        tool_call(
+            "core_memory_append",
+            {"label": "human", "content": "Likes tea."},
+            prompt_tokens=50,
+            completion_tokens=5,
+        ),
+        reply("Hello two.", prompt_tokens=40, completion_tokens=3),
+        reply("Hello three.", prompt_tokens=40, completion_tokens=3),
+        reply("Saved: tea.", prompt_tokens=60, completion_tokens=4),
+    )
+
+    response = api.post(
+        "/v1/batches",
+        json={
+            "mode": "provider",
+            "turns": [
+                {"agent_id": a["id"], "messages": [{"content": f"hi {i}"}]} for i, a in enumerate(agents)
+            ],
+        },
+    )
+
+    assert response.status_code == 202, response.text
+    assert response.json()["mode"] == "provider"
+    batch_id = response.json()["id"]
+    batch = wait_for(lambda: (b := api.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b)
+    assert [r["status"] for r in batch["runs"]] == ["completed"] * 3
+    assert batch["provider_round_count"] == 2
+    assert batch["chat_batch_ids"] == []
+    # Two provider batches (three requests, then one), and not one ordinary chat call.
+    assert llm.uploads() == [{"purpose": "batch", "lines": 3}, {"purpose": "batch", "lines": 1}]
+    assert len(llm.batches()) == 2
+    assert llm.requests() == []
+    assert len(llm.batch_requests()) == 4
+    histories = {a["id"]: api.get(f"/v1/agents/{a['id']}/messages").json() for a in agents}
+    (saver,) = [a for a in agents if blocks_by_label(api, a["id"])["human"]["value"] == "Likes tea."]
+    assert [m["message_type"] for m in histories[saver["id"]]] == [
+        "user_message",
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
+    assert histories[saver["id"]][-1]["content"] == "Saved: tea."
+    # The second round carried the tool's return back to the model.
+    assert llm.batch_requests()[3]["messages"][-1]["role"] == "tool"
+    others = sorted(histories[a["id"]][-1]["content"] for a in agents if a is not saver)
+    assert others == ["Hello three.", "Hello two."]
+    runs = {r["agent_id"]: r for r in batch["runs"]}
+    assert runs[saver["id"]]["usage"]["step_count"] == 2
+    assert runs[saver["id"]]["usage"]["total_tokens"] == 55 + 64
+    ledger = api.get("/v1/usage", params={"group_by": "agent"}).json()
+    spent = {row["agent_id"]: row for row in ledger if row["agent_id"] in runs}
+    assert {a: row["total_tokens"] for a, row in spent.items()} == {
+        a: run["usage"]["total_tokens"] for a, run in runs.items()
+    }
+    assert sum(row["request_count"] for row in spent.values()) == 4
+
+
+def test_auto_batch_runs_concurrently_for_a_provider_without_a_batch_api(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    first, second = create_agent(api, model="plain/gpt-4o-mini"), create_agent(api, model="plain/gpt-4o-mini")
+
+    response = api.post(
+        "/v1/batches",
+        json={"turns": [{"agent_id": a["id"], "messages": [{"content": "hi"}]} for a in (first, second)]},
+    )
+    demanded = api.post(
+        "/v1/batches",
+        json={"mode": "provider", "turns": [{"agent_id": first["id"], "messages": [{"content": "hi"}]}]},
+    )
+    unknown = api.post(
+        "/v1/batches",
+        json={"mode": "sometimes", "turns": [{"agent_id": first["id"], "messages": [{"content": "hi"}]}]},
+    )
+
+    assert response.status_code == 202, response.text
+    assert response.json()["mode"] == "concurrent"
+    batch_id = response.json()["id"]
+    batch = wait_for(lambda: (b := api.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b)
+    assert [r["status"] for r in batch["runs"]] == ["completed"] * 2
+    assert batch["provider_round_count"] == 0
+    assert len(llm.requests()) == 2
+    assert llm.batches() == []
+    assert demanded.status_code == 400
+    assert demanded.json()["reason"] == "PROVIDER_BATCH_UNSUPPORTED"
+    assert unknown.status_code == 422
+
+
 def test_batch_with_an_unknown_agent_is_refused_whole(api: httpx.Client) -> None:
     agent = create_agent(api)
     response = api.post(

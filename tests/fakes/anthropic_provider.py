@@ -1,4 +1,6 @@
-"""A fake Anthropic messages API over real HTTP: /v1/messages (JSON and SSE streaming) and /v1/models.
+"""A fake Anthropic messages API over real HTTP: /v1/messages (JSON and SSE streaming), /v1/models and
+the Message Batches API (/v1/messages/batches: create, retrieve, cancel, JSONL results; a batch ends
+after `complete_batches_after` retrieves, its requests answered from the script like /v1/messages).
 
 Tests script replies (text, thinking, tool_use blocks, errors with headers, delays, pauses between stream
 events, an error event in the middle of a stream) and read back the requests and their headers. With
@@ -11,6 +13,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -209,8 +212,113 @@ def _events(body: dict[str, Any], item: dict[str, Any]) -> list[tuple[str, dict[
     return events
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _end_batch(state: ScriptState, batch: dict[str, Any], *, cancelled: bool) -> None:
+    """Answers (or, cancelled, drops) every request of a batch (caller holds the lock)."""
+    results = []
+    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    for entry in batch.pop("_requests"):
+        params = entry["params"]
+        if cancelled:
+            result: dict[str, Any] = {"type": "canceled"}
+            counts["canceled"] += 1
+        else:
+            state.requests.append({"path": "/v1/messages/batches/requests", "body": params, "headers": {}})
+            item = state.script.popleft() if state.script else reply("ok")
+            if item.get("status"):
+                result = {"type": "errored", "error": {"type": "error", "error": item["error"]}}
+                counts["errored"] += 1
+            else:
+                result = {"type": "succeeded", "message": _message(params, item)}
+                counts["succeeded"] += 1
+        results.append({"custom_id": entry["custom_id"], "result": result})
+    batch["_results"] = results
+    batch.update(processing_status="ended", request_counts=counts, ended_at=_iso(datetime.now(UTC)))
+    batch["results_url"] = f"{batch['_root']}/v1/messages/batches/{batch['id']}/results"
+
+
+def _batch_out(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
 def build_app(state: ScriptState) -> Starlette:
     """The fake's HTTP app."""
+
+    async def create_batch(request: Request) -> Response:
+        body = await request.json()
+        state.record(request, body)
+        requests = body.get("requests")
+        if not requests or not all(
+            r.get("custom_id") and r.get("params", {}).get("messages") for r in requests
+        ):
+            return JSONResponse(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": "bad batch"}}, 400
+            )
+        now = datetime.now(UTC)
+        with state.lock:
+            batch = {
+                "id": f"msgbatch_{next(_ids)}",
+                "type": "message_batch",
+                "processing_status": "in_progress",
+                "request_counts": {
+                    "processing": len(requests),
+                    "succeeded": 0,
+                    "errored": 0,
+                    "canceled": 0,
+                    "expired": 0,
+                },
+                "created_at": _iso(now),
+                "expires_at": _iso(now + timedelta(hours=24)),
+                "ended_at": None,
+                "cancel_initiated_at": None,
+                "archived_at": None,
+                "results_url": None,
+                "_requests": requests,
+                "_polls_left": state.batch_polls,
+                "_root": str(request.base_url).rstrip("/"),
+            }
+            state.batches[batch["id"]] = batch
+            return JSONResponse(_batch_out(batch))
+
+    async def retrieve_batch(request: Request) -> Response:
+        with state.lock:
+            batch = state.batches.get(request.path_params["batch_id"])
+            if batch is None:
+                return JSONResponse(
+                    {"type": "error", "error": {"type": "not_found_error", "message": "no batch"}}, 404
+                )
+            if batch["processing_status"] == "canceling":
+                _end_batch(state, batch, cancelled=True)
+            elif batch["processing_status"] == "in_progress":
+                if batch["_polls_left"] <= 0:
+                    _end_batch(state, batch, cancelled=False)
+                else:
+                    batch["_polls_left"] -= 1
+            return JSONResponse(_batch_out(batch))
+
+    async def cancel_batch(request: Request) -> Response:
+        with state.lock:
+            batch = state.batches.get(request.path_params["batch_id"])
+            if batch is None:
+                return JSONResponse(
+                    {"type": "error", "error": {"type": "not_found_error", "message": "no batch"}}, 404
+                )
+            if batch["processing_status"] == "in_progress":
+                batch.update(processing_status="canceling", cancel_initiated_at=_iso(datetime.now(UTC)))
+            return JSONResponse(_batch_out(batch))
+
+    async def batch_results(request: Request) -> Response:
+        with state.lock:
+            batch = state.batches.get(request.path_params["batch_id"])
+            if batch is None or "_results" not in batch:
+                return JSONResponse(
+                    {"type": "error", "error": {"type": "not_found_error", "message": "no results"}}, 404
+                )
+            lines = "".join(json.dumps(line) + "\n" for line in batch["_results"])
+        return Response(lines, media_type="application/binary")
 
     async def messages(request: Request) -> Response:
         body = await request.json()
@@ -260,6 +368,10 @@ def build_app(state: ScriptState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/messages/batches", create_batch, methods=["POST"]),
+            Route("/v1/messages/batches/{batch_id}", retrieve_batch, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+            Route("/v1/messages/batches/{batch_id}/results", batch_results, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
         ]
     )

@@ -7,6 +7,10 @@ Requests with `"stream": true` are answered as server-sent chunks (`pieces` text
 serves /v1/embeddings (deterministic vectors) and /v1/models. A model can be given a fixed reply
 (`answer_model`), and the fake can play a model with a small context window (`limit_context`:
 longer prompts get the provider's context-length error).
+The Files and Batches APIs are there too: `/v1/files` takes a multipart JSONL upload, `/v1/batches`
+creates a batch of its chat requests, which completes after `batch_polls` retrieves: then each
+request is answered like a chat request (script, fixed replies, context limit, body checks) into an
+output file and an error file, read back through `/v1/files/{id}/content`.
 A test fixture only: never a runtime default.
 
 Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
@@ -117,6 +121,11 @@ class _State:
         self.by_model: dict[str, dict[str, Any]] = {}
         # Prompts longer than this many characters fail with context_length_exceeded (0: no limit).
         self.context_limit = 0
+        # Files (id -> (purpose, bytes)) and batches (id -> Batch object) of the Files/Batches APIs.
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        # Retrieves of a batch before it completes.
+        self.batch_polls = 1
 
 
 def prompt_chars(body: dict[str, Any]) -> int:
@@ -225,6 +234,101 @@ def _completion(body: dict[str, Any], item: dict[str, Any] | None) -> dict[str, 
     }
 
 
+_ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+def _malformed(body: Any) -> dict[str, Any] | None:
+    """The 400 error a chat-completions body that OpenAI would refuse gets (None when it is fine)."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+        return error(400, "you must provide a model parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error(400, "'messages' must be a non-empty array")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return error(400, f"Invalid value for 'messages[{i}].role'")
+        if message["role"] == "tool" and not message.get("tool_call_id"):
+            return error(400, f"'messages[{i}].tool_call_id' is required")
+    return None
+
+
+def _answer(state: _State, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply to a chat request (caller holds the lock): checks, fixed reply, context limit, script."""
+    item = _malformed(body) or state.by_model.get(body.get("model", ""))
+    limit = state.context_limit
+    if item is None and limit and prompt_chars(body) > limit:
+        item = error(
+            400,
+            f"This model's maximum context length is {limit} characters",
+            code="context_length_exceeded",
+        )
+    elif item is None:
+        item = state.script.popleft() if state.script else None
+    return item
+
+
+def _file(file_id: str, purpose: str, content: bytes, filename: str) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(content),
+        "created_at": int(time.time()),
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+    }
+
+
+def _run_batch(state: _State, batch: dict[str, Any]) -> None:
+    """Answers every request of a batch's input file into output and error files (caller holds the lock)."""
+    outputs: list[str] = []
+    failures: list[str] = []
+    for line in state.files[batch["input_file_id"]][1].decode().splitlines():
+        entry = json.loads(line)
+        body = entry["body"]
+        if state.record:
+            state.requests.append({"body": body, "headers": {}, "path": "/v1/batches"})
+        item = _answer(state, body)
+        if item and item.get("status"):
+            response = {
+                "status_code": item["status"],
+                "request_id": f"req_{next(_ids)}",
+                "body": {"error": item["error"]},
+            }
+            target = failures
+        else:
+            response = {
+                "status_code": 200,
+                "request_id": f"req_{next(_ids)}",
+                "body": _completion(body, item),
+            }
+            target = outputs
+        target.append(
+            json.dumps(
+                {
+                    "id": f"batch_req_{next(_ids)}",
+                    "custom_id": entry["custom_id"],
+                    "response": response,
+                    "error": None,
+                }
+            )
+        )
+    for key, lines in (("output_file_id", outputs), ("error_file_id", failures)):
+        if lines:
+            file_id = f"file-{next(_ids)}"
+            state.files[file_id] = ("batch_output", ("\n".join(lines) + "\n").encode())
+            batch[key] = file_id
+    batch.update(
+        status="completed",
+        completed_at=int(time.time()),
+        request_counts={
+            "total": len(outputs) + len(failures),
+            "completed": len(outputs),
+            "failed": len(failures),
+        },
+    )
+
+
 def build_app(state: _State) -> Starlette:
     """The fake's HTTP app."""
 
@@ -233,16 +337,7 @@ def build_app(state: _State) -> Starlette:
         with state.lock:
             if state.record:
                 state.requests.append({"body": body, "headers": dict(request.headers)})
-            limit = state.context_limit
-            item = state.by_model.get(body.get("model", ""))
-            if item is None and limit and prompt_chars(body) > limit:
-                item = error(
-                    400,
-                    f"This model's maximum context length is {limit} characters",
-                    code="context_length_exceeded",
-                )
-            elif item is None:
-                item = state.script.popleft() if state.script else None
+            item = _answer(state, body)
         if item and item.get("delay"):
             await asyncio.sleep(item["delay"])
         if item and item.get("status"):
@@ -308,6 +403,101 @@ def build_app(state: _State) -> Starlette:
             }
         )
 
+    async def upload(request: Request) -> JSONResponse:
+        form = await request.form()
+        upload = form["file"]
+        assert not isinstance(upload, str), "the file must be a multipart file part"
+        content = await upload.read()
+        purpose = str(form.get("purpose", ""))
+        if purpose != "batch" or not all(
+            json.loads(line).get("custom_id") for line in content.decode().splitlines()
+        ):
+            return JSONResponse(
+                {"error": {"message": "invalid batch file", "type": "invalid_request_error"}}, 400
+            )
+        with state.lock:
+            file_id = f"file-{next(_ids)}"
+            state.files[file_id] = (purpose, content)
+            state.requests.append(
+                {
+                    "body": {"purpose": purpose, "lines": len(content.splitlines())},
+                    "headers": dict(request.headers),
+                    "path": "/v1/files",
+                }
+            )
+        return JSONResponse(_file(file_id, purpose, content, upload.filename or "upload.jsonl"))
+
+    async def file_content(request: Request) -> Response:
+        with state.lock:
+            found = state.files.get(request.path_params["file_id"])
+        if found is None:
+            return JSONResponse(
+                {"error": {"message": "No such File object", "type": "invalid_request_error"}}, 404
+            )
+        return Response(found[1], media_type="application/octet-stream")
+
+    async def create_batch(request: Request) -> JSONResponse:
+        body = await request.json()
+        with state.lock:
+            state.requests.append(
+                {"body": body, "headers": dict(request.headers), "path": "/v1/batches/create"}
+            )
+            if body.get("input_file_id") not in state.files or body.get("endpoint") != "/v1/chat/completions":
+                return JSONResponse(
+                    {"error": {"message": "invalid batch", "type": "invalid_request_error"}}, 400
+                )
+            now = int(time.time())
+            batch = {
+                "id": f"batch_{next(_ids)}",
+                "object": "batch",
+                "endpoint": body["endpoint"],
+                "errors": None,
+                "input_file_id": body["input_file_id"],
+                "completion_window": body.get("completion_window", "24h"),
+                "status": "validating",
+                "output_file_id": None,
+                "error_file_id": None,
+                "created_at": now,
+                "expires_at": now + 86400,
+                "request_counts": {
+                    "total": len(state.files[body["input_file_id"]][1].splitlines()),
+                    "completed": 0,
+                    "failed": 0,
+                },
+                "metadata": body.get("metadata"),
+                "polls_left": state.batch_polls,
+            }
+            state.batches[batch["id"]] = batch
+            return JSONResponse(_batch_out(batch))
+
+    async def retrieve_batch(request: Request) -> JSONResponse:
+        with state.lock:
+            batch = state.batches.get(request.path_params["batch_id"])
+            if batch is None:
+                return JSONResponse(
+                    {"error": {"message": "No such batch", "type": "invalid_request_error"}}, 404
+                )
+            if batch["status"] == "cancelling":
+                batch.update(status="cancelled", cancelled_at=int(time.time()))
+            elif batch["status"] in ("validating", "in_progress"):
+                if batch["polls_left"] <= 0:
+                    _run_batch(state, batch)
+                else:
+                    batch["polls_left"] -= 1
+                    batch.update(status="in_progress", in_progress_at=int(time.time()))
+            return JSONResponse(_batch_out(batch))
+
+    async def cancel_batch(request: Request) -> JSONResponse:
+        with state.lock:
+            batch = state.batches.get(request.path_params["batch_id"])
+            if batch is None:
+                return JSONResponse(
+                    {"error": {"message": "No such batch", "type": "invalid_request_error"}}, 404
+                )
+            if batch["status"] in ("validating", "in_progress"):
+                batch.update(status="cancelling", cancelling_at=int(time.time()))
+            return JSONResponse(_batch_out(batch))
+
     async def models(request: Request) -> JSONResponse:
         return JSONResponse(
             {
@@ -341,11 +531,20 @@ def build_app(state: _State) -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/files", upload, methods=["POST"]),
+            Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+            Route("/v1/batches", create_batch, methods=["POST"]),
+            Route("/v1/batches/{batch_id}", retrieve_batch, methods=["GET"]),
+            Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
             Route("/_fake/script", script, methods=["POST"]),
             Route("/_fake/requests", requests, methods=["GET"]),
             Route("/_fake/requests", reset, methods=["DELETE"]),
         ]
     )
+
+
+def _batch_out(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if k != "polls_left"}
 
 
 class FakeProvider:
@@ -373,6 +572,26 @@ class FakeProvider:
         """The chat requests received (JSON bodies), oldest first."""
         with self._state.lock:
             return [r["body"] for r in self._state.requests if r.get("path") is None]
+
+    def batch_requests(self) -> list[dict[str, Any]]:
+        """The chat requests answered inside batches (JSON bodies), in the order they were run."""
+        with self._state.lock:
+            return [r["body"] for r in self._state.requests if r.get("path") == "/v1/batches"]
+
+    def uploads(self) -> list[dict[str, Any]]:
+        """The files uploaded: {"purpose", "lines"} each, oldest first."""
+        with self._state.lock:
+            return [r["body"] for r in self._state.requests if r.get("path") == "/v1/files"]
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The batches created, as the Batches API shows them, oldest first."""
+        with self._state.lock:
+            return [_batch_out(b) for b in self._state.batches.values()]
+
+    def complete_batches_after(self, polls: int) -> None:
+        """Batches created from now on complete at their `polls`+1-th retrieve."""
+        with self._state.lock:
+            self._state.batch_polls = polls
 
     def embedding_requests(self) -> list[dict[str, Any]]:
         """The embedding requests received (JSON bodies), oldest first."""
@@ -402,6 +621,9 @@ class FakeProvider:
             self._state.finished_streams = 0
             self._state.by_model.clear()
             self._state.context_limit = 0
+            self._state.files.clear()
+            self._state.batches.clear()
+            self._state.batch_polls = 1
 
     def answer_model(self, model: str, response: dict[str, Any] | None) -> None:
         """Gives every request for `model` this reply (None: back to the script)."""

@@ -29,6 +29,9 @@ class ScriptState:
         # Streams the client closed before the fake had sent everything.
         self.abandoned_streams = 0
         self.finished_streams = 0
+        # Provider batches by id (for fakes of batch APIs), and retrieves before a batch completes.
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_polls = 1
 
     def record(self, request: Request, body: Any) -> None:
         """Records a request to a route that is not scripted."""
@@ -86,6 +89,13 @@ class ScriptedServer:
             self.state.requests.clear()
             self.state.abandoned_streams = 0
             self.state.finished_streams = 0
+            self.state.batches.clear()
+            self.state.batch_polls = 1
+
+    def complete_batches_after(self, polls: int) -> None:
+        """Batches created from now on complete at their `polls`+1-th retrieve."""
+        with self.state.lock:
+            self.state.batch_polls = polls
 
     def wait_for_abandoned_stream(self, timeout: float = 5.0) -> bool:
         """Whether a stream gets abandoned by its client within `timeout` seconds."""

@@ -85,7 +85,9 @@ async def approve_run(run_id: str, body: schemas.Approval, mesh: Mesh) -> schema
 
 @router.post("/v1/batches", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.Batch)
 async def create_batch(body: schemas.BatchCreate, mesh: Mesh) -> schemas.Batch:
-    """Submits many turns to run in the background (bounded concurrency; one agent's turns in order)."""
+    """Submits many turns to run in the background (one agent's turns in order); their model calls go
+    through the provider's batch API (`mode`: provider, or auto where every model's provider has one) or
+    run as ordinary calls a few turns at a time."""
     response = await mesh.batches.CreateBatch(
         batch_pb2.CreateBatchRequest(
             turns=[
@@ -95,7 +97,8 @@ async def create_batch(body: schemas.BatchCreate, mesh: Mesh) -> schemas.Batch:
                     max_steps=turn.max_steps,
                 )
                 for turn in body.turns
-            ]
+            ],
+            mode=convert.BATCH_MODES[body.mode],
         )
     )
     return convert.batch_out(response.batch)

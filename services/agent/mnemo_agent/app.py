@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2, batch_pb2_grpc,
 from mnemo_agent.agents import Agents
 from mnemo_agent.batches import Batches
 from mnemo_agent.mesh import Mesh
+from mnemo_agent.models import RunRow
 from mnemo_agent.runs import Runs
 from mnemo_agent.servicer import AgentServicer, BatchServicer, RunServicer
 from mnemo_agent.settings import AgentSettings
@@ -38,8 +40,11 @@ class AgentApp:
             db,
             self.runs,
             self.turns,
+            mesh,
             concurrency=settings.batch_concurrency,
             max_steps_limit=settings.max_steps_limit,
+            collect_window=settings.batch_collect_window,
+            poll_interval=settings.batch_poll_interval,
         )
         self.sleeptime = Sleeptime(
             self.turns, self.runs, mesh, default_frequency=settings.sleeptime_frequency
@@ -63,9 +68,15 @@ class AgentApp:
         """
         if not self.db.is_sqlite:
             return
+        batches: dict[str, list[RunRow]] = defaultdict(list)
         for run in await self.runs.interrupted_at_start():
             log.info("restarting background run %s interrupted by the last stop", run.id)
-            self.turns.launch(Actor(org_id=run.org_id, user_id="system"), run)
+            if run.batch_id:
+                batches[run.batch_id].append(run)
+            else:
+                self.turns.launch(Actor(org_id=run.org_id, user_id="system"), run)
+        for batch_id, runs in batches.items():
+            await self.batches.resume(Actor(org_id=runs[0].org_id, user_id="system"), batch_id, runs)
 
     async def aclose(self) -> None:
         await self.sleeptime.aclose()

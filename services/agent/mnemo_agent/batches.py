@@ -1,9 +1,15 @@
-"""Batches: many agent turns submitted at once, run in the background with bounded concurrency.
+"""Batches: many agent turns submitted at once, run in the background, polled.
 
 Each turn of a batch is a run (status CREATED until it starts, its request stored with it); a
-batch is its runs. Turns of one agent run one after another in submission order; turns of
-different agents run concurrently, at most `concurrency` at a time. Provider batch APIs are not
-used: every turn is a normal multi-step turn.
+batch is its runs. Turns of one agent run one after another in submission order. Every turn is a
+normal multi-step turn; what differs is where its model calls go:
+
+- *concurrent*: ordinary `LlmService.Chat` calls, at most `concurrency` turns at a time;
+- *provider*: every agent's turns run at once and their model calls are gathered into provider
+  batches (`ChatRounds`), one round per step.
+
+*auto* picks provider mode when the provider of every agent's model has a batch API (the
+llm-gateway says so for a `validate_only` CreateChatBatch), else concurrent mode.
 """
 
 from __future__ import annotations
@@ -14,16 +20,19 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2
+from mnemo.llm.v1 import llm_pb2
+from mnemo_agent.chat_rounds import ChatCaller, ChatRounds, PendingRound
+from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, BatchRow, RunRow
 from mnemo_agent.runs import CREATED, FINISHED, Runs
 from mnemo_agent.turns import Turns, check_inputs
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.db import Database
-from mnemo_core.errors import MnemoError, NotFound
+from mnemo_core.errors import FailedPrecondition, InvalidArgument, MnemoError, NotFound, Unimplemented
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.validation import invalid
 from mnemo_core.wire import utcnow
@@ -31,6 +40,7 @@ from mnemo_core.wire import utcnow
 log = logging.getLogger(__name__)
 
 MAX_BATCH_TURNS = 1000
+AUTO, CONCURRENT, PROVIDER = "auto", "concurrent", "provider"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +59,33 @@ class Batches:
     """Creates batches and runs their turns."""
 
     def __init__(
-        self, db: Database, runs: Runs, turns: Turns, *, concurrency: int, max_steps_limit: int
+        self,
+        db: Database,
+        runs: Runs,
+        turns: Turns,
+        mesh: Mesh,
+        *,
+        concurrency: int,
+        max_steps_limit: int,
+        collect_window: float = 1.0,
+        poll_interval: float = 30.0,
     ) -> None:
         self._db = db
         self._runs = runs
         self._turns = turns
+        self._mesh = mesh
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._max_steps_limit = max_steps_limit
+        self._collect_window = collect_window
+        self._poll_interval = poll_interval
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def create(
-        self, actor: Actor, turns: Sequence[tuple[str, list[message_pb2.Message], int]]
+        self,
+        actor: Actor,
+        turns: Sequence[tuple[str, list[message_pb2.Message], int]],
+        *,
+        mode: str = AUTO,
     ) -> BatchView:
         """Records the batch and its runs (all or none) and starts them in the background."""
         if not turns:
@@ -93,8 +119,17 @@ class Batches:
                     reason="AGENT_NOT_FOUND",
                     metadata={"agent_id": request.agent_id},
                 )
+        resolved = await self._mode(mode, {agent.model for agent in agents.values()})
         now = utcnow()
-        batch = BatchRow(id=new_id("batch"), org_id=actor.org_id, run_ids=[], created_at=now)
+        batch = BatchRow(
+            id=new_id("batch"),
+            org_id=actor.org_id,
+            run_ids=[],
+            created_at=now,
+            mode=resolved,
+            pending_rounds=[],
+            round_count=0,
+        )
         runs = []
         for request in requests:
             agent = agents[request.agent_id]
@@ -128,29 +163,107 @@ class Batches:
         async with self._db.write() as session:
             session.add(batch)
             session.add_all(runs)
-        self.start(actor, runs)
+        self.start(actor, batch, runs)
         return BatchView(batch, runs)
 
-    def start(self, actor: Actor, runs: Sequence[RunRow]) -> None:
+    async def _mode(self, mode: str, models: set[str]) -> str:
+        """The mode a batch runs in: provider mode only where every model's provider has a batch API."""
+        if mode == CONCURRENT:
+            return CONCURRENT
+        by_provider: dict[str, list[str]] = defaultdict(list)
+        for model in sorted(models):
+            by_provider[model.partition("/")[0].lower()].append(model)
+        probe = [llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content="batch")]
+        try:
+            for provider_models in by_provider.values():
+                await self._mesh.llm.CreateChatBatch(
+                    llm_pb2.CreateChatBatchRequest(
+                        requests=[llm_pb2.ChatRequest(model=m, messages=probe) for m in provider_models],
+                        validate_only=True,
+                    )
+                )
+        except (FailedPrecondition, NotFound, InvalidArgument, Unimplemented) as exc:
+            if mode == PROVIDER:
+                raise
+            log.info("batch runs its turns concurrently: %s", exc.message)
+            return CONCURRENT
+        return PROVIDER
+
+    def start(self, actor: Actor, batch: BatchRow, runs: Sequence[RunRow]) -> None:
         """Runs the given created runs in the background: per agent in order, across agents concurrently."""
         by_agent: dict[str, list[RunRow]] = defaultdict(list)
         for run in runs:
             by_agent[run.agent_id].append(run)
-        for agent_runs in by_agent.values():
-            task = asyncio.create_task(self._run_agent(actor, agent_runs))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        rounds = None
+        if batch.mode == PROVIDER:
+            rounds = ChatRounds(
+                self._mesh.llm,
+                window=self._collect_window,
+                poll_interval=self._poll_interval,
+                on_change=lambda pending, count: self._record_rounds(batch.id, pending, count),
+                rounds_done=batch.round_count or 0,
+            )
+            with acting_as(actor):
+                rounds.adopt(
+                    [PendingRound(r["chat_batch_id"], list(r["calls"])) for r in batch.pending_rounds or []]
+                )
+        task = asyncio.create_task(self._run_batch(actor, list(by_agent.values()), rounds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _run_agent(self, actor: Actor, runs: list[RunRow]) -> None:
+    async def _run_batch(self, actor: Actor, by_agent: list[list[RunRow]], rounds: ChatRounds | None) -> None:
+        if rounds is None:
+            await asyncio.gather(*(self._run_agent(actor, runs, None) for runs in by_agent))
+            return
+        # Each agent is one live turn of the batch until its last turn ends.
+        for _ in by_agent:
+            rounds.join()
+        try:
+            await asyncio.gather(*(self._run_agent(actor, runs, rounds) for runs in by_agent))
+        finally:
+            await rounds.aclose()
+
+    async def _run_agent(self, actor: Actor, runs: list[RunRow], rounds: ChatRounds | None) -> None:
         with acting_as(actor):
-            for run in runs:
-                async with self._slots:
-                    try:
-                        await self._turns.run_background(actor, run)
-                    except MnemoError as exc:
-                        log.warning("batch run %s failed: %s", run.id, exc.message)
-                    except Exception:
-                        log.exception("batch run %s failed", run.id)
+            try:
+                for run in runs:
+                    if rounds is None:
+                        async with self._slots:
+                            await self._run(actor, run, None)
+                    else:
+                        await self._run(actor, run, rounds.chat)
+            finally:
+                if rounds is not None:
+                    rounds.leave()
+
+    async def _run(self, actor: Actor, run: RunRow, llm: ChatCaller | None) -> None:
+        try:
+            await self._turns.run_background(actor, run, llm=llm)
+        except MnemoError as exc:
+            log.warning("batch run %s failed: %s", run.id, exc.message)
+        except Exception:
+            log.exception("batch run %s failed", run.id)
+
+    async def _record_rounds(self, batch_id: str, pending: list[PendingRound], count: int) -> None:
+        """Keeps the rounds waiting for a provider on the batch's record, for a restart to poll again."""
+        async with self._db.write() as session:
+            await session.execute(
+                update(BatchRow)
+                .where(BatchRow.id == batch_id)
+                .values(
+                    pending_rounds=[{"chat_batch_id": p.chat_batch_id, "calls": p.calls} for p in pending],
+                    round_count=count,
+                )
+            )
+
+    async def resume(self, actor: Actor, batch_id: str, runs: Sequence[RunRow]) -> None:
+        """Starts a batch's runs again after a restart; provider mode polls the rounds it had submitted."""
+        async with self._db.read() as session:
+            batch = await session.scalar(select(BatchRow).where(BatchRow.id == batch_id))
+        if batch is None:
+            return
+        order = {run_id: i for i, run_id in enumerate(batch.run_ids)}
+        self.start(actor, batch, sorted(runs, key=lambda run: order.get(run.id, len(order))))
 
     async def get(self, org_id: str, batch_id: str) -> BatchView:
         """A batch with the current state of its runs."""

@@ -129,3 +129,9 @@ class BatchRow(AgentBase):
     org_id: Mapped[str] = mapped_column(String(128))
     run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # "concurrent" (ordinary model calls) or "provider" (model calls gathered into provider batches).
+    mode: Mapped[str] = mapped_column(String(16), default="concurrent", server_default="concurrent")
+    # Provider mode: the rounds waiting for a provider, [{"chat_batch_id", "calls": ["<run>:<step>"]}].
+    pending_rounds: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    # Provider mode: rounds submitted so far.
+    round_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

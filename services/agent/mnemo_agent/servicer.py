@@ -8,7 +8,7 @@ from typing import Any
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2, batch_pb2_grpc, run_pb2, run_pb2_grpc
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo_agent.agents import AGENT_TYPES, Agents, AgentSpec, AgentView
-from mnemo_agent.batches import Batches, BatchView
+from mnemo_agent.batches import AUTO, CONCURRENT, PROVIDER, Batches, BatchView
 from mnemo_agent.models import RunRow
 from mnemo_agent.runs import STOP_REASONS, Runs
 from mnemo_agent.tool_rules import ToolRules, check_rules
@@ -226,6 +226,15 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         )
 
 
+_BATCH_MODES = {
+    batch_pb2.BATCH_MODE_UNSPECIFIED: AUTO,
+    batch_pb2.BATCH_MODE_AUTO: AUTO,
+    batch_pb2.BATCH_MODE_CONCURRENT: CONCURRENT,
+    batch_pb2.BATCH_MODE_PROVIDER: PROVIDER,
+}
+_BATCH_MODE_VALUES = {CONCURRENT: batch_pb2.BATCH_MODE_CONCURRENT, PROVIDER: batch_pb2.BATCH_MODE_PROVIDER}
+
+
 def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
     """The wire form of a batch."""
     return batch_pb2.Batch(
@@ -233,6 +242,9 @@ def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
         status=batch_pb2.BATCH_STATUS_COMPLETED if view.completed else batch_pb2.BATCH_STATUS_RUNNING,
         runs=[run_to_proto(run) for run in view.runs],
         create_time=to_timestamp(view.row.created_at),
+        mode=_BATCH_MODE_VALUES.get(view.row.mode, batch_pb2.BATCH_MODE_UNSPECIFIED),
+        chat_batch_ids=[r["chat_batch_id"] for r in view.row.pending_rounds or []],
+        provider_round_count=view.row.round_count or 0,
     )
 
 
@@ -245,8 +257,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, context: Context
     ) -> batch_pb2.CreateBatchResponse:
+        mode = _BATCH_MODES.get(request.mode)
+        if mode is None:
+            raise invalid("mode", "must be AUTO, CONCURRENT or PROVIDER")
         view = await self._batches.create(
-            current_actor(), [(t.agent_id, list(t.messages), t.max_steps) for t in request.turns]
+            current_actor(), [(t.agent_id, list(t.messages), t.max_steps) for t in request.turns], mode=mode
         )
         return batch_pb2.CreateBatchResponse(batch=batch_to_proto(view))
 

@@ -39,7 +39,12 @@ class AgentSettings(ServiceSettings):
     run_lease_seconds: float = 60.0
     # Most in-context messages a voice agent sends to the model (small context, fast first token).
     voice_max_messages: int = 24
-    # Turns of a batch that run at the same time.
+    # Turns of a batch that run at the same time (concurrent mode).
     batch_concurrency: int = 4
+    # Provider mode: seconds model calls of a batch's turns are gathered before they go to the provider
+    # as one batch (sooner when every live turn of the batch waits for the model).
+    batch_collect_window: float = Field(default=1.0, gt=0)
+    # Provider mode: seconds between two polls of a provider batch.
+    batch_poll_interval: float = Field(default=30.0, gt=0)
     # Sleep-time agents run after every this many turns of their primary agent, by default.
     sleeptime_frequency: int = 5

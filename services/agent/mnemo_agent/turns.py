@@ -29,6 +29,7 @@ from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.agents import Agents
+from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.conversation import ChatHistory, from_reply, to_chat_messages
 from mnemo_agent.memory_tools import MemoryTools, ToolError
 from mnemo_agent.mesh import Mesh
@@ -328,6 +329,8 @@ class _Turn:
     # Whether `history` holds the agent's context window (read or cached), so it can be cached again.
     loaded: bool = False
     chat: ChatHistory = field(default_factory=ChatHistory)
+    # Where model calls go instead of LlmService.Chat (a provider-mode batch), named "<run>:<step>".
+    llm: ChatCaller | None = None
 
     @property
     def voice(self) -> bool:
@@ -519,8 +522,10 @@ class Turns:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def run_background(self, actor: Actor, run: RunRow) -> TurnResult | None:
-        """Executes a background run now (used by async sends and batches)."""
+    async def run_background(
+        self, actor: Actor, run: RunRow, *, llm: ChatCaller | None = None
+    ) -> TurnResult | None:
+        """Executes a background run now (used by async sends and batches); `llm` takes its model calls."""
         request = agent_pb2.SendMessageRequest.FromString(run.request or b"")
         try:
             agent = await self._agents.row(actor.org_id, run.agent_id)
@@ -547,7 +552,12 @@ class Turns:
                     pass  # another replica holds the agent: nobody waits for this run, so wait too
                 else:
                     result = await self._execute(
-                        agent, fresh, list(request.messages), fresh.max_steps, resume=fresh.status == FAILED
+                        agent,
+                        fresh,
+                        list(request.messages),
+                        fresh.max_steps,
+                        resume=fresh.status == FAILED,
+                        llm=llm,
                     )
                     break
             await asyncio.sleep(delay)
@@ -798,6 +808,7 @@ class Turns:
         decision: _Decision | None = None,
         cancel_pending: bool = False,
         prefetched: asyncio.Future[tuple[list[block_pb2.Block], list[tool_pb2.Tool]]] | None = None,
+        llm: ChatCaller | None = None,
     ) -> TurnResult:
         turn = _Turn(
             agent=AgentConfig.of(agent),
@@ -808,6 +819,7 @@ class Turns:
             sink=sink,
             stream_tokens=stream_tokens,
             pending=list(inputs),
+            llm=llm,
         )
         current = asyncio.current_task()
         assert current is not None
@@ -1185,6 +1197,8 @@ class Turns:
         return None
 
     async def _chat(self, turn: _Turn, request: llm_pb2.ChatRequest) -> llm_pb2.ChatResponse:
+        if turn.llm is not None:
+            return await turn.llm(request, f"{turn.run_id}:{turn.next_batch}")
         if turn.sink is not None and turn.stream_tokens and time.monotonic() >= self._no_streaming_until:
             try:
                 return await self._stream_chat(turn, request)

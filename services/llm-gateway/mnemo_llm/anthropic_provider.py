@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import anthropic
 from anthropic import AsyncStream
 from anthropic._base_client import make_request_options
 from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
 from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
@@ -17,11 +18,14 @@ from mnemo_core import errors
 from mnemo_core.validation import invalid
 from mnemo_llm.providers import (
     PROVIDER_BAD_RESPONSE,
+    BatchItem,
+    BatchProgress,
     ReplyBuilder,
     ReportedModel,
     arguments_object,
     completed_event,
     content_event,
+    not_run_error,
     reasoning_event,
     status_error,
     timeout_error,
@@ -42,8 +46,9 @@ STOP_REASONS = {
     "model_context_window_exceeded": llm_pb2.FINISH_REASON_LENGTH,
     "refusal": llm_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-# Error types of an `error` event inside a stream (its HTTP status was already 200).
-_STREAM_ERROR_STATUS = {
+# HTTP statuses of Anthropic's error types, for errors that come without one: an `error` event inside a
+# 200 stream, or an errored request of a message batch.
+ERROR_TYPE_STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -154,7 +159,7 @@ def map_error(exc: anthropic.AnthropicError, time_budget: float = 0.0) -> errors
         status = exc.status_code
         if status < 400:
             # An `error` event inside a 200 stream: its type says what went wrong.
-            status = _STREAM_ERROR_STATUS.get(kind, 500)
+            status = ERROR_TYPE_STATUS.get(kind, 500)
         return status_error(status, message, code=kind, headers=exc.response.headers)
     return unreachable_error(str(exc))
 
@@ -189,6 +194,38 @@ def response_from(message: Message) -> llm_pb2.ChatResponse:
         usage=usage(prompt, tokens.output_tokens),
         finish_reason=STOP_REASONS.get(message.stop_reason or "", llm_pb2.FINISH_REASON_UNSPECIFIED),
         model=message.model,
+    )
+
+
+def batch_result(entry: MessageBatchIndividualResponse) -> llm_pb2.ChatResponse | errors.MnemoError:
+    """The reply (or error) of one request of an ended message batch."""
+    result = entry.result
+    if result.type == "succeeded":
+        return response_from(result.message)
+    if result.type == "errored":
+        error = result.error.error
+        kind = str(getattr(error, "type", "") or "")
+        message = str(getattr(error, "message", "") or kind)
+        return status_error(ERROR_TYPE_STATUS.get(kind, 500), message, code=kind)
+    return not_run_error("was cancelled" if result.type == "canceled" else "expired")
+
+
+def batch_progress(batch: MessageBatch) -> BatchProgress:
+    """A message batch's state and counts (results are read separately once it has ended)."""
+    counts = batch.request_counts
+    state: llm_pb2.ChatBatchState.ValueType = llm_pb2.CHAT_BATCH_STATE_RUNNING
+    if batch.processing_status == "ended":
+        if batch.cancel_initiated_at is not None:
+            state = llm_pb2.CHAT_BATCH_STATE_CANCELLED
+        elif counts.expired and not (counts.succeeded or counts.errored):
+            state = llm_pb2.CHAT_BATCH_STATE_EXPIRED
+        else:
+            state = llm_pb2.CHAT_BATCH_STATE_SUCCEEDED
+    return BatchProgress(
+        batch.id,
+        state,
+        succeeded=counts.succeeded,
+        failed=counts.errored + counts.canceled + counts.expired,
     )
 
 
@@ -246,9 +283,10 @@ async def stream_events(
 class AnthropicProvider:
     """Claude models through Anthropic's messages API (or a server that speaks it)."""
 
-    def __init__(self, *, api_key: str, base_url: str | None) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None, batch_api: bool = True) -> None:
         # Retries are the gateway's (mnemo_llm.resilience).
         self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url or None, max_retries=0)
+        self.batch_api = batch_api
 
     async def chat(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
@@ -291,6 +329,38 @@ class AnthropicProvider:
             raise map_error(exc, time_budget) from exc
         finally:
             await events.close()
+
+    async def submit_batch(self, items: Sequence[BatchItem], *, time_budget: float) -> BatchProgress:
+        # The same messages-API parameters Chat posts, one `params` per request.
+        requests = [
+            {"custom_id": item.custom_id, "params": request_params(item.model, item.request)}
+            for item in items
+        ]
+        try:
+            batch = await self._client.messages.batches.create(
+                requests=cast(Any, requests), timeout=time_budget
+            )
+        except anthropic.AnthropicError as exc:
+            raise map_error(exc, time_budget) from exc
+        return batch_progress(batch)
+
+    async def poll_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        try:
+            batch = await self._client.messages.batches.retrieve(provider_batch_id, timeout=time_budget)
+            progress = batch_progress(batch)
+            if batch.processing_status == "ended":
+                decoder = await self._client.messages.batches.results(provider_batch_id, timeout=time_budget)
+                progress.results = {entry.custom_id: batch_result(entry) async for entry in decoder}
+        except anthropic.AnthropicError as exc:
+            raise map_error(exc, time_budget) from exc
+        return progress
+
+    async def cancel_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        try:
+            batch = await self._client.messages.batches.cancel(provider_batch_id, timeout=time_budget)
+        except anthropic.AnthropicError as exc:
+            raise map_error(exc, time_budget) from exc
+        return batch_progress(batch)
 
     async def list_models(self, *, time_budget: float) -> list[ReportedModel]:
         try:

@@ -13,6 +13,7 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_llm.catalogue import EMBEDDING, Catalogue, ModelFacts
+from mnemo_llm.chat_batches import ChatBatches
 from mnemo_llm.configuration import DEFAULT_OLLAMA_URL, local_model_specs, provider_configs
 from mnemo_llm.embeddings import LOCAL_DIMENSION, LOCAL_MAX_TOKENS, LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.gateway import LlmGateway
@@ -45,7 +46,9 @@ def _build(config: ProviderConfig, name: str, settings: LlmSettings) -> ChatProv
         from mnemo_llm.anthropic_provider import AnthropicProvider
 
         # A server that speaks the messages API may want no key; the SDK insists on one.
-        return AnthropicProvider(api_key=key or "unused", base_url=config.base_url or None)
+        return AnthropicProvider(
+            api_key=key or "unused", base_url=config.base_url or None, batch_api=config.batch is not False
+        )
     if config.kind == "ollama":
         from mnemo_llm.ollama_provider import OllamaProvider
 
@@ -61,7 +64,7 @@ def _build(config: ProviderConfig, name: str, settings: LlmSettings) -> ChatProv
     from mnemo_llm.openai_provider import OpenAIProvider
 
     # OpenAI-compatible servers often need no key; the SDK insists on one.
-    return OpenAIProvider(api_key=key or "unused", base_url=config.base_url or None)
+    return OpenAIProvider(api_key=key or "unused", base_url=config.base_url or None, batch_api=config.batch)
 
 
 def providers_from(settings: LlmSettings) -> Providers:
@@ -124,18 +127,21 @@ async def build(settings: LlmSettings) -> LlmApp:
     if settings.migrate:
         await upgrade(db, MIGRATIONS)
     providers = providers_from(settings)
+    retry = RetryPolicy(
+        max_retries=settings.provider_max_retries,
+        initial_delay=settings.provider_retry_initial_delay,
+        max_delay=settings.provider_retry_max_delay,
+        attempt_timeout=settings.provider_timeout,
+    )
+    ledger = UsageLedger(db, flush_interval=settings.usage_flush_interval)
     gateway = LlmGateway(
         providers,
         request_timeout=settings.provider_timeout,
         embedder=LocalEmbedder(blas_threads=settings.embedding_threads),
         default_embedding_model=settings.default_embedding_model,
-        retry=RetryPolicy(
-            max_retries=settings.provider_max_retries,
-            initial_delay=settings.provider_retry_initial_delay,
-            max_delay=settings.provider_retry_max_delay,
-            attempt_timeout=settings.provider_timeout,
-        ),
+        retry=retry,
         catalogue=catalogue_from(settings, providers),
-        ledger=UsageLedger(db, flush_interval=settings.usage_flush_interval),
+        ledger=ledger,
+        chat_batches=ChatBatches(db, providers, retry, ledger),
     )
     return LlmApp(gateway, db)

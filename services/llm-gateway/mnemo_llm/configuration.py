@@ -17,7 +17,10 @@ def builtin_provider_configs(settings: LlmSettings) -> dict[str, ProviderConfig]
     configs: dict[str, ProviderConfig] = {}
     if settings.openai_api_key or settings.openai_base_url:
         configs["openai"] = ProviderConfig(
-            kind="openai", base_url=settings.openai_base_url, api_key=settings.openai_api_key
+            kind="openai",
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            batch=settings.openai_batch,
         )
     if settings.anthropic_api_key or settings.anthropic_base_url:
         configs["anthropic"] = ProviderConfig(

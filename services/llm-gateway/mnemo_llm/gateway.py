@@ -22,6 +22,7 @@ from mnemo_core.errors import (
 )
 from mnemo_core.validation import check_text, invalid
 from mnemo_llm.catalogue import Catalogue
+from mnemo_llm.chat_batches import ChatBatches
 from mnemo_llm.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.providers import EmbeddingProvider, ModelName, Providers, ReportedModel
 from mnemo_llm.resilience import RetryPolicy
@@ -51,6 +52,7 @@ class LlmGateway:
         retry: RetryPolicy | None = None,
         catalogue: Catalogue | None = None,
         ledger: UsageLedger | None = None,
+        chat_batches: ChatBatches | None = None,
     ) -> None:
         self._providers = providers
         self._retry = retry or RetryPolicy(max_retries=0, attempt_timeout=request_timeout)
@@ -58,6 +60,7 @@ class LlmGateway:
         self._default_embedding_model = default_embedding_model
         self._catalogue = catalogue or Catalogue(providers.kinds, {})
         self._ledger = ledger
+        self._chat_batches = chat_batches
         self._background: set[asyncio.Task[None]] = set()
 
     def _deadline(self) -> float | None:
@@ -256,6 +259,23 @@ class LlmGateway:
             )
         )
         return llm_pb2.SummarizeUsageResponse(summaries=summaries)
+
+    def _batches(self) -> ChatBatches:
+        if self._chat_batches is None:
+            raise FailedPrecondition("this server keeps no chat batches", reason="CHAT_BATCHES_UNAVAILABLE")
+        return self._chat_batches
+
+    async def create_chat_batch(self, request: llm_pb2.CreateChatBatchRequest) -> llm_pb2.ChatBatch:
+        """Submits many chat requests of one provider to its batch API (or only validates them)."""
+        return await self._batches().create(request, self._deadline())
+
+    async def get_chat_batch(self, request: llm_pb2.GetChatBatchRequest) -> llm_pb2.ChatBatch:
+        """A chat batch, with the provider's progress while it runs and its results once finished."""
+        return await self._batches().get(request.id, self._deadline())
+
+    async def cancel_chat_batch(self, request: llm_pb2.CancelChatBatchRequest) -> llm_pb2.ChatBatch:
+        """Asks the provider to stop a chat batch."""
+        return await self._batches().cancel(request.id, self._deadline())
 
     async def aclose(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)

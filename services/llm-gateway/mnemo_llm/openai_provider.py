@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 import openai
 from openai import AsyncStream
 from openai._base_client import make_request_options
+from openai.types import Batch
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from mnemo.common.v1 import message_pb2, turn_pb2
@@ -15,12 +17,16 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.validation import invalid
 from mnemo_llm.providers import (
+    FINISHED_BATCH_STATES,
     PROVIDER_BAD_RESPONSE,
+    BatchItem,
+    BatchProgress,
     EmbeddingResult,
     ReplyBuilder,
     ReportedModel,
     completed_event,
     content_event,
+    not_run_error,
     reasoning_event,
     status_error,
     timeout_error,
@@ -48,6 +54,19 @@ FINISH_REASONS = {
     "length": llm_pb2.FINISH_REASON_LENGTH,
     "content_filter": llm_pb2.FINISH_REASON_CONTENT_FILTER,
 }
+
+# Batch statuses of the Batches API (`cancelling` still runs: requests may complete until it stops).
+BATCH_STATES = {
+    "validating": llm_pb2.CHAT_BATCH_STATE_PENDING,
+    "in_progress": llm_pb2.CHAT_BATCH_STATE_RUNNING,
+    "finalizing": llm_pb2.CHAT_BATCH_STATE_RUNNING,
+    "cancelling": llm_pb2.CHAT_BATCH_STATE_RUNNING,
+    "completed": llm_pb2.CHAT_BATCH_STATE_SUCCEEDED,
+    "failed": llm_pb2.CHAT_BATCH_STATE_FAILED,
+    "expired": llm_pb2.CHAT_BATCH_STATE_EXPIRED,
+    "cancelled": llm_pb2.CHAT_BATCH_STATE_CANCELLED,
+}
+BATCH_ENDPOINT: Final = "/v1/chat/completions"
 
 
 def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
@@ -155,6 +174,36 @@ def response_from(completion: Any) -> llm_pb2.ChatResponse:
     )
 
 
+def batch_line(item: BatchItem, *, official: bool) -> str:
+    """One line of a Batches API input file: the same chat-completions body Chat would post."""
+    body = request_params(item.model, item.request, official=official)
+    return json.dumps({"custom_id": item.custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body})
+
+
+def batch_result(line: dict[str, Any]) -> llm_pb2.ChatResponse | errors.MnemoError:
+    """The reply (or error) of one line of a batch's output or error file."""
+    failure = line.get("error")
+    if failure:
+        code = str(failure.get("code") or "")
+        if code in ("batch_expired", "batch_cancelled"):
+            return not_run_error(code.removeprefix("batch_"))
+        return status_error(500, str(failure.get("message") or code), code=code)
+    response = line.get("response") or {}
+    status = int(response.get("status_code") or 0)
+    body = response.get("body") or {}
+    if status != 200:
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        message = str(error.get("message") or f"HTTP {status}")
+        return status_error(status or 500, message, code=str(error.get("code") or ""))
+    try:
+        return response_from(ChatCompletion.model_validate(body))
+    except (ValueError, errors.MnemoError) as exc:
+        return errors.Unavailable(
+            f"provider returned a malformed batch result: {exc}", reason=PROVIDER_BAD_RESPONSE
+        )
+
+
 async def stream_events(
     chunks: AsyncIterator[ChatCompletionChunk],
 ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
@@ -204,10 +253,14 @@ async def stream_events(
 class OpenAIProvider:
     """Chat completions against api.openai.com or any OpenAI-compatible base URL."""
 
-    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 0) -> None:
+    def __init__(
+        self, *, api_key: str, base_url: str | None, max_retries: int = 0, batch_api: bool | None = None
+    ) -> None:
         # Retries are the gateway's (mnemo_llm.resilience), so the SDK's own are off by default.
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, max_retries=max_retries)
         self._official = not base_url or "api.openai.com" in base_url
+        # OpenAI has the Batches API; compatible servers mostly do not, unless configured to say so.
+        self.batch_api = self._official if batch_api is None else batch_api
 
     async def chat(
         self, model: str, request: llm_pb2.ChatRequest, *, time_budget: float
@@ -290,6 +343,67 @@ class OpenAIProvider:
             vectors=[list(row.embedding) for row in rows],
             prompt_tokens=result.usage.prompt_tokens if result.usage else 0,
         )
+
+    async def submit_batch(self, items: Sequence[BatchItem], *, time_budget: float) -> BatchProgress:
+        lines = "".join(batch_line(item, official=self._official) + "\n" for item in items)
+        try:
+            uploaded = await self._client.files.create(
+                file=("requests.jsonl", lines.encode(), "application/jsonl"),
+                purpose="batch",
+                timeout=time_budget,
+            )
+            batch = await self._client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=BATCH_ENDPOINT,
+                completion_window="24h",
+                timeout=time_budget,
+            )
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        return await self._progress(batch, time_budget)
+
+    async def poll_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        try:
+            batch = await self._client.batches.retrieve(provider_batch_id, timeout=time_budget)
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        return await self._progress(batch, time_budget)
+
+    async def cancel_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        try:
+            batch = await self._client.batches.cancel(provider_batch_id, timeout=time_budget)
+        except openai.OpenAIError as exc:
+            raise map_error(exc, time_budget) from exc
+        return await self._progress(batch, time_budget)
+
+    async def _progress(self, batch: Batch, time_budget: float) -> BatchProgress:
+        """The batch's progress; once it has finished, its output and error files read and parsed."""
+        state = BATCH_STATES.get(batch.status, llm_pb2.CHAT_BATCH_STATE_RUNNING)
+        counts = batch.request_counts
+        progress = BatchProgress(
+            batch.id,
+            state,
+            succeeded=counts.completed if counts else 0,
+            failed=counts.failed if counts else 0,
+        )
+        if state == llm_pb2.CHAT_BATCH_STATE_FAILED:
+            found = batch.errors.data if batch.errors and batch.errors.data else []
+            progress.error = "; ".join(e.message or e.code or "" for e in found) or "the batch failed"
+        if state not in FINISHED_BATCH_STATES or state == llm_pb2.CHAT_BATCH_STATE_FAILED:
+            return progress
+        progress.results = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            try:
+                content = await self._client.files.content(file_id, timeout=time_budget)
+            except openai.OpenAIError as exc:
+                raise map_error(exc, time_budget) from exc
+            for text in content.text.splitlines():
+                if text.strip():
+                    line = json.loads(text)
+                    progress.results[str(line.get("custom_id"))] = batch_result(line)
+        return progress
 
     async def aclose(self) -> None:
         await self._client.close()

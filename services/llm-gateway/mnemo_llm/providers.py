@@ -119,6 +119,74 @@ class EmbeddingProvider(Protocol):
         ...
 
 
+# --- batches --------------------------------------------------------------------------------------------
+
+# ErrorInfo reasons of provider batches.
+PROVIDER_BATCH_UNSUPPORTED = "PROVIDER_BATCH_UNSUPPORTED"
+BATCH_REQUEST_NOT_RUN = "BATCH_REQUEST_NOT_RUN"
+# States after which a provider batch changes no more.
+FINISHED_BATCH_STATES = frozenset(
+    {
+        llm_pb2.CHAT_BATCH_STATE_SUCCEEDED,
+        llm_pb2.CHAT_BATCH_STATE_FAILED,
+        llm_pb2.CHAT_BATCH_STATE_CANCELLED,
+        llm_pb2.CHAT_BATCH_STATE_EXPIRED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One request of a provider batch: the id that matches its result, the bare model, the chat."""
+
+    custom_id: str
+    model: str
+    request: llm_pb2.ChatRequest
+
+
+@dataclass(slots=True)
+class BatchProgress:
+    """A provider batch as its provider reports it.
+
+    Once it has finished, `results` holds what the provider returned, by custom id: a reply or the
+    error the same request would have raised in Chat. Requests the provider never ran are missing.
+    """
+
+    provider_batch_id: str
+    state: llm_pb2.ChatBatchState.ValueType
+    succeeded: int = 0
+    failed: int = 0
+    results: dict[str, llm_pb2.ChatResponse | errors.MnemoError] | None = None
+    error: str = ""
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A provider with a batch API (submit many requests, poll, read the results)."""
+
+    # False for a server of this wire format that has no batch API (configured so).
+    batch_api: bool
+
+    async def submit_batch(self, items: Sequence[BatchItem], *, time_budget: float) -> BatchProgress:
+        """Submits the requests as one provider batch."""
+        ...
+
+    async def poll_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        """The batch's state, with its results once it has finished."""
+        ...
+
+    async def cancel_batch(self, provider_batch_id: str, *, time_budget: float) -> BatchProgress:
+        """Asks the provider to stop the batch."""
+        ...
+
+
+def not_run_error(state: str) -> errors.MnemoError:
+    """The error of a batch request the provider never answered (the batch was cancelled or expired)."""
+    return errors.Aborted(
+        f"the provider did not run this request: the batch {state}", reason=BATCH_REQUEST_NOT_RUN
+    )
+
+
 KNOWN_PROVIDERS = ("openai", "anthropic", "ollama", "local")
 # How to configure each built-in provider, for error messages.
 _HOW_TO_CONFIGURE = {
@@ -169,6 +237,19 @@ class Providers:
             reason="PROVIDER_NOT_FOUND",
             metadata={"provider": model.provider},
         )
+
+    def resolve_batch(self, name: str, field: str = "model") -> BatchProvider:
+        """The provider of `provider/model` if it has a batch API; FAILED_PRECONDITION if not."""
+        provider, _ = self.resolve(name, field)
+        if not isinstance(provider, BatchProvider) or not provider.batch_api:
+            model = ModelName.parse(name, field)
+            raise FailedPrecondition(
+                f"provider '{model.provider}' ({self.kind_of(model.provider)}) has no batch API here; "
+                "OpenAI and Anthropic have one (an OpenAI-compatible server only with `batch = true`)",
+                reason=PROVIDER_BATCH_UNSUPPORTED,
+                metadata={"provider": model.provider},
+            )
+        return provider
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

@@ -48,3 +48,18 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
         self, request: llm_pb2.SummarizeUsageRequest, context: Context
     ) -> llm_pb2.SummarizeUsageResponse:
         return await self._gateway.summarize_usage(request)
+
+    async def CreateChatBatch(
+        self, request: llm_pb2.CreateChatBatchRequest, context: Context
+    ) -> llm_pb2.CreateChatBatchResponse:
+        return llm_pb2.CreateChatBatchResponse(batch=await self._gateway.create_chat_batch(request))
+
+    async def GetChatBatch(
+        self, request: llm_pb2.GetChatBatchRequest, context: Context
+    ) -> llm_pb2.GetChatBatchResponse:
+        return llm_pb2.GetChatBatchResponse(batch=await self._gateway.get_chat_batch(request))
+
+    async def CancelChatBatch(
+        self, request: llm_pb2.CancelChatBatchRequest, context: Context
+    ) -> llm_pb2.CancelChatBatchResponse:
+        return llm_pb2.CancelChatBatchResponse(batch=await self._gateway.cancel_chat_batch(request))

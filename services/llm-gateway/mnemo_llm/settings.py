@@ -24,6 +24,9 @@ class ProviderConfig(BaseModel):
     api_key: SecretStr | None = None
     # ... or the name of the environment variable that holds it.
     api_key_env: str = ""
+    # Whether the server has the provider's batch API (LlmService.CreateChatBatch): unset means yes for
+    # OpenAI's own API and for Anthropic, no for other OpenAI-compatible servers.
+    batch: bool | None = None
 
 
 class ModelEntry(BaseModel):
@@ -56,6 +59,10 @@ class LlmSettings(ServiceSettings):
     openai_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("MNEMO_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key"),
+    )
+    # Whether the "openai" provider has the Batches API: unset means yes for OpenAI's own API only.
+    openai_batch: bool | None = Field(
+        default=None, validation_alias=AliasChoices("MNEMO_OPENAI_BATCH", "openai_batch")
     )
     # Anthropic's messages API, as "anthropic".
     anthropic_base_url: str = Field(
