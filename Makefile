@@ -9,7 +9,7 @@ PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: install proto run test check lint format bench bench-llm clean
+.PHONY: install proto run test check lint format bench bench-llm bench-embeddings clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -69,6 +69,10 @@ bench: install
 # Gateway overhead per Chat / per streamed delta, local embedding and (with the `local` extra) chat speed.
 bench-llm: install
 	$(BIN)/python -m bench.llm $(BENCH_ARGS)
+
+# The local embedding model's encoder in NumPy (the one served) against ONNX Runtime: latency, speed, memory.
+bench-embeddings: install
+	$(BIN)/python -m bench.embeddings $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

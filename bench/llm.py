@@ -5,7 +5,8 @@
   also against the SDK's raw `post`, the call the gateway itself makes, which isolates the gRPC hop.
 - StreamChat overhead per delta: the same comparison for a streamed reply of many deltas, divided by
   their number.
-- Local embedding throughput: all-MiniLM-L6-v2 in NumPy, batches of 32, sentences per second.
+- Local embedding throughput: all-MiniLM-L6-v2 in NumPy, batches of 32, sentences per second (latency, memory
+  and ONNX Runtime in comparison: `python -m bench.embeddings`).
 - Local chat speed: tokens per second of the offline model (only when the `local` extra is installed).
 
     make bench-llm                       # full run

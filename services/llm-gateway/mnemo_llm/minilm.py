@@ -7,9 +7,10 @@ whose token states are mean-pooled over the attention mask and L2-normalised (as
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,8 @@ from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 Floats = npt.NDArray[np.float32]
+# Named tensors of a safetensors file; whoever needs one pops it, so that its memory map can go.
+Tensors = dict[str, Floats]
 
 DIMENSION = 384
 MAX_TOKENS = 256
@@ -38,12 +41,12 @@ def bundled_model_dir() -> Path:
     return Path(get_model_path())
 
 
-def _mapped_tensors(path: Path) -> dict[str, Floats]:
+def _mapped_tensors(path: Path) -> Tensors:
     """The float32 tensors of a safetensors file, each a read-only memory map of its bytes in the file."""
     with path.open("rb") as file:
         header_size = int.from_bytes(file.read(8), "little")
         header = json.loads(file.read(header_size))
-    tensors: dict[str, Floats] = {}
+    tensors: Tensors = {}
     for name, entry in header.items():
         if name == "__metadata__" or entry["dtype"] != "F32":
             continue  # e.g. the I64 position ids: the model computes them
@@ -52,6 +55,24 @@ def _mapped_tensors(path: Path) -> dict[str, Floats]:
             path, dtype="<f4", mode="r", offset=8 + header_size + start, shape=tuple(entry["shape"])
         )
     return tensors
+
+
+def take_dense(tensors: Tensors, name: str) -> tuple[Floats, Floats]:
+    """A dense layer's weight in (in, out) order, so that `x @ weight` applies it, and its bias."""
+    # Stored (out, in); copied straight from the file into (in, out) order, which BLAS multiplies fastest.
+    # Each map is dropped after its copy, so the file pages do not stay resident.
+    return np.ascontiguousarray(tensors.pop(f"{name}.weight").T), np.array(tensors.pop(f"{name}.bias"))
+
+
+def take_norm(tensors: Tensors, name: str) -> tuple[Floats, Floats]:
+    """A LayerNorm's gain and bias."""
+    return np.array(tensors.pop(f"{name}.weight")), np.array(tensors.pop(f"{name}.bias"))
+
+
+class Encoder(Protocol):
+    """The transformer layers: embedded tokens (batch, length, 384) and their 0/1 mask in, token states out."""
+
+    def __call__(self, x: Floats, mask: Floats) -> Floats: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,47 +139,79 @@ class _Layer:
     out_norm: tuple[Floats, Floats]
 
 
-class MiniLM:
-    """The all-MiniLM-L6-v2 encoder and tokenizer, loaded from a model directory."""
+class NumpyEncoder:
+    """The six encoder layers in NumPy, built from the `encoder.layer.*` tensors."""
 
-    def __init__(self, model_dir: Path, *, blas_threads: int = 1) -> None:
-        # Process-wide. On 2 cores a second OpenBLAS thread is ~40% faster when the machine is idle, but
-        # ~30-45% slower when another process wants a core (its threads spin waiting for each other,
-        # stealing CPU from the rest of the mesh too), hence one by default.
-        threadpool_limits(limits=blas_threads, user_api="blas")
-        w = _mapped_tensors(model_dir / "model.safetensors")
-
-        def dense(name: str) -> tuple[Floats, Floats]:
-            # Stored (out, in); copied straight from the file into (in, out) order, which BLAS multiplies
-            # fastest. Each map is dropped after its copy, so the file pages do not stay resident.
-            return np.ascontiguousarray(w.pop(f"{name}.weight").T), np.array(w.pop(f"{name}.bias"))
-
-        def norm(name: str) -> tuple[Floats, Floats]:
-            return np.array(w.pop(f"{name}.weight")), np.array(w.pop(f"{name}.bias"))
-
-        # The word embeddings are half the weights (30,522 x 384) but a text looks up only the rows of its
-        # tokens: they stay mapped, so only the pages of rows in use become resident.
-        self._word = w.pop("embeddings.word_embeddings.weight")
-        self._position = np.array(w.pop("embeddings.position_embeddings.weight"))
-        self._token_type = np.array(w.pop("embeddings.token_type_embeddings.weight"))
-        self._embed_norm = norm("embeddings.LayerNorm")
+    def __init__(self, tensors: Tensors) -> None:
         self._layers: list[_Layer] = []
         scale = np.float32(1.0 / np.sqrt(_HEAD_DIM))
         for i in range(_LAYERS):
             p = f"encoder.layer.{i}."
             # One (384, 1152) matmul for query, key and value instead of three.
-            q, k, v = (dense(p + f"attention.self.{n}") for n in ("query", "key", "value"))
+            q, k, v = (take_dense(tensors, p + f"attention.self.{n}") for n in ("query", "key", "value"))
             self._layers.append(
                 _Layer(
                     np.concatenate([q[0] * scale, k[0], v[0]], axis=1),
                     np.concatenate([q[1] * scale, k[1], v[1]]),
-                    *dense(p + "attention.output.dense"),
-                    norm(p + "attention.output.LayerNorm"),
-                    *dense(p + "intermediate.dense"),
-                    *dense(p + "output.dense"),
-                    norm(p + "output.LayerNorm"),
+                    *take_dense(tensors, p + "attention.output.dense"),
+                    take_norm(tensors, p + "attention.output.LayerNorm"),
+                    *take_dense(tensors, p + "intermediate.dense"),
+                    *take_dense(tensors, p + "output.dense"),
+                    take_norm(tensors, p + "output.LayerNorm"),
                 )
             )
+
+    def __call__(self, x: Floats, mask: Floats) -> Floats:
+        batch, length, _ = x.shape
+        # Token states as one (batch * length, 384) matrix, so each dense layer is a single GEMM.
+        x = x.reshape(-1, DIMENSION)
+        score_bias = ((1.0 - mask) * _MASKED)[:, None, None, :]
+        for layer in self._layers:
+            qkv = x @ layer.qkv
+            qkv += layer.qkv_bias
+            # (3, batch, heads, length, head_dim) views; the query is already scaled by 1/sqrt(head_dim).
+            q, k, v = qkv.reshape(batch, length, 3, _HEADS, _HEAD_DIM).transpose(2, 0, 3, 1, 4)
+            scores = q @ k.transpose(0, 1, 3, 2)
+            scores += score_bias
+            scores -= scores.max(-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(-1, keepdims=True)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(-1, DIMENSION)
+            attended = context @ layer.attn_out
+            attended += layer.attn_out_bias
+            attended += x
+            x = _layer_norm_(attended, *layer.attn_norm)
+            hidden = x @ layer.up
+            hidden += layer.up_bias
+            out = _gelu_(hidden) @ layer.down
+            out += layer.down_bias
+            out += x
+            x = _layer_norm_(out, *layer.out_norm)
+        return x.reshape(batch, length, DIMENSION)
+
+
+class MiniLM:
+    """The all-MiniLM-L6-v2 tokenizer, embeddings and pooling around an encoder, loaded from a model directory."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        blas_threads: int = 1,
+        encoder: Callable[[Tensors], Encoder] = NumpyEncoder,
+    ) -> None:
+        # Process-wide. On 2 cores a second OpenBLAS thread is ~40% faster when the machine is idle, but
+        # ~30-45% slower when another process wants a core (its threads spin waiting for each other,
+        # stealing CPU from the rest of the mesh too), hence one by default.
+        threadpool_limits(limits=blas_threads, user_api="blas")
+        w = _mapped_tensors(model_dir / "model.safetensors")
+        # The word embeddings are half the weights (30,522 x 384) but a text looks up only the rows of its
+        # tokens: they stay mapped, so only the pages of rows in use become resident.
+        self._word = w.pop("embeddings.word_embeddings.weight")
+        self._position = np.array(w.pop("embeddings.position_embeddings.weight"))
+        self._token_type = np.array(w.pop("embeddings.token_type_embeddings.weight"))
+        self._embed_norm = take_norm(w, "embeddings.LayerNorm")
+        self._encoder = encoder(w)
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         # tokenizer.json pads every input to 128 and cuts there; we cut at the model's 256 and pad per batch.
         self._tokenizer.no_padding()
@@ -182,32 +235,9 @@ class MiniLM:
         for row, row_ids in enumerate(token_ids):
             ids[row, : len(row_ids)] = row_ids
             mask[row, : len(row_ids)] = 1.0
-        # Token states as one (batch * length, 384) matrix, so each dense layer is a single GEMM.
         x = (self._word[ids] + self._position[:length] + self._token_type[0]).reshape(-1, DIMENSION)
         x = _layer_norm_(x, *self._embed_norm)
-        score_bias = ((1.0 - mask) * _MASKED)[:, None, None, :]
-        for layer in self._layers:
-            qkv = x @ layer.qkv
-            qkv += layer.qkv_bias
-            # (3, batch, heads, length, head_dim) views; the query is already scaled by 1/sqrt(head_dim).
-            q, k, v = qkv.reshape(batch, length, 3, _HEADS, _HEAD_DIM).transpose(2, 0, 3, 1, 4)
-            scores = q @ k.transpose(0, 1, 3, 2)
-            scores += score_bias
-            scores -= scores.max(-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(-1, DIMENSION)
-            attended = context @ layer.attn_out
-            attended += layer.attn_out_bias
-            attended += x
-            x = _layer_norm_(attended, *layer.attn_norm)
-            hidden = x @ layer.up
-            hidden += layer.up_bias
-            out = _gelu_(hidden) @ layer.down
-            out += layer.down_bias
-            out += x
-            x = _layer_norm_(out, *layer.out_norm)
-        states = x.reshape(batch, length, DIMENSION)
+        states = self._encoder(x.reshape(batch, length, DIMENSION), mask)
         # Every row has at least [CLS] and [SEP], so no count is zero.
         pooled: Floats = np.einsum("bt,btd->bd", mask, states) / mask.sum(1, keepdims=True)
         pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
