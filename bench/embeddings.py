@@ -1,9 +1,8 @@
 """Local embeddings: all-MiniLM-L6-v2 with its encoder layers in NumPy or in ONNX Runtime, side by side.
 
 Both paths share tokenization, length batching, the word-embedding lookup (memory-mapped) and pooling from
-`mnemo_llm.minilm`; only the six transformer layers differ. ONNX Runtime runs them as a graph of its fused
-BERT ops (com.microsoft Attention, SkipLayerNormalization, BiasGelu), built in code from the safetensors
-weights at load time, with as many intra-op threads as NumPy gets BLAS threads.
+`mnemo_llm.minilm`; only the six transformer layers differ (`mnemo_llm.onnx_encoder` for ONNX Runtime),
+with as many intra-op threads as NumPy gets BLAS threads.
 
 Load time and memory come from fresh processes, one per path and round (cold load, their own RSS); the
 latencies and throughput from one process holding all paths, which take turns round after round so that a
@@ -29,9 +28,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    import onnx
-
-    from mnemo_llm.minilm import Floats, MiniLM, Tensors
+    from mnemo_llm.minilm import MiniLM
 
 SHORT = "The agent stored memory item number 7."  # 10 tokens with [CLS] and [SEP]
 MEDIUM = (  # 25 tokens
@@ -40,93 +37,6 @@ MEDIUM = (  # 25 tokens
 )
 REFERENCE = Path(__file__).parents[1] / "tests" / "fixtures" / "minilm_reference.json"
 PATHS = ("numpy", "onnx", "onnx-no-arena")
-
-
-def onnx_encoder_graph(tensors: Tensors) -> onnx.ModelProto:
-    """The six encoder layers as an ONNX graph: `x` (batch, length, 384) and int32 `mask` in, `states` out."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    from mnemo_llm.minilm import DIMENSION, take_dense, take_norm
-
-    nodes: list[onnx.NodeProto] = []
-    weights: list[onnx.TensorProto] = []
-
-    def weight(name: str, value: Floats) -> str:
-        weights.append(numpy_helper.from_array(value, name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attributes: float | int) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], domain="com.microsoft", **attributes))
-        return output
-
-    x = "x"
-    for i in range(6):
-        p = f"encoder.layer.{i}."
-        q, k, v = (take_dense(tensors, p + f"attention.self.{n}") for n in ("query", "key", "value"))
-        qkv = weight(p + "qkv.weight", np.concatenate([q[0], k[0], v[0]], axis=1))
-        qkv_bias = weight(p + "qkv.bias", np.concatenate([q[1], k[1], v[1]]))
-        attended = node("Attention", [x, qkv, qkv_bias, "mask"], p + "attended", num_heads=12)
-        out, out_bias = take_dense(tensors, p + "attention.output.dense")
-        projected = p + "projected"
-        nodes.append(helper.make_node("MatMul", [attended, weight(p + "out.weight", out)], [projected]))
-        gain, bias = take_norm(tensors, p + "attention.output.LayerNorm")
-        norm = [weight(p + "attn_norm.gain", gain), weight(p + "attn_norm.bias", bias)]
-        # LayerNorm(projected + x + out_bias) in one op.
-        x_attn = node(
-            "SkipLayerNormalization",
-            [projected, x, *norm, weight(p + "out.bias", out_bias)],
-            p + "x_attn",
-            epsilon=1e-12,
-        )
-        up, up_bias = take_dense(tensors, p + "intermediate.dense")
-        nodes.append(helper.make_node("MatMul", [x_attn, weight(p + "up.weight", up)], [p + "up"]))
-        hidden = node("BiasGelu", [p + "up", weight(p + "up.bias", up_bias)], p + "hidden")  # erf GELU
-        down, down_bias = take_dense(tensors, p + "output.dense")
-        nodes.append(helper.make_node("MatMul", [hidden, weight(p + "down.weight", down)], [p + "down"]))
-        gain, bias = take_norm(tensors, p + "output.LayerNorm")
-        norm = [weight(p + "out_norm.gain", gain), weight(p + "out_norm.bias", bias)]
-        x = node(
-            "SkipLayerNormalization",
-            [p + "down", x_attn, *norm, weight(p + "down.bias", down_bias)],
-            "states" if i == 5 else p + "x_out",
-            epsilon=1e-12,
-        )
-    graph = helper.make_graph(
-        nodes,
-        "minilm_encoder",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length", DIMENSION]),
-            helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "length"]),
-        ],
-        [helper.make_tensor_value_info("states", TensorProto.FLOAT, ["batch", "length", DIMENSION])],
-        weights,
-    )
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    )
-
-
-class OnnxEncoder:
-    """The encoder layers run by ONNX Runtime on the CPU, from a graph built in memory."""
-
-    def __init__(self, tensors: Tensors, *, threads: int = 1, memory_arena: bool = True) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = memory_arena
-        self._session = ort.InferenceSession(
-            onnx_encoder_graph(tensors).SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-
-    def __call__(self, x: Floats, mask: Floats) -> Floats:
-        import numpy as np
-
-        states: Floats = self._session.run(None, {"x": x, "mask": mask.astype(np.int32)})[0]
-        return states
 
 
 def varied_sentences(model_dir: Path, count: int) -> list[str]:
@@ -141,6 +51,7 @@ def varied_sentences(model_dir: Path, count: int) -> list[str]:
 def load(path: str, threads: int) -> MiniLM:
     """The model with the encoder of `path`."""
     from mnemo_llm.minilm import MiniLM, NumpyEncoder, bundled_model_dir
+    from mnemo_llm.onnx_encoder import OnnxEncoder
 
     if path == "numpy":
         return MiniLM(bundled_model_dir(), blas_threads=threads, encoder=NumpyEncoder)

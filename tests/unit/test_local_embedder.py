@@ -14,6 +14,7 @@ import pytest
 from mnemo_core.errors import FailedPrecondition
 from mnemo_llm.embeddings import LocalEmbedder
 from mnemo_llm.minilm import DIMENSION, MiniLM, _gelu_, bundled_model_dir
+from mnemo_llm.onnx_encoder import available as onnx_available
 
 SENTENCES = [
     "The cat sits on the mat",
@@ -134,3 +135,46 @@ def test_vectors_match_the_sentence_transformers_reference_to_1e_4(model: MiniLM
     expected = np.array(reference["vectors"], dtype=np.float32)
     assert got.shape == expected.shape == (len(reference["sentences"]), DIMENSION)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not onnx_available(), reason="needs the `onnx` extra")
+def test_the_onnx_runtime_encoder_matches_the_reference_and_the_numpy_encoder(model: MiniLM) -> None:
+    from mnemo_llm.onnx_encoder import OnnxEncoder
+
+    reference = json.loads((Path(__file__).parents[1] / "fixtures" / "minilm_reference.json").read_text())
+    onnx_model = MiniLM(bundled_model_dir(), encoder=OnnxEncoder)
+
+    got = onnx_model.encode(reference["sentences"]).vectors
+
+    np.testing.assert_allclose(got, np.array(reference["vectors"], dtype=np.float32), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        onnx_model.encode(SENTENCES).vectors, model.encode(SENTENCES).vectors, atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.skipif(not onnx_available(), reason="needs the `onnx` extra")
+async def test_the_embedder_runs_the_onnx_encoder_when_configured() -> None:
+    local = LocalEmbedder(encoder="onnx")
+    try:
+        result = await local.embed(["The cat sits on the mat"])
+    finally:
+        local.close()
+
+    assert result.vectors.shape == (1, DIMENSION)
+    assert math.isclose(float(np.linalg.norm(result.vectors[0])), 1.0, rel_tol=1e-5)
+
+
+async def test_an_onnx_encoder_without_onnx_runtime_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+
+    with pytest.raises(FailedPrecondition) as refused:
+        LocalEmbedder(encoder="onnx")
+
+    assert refused.value.reason == "EMBEDDING_ENCODER_UNAVAILABLE"

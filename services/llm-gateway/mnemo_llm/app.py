@@ -137,7 +137,7 @@ async def build(settings: LlmSettings) -> LlmApp:
     gateway = LlmGateway(
         providers,
         request_timeout=settings.provider_timeout,
-        embedder=LocalEmbedder(blas_threads=settings.embedding_threads),
+        embedder=LocalEmbedder(blas_threads=settings.embedding_threads, encoder=settings.embedding_encoder),
         default_embedding_model=settings.default_embedding_model,
         retry=retry,
         catalogue=catalogue_from(settings, providers),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mnemo_core.errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    from mnemo_llm.minilm import Embeddings, MiniLM
+    from mnemo_llm.minilm import Embeddings, Encoder, MiniLM, Tensors
 
 # The name of the bundled model, as the model part of "local/<model>".
 LOCAL_MODEL_NAME = "all-minilm-l6-v2"
@@ -23,9 +24,24 @@ LOCAL_MAX_TOKENS = 256
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on this machine, run on one worker thread so that gRPC keeps serving."""
 
-    def __init__(self, model_dir: Path | None = None, *, blas_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        blas_threads: int = 1,
+        encoder: Literal["numpy", "onnx"] = "numpy",
+    ) -> None:
+        if encoder == "onnx":
+            from mnemo_llm.onnx_encoder import available
+
+            if not available():
+                raise FailedPrecondition(
+                    "embedding_encoder is 'onnx' but ONNX Runtime is not installed: uv sync --extra onnx",
+                    reason="EMBEDDING_ENCODER_UNAVAILABLE",
+                )
         self._model_dir = model_dir
         self._blas_threads = blas_threads
+        self._encoder = encoder
         self._model: MiniLM | None = None
         # One worker: requests queue instead of competing for the cores, and the model, touched only from
         # that thread, needs no lock.
@@ -35,9 +51,17 @@ class LocalEmbedder:
         if self._model is None:
             # NumPy, tokenizers and the 90 MB of weights load with the first request, not at service start.
             try:
-                from mnemo_llm.minilm import MiniLM, bundled_model_dir
+                from mnemo_llm.minilm import MiniLM, NumpyEncoder, bundled_model_dir
 
-                self._model = MiniLM(self._model_dir or bundled_model_dir(), blas_threads=self._blas_threads)
+                threads = self._blas_threads
+                encoder: Callable[[Tensors], Encoder] = NumpyEncoder
+                if self._encoder == "onnx":
+                    from mnemo_llm.onnx_encoder import OnnxEncoder
+
+                    encoder = partial(OnnxEncoder, threads=threads)
+                self._model = MiniLM(
+                    self._model_dir or bundled_model_dir(), blas_threads=threads, encoder=encoder
+                )
             except (ImportError, OSError) as exc:
                 raise FailedPrecondition(
                     f"the local embedding model cannot be loaded: {exc}; reinstall mnemo (it ships in the "
