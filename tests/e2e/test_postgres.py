@@ -110,16 +110,20 @@ def test_archival_memory_and_recall_work_through_agent_turns_on_postgres(
 ) -> None:
     with httpx.Client(base_url=pg_mesh.http_url, headers=pg_mesh.auth, timeout=30) as api:
         agent = api.post("/v1/agents", json={"name": "pg-archivist", "model": "openai/gpt-4o-mini"}).json()
-        for text_ in ("The user drinks oat milk in coffee.", "The user's car is a blue hatchback."):
-            stored = api.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": text_})
-            assert stored.status_code == 201, stored.text
         llm.script(
-            tool_call("archival_memory_insert", {"content": "Maya was born on 14 June 2019 in Porto."}),
+            tool_call(
+                "archival_memory_insert",
+                {"content": "The user's daughter Maya was born on 14 June 2019 in Porto."},
+            ),
             reply("Noted."),
         )
         first = api.post(
             f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "Maya: 14 June"}]}
         )
+        # Other memories, so that finding the right one means something.
+        for text_ in ("The user drinks oat milk in coffee.", "The user's car is a blue hatchback."):
+            stored = api.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": text_})
+            assert stored.status_code == 201, stored.text
         llm.script(
             tool_call("archival_memory_search", {"query": "when is my kid's birthday?", "top_k": 1}),
             reply("14 June."),
