@@ -14,25 +14,30 @@ writes):
     python -m bench.memory                       # everything (the 10 MB file takes ~15 min on 2 cores)
     python -m bench.memory --file-mb 1           # a smaller file
     python -m bench.memory --phases cpu,archival
+    python -m bench.memory --backend postgres --phases archival   # the mesh on an embedded Postgres 18 +
+                                                 # pgvector (storing 100k passages with their HNSW index
+                                                 # entries takes a few minutes)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from bench.mesh import _wait_http, agent_body, percentile
 from mnemo.common.v1 import message_pb2
@@ -45,13 +50,15 @@ from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from mnemo_memory.history import History
-from mnemo_memory.passage_store import NewPassage, SqlitePassageStore
+from mnemo_memory.passage_store import NewPassage, PassageStore, SqlitePassageStore
+from mnemo_memory.passage_store_pg import PgPassageStore
 from mnemo_memory.recall import store_vectors, watermark
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import messages_t
 from mnemo_memory.vectors import VectorCache
 from tests.fakes.llm_provider import free_port
 from tests.harness import RunningMesh, mesh_env, running_mesh
+from tests.postgres import embedded_postgres
 
 MODEL = "local/all-minilm-l6-v2"
 SUBJECTS = ["Ada", "Bruno", "Chen", "Dalia", "Emil", "Farah", "Goran", "Hana", "Ivo", "Jana"]
@@ -140,8 +147,26 @@ def composed(base: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np
     return pairs, vectors.astype(np.float32)
 
 
-def memory_db(mesh: RunningMesh) -> SqlRunner:
-    return SqlRunner(Database(f"sqlite+aiosqlite:///{mesh.home / 'data' / 'memory.db'}", schema="memory"))
+def memory_db(mesh: RunningMesh, args: argparse.Namespace) -> SqlRunner:
+    """The memory service's own database, through its own SQL runner."""
+    url = args.database_url or f"sqlite+aiosqlite:///{mesh.home / 'data' / 'memory.db'}"
+    return SqlRunner(Database(url, schema="memory"))
+
+
+def passage_store(db: SqlRunner) -> PassageStore:
+    return SqlitePassageStore(db, VectorCache(1 << 30)) if db.is_sqlite else PgPassageStore(db)
+
+
+@contextlib.contextmanager
+def database(backend: str) -> Iterator[str]:
+    """ "" for each service's own SQLite file, or the URL of a fresh embedded Postgres (stopped afterwards)."""
+    if backend == "sqlite":
+        yield ""
+        return
+    with tempfile.TemporaryDirectory(prefix="mnemo-bench-pg-") as directory:
+        Path(directory).chmod(0o777)  # the server runs as its own user and keeps its socket here
+        with embedded_postgres(Path(directory) / "data") as url:
+            yield url
 
 
 async def archival_phase(
@@ -164,8 +189,8 @@ async def archival_phase(
                 flush=True,
             )
             pairs, vectors = composed(base, args.passages, rng)
-            db = memory_db(mesh)
-            store = SqlitePassageStore(db, VectorCache(1 << 30))
+            db = memory_db(mesh, args)
+            store = passage_store(db)
             ids: list[str] = []
             started = time.perf_counter()
             for start in range(0, args.passages, 2000):
@@ -181,6 +206,10 @@ async def archival_phase(
                     for i in range(start, min(start + 2000, args.passages))
                 ]
                 ids += [p.id for p in await store.insert(DEFAULT_ACTOR.org_id, batch)]
+            if not db.is_sqlite:
+                await db.write(
+                    lambda conn: conn.execute(text("ANALYZE passages"))
+                )  # as autovacuum soon would
             await db.aclose()
             print(f"  stored in {time.perf_counter() - started:.1f} s", flush=True)
             index_of = {passage_id: i for i, passage_id in enumerate(ids)}
@@ -196,7 +225,9 @@ async def archival_phase(
                 passage_pb2.SearchPassagesRequest(agent_id=agent["id"], query="warm up")
             )
             figures.add(
-                "archival: first search (loads 100k vectors)", (time.perf_counter() - started) * 1000, "ms"
+                "archival: first search (SQLite: loads the vectors)",
+                (time.perf_counter() - started) * 1000,
+                "ms",
             )
             query_vectors = await embed(llm, queries)
             for name, mode in (
@@ -247,7 +278,7 @@ async def history_phase(
     empty = (await api.post("/v1/agents", json=agent_body(1))).json()
     big = (await api.post("/v1/agents", json=agent_body(2))).json()
     actor = DEFAULT_ACTOR
-    db = memory_db(mesh)
+    db = memory_db(mesh, args)
     history = History(db)
     started = time.perf_counter()
     for batch in range(0, args.messages, 1000):
@@ -396,8 +427,10 @@ async def measure(args: argparse.Namespace) -> Figures:
     phases = set(args.phases.split(","))
     try:
         await _wait_http(f"http://127.0.0.1:{port}/_fake/requests")
-        with tempfile.TemporaryDirectory() as home:
-            env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{port}/v1")
+        with tempfile.TemporaryDirectory() as home, database(args.backend) as url:
+            args.database_url = url
+            extra = {"MNEMO_DATABASE_URL": url} if url else None
+            env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{port}/v1", extra=extra)
             async with (
                 running_mesh(env) as mesh,
                 httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=120) as api,
@@ -421,6 +454,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--phases", default="cpu,archival,history,file")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the mesh's database (default: sqlite)",
+    )
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--messages", type=int, default=100_000)
@@ -429,6 +468,7 @@ def main() -> None:
     parser.add_argument("--file-mb", type=float, default=10.0)
     args = parser.parse_args()
     figures = asyncio.run(measure(args))
+    print(f"\nbackend: {args.backend}")
     figures.print()
 
 

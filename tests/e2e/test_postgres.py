@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -102,3 +103,47 @@ def test_a_turn_with_a_memory_edit_works_on_postgres(pg_mesh: RunningMesh, llm: 
         assert [a["id"] for a in listed] == [agent["id"]]
         assert api.delete(f"/v1/agents/{agent['id']}").status_code == 204
         assert api.get(f"/v1/agents/{agent['id']}").status_code == 404
+
+
+def test_archival_memory_and_recall_work_through_agent_turns_on_postgres(
+    pg_mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    with httpx.Client(base_url=pg_mesh.http_url, headers=pg_mesh.auth, timeout=30) as api:
+        agent = api.post("/v1/agents", json={"name": "pg-archivist", "model": "openai/gpt-4o-mini"}).json()
+        llm.script(
+            tool_call(
+                "archival_memory_insert",
+                {"content": "The user's daughter Maya was born on 14 June 2019 in Porto."},
+            ),
+            reply("Noted."),
+        )
+        first = api.post(
+            f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "Maya: 14 June"}]}
+        )
+        # Other memories, so that finding the right one means something.
+        for text_ in ("The user drinks oat milk in coffee.", "The user's car is a blue hatchback."):
+            stored = api.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": text_})
+            assert stored.status_code == 201, stored.text
+        llm.script(
+            tool_call("archival_memory_search", {"query": "when is my kid's birthday?", "top_k": 1}),
+            reply("14 June."),
+        )
+        second = api.post(f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "Birthday?"}]})
+        deadline = time.monotonic() + 30
+        while True:  # recall embeds messages in the background
+            recalled = api.get(
+                f"/v1/agents/{agent['id']}/messages/search", params={"query": "birthday", "mode": "vector"}
+            ).json()
+            if recalled["pending_embeddings"] == 0 and recalled["results"]:
+                break
+            assert time.monotonic() < deadline, recalled
+            time.sleep(0.1)
+
+    assert first.status_code == 200, first.text
+    assert second.status_code == 200, second.text
+    (saved,) = [m for m in first.json()["messages"] if m["message_type"] == "tool_return_message"]
+    (found,) = [m for m in second.json()["messages"] if m["message_type"] == "tool_return_message"]
+    assert saved["status"] == "success"
+    assert found["status"] == "success"
+    assert "14 June 2019" in found["tool_return"]
+    assert recalled["embedding_model"] == "local/all-minilm-l6-v2"

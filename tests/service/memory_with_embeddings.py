@@ -1,12 +1,13 @@
 """The memory service wired to a real llm-gateway (local embeddings), both in-process on loopback.
 
-Imported by the archival, recall and sources test modules; each gets its own memory database.
+Imported by the archival, recall and sources test modules. Every test using it runs twice: on the
+service's embedded SQLite file and on a real Postgres 18 with pgvector (one server for the session).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,24 +16,52 @@ from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, 
 from mnemo_memory.app import MemoryApp
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
+from tests.postgres import embedded_postgres
 from tests.service.conftest import DEFAULT_BLOCK_LIMIT, Served, clean_environment, serving
 
 
 @contextlib.asynccontextmanager
-async def memory_with_llm(home: Path, llm_address: str) -> AsyncIterator[Served]:
-    """A memory service on its own SQLite file under `home`, embedding through the llm-gateway at `llm_address`."""
+async def memory_with_llm(home: Path, llm_address: str, database_url: str = "") -> AsyncIterator[Served]:
+    """A memory service embedding through the llm-gateway at `llm_address`.
+
+    Its database is `database_url`, or by default its own SQLite file under `home`.
+    """
     with clean_environment(home):
-        settings = MemorySettings(home=home, default_block_limit=DEFAULT_BLOCK_LIMIT, llm_addr=llm_address)
+        settings = MemorySettings(
+            home=home,
+            default_block_limit=DEFAULT_BLOCK_LIMIT,
+            llm_addr=llm_address,
+            database_url=database_url,
+        )
     app = await build_memory(settings)
     async with serving(app) as served:
         yield served
 
 
 @pytest.fixture(scope="session")
+def memory_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Postgres 18 with pgvector, started once for the session."""
+    directory = Path(tmp_path_factory.mktemp("memory-pg"))
+    directory.chmod(0o777)  # the server runs as its own user and keeps its socket here
+    with embedded_postgres(directory / "data") as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def memory_database(request: pytest.FixtureRequest) -> str:
+    """The memory service's database URL: "" for its embedded SQLite file, or the session's Postgres."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("memory_postgres")
+    return url
+
+
+@pytest.fixture(scope="session")
 async def embedded_memory(
-    tmp_path_factory: pytest.TempPathFactory, llm_service: Served
+    tmp_path_factory: pytest.TempPathFactory, llm_service: Served, memory_database: str
 ) -> AsyncIterator[Served]:
-    async with memory_with_llm(tmp_path_factory.mktemp("memory-embed"), llm_service.address) as served:
+    home = tmp_path_factory.mktemp("memory-embed")
+    async with memory_with_llm(home, llm_service.address, memory_database) as served:
         yield served
 
 

@@ -20,6 +20,8 @@ from tests.service.conftest import new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
     embedded_memory,
     memory_app,
+    memory_database,
+    memory_postgres,
     passages,
 )
 
@@ -115,6 +117,15 @@ async def test_keyword_search_finds_an_exact_name_that_vector_search_ranks_low(p
         keyword = await search(passages, agent_id, "Zephyr-9", mode=search_pb2.SEARCH_MODE_KEYWORD, top_k=1)
     assert [m.passage.text for m in keyword] == [FACTS[2]]
     assert keyword[0].score.keyword_rank == 1
+
+
+async def test_a_query_of_stop_words_only_still_matches_them_by_keyword(passages: Passages) -> None:
+    actor, agent_id = await seeded(passages)
+    with acting_as(actor):
+        found = await search(passages, agent_id, "The", mode=search_pb2.SEARCH_MODE_KEYWORD, top_k=10)
+    assert sorted(m.passage.text for m in found) == sorted(
+        fact for fact in FACTS if " the " in f" {fact.lower()}"
+    )
 
 
 async def test_hybrid_search_is_the_default_and_fuses_both_rankings(passages: Passages) -> None:

@@ -20,6 +20,8 @@ from tests.service.conftest import new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
     embedded_memory,
     memory_app,
+    memory_database,
+    memory_postgres,
     recall_messages,
 )
 

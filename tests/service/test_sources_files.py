@@ -23,6 +23,8 @@ from tests.service.conftest import Served, new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
     embedded_memory,
     memory_app,
+    memory_database,
+    memory_postgres,
     memory_with_llm,
     passages,
     sources,
@@ -281,12 +283,12 @@ async def test_source_update_changes_only_the_masked_fields(sources: Sources) ->
 
 
 async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
-    tmp_path: Path, llm_service: Served
+    tmp_path: Path, llm_service: Served, memory_database: str
 ) -> None:
     actor: Actor = new_actor()
-    source_id = "source-restart"
+    source_id = f"source-restart-{actor.org_id[4:12]}"  # the Postgres database outlives one test
     # First run: the llm-gateway is unreachable, so the job parses the file and then waits to embed.
-    async with memory_with_llm(tmp_path, f"127.0.0.1:{free_port()}") as first:
+    async with memory_with_llm(tmp_path, f"127.0.0.1:{free_port()}", memory_database) as first:
         stub = source_pb2_grpc.SourceServiceStub(first.channel)
         # Creating a source resolves its model through the gateway; store this one directly instead.
         now = utcnow()
@@ -316,7 +318,7 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     assert job.chunks_total > 0
     assert job.chunks_done == 0
     # Second run on the same database, with the gateway up: the job resumes from its stored chunks.
-    async with memory_with_llm(tmp_path, llm_service.address) as second:
+    async with memory_with_llm(tmp_path, llm_service.address, memory_database) as second:
         stub = source_pb2_grpc.SourceServiceStub(second.channel)
         passages_stub = passage_pb2_grpc.PassageServiceStub(second.channel)
         with acting_as(actor):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnemo_memory.chunking import chunk_text
-from mnemo_memory.ranking import fuse, keyword_query, scope_token, scoped_match
+from mnemo_memory.ranking import fts5_any, fuse, keyword_terms, scope_token, scoped_match, tsquery_any
 from mnemo_memory.vectors import MIN_CANDIDATES, VectorFilter, VectorIndex, VectorRows
 
 
@@ -38,10 +38,16 @@ def test_whitespace_only_text_has_no_chunks() -> None:
     assert chunk_text(" \n\n\t ") == []
 
 
-def test_keyword_query_quotes_words_drops_stopwords_and_never_leaks_syntax() -> None:
-    assert keyword_query('What is the "NEAR(x y)" AND Zephyr-9?') == '"near" OR "x" OR "y" OR "zephyr" OR "9"'
-    assert keyword_query("the of and") == '"the" OR "of" OR "and"'
-    assert keyword_query("?!") is None
+def test_keyword_terms_drop_stopwords_unless_nothing_else_is_left() -> None:
+    assert keyword_terms('What is the "NEAR(x y)" AND Zephyr-9?') == ["near", "x", "y", "zephyr", "9"]
+    assert keyword_terms("the of and the") == ["the", "of", "and"]
+    assert keyword_terms("?!") == []
+
+
+def test_keyword_queries_quote_every_term_so_no_operator_syntax_leaks_in() -> None:
+    terms = keyword_terms('What is the "NEAR(x y)" AND Zephyr-9 or foo_bar?')
+    assert fts5_any(terms) == '"near" OR "x" OR "y" OR "zephyr" OR "9" OR "foo_bar"'
+    assert tsquery_any(terms) == "'near' | 'x' | 'y' | 'zephyr' | '9' | 'foo_bar'"
 
 
 def test_scoped_match_keeps_the_search_inside_its_scopes() -> None:

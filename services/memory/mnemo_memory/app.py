@@ -25,8 +25,10 @@ from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import History
-from mnemo_memory.passage_store import SqlitePassageStore
-from mnemo_memory.recall import MessageEmbedder, Recall
+from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
+from mnemo_memory.passage_store_pg import PgPassageStore
+from mnemo_memory.recall import MessageEmbedder, MessageIndex, Recall, SqliteMessageIndex
+from mnemo_memory.recall_pg import PgMessageIndex
 from mnemo_memory.servicer import BlockServicer, MessageServicer, PassageServicer, SourceServicer
 from mnemo_memory.settings import MemorySettings
 from mnemo_memory.sources import FileJobs, Sources
@@ -44,15 +46,22 @@ class MemoryApp:
         self._peers = Peers(settings)
         self.embedder = Embedder(llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm")))
         self.vectors = VectorCache(settings.vector_cache_mb * 1024 * 1024)
-        self.passage_store = SqlitePassageStore(self.db, self.vectors)
+        # SQLite: one process owns the file, so vectors are searched in memory; Postgres: searched in SQL
+        # (pgvector), nothing kept in the process, so replicas can share the database.
+        self.passage_store: PassageStore
+        message_index: MessageIndex
+        if self.db.is_sqlite:
+            self.passage_store = SqlitePassageStore(self.db, self.vectors)
+            message_index = SqliteMessageIndex(self.db, self.vectors)
+        else:
+            self.passage_store = PgPassageStore(self.db)
+            message_index = PgMessageIndex(self.db)
         self.message_embedder = MessageEmbedder(
-            self.db, self.embedder, self.vectors, model=settings.recall_embedding_model
+            self.db, self.embedder, message_index, model=settings.recall_embedding_model
         )
         self.core = CoreMemory(self.db, default_limit=settings.default_block_limit)
         self.history = History(self.db, on_append=self.message_embedder.notify)
-        self.recall = Recall(
-            self.db, self.embedder, self.vectors, self.message_embedder, model=settings.recall_embedding_model
-        )
+        self.recall = Recall(self.db, self.embedder, message_index, model=settings.recall_embedding_model)
         self.archival = ArchivalMemory(self.passage_store, self.embedder)
         self.jobs = FileJobs(self.db, self.passage_store, self.embedder)
         self.sources = Sources(

@@ -21,7 +21,7 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.passage_store import NewPassage, Passage, PassageFilter, PassageStore, Scope
-from mnemo_memory.ranking import Ranked, fuse, keyword_only, keyword_query, vector_only
+from mnemo_memory.ranking import Ranked, fuse, keyword_only, keyword_terms, vector_only
 
 MAX_TEXT = 100_000
 MAX_QUERY = 10_000
@@ -31,8 +31,8 @@ MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
 # Each ranking feeds this many candidates into the fusion, so either can lift a hit the other missed.
 FUSION_DEPTH = 50
-# Matching rows BM25 ranks at most (newest first): ~5 us each, so hybrid search keeps its keyword half
-# within the time the query takes to embed; keyword-only search may spend more.
+# Matching rows the keyword ranking scores at most (newest first): BM25 costs ~5 us each, so hybrid search
+# keeps its keyword half within the time the query takes to embed; keyword-only search may spend more.
 HYBRID_KEYWORD_BUDGET = 1_000
 KEYWORD_BUDGET = 20_000
 MODES = ("hybrid", "vector", "keyword")
@@ -198,11 +198,11 @@ class ArchivalMemory:
             if not exclude_sources:
                 scopes += [Scope("source", s) for s in await self._store.source_ids(org_id, agent_id)]
             depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-            match = keyword_query(query) if mode != "vector" else None
-            if match is not None:
+            terms = keyword_terms(query) if mode != "vector" else []
+            if terms:
                 budget = HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET
                 keyword_task = asyncio.ensure_future(
-                    self._store.keyword_search(org_id, scopes, match, depth, where, budget=budget)
+                    self._store.keyword_search(org_id, scopes, terms, depth, where, budget=budget)
                 )
             vector: list[tuple[int, float]] = []
             used = ""

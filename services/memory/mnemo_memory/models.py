@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
+from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -17,11 +20,36 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from mnemo_core.db import Base, UtcDateTime
+
+
+class Embedding(TypeDecorator[Any]):
+    """A float32 vector, bound from a NumPy array: a blob on SQLite, a pgvector `vector` on Postgres.
+
+    The Postgres column has no fixed dimension (each embedding model has its own); its indexes are
+    per dimension (docs/adr/0201-postgres-passage-and-recall-search.md). Reads return the blob's bytes
+    on SQLite; Postgres searches never read vectors back.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(VECTOR())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: npt.NDArray[np.float32] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return np.asarray(value, np.float32).tobytes()
 
 
 class MemoryBase(Base):
@@ -129,7 +157,7 @@ class MessageVectorRow(MemoryBase):
     org_id: Mapped[str] = mapped_column(String(128))
     agent_id: Mapped[str] = mapped_column(String(64))
     embedding_model: Mapped[str] = mapped_column(String(200))
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[Any] = mapped_column(Embedding)
     # The message's time (epoch seconds) and kind (mnemo.memory.v1.MessageKind), for filters in memory.
     created_epoch: Mapped[float] = mapped_column(Float)
     kind: Mapped[int] = mapped_column(Integer)
@@ -172,7 +200,7 @@ class PassageRow(MemoryBase):
     # Empty / 0 / NULL while a file's chunk waits for its embedding.
     embedding_model: Mapped[str] = mapped_column(String(200), default="")
     embedding_dim: Mapped[int] = mapped_column(Integer, default=0)
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding: Mapped[Any] = mapped_column(Embedding, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # created_at as epoch seconds, so vector filters by time need no datetime parsing.
     created_epoch: Mapped[float] = mapped_column(Float)

@@ -1,9 +1,10 @@
-"""Where passages live: the `PassageStore` interface and its embedded SQLite implementation.
+"""Where passages live: the `PassageStore` interface, the row work both SQL stores share, and the
+embedded SQLite store.
 
 The SQLite store keeps rows (and float32 vector blobs) in the passages table, words in an FTS5
-index kept in sync by triggers, and searches vectors in memory (`VectorCache`). Postgres + pgvector
-and Weaviate stores are planned behind the same interface; on a Postgres database this service
-refuses archival calls with FAILED_PRECONDITION until then.
+index kept in sync by triggers, and searches vectors in memory (`VectorCache`). The Postgres store
+(`passage_store_pg.PgPassageStore`) keeps vectors in a pgvector column and searches in SQL. A Weaviate
+store could sit behind the same interface; none exists (no Weaviate server runs where this is built).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Select, and_, delete, func, insert, select, text, update
 
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow, table_of
-from mnemo_memory.ranking import scope_token, scoped_match
+from mnemo_memory.ranking import fts5_any, scope_token, scoped_match
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
@@ -116,13 +117,23 @@ def _passage(row: Any) -> Passage:
     )
 
 
-def _scope_clause(scope: Scope) -> Any:
+def scope_clause(scope: Scope) -> Any:
+    """The passages of one scope (an agent's own or a source's)."""
     column = passages_t.c.agent_id if scope.kind == "agent" else passages_t.c.source_id
     return column == scope.id
 
 
 def _key(org_id: str, scope: Scope, model: str) -> VectorKey:
     return VectorKey(org_id, scope.kind, scope.id, model)
+
+
+def tagged(org_id: str, where: PassageFilter) -> Select[tuple[int]]:
+    """Keys of the organization's passages with any (or, with `all_tags`, every) tag of the filter."""
+    tags = list(dict.fromkeys(where.tags))
+    query = select(tags_t.c.passage_pk).where(tags_t.c.org_id == org_id, tags_t.c.tag.in_(tags))
+    if where.all_tags:
+        query = query.group_by(tags_t.c.passage_pk).having(func.count(tags_t.c.tag) == len(tags))
+    return query
 
 
 class PassageStore(Protocol):
@@ -194,35 +205,56 @@ class PassageStore(Protocol):
         ...
 
     async def keyword_search(
-        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
+        self,
+        org_id: str,
+        scopes: Sequence[Scope],
+        terms: Sequence[str],
+        k: int,
+        where: PassageFilter,
+        *,
+        budget: int,
     ) -> list[tuple[int, float]]:
-        """The k passages most relevant to the full-text query `match`: (key, bm25), best first.
+        """The k embedded passages matching any of the terms (ranking.keyword_terms), best first.
 
-        Ranks at most the `budget` newest matching rows (BM25 cannot stop early).
+        Returns (key, score) where lower is better: bm25() on SQLite, the negated ts_rank_cd() on
+        Postgres. Ranks at most the `budget` newest matching rows (ranking cannot stop early).
         """
         ...
 
 
-class SqlitePassageStore:
-    """Passages in the memory service's SQLite file; vectors searched in memory."""
+class SqlPassages:
+    """Passage rows by portable SQLAlchemy Core: everything but the searches, shared by the SQL stores.
 
-    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+    A store that keeps a copy of the vectors elsewhere (SQLite's in-memory indexes) follows the writes
+    through the `_after_*` hooks, called once the write is committed.
+    """
+
+    def __init__(self, db: SqlRunner) -> None:
         self._db = db
-        self._vectors = vectors
 
-    def _supported(self) -> None:
-        if not self._db.is_sqlite:
-            raise FailedPrecondition(
-                "archival memory on Postgres needs the pgvector passage store, which is not available yet; "
-                "run the memory service on its embedded SQLite database",
-                reason="PASSAGE_STORE_UNAVAILABLE",
-            )
+    async def _after_insert(self, org_id: str, stored: list[Passage], passages: Sequence[NewPassage]) -> None:
+        return None
+
+    async def _after_set_vectors(
+        self,
+        org_id: str,
+        scope: Scope,
+        model: str,
+        done: list[tuple[int, float]],
+        pks: Sequence[int],
+        vectors: Floats,
+    ) -> None:
+        return None
+
+    async def _after_delete(self, org_id: str, gone: Passage) -> None:
+        return None
+
+    async def _after_purge(self, org_id: str, scope: Scope, by_model: dict[str, list[int]]) -> None:
+        return None
 
     async def insert(
         self, org_id: str, passages: Sequence[NewPassage], also: Callable[[Connection], None] | None = None
     ) -> list[Passage]:
-        self._supported()
-
         def tx(conn: Connection) -> list[Passage]:
             rows = []
             for p in passages:
@@ -243,7 +275,7 @@ class SqlitePassageStore:
                         "metadata_json": dict(p.metadata),
                         "embedding_model": p.model if p.vector is not None else "",
                         "embedding_dim": len(p.vector) if p.vector is not None else 0,
-                        "embedding": p.vector.astype(np.float32).tobytes() if p.vector is not None else None,
+                        "embedding": p.vector,
                         "created_at": p.created_at,
                         "created_epoch": p.created_at.timestamp(),
                     }
@@ -269,21 +301,8 @@ class SqlitePassageStore:
             return [by_pk[pk] for pk in pks]
 
         stored = await self._db.write(tx)
-        if not stored:
-            return stored
-        embedded = [(s, p.vector) for s, p in zip(stored, passages, strict=True) if p.vector is not None]
-        if embedded:
-            first = embedded[0][0]
-            scope = Scope("agent", first.agent_id) if first.agent_id else Scope("source", first.source_id)
-            await self._vectors.add(
-                _key(org_id, scope, first.embedding_model),
-                VectorRows(
-                    np.array([s.pk for s, _ in embedded], np.int64),
-                    np.stack([v for _, v in embedded if v is not None]).astype(np.float32),
-                    np.array([s.created_at.timestamp() for s, _ in embedded], np.float64),
-                    np.zeros(len(embedded), np.int8),
-                ),
-            )
+        if stored:
+            await self._after_insert(org_id, stored, passages)
         return stored
 
     async def set_vectors(
@@ -295,7 +314,6 @@ class SqlitePassageStore:
         model: str,
         also: Callable[[Connection], None] | None = None,
     ) -> int:
-        self._supported()
         dim = int(vectors.shape[1])
 
         def tx(conn: Connection) -> list[tuple[int, float]]:
@@ -306,7 +324,7 @@ class SqlitePassageStore:
                     .where(
                         passages_t.c.pk == pk, passages_t.c.org_id == org_id, passages_t.c.embedding_dim == 0
                     )
-                    .values(embedding_model=model, embedding_dim=dim, embedding=vector.tobytes())
+                    .values(embedding_model=model, embedding_dim=dim, embedding=vector)
                     .returning(passages_t.c.pk, passages_t.c.created_epoch)
                 ).first()
                 if row is not None:
@@ -317,16 +335,7 @@ class SqlitePassageStore:
 
         done = await self._db.write(tx)
         if done:
-            index = {pk: i for i, pk in enumerate(pks)}
-            await self._vectors.add(
-                _key(org_id, scope, model),
-                VectorRows(
-                    np.array([pk for pk, _ in done], np.int64),
-                    vectors[[index[pk] for pk, _ in done]],
-                    np.array([epoch for _, epoch in done], np.float64),
-                    np.zeros(len(done), np.int8),
-                ),
-            )
+            await self._after_set_vectors(org_id, scope, model, done, pks, vectors)
         return len(done)
 
     async def pending(self, org_id: str, file_id: str, limit: int) -> list[tuple[int, str]]:
@@ -361,7 +370,7 @@ class SqlitePassageStore:
         self, org_id: str, scope: Scope, *, after_pk: int | None, descending: bool, limit: int
     ) -> list[Passage]:
         def read(conn: Connection) -> list[Passage]:
-            query = select(*_COLUMNS).where(passages_t.c.org_id == org_id, _scope_clause(scope))
+            query = select(*_COLUMNS).where(passages_t.c.org_id == org_id, scope_clause(scope))
             if after_pk is not None:
                 query = query.where(passages_t.c.pk < after_pk if descending else passages_t.c.pk > after_pk)
             order = passages_t.c.pk.desc() if descending else passages_t.c.pk
@@ -399,12 +408,7 @@ class SqlitePassageStore:
             conn.execute(delete(passages_t).where(passages_t.c.pk == row.pk))
             return _passage(row)
 
-        gone = await self._db.write(tx)
-        if gone.embedding_dim:
-            await self._vectors.remove(
-                _key(org_id, Scope("agent", gone.agent_id), gone.embedding_model),
-                np.array([gone.pk], np.int64),
-            )
+        await self._after_delete(org_id, await self._db.write(tx))
 
     async def purge(
         self,
@@ -415,7 +419,7 @@ class SqlitePassageStore:
         also: Callable[[Connection], None] | None = None,
     ) -> int:
         def tx(conn: Connection) -> tuple[int, dict[str, list[int]]]:
-            where = and_(passages_t.c.org_id == org_id, _scope_clause(scope))
+            where = and_(passages_t.c.org_id == org_id, scope_clause(scope))
             if file_id:
                 where = and_(where, passages_t.c.file_id == file_id)
             by_model: dict[str, list[int]] = {}
@@ -433,9 +437,7 @@ class SqlitePassageStore:
             return int(result.rowcount), by_model
 
         count, by_model = await self._db.write(tx)
-        for model, pks in by_model.items():
-            if model:
-                await self._vectors.remove(_key(org_id, scope, model), np.array(pks, np.int64))
+        await self._after_purge(org_id, scope, by_model)
         return count
 
     async def source_ids(self, org_id: str, agent_id: str) -> list[str]:
@@ -461,7 +463,7 @@ class SqlitePassageStore:
                 for other in (and_(column > "", column < model), column > model):
                     found = conn.scalar(
                         select(column)
-                        .where(passages_t.c.org_id == org_id, _scope_clause(scope), other)
+                        .where(passages_t.c.org_id == org_id, scope_clause(scope), other)
                         .limit(1)
                     )
                     if found:
@@ -470,10 +472,65 @@ class SqlitePassageStore:
 
         return await self._db.read(read)
 
+
+class SqlitePassageStore(SqlPassages):
+    """Passages in the memory service's SQLite file; words in FTS5, vectors searched in memory."""
+
+    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+        super().__init__(db)
+        self._vectors = vectors
+
+    async def _after_insert(self, org_id: str, stored: list[Passage], passages: Sequence[NewPassage]) -> None:
+        embedded = [(s, p.vector) for s, p in zip(stored, passages, strict=True) if p.vector is not None]
+        if not embedded:
+            return
+        first = embedded[0][0]
+        scope = Scope("agent", first.agent_id) if first.agent_id else Scope("source", first.source_id)
+        await self._vectors.add(
+            _key(org_id, scope, first.embedding_model),
+            VectorRows(
+                np.array([s.pk for s, _ in embedded], np.int64),
+                np.stack([v for _, v in embedded if v is not None]).astype(np.float32),
+                np.array([s.created_at.timestamp() for s, _ in embedded], np.float64),
+                np.zeros(len(embedded), np.int8),
+            ),
+        )
+
+    async def _after_set_vectors(
+        self,
+        org_id: str,
+        scope: Scope,
+        model: str,
+        done: list[tuple[int, float]],
+        pks: Sequence[int],
+        vectors: Floats,
+    ) -> None:
+        index = {pk: i for i, pk in enumerate(pks)}
+        await self._vectors.add(
+            _key(org_id, scope, model),
+            VectorRows(
+                np.array([pk for pk, _ in done], np.int64),
+                vectors[[index[pk] for pk, _ in done]],
+                np.array([epoch for _, epoch in done], np.float64),
+                np.zeros(len(done), np.int8),
+            ),
+        )
+
+    async def _after_delete(self, org_id: str, gone: Passage) -> None:
+        if gone.embedding_dim:
+            await self._vectors.remove(
+                _key(org_id, Scope("agent", gone.agent_id), gone.embedding_model),
+                np.array([gone.pk], np.int64),
+            )
+
+    async def _after_purge(self, org_id: str, scope: Scope, by_model: dict[str, list[int]]) -> None:
+        for model, pks in by_model.items():
+            if model:
+                await self._vectors.remove(_key(org_id, scope, model), np.array(pks, np.int64))
+
     async def vector_search(
         self, org_id: str, scopes: Sequence[Scope], model: str, query: Floats, k: int, where: PassageFilter
     ) -> list[tuple[int, float]]:
-        self._supported()
         allowed = await self._tagged(org_id, where) if where.tags else None
         flt = VectorFilter(
             start_epoch=where.start.timestamp() if where.start else None,
@@ -489,12 +546,7 @@ class SqlitePassageStore:
 
     async def _tagged(self, org_id: str, where: PassageFilter) -> np.ndarray[Any, np.dtype[np.int64]]:
         def read(conn: Connection) -> list[int]:
-            query = select(tags_t.c.passage_pk).where(tags_t.c.org_id == org_id, tags_t.c.tag.in_(where.tags))
-            if where.all_tags:
-                query = query.group_by(tags_t.c.passage_pk).having(
-                    func.count(tags_t.c.tag) == len(set(where.tags))
-                )
-            return list(conn.scalars(query))
+            return list(conn.scalars(tagged(org_id, where)))
 
         return np.array(sorted(set(await self._db.read(read))), np.int64)
 
@@ -506,7 +558,7 @@ class SqlitePassageStore:
                 select(passages_t.c.pk, passages_t.c.embedding, passages_t.c.created_epoch)
                 .where(
                     passages_t.c.org_id == key.org_id,
-                    _scope_clause(scope),
+                    scope_clause(scope),
                     passages_t.c.embedding_model == key.model,
                     passages_t.c.embedding_dim > 0,
                 )
@@ -531,12 +583,18 @@ class SqlitePassageStore:
         return await self._db.read(read)
 
     async def keyword_search(
-        self, org_id: str, scopes: Sequence[Scope], match: str, k: int, where: PassageFilter, *, budget: int
+        self,
+        org_id: str,
+        scopes: Sequence[Scope],
+        terms: Sequence[str],
+        k: int,
+        where: PassageFilter,
+        *,
+        budget: int,
     ) -> list[tuple[int, float]]:
-        self._supported()
-        if not scopes:
+        if not scopes or not terms:
             return []
-        query = scoped_match(match, [scope_token(scope.kind, scope.id) for scope in scopes])
+        query = scoped_match(fts5_any(list(terms)), [scope_token(scope.kind, scope.id) for scope in scopes])
         clauses = ["p.org_id = :org_id", "p.embedding_dim > 0"]
         params: dict[str, Any] = {"org_id": org_id, "match": query, "k": k}
         if where.start is not None:

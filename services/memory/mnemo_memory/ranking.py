@@ -31,19 +31,27 @@ def scope_token(kind: str, scope_id: str) -> str:
 
 
 def scoped_match(match: str, scopes: list[str]) -> str:
-    """An FTS5 query for `match` (from keyword_query) restricted to rows of the given scope tokens."""
+    """An FTS5 query for `match` (from fts5_any) restricted to rows of the given scope tokens."""
     tokens = " OR ".join(f'"{token}"' for token in scopes)
     return f"{{scope}} : ({tokens}) AND {{text}} : ({match})"
 
 
-def keyword_query(text: str) -> str | None:
-    """An FTS5 query matching any meaningful word of `text` (each quoted, so no operator syntax leaks in)."""
+def keyword_terms(text: str) -> list[str]:
+    """The words of `text` a keyword search looks for: lower case, meaningful ones only unless none is, unique."""
     words = [word.lower() for word in _WORD.findall(text)]
     meaningful = [word for word in words if word not in STOPWORDS] or words
-    unique = list(dict.fromkeys(meaningful))[:MAX_QUERY_TERMS]
-    if not unique:
-        return None
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in unique)
+    return list(dict.fromkeys(meaningful))[:MAX_QUERY_TERMS]
+
+
+def fts5_any(terms: list[str]) -> str:
+    """An FTS5 query matching any of the terms (each quoted, so no operator syntax leaks in)."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def tsquery_any(terms: list[str]) -> str:
+    """A Postgres `to_tsquery` text matching any of the terms (word characters only, each quoted)."""
+    # A term holds word characters only (see _WORD); quoting keeps one like "foo_bar" a phrase, as in FTS5.
+    return " | ".join("'" + term + "'" for term in terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,7 @@ class Ranked:
 
 
 def fuse(vector: list[tuple[int, float]], keyword: list[tuple[int, float]], k: int) -> list[Ranked]:
-    """Reciprocal rank fusion of a vector ranking (key, similarity) and a keyword ranking (key, bm25)."""
+    """Reciprocal rank fusion of a vector ranking (key, similarity) and a keyword ranking (key, score)."""
     hits: dict[int, Ranked] = {}
     for rank, (pk, similarity) in enumerate(vector, start=1):
         hits[pk] = Ranked(pk, 1.0 / (RRF_K + rank), vector_rank=rank, similarity=similarity)
@@ -81,5 +89,8 @@ def vector_only(vector: list[tuple[int, float]], k: int) -> list[Ranked]:
 
 
 def keyword_only(keyword: list[tuple[int, float]], k: int) -> list[Ranked]:
-    """A keyword ranking as results: the score is the negated BM25 (higher is better)."""
+    """A keyword ranking (key, score where lower is better) as results: the score negated (higher is better).
+
+    The keyword score is SQLite's bm25() or, on Postgres, the negated ts_rank_cd().
+    """
     return [Ranked(pk, -bm25, keyword_rank=rank) for rank, (pk, bm25) in enumerate(keyword[:k], start=1)]

@@ -5,6 +5,8 @@ sits on the append's path, batches whatever arrived meanwhile (one model call fo
 messages), and remembers how far it got (a watermark on the messages' ever-growing keys), so a
 restart resumes where it stopped. Until a message is embedded it is found by its words only;
 `pending` tells how many are waiting. Evicted messages stay in the history and stay searchable.
+Words and vectors are searched by a `MessageIndex`: on SQLite FTS5 and in-memory vectors
+(`SqliteMessageIndex`), on Postgres full-text search and pgvector (`recall_pg.PgMessageIndex`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from mnemo.common.v1 import message_pb2
 from mnemo_core.actor import Actor, acting_as
-from mnemo_core.errors import FailedPrecondition, MnemoError
+from mnemo_core.errors import MnemoError
 from mnemo_core.ids import require_id
 from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
 from mnemo_memory.embedding import Embedder
@@ -31,16 +33,17 @@ from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorR
 from mnemo_memory.passage_store import newest_matches_from
 from mnemo_memory.ranking import (
     Ranked,
+    fts5_any,
     fuse,
     keyword_only,
-    keyword_query,
+    keyword_terms,
     scope_token,
     scoped_match,
     vector_only,
 )
 from mnemo_memory.sql import SqlRunner
-from mnemo_memory.store import MessageQueries
-from mnemo_memory.vectors import VectorCache, VectorFilter, VectorKey, VectorRows
+from mnemo_memory.store import MessageQueries, wait_for_appends
+from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,39 @@ FUSION_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """Restrictions of a recall search: message kinds (none: all) and a time window."""
+
+    kinds: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+# (message row with pk, org_id, agent_id, kind, created_at; its unit vector; the embedding model)
+Embedded = tuple[Any, Floats, str]
+
+
+class MessageIndex(Protocol):
+    """Searches of one agent's messages by words and by vectors; one implementation per backend."""
+
+    async def keyword_search(
+        self, org_id: str, agent_id: str, terms: list[str], where: MessageFilter, k: int, budget: int
+    ) -> list[tuple[int, float]]:
+        """The k messages matching any of the terms: (key, score where lower is better), best first."""
+        ...
+
+    async def vector_search(
+        self, org_id: str, agent_id: str, model: str, query: Floats, where: MessageFilter, k: int
+    ) -> list[tuple[int, float]]:
+        """The k embedded messages nearest to `query`: (key, cosine similarity), best first."""
+        ...
+
+    async def stored(self, results: list[Embedded]) -> None:
+        """Vectors the background embedder just committed (`store_vectors`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class MessageHit:
     """A recall result: the message and how it ranked."""
 
@@ -80,10 +116,10 @@ class MessageHit:
 class MessageEmbedder:
     """Embeds appended messages in the background, in order, resuming after a restart."""
 
-    def __init__(self, db: SqlRunner, embedder: Embedder, vectors: VectorCache, *, model: str) -> None:
+    def __init__(self, db: SqlRunner, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
         self._db = db
         self._embedder = embedder
-        self._vectors = vectors
+        self._index = index
         self._model = model
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -95,7 +131,7 @@ class MessageEmbedder:
         self._idle.clear()
 
     def start(self) -> None:
-        if self._task is None and self._db.is_sqlite:
+        if self._task is None:
             self._wake.set()  # catch up with whatever a previous run left
             self._task = asyncio.ensure_future(self._run())
 
@@ -145,35 +181,29 @@ class MessageEmbedder:
         by_org: dict[str, list[Any]] = defaultdict(list)
         for row in wanted:
             by_org[row.org_id].append(row)
-        results: list[tuple[Any, np.ndarray[Any, np.dtype[np.float32]], str]] = []
+        results: list[Embedded] = []
         for org_id, org_rows in by_org.items():
             with acting_as(Actor(org_id, EMBEDDER_USER)):
                 embedded = await self._embedder.embed([row.text for row in org_rows], self._model)
             results += [(row, embedded.vectors[i], embedded.model) for i, row in enumerate(org_rows)]
         top = rows[-1].pk
         await self._db.write(store_vectors, results, last, top)
-        groups: dict[VectorKey, list[tuple[Any, np.ndarray[Any, np.dtype[np.float32]]]]] = defaultdict(list)
-        for row, vector, model in results:
-            groups[VectorKey(row.org_id, "messages", row.agent_id, model)].append((row, vector))
-        for key, items in groups.items():
-            await self._vectors.add(
-                key,
-                VectorRows(
-                    np.array([row.pk for row, _ in items], np.int64),
-                    np.stack([vector for _, vector in items]),
-                    np.array([row.created_at.timestamp() for row, _ in items], np.float64),
-                    np.array([KIND_CODES[row.kind] for row, _ in items], np.int8),
-                ),
-            )
+        await self._index.stored(results)
         return True
 
 
-def watermark(conn: Connection) -> int:
-    """How far the background embedder got: every message with a key up to it was handled."""
-    return int(conn.scalar(select(progress_t.c.last_pk).where(progress_t.c.name == PROGRESS_NAME)) or 0)
+def watermark(conn: Connection, *, for_update: bool = False) -> int:
+    """How far the background embedder got: every message with a key up to it was handled.
+
+    `for_update` locks the row until the transaction ends (Postgres; SQLite's writer is alone anyway),
+    so two replicas' embedders cannot both move it.
+    """
+    query = select(progress_t.c.last_pk).where(progress_t.c.name == PROGRESS_NAME)
+    return int(conn.scalar(query.with_for_update() if for_update else query) or 0)
 
 
 def _next_batch(conn: Connection, size: int) -> tuple[int, list[Any]]:
+    wait_for_appends(conn)  # every key below the newest visible one is then committed (or never will be)
     last = watermark(conn)
     rows = conn.execute(
         select(
@@ -191,12 +221,9 @@ def _next_batch(conn: Connection, size: int) -> tuple[int, list[Any]]:
     return last, list(rows)
 
 
-def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: int, top: int) -> None:
-    """Stores message vectors and moves the watermark from `last` to `top` (bench/memory.py seeds with it too).
-
-    `results` holds (row with pk, org_id, agent_id, kind, created_at; unit vector; model).
-    """
-    if watermark(conn) != last:
+def store_vectors(conn: Connection, results: list[Embedded], last: int, top: int) -> None:
+    """Stores message vectors and moves the watermark from `last` to `top` (bench/memory.py seeds with it too)."""
+    if watermark(conn, for_update=True) != last:
         return  # another run got here first
     alive = set(
         conn.scalars(select(messages_t.c.pk).where(messages_t.c.pk.in_([row.pk for row, _, _ in results])))
@@ -207,7 +234,7 @@ def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: i
             "org_id": row.org_id,
             "agent_id": row.agent_id,
             "embedding_model": model,
-            "embedding": vector.astype(np.float32).tobytes(),
+            "embedding": vector,
             "created_epoch": row.created_at.timestamp(),
             "kind": KIND_CODES[row.kind],
         }
@@ -225,19 +252,10 @@ def store_vectors(conn: Connection, results: list[tuple[Any, Any, str]], last: i
 class Recall:
     """Searches of message histories, one organization at a time."""
 
-    def __init__(
-        self,
-        db: SqlRunner,
-        embedder: Embedder,
-        vectors: VectorCache,
-        background: MessageEmbedder,
-        *,
-        model: str,
-    ) -> None:
+    def __init__(self, db: SqlRunner, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
         self._db = db
         self._embedder = embedder
-        self._vectors = vectors
-        self._background = background
+        self._index = index
         self._model = model
 
     async def search(
@@ -256,28 +274,21 @@ class Recall:
         require_id(agent_id, "agent_id")
         k = check_query(query, top_k, mode)
         check_window(start, end)
-        if not self._db.is_sqlite:
-            raise FailedPrecondition(
-                "recall search on Postgres is not available yet", reason="RECALL_SEARCH_UNAVAILABLE"
-            )
-        wanted_kinds = list(dict.fromkeys(kinds or []))
+        where = MessageFilter(tuple(dict.fromkeys(kinds or [])), start, end)
         depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-        match = keyword_query(query) if mode != "vector" else None
+        terms = keyword_terms(query) if mode != "vector" else []
         keyword_task = (
             asyncio.ensure_future(
-                self._db.read(
-                    _keyword,
+                self._index.keyword_search(
                     org_id,
                     agent_id,
-                    match,
-                    wanted_kinds,
-                    start,
-                    end,
+                    terms,
+                    where,
                     depth,
                     HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
                 )
             )
-            if match is not None
+            if terms
             else None
         )
         try:
@@ -286,14 +297,8 @@ class Recall:
             if mode != "keyword":
                 embedded = await self._embedder.embed([query], self._model, agent_id=agent_id)
                 used = embedded.model
-                key = VectorKey(org_id, "messages", agent_id, used)
-                where = VectorFilter(
-                    start_epoch=start.timestamp() if start else None,
-                    end_epoch=end.timestamp() if end else None,
-                    kinds=frozenset(KIND_CODES[kind] for kind in wanted_kinds) if wanted_kinds else None,
-                )
-                vector = await self._vectors.search(
-                    key, embedded.vectors[0], depth, where, lambda: self._db.read(_load, key)
+                vector = await self._index.vector_search(
+                    org_id, agent_id, used, embedded.vectors[0], where, depth
                 )
             keyword = await keyword_task if keyword_task is not None else []
         finally:
@@ -311,35 +316,66 @@ class Recall:
         return [MessageHit(m, hit) for m, hit in zip(messages, found, strict=True)], used, pending
 
 
+class SqliteMessageIndex:
+    """Recall on SQLite: words in the FTS5 index, vectors in memory (one index per agent and model)."""
+
+    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+        self._db = db
+        self._vectors = vectors
+
+    async def keyword_search(
+        self, org_id: str, agent_id: str, terms: list[str], where: MessageFilter, k: int, budget: int
+    ) -> list[tuple[int, float]]:
+        return await self._db.read(_keyword, org_id, agent_id, fts5_any(terms), where, k, budget)
+
+    async def vector_search(
+        self, org_id: str, agent_id: str, model: str, query: Floats, where: MessageFilter, k: int
+    ) -> list[tuple[int, float]]:
+        key = VectorKey(org_id, "messages", agent_id, model)
+        flt = VectorFilter(
+            start_epoch=where.start.timestamp() if where.start else None,
+            end_epoch=where.end.timestamp() if where.end else None,
+            kinds=frozenset(KIND_CODES[kind] for kind in where.kinds) if where.kinds else None,
+        )
+        return await self._vectors.search(key, query, k, flt, lambda: self._db.read(_load, key))
+
+    async def stored(self, results: list[Embedded]) -> None:
+        groups: dict[VectorKey, list[tuple[Any, Floats]]] = defaultdict(list)
+        for row, vector, model in results:
+            groups[VectorKey(row.org_id, "messages", row.agent_id, model)].append((row, vector))
+        for key, items in groups.items():
+            await self._vectors.add(
+                key,
+                VectorRows(
+                    np.array([row.pk for row, _ in items], np.int64),
+                    np.stack([vector for _, vector in items]),
+                    np.array([row.created_at.timestamp() for row, _ in items], np.float64),
+                    np.array([KIND_CODES[row.kind] for row, _ in items], np.int8),
+                ),
+            )
+
+
 def _keyword(
-    conn: Connection,
-    org_id: str,
-    agent_id: str,
-    match: str,
-    kinds: list[str],
-    start: datetime | None,
-    end: datetime | None,
-    k: int,
-    budget: int,
+    conn: Connection, org_id: str, agent_id: str, match: str, where: MessageFilter, k: int, budget: int
 ) -> list[tuple[int, float]]:
     query = scoped_match(match, [scope_token("agent", agent_id)])
     clauses = ["m.org_id = :org_id", "m.agent_id = :agent_id"]
     params: dict[str, Any] = {"org_id": org_id, "agent_id": agent_id, "match": query, "k": k}
     binds = []
-    if kinds:
+    if where.kinds:
         names = []
-        for i, kind in enumerate(kinds):
+        for i, kind in enumerate(where.kinds):
             names.append(f":kind_{i}")
             params[f"kind_{i}"] = kind
         clauses.append(f"m.kind IN ({', '.join(names)})")
     # Times go through the column's own type, so they compare in the stored form.
-    if start is not None:
+    if where.start is not None:
         clauses.append("m.created_at >= :start")
-        params["start"] = start
+        params["start"] = where.start
         binds.append(bindparam("start", type_=messages_t.c.created_at.type))
-    if end is not None:
+    if where.end is not None:
         clauses.append("m.created_at < :end")
-        params["end"] = end
+        params["end"] = where.end
         binds.append(bindparam("end", type_=messages_t.c.created_at.type))
     recent = newest_matches_from(conn, "messages_fts", query, budget)
     if recent is not None:

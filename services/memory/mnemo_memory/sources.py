@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import AlreadyExists, MnemoError, NotFound, Unavailable
@@ -27,7 +27,7 @@ from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.files import FileUnreadable, check_text_content, content_type_of, extract_text
 from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow, table_of
-from mnemo_memory.passage_store import NewPassage, PassageStore, Scope
+from mnemo_memory.passage_store import NewPassage, PassageStore, Scope, passages_t
 from mnemo_memory.sql import SqlRunner
 
 log = logging.getLogger(__name__)
@@ -467,6 +467,10 @@ class Sources:
         return await self._db.read(SourceQueries.job, org_id, job_id)
 
 
+class _ParsedElsewhere(Exception):
+    """Another worker parsed the file first (a job resumed by two replicas)."""
+
+
 class FileJobs:
     """Processes uploaded files one at a time in the background."""
 
@@ -482,9 +486,11 @@ class FileJobs:
         self._queue.put_nowait((org_id, job_id))
 
     async def start(self) -> None:
-        """Resumes the jobs a previous run left pending or running, then serves new ones."""
-        if not self._db.is_sqlite:
-            return
+        """Resumes the jobs a previous run left pending or running, then serves new ones.
+
+        With several replicas on Postgres, a starting replica also picks up jobs another one is running;
+        both then finish it without duplicates (one parses it, both fill in the same pending chunks).
+        """
 
         def unfinished(conn: Connection) -> list[tuple[str, str]]:
             rows = conn.execute(
@@ -571,10 +577,13 @@ class FileJobs:
             ]
 
             def parsed(conn: Connection) -> None:
-                conn.execute(delete(contents_t).where(contents_t.c.file_id == job.file_id))
+                taken = conn.execute(delete(contents_t).where(contents_t.c.file_id == job.file_id))
+                if taken.rowcount == 0:
+                    raise _ParsedElsewhere  # rolls these chunks back: another worker stored its own
                 SourceQueries.set_job(conn, job_id, chunks_total=len(chunks), chunks_done=0)
 
-            await self._passages.insert(org_id, pending, also=parsed)
+            with contextlib.suppress(_ParsedElsewhere):  # then its chunks are stored: help embed them
+                await self._passages.insert(org_id, pending, also=parsed)
         elif job.chunks_total == 0:
             await self._fail(job_id, "the file's content was lost before it was parsed; upload it again")
             return
@@ -600,13 +609,16 @@ class FileJobs:
                 await self._fail(job.id, f"embedding failed: {exc.message}")
                 return
             failures = 0
-            count = len(batch)
 
-            def progress(conn: Connection, count: int = count) -> None:
+            def progress(conn: Connection) -> None:
+                # Counted, not added up, so two workers finishing one job never count a chunk twice.
+                done = (
+                    select(func.count())
+                    .where(passages_t.c.file_id == job.file_id, passages_t.c.embedding_dim > 0)
+                    .scalar_subquery()
+                )
                 conn.execute(
-                    update(jobs_t)
-                    .where(jobs_t.c.id == job.id)
-                    .values(chunks_done=jobs_t.c.chunks_done + count, updated_at=utcnow())
+                    update(jobs_t).where(jobs_t.c.id == job.id).values(chunks_done=done, updated_at=utcnow())
                 )
 
             await self._passages.set_vectors(

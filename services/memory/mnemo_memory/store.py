@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
 
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
@@ -404,6 +404,20 @@ _SUMMARY = select(messages_t.c.id, messages_t.c.org_id, messages_t.c.content).wh
 
 _INSERT_MESSAGE = insert(messages_t)
 
+# On Postgres, message keys come from a sequence and concurrent appends can commit out of key order,
+# while the background embedder's watermark (recall.py) must never pass a key whose row is still
+# invisible. Appends hold this advisory lock shared until they commit; the embedder takes it exclusively
+# before it reads a batch, so every key drawn before then belongs to a finished transaction.
+_APPENDS_LOCK = 0x6D656D6F  # any fixed number; advisory lock keys are per database
+_HOLD_APPENDS = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=_APPENDS_LOCK)
+_WAIT_FOR_APPENDS = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_APPENDS_LOCK)
+
+
+def wait_for_appends(conn: Connection) -> None:
+    """Waits until every message append in progress has committed (Postgres; SQLite has one writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_WAIT_FOR_APPENDS)
+
 
 class MessageQueries:
     """History reads and writes on one connection."""
@@ -446,6 +460,8 @@ class MessageQueries:
     @staticmethod
     def insert(conn: Connection, org_id: str, agent_id: str, rows: Sequence[NewMessage]) -> None:
         scope = scope_token("agent", agent_id)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_HOLD_APPENDS)
         conn.execute(
             _INSERT_MESSAGE,
             [
