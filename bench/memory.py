@@ -14,6 +14,7 @@ writes):
     python -m bench.memory                       # everything (the 10 MB file takes ~15 min on 2 cores)
     python -m bench.memory --file-mb 1           # a smaller file
     python -m bench.memory --phases cpu,archival
+    python -m bench.memory --phases archival --encoder onnx   # query embedding in ONNX Runtime
     python -m bench.memory --backend postgres --phases archival   # the mesh on an embedded Postgres 18 +
                                                  # pgvector (storing 100k passages with their HNSW index
                                                  # entries takes a few minutes)
@@ -429,7 +430,9 @@ async def measure(args: argparse.Namespace) -> Figures:
         await _wait_http(f"http://127.0.0.1:{port}/_fake/requests")
         with tempfile.TemporaryDirectory() as home, database(args.backend) as url:
             args.database_url = url
-            extra = {"MNEMO_DATABASE_URL": url} if url else None
+            extra = {"MNEMO_EMBEDDING_ENCODER": args.encoder}
+            if url:
+                extra["MNEMO_DATABASE_URL"] = url
             env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{port}/v1", extra=extra)
             async with (
                 running_mesh(env) as mesh,
@@ -459,6 +462,12 @@ def main() -> None:
         choices=["sqlite", "postgres"],
         default="sqlite",
         help="the mesh's database (default: sqlite)",
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=["numpy", "onnx"],
+        default="numpy",
+        help="where the local embedding model's layers run (onnx needs the `onnx` extra)",
     )
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
