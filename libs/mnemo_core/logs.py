@@ -15,5 +15,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "openai", "alembic.runtime"):
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic", "alembic.runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
