@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, schemas
-from mnemo_gateway.auth import ensure_api_key
+from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.routes import (
     agents,
@@ -17,6 +17,7 @@ from mnemo_gateway.routes import (
     blocks,
     core_memory,
     health,
+    identity,
     mcp,
     models,
     runs,
@@ -50,6 +51,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         },
     )
     app.state.api_key = ensure_api_key(settings)
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(agents.router)
@@ -62,6 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(blocks.router)
     app.include_router(sources.router)
     app.include_router(models.router)
+    app.include_router(identity.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -1,25 +1,41 @@
-"""API-key authentication: `Authorization: Bearer <key>`. One key, acting for the default org and user.
+"""API-key authentication: `Authorization: Bearer <key>`.
 
-Full identity management (organizations, users, revocable hashed keys) belongs to the agent
-service's IdentityService; until it exists every valid key acts as `org-default` / `user-default`.
+The bootstrap key (MNEMO_API_KEY, or the one generated into $MNEMO_HOME/api_key) is the root key: it acts
+for `org-default` / `user-default` and manages every organization. Any other key is resolved by the agent
+service's IdentityService; the answer is reused for `api_key_cache_seconds`, so a revoked key stops
+working within that time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mnemo_core.actor import Actor
-from mnemo_core.errors import Unauthenticated
+from mnemo.agent.v1 import identity_pb2
+from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
+from mnemo_core.errors import NotFound, Unauthenticated
 from mnemo_gateway.settings import GatewaySettings
 
-DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default")
-_bearer = HTTPBearer(auto_error=False, description="The API key printed by `mnemo server`.")
+DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
+# Whom the gateway acts as when it asks the identity service about a key (no key is known yet).
+AUTHENTICATOR = Actor(org_id="org-default", user_id="gateway")
+# Keys the identity service issues start with this; anything else is refused without asking it.
+KEY_PREFIX = "mnemo-"
+MAX_KEY_CHARS = 200
+CACHE_SIZE = 10_000
+AUTH_TIMEOUT = 10.0
+_ROLES = {identity_pb2.ROLE_ADMIN: ADMIN, identity_pb2.ROLE_MEMBER: MEMBER}
+_bearer = HTTPBearer(
+    auto_error=False, description="The API key printed by `mnemo server`, or one it created."
+)
 
 
 def api_key_file(settings: GatewaySettings) -> Path:
@@ -28,7 +44,7 @@ def api_key_file(settings: GatewaySettings) -> Path:
 
 
 def ensure_api_key(settings: GatewaySettings) -> str:
-    """The REST API key: MNEMO_API_KEY, else the kept one, else a new one written (mode 0600)."""
+    """The root API key: MNEMO_API_KEY, else the kept one, else a new one written (mode 0600)."""
     if settings.api_key is not None:
         return settings.api_key.get_secret_value()
     path = api_key_file(settings)
@@ -42,12 +58,55 @@ def ensure_api_key(settings: GatewaySettings) -> str:
     return key
 
 
+class KeyCache:
+    """Actors of recently authenticated keys, by the SHA-256 of the key, for a few seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._entries: OrderedDict[str, tuple[float, Actor]] = OrderedDict()
+
+    def get(self, digest: str) -> Actor | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        expires, actor = entry
+        if time.monotonic() >= expires:
+            del self._entries[digest]
+            return None
+        return actor
+
+    def put(self, digest: str, actor: Actor) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[digest] = (time.monotonic() + self._ttl, actor)
+        self._entries.move_to_end(digest)
+        if len(self._entries) > CACHE_SIZE:
+            self._entries.popitem(last=False)
+
+
 async def authenticate(request: Request) -> Actor:
-    """The actor for a request's bearer key; 401 without a valid one."""
+    """The actor for a request's bearer key; 401 without a valid one, 503 when keys cannot be checked."""
     credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
-    expected: str = request.app.state.api_key
     if credentials is None:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'", reason="API_KEY_MISSING")
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise Unauthenticated("invalid API key", reason="API_KEY_INVALID")
-    return DEFAULT_ACTOR
+    key = credentials.credentials
+    root_key: str = request.app.state.api_key
+    if hmac.compare_digest(key.encode(), root_key.encode()):
+        return DEFAULT_ACTOR
+    invalid = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
+    if not key.startswith(KEY_PREFIX) or len(key) > MAX_KEY_CHARS:
+        raise invalid
+    cache: KeyCache = request.app.state.key_cache
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    actor = cache.get(digest)
+    if actor is not None:
+        return actor
+    identity = request.app.state.backends.identity
+    try:
+        with acting_as(AUTHENTICATOR, deadline=time.monotonic() + AUTH_TIMEOUT):
+            holder = await identity.AuthenticateApiKey(identity_pb2.AuthenticateApiKeyRequest(secret=key))
+    except (Unauthenticated, NotFound):
+        raise invalid from None
+    actor = Actor(org_id=holder.org_id, user_id=holder.user_id, role=_ROLES.get(holder.role, MEMBER))
+    cache.put(digest, actor)
+    return actor

@@ -16,15 +16,35 @@ from mnemo_core.errors import DeadlineExceeded, Unauthenticated
 
 ORG_KEY = "x-mnemo-org-id"
 USER_KEY = "x-mnemo-user-id"
+# The caller's role (ROOT, ADMIN or MEMBER), set by the REST gateway from the API key; trusted like the
+# org and user entries (see docs/adr/0405-identity-and-api-keys.md).
+ROLE_KEY = "x-mnemo-role"
+ROOT = "root"
+ADMIN = "admin"
+MEMBER = "member"
 INTERNAL_TOKEN_KEY = "x-mnemo-internal-token"
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """The organization and user a request acts for; every query filters by `org_id`."""
+    """The organization and user a request acts for; every query filters by `org_id`.
+
+    `role` says what the caller may manage (identity service): "root", "admin", or "member" (also
+    when empty: calls between services and callers that state no role).
+    """
 
     org_id: str
     user_id: str
+    role: str = ""
+
+    @property
+    def is_root(self) -> bool:
+        return self.role == ROOT
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the actor manages its organization's users and keys (root does too)."""
+        return self.role in (ROOT, ADMIN)
 
 
 _actor: ContextVar[Actor | None] = ContextVar("mnemo_actor", default=None)

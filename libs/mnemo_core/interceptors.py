@@ -15,6 +15,7 @@ from mnemo_core import errors
 from mnemo_core.actor import (
     INTERNAL_TOKEN_KEY,
     ORG_KEY,
+    ROLE_KEY,
     USER_KEY,
     Actor,
     acting_as,
@@ -40,7 +41,7 @@ def _actor_from_metadata(metadata: Any, internal_token: str | None) -> Actor:
         raise errors.Unauthenticated(
             f"request carries no actor: send {ORG_KEY} and {USER_KEY} metadata", reason="ACTOR_MISSING"
         )
-    return Actor(org_id=str(org), user_id=str(user))
+    return Actor(org_id=str(org), user_id=str(user), role=str(values.get(ROLE_KEY, "")))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -135,6 +136,8 @@ def outgoing_metadata(internal_token: str | None, extra: Any = None) -> list[tup
     actor = current_actor_or_none()
     if actor is not None:
         metadata += [(ORG_KEY, actor.org_id), (USER_KEY, actor.user_id)]
+        if actor.role:
+            metadata.append((ROLE_KEY, actor.role))
     if internal_token is not None:
         metadata.append((INTERNAL_TOKEN_KEY, internal_token))
     return metadata

@@ -9,13 +9,23 @@ from pathlib import Path
 
 import grpc
 
-from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2, batch_pb2_grpc, run_pb2, run_pb2_grpc
+from mnemo.agent.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    batch_pb2,
+    batch_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
+    run_pb2,
+    run_pb2_grpc,
+)
 from mnemo_agent.agents import Agents
 from mnemo_agent.batches import Batches
+from mnemo_agent.identity import Identities
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import RunRow
 from mnemo_agent.runs import Runs
-from mnemo_agent.servicer import AgentServicer, BatchServicer, RunServicer
+from mnemo_agent.servicer import AgentServicer, BatchServicer, IdentityServicer, RunServicer
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.sleeptime import Sleeptime
 from mnemo_agent.turns import Turns
@@ -50,15 +60,18 @@ class AgentApp:
             self.turns, self.runs, mesh, default_frequency=settings.sleeptime_frequency
         )
         self.turns.after_turn = self.sleeptime.after_turn
+        self.identities = Identities(db)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents, self.turns), server)
         run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(self.runs, self.turns), server)
         batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(self.batches), server)
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities), server)
         return [
             agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
             run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
             batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
+            identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
         ]
 
     async def recover(self) -> None:

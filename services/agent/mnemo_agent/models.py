@@ -135,3 +135,58 @@ class BatchRow(AgentBase):
     pending_rounds: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     # Provider mode: rounds submitted so far.
     round_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class OrganizationRow(AgentBase):
+    """A tenant; "org-default" (made by the migration) is the one the root key acts for."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UserRow(AgentBase):
+    """A user of an organization; deleting the organization deletes it."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        Index("ix_users_org_created", "org_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRow(AgentBase):
+    """An API key: only the SHA-256 of its secret is kept. Revoked keys stay, with `revoked_at` set."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("ix_api_keys_org_created", "org_id", "created_at", "id"),
+        # Names are unique among the active keys of an organization; a revoked key's name can be reused.
+        Index(
+            "uq_api_keys_active_name",
+            "org_id",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    display_prefix: Mapped[str] = mapped_column(String(32))
+    # Hex SHA-256 of the secret. Secrets are 256 random bits, so a fast hash cannot be brute-forced and
+    # a slow (password) hash would only cost every request that is not cached.
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -1,0 +1,181 @@
+"""/v1/organizations (root key only), /v1/users and /v1/api-keys (admin keys, in their organization)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from google.protobuf import timestamp_pb2
+
+from mnemo.agent.v1 import identity_pb2
+from mnemo_gateway import identity_schemas as ids
+from mnemo_gateway import schemas
+from mnemo_gateway.backends import Backends, acting_actor, backends
+
+router = APIRouter(
+    tags=["identity"],
+    dependencies=[Depends(acting_actor)],
+    responses={403: {"model": schemas.ErrorBody, "description": "The key may not manage this."}},
+)
+Mesh = Annotated[Backends, Depends(backends)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+OrgQuery = Annotated[
+    str, Query(max_length=200, description="Organization; empty means the caller's (another one needs root).")
+]
+_ROLE_NAMES = {identity_pb2.ROLE_ADMIN: "admin", identity_pb2.ROLE_MEMBER: "member"}
+_ROLES = {"admin": identity_pb2.ROLE_ADMIN, "member": identity_pb2.ROLE_MEMBER}
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _organization(org: identity_pb2.Organization) -> ids.Organization:
+    return ids.Organization(
+        id=org.id, name=org.name, created_at=_time(org.create_time, org.HasField("create_time"))
+    )
+
+
+def _user(user: identity_pb2.User) -> ids.User:
+    return ids.User(
+        id=user.id,
+        org_id=user.org_id,
+        name=user.name,
+        created_at=_time(user.create_time, user.HasField("create_time")),
+    )
+
+
+def _key(key: identity_pb2.ApiKey) -> ids.ApiKey:
+    return ids.ApiKey(
+        id=key.id,
+        org_id=key.org_id,
+        user_id=key.user_id,
+        name=key.name,
+        role=_ROLE_NAMES.get(key.role, "member"),
+        display_prefix=key.display_prefix,
+        created_at=_time(key.create_time, key.HasField("create_time")),
+    )
+
+
+def _next_page(response: Response, token: str) -> None:
+    if token:
+        response.headers["X-Next-Page-Token"] = token
+
+
+@router.post("/v1/organizations", status_code=status.HTTP_201_CREATED, response_model=ids.Organization)
+async def create_organization(body: ids.OrganizationCreate, mesh: Mesh) -> ids.Organization:
+    """Creates an organization (root key only); give it users and keys with /v1/users and /v1/api-keys."""
+    response = await mesh.identity.CreateOrganization(
+        identity_pb2.CreateOrganizationRequest(organization=identity_pb2.Organization(name=body.name))
+    )
+    return _organization(response.organization)
+
+
+@router.get("/v1/organizations", response_model=list[ids.Organization])
+async def list_organizations(
+    mesh: Mesh, response: Response, limit: Limit = 50, page_token: str = ""
+) -> list[ids.Organization]:
+    """Lists organizations, oldest first (root key only); `X-Next-Page-Token` continues the listing."""
+    page = await mesh.identity.ListOrganizations(
+        identity_pb2.ListOrganizationsRequest(page_size=limit, page_token=page_token)
+    )
+    _next_page(response, page.next_page_token)
+    return [_organization(org) for org in page.organizations]
+
+
+@router.get("/v1/organizations/{org_id}", response_model=ids.Organization)
+async def get_organization(org_id: str, mesh: Mesh) -> ids.Organization:
+    """Returns an organization (root key only)."""
+    response = await mesh.identity.GetOrganization(identity_pb2.GetOrganizationRequest(org_id=org_id))
+    return _organization(response.organization)
+
+
+@router.delete(
+    "/v1/organizations/{org_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        400: {"model": schemas.ErrorBody, "description": "It still has agents, or is the default one."}
+    },
+)
+async def delete_organization(org_id: str, mesh: Mesh) -> Response:
+    """Deletes an organization with its users and API keys (root key only); refused while it has agents."""
+    await mesh.identity.DeleteOrganization(identity_pb2.DeleteOrganizationRequest(org_id=org_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/users", status_code=status.HTTP_201_CREATED, response_model=ids.User)
+async def create_user(body: ids.UserCreate, mesh: Mesh) -> ids.User:
+    """Creates a user in the caller's organization (admin keys; root may name `org_id`)."""
+    response = await mesh.identity.CreateUser(
+        identity_pb2.CreateUserRequest(org_id=body.org_id, user=identity_pb2.User(name=body.name))
+    )
+    return _user(response.user)
+
+
+@router.get("/v1/users", response_model=list[ids.User])
+async def list_users(
+    mesh: Mesh, response: Response, org_id: OrgQuery = "", limit: Limit = 50, page_token: str = ""
+) -> list[ids.User]:
+    """Lists the organization's users, oldest first; `X-Next-Page-Token` continues the listing."""
+    page = await mesh.identity.ListUsers(
+        identity_pb2.ListUsersRequest(org_id=org_id, page_size=limit, page_token=page_token)
+    )
+    _next_page(response, page.next_page_token)
+    return [_user(user) for user in page.users]
+
+
+@router.get("/v1/users/{user_id}", response_model=ids.User)
+async def get_user(user_id: str, mesh: Mesh, org_id: OrgQuery = "") -> ids.User:
+    """Returns a user of the organization."""
+    response = await mesh.identity.GetUser(identity_pb2.GetUserRequest(org_id=org_id, user_id=user_id))
+    return _user(response.user)
+
+
+@router.delete(
+    "/v1/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {"model": schemas.ErrorBody, "description": "The default user cannot be deleted."}},
+)
+async def delete_user(user_id: str, mesh: Mesh, org_id: OrgQuery = "") -> Response:
+    """Deletes a user and its API keys."""
+    await mesh.identity.DeleteUser(identity_pb2.DeleteUserRequest(org_id=org_id, user_id=user_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/api-keys", status_code=status.HTTP_201_CREATED, response_model=ids.ApiKeyCreated)
+async def create_api_key(body: ids.ApiKeyCreate, mesh: Mesh) -> ids.ApiKeyCreated:
+    """Creates an API key; the response carries its secret, which is never shown again."""
+    response = await mesh.identity.CreateApiKey(
+        identity_pb2.CreateApiKeyRequest(
+            org_id=body.org_id,
+            api_key=identity_pb2.ApiKey(user_id=body.user_id, name=body.name, role=_ROLES[body.role]),
+        )
+    )
+    return ids.ApiKeyCreated(**_key(response.api_key).model_dump(), secret=response.secret)
+
+
+@router.get("/v1/api-keys", response_model=list[ids.ApiKey])
+async def list_api_keys(
+    mesh: Mesh, response: Response, org_id: OrgQuery = "", limit: Limit = 50, page_token: str = ""
+) -> list[ids.ApiKey]:
+    """Lists the organization's active API keys (without secrets), oldest first."""
+    page = await mesh.identity.ListApiKeys(
+        identity_pb2.ListApiKeysRequest(org_id=org_id, page_size=limit, page_token=page_token)
+    )
+    _next_page(response, page.next_page_token)
+    return [_key(key) for key in page.api_keys]
+
+
+@router.get("/v1/api-keys/{key_id}", response_model=ids.ApiKey)
+async def get_api_key(key_id: str, mesh: Mesh, org_id: OrgQuery = "") -> ids.ApiKey:
+    """Returns an active API key (without its secret)."""
+    response = await mesh.identity.GetApiKey(identity_pb2.GetApiKeyRequest(org_id=org_id, key_id=key_id))
+    return _key(response.api_key)
+
+
+@router.delete("/v1/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(key_id: str, mesh: Mesh, org_id: OrgQuery = "") -> Response:
+    """Revokes an API key: it stops authenticating within the gateway's key cache time (a few seconds)."""
+    await mesh.identity.DeleteApiKey(identity_pb2.DeleteApiKeyRequest(org_id=org_id, key_id=key_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
