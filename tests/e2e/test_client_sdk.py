@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
+from collections.abc import Iterator
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from typer.testing import CliRunner
 
 from mnemo.cli import app
-from mnemo.client import AsyncMnemo, InvalidInput, Mnemo, NotFound, Unauthenticated
+from mnemo.client import AsyncMnemo, InvalidInput, Mnemo, NotFound, Unauthenticated, Unavailable
 from mnemo.client.models import (
     Agent,
     AssistantMessage,
@@ -18,6 +25,7 @@ from mnemo.client.models import (
     ToolReturnMessage,
     Usage,
 )
+from tests.fakes.background import BackgroundServer
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh
 
@@ -26,7 +34,7 @@ BLOCKS = [{"label": "persona", "value": "I am concise."}, {"label": "human", "va
 
 
 @pytest.fixture
-def client(mesh: RunningMesh) -> Mnemo:
+def client(mesh: RunningMesh) -> Iterator[Mnemo]:
     with Mnemo(mesh.http_url, mesh.api_key) as client:
         yield client
 
@@ -220,3 +228,49 @@ def test_cli_lists_agents_and_chats_with_streamed_replies_and_tool_calls(
     refused = runner.invoke(app, ["agents", "list", "--url", mesh.http_url, "--api-key", "wrong"])
     assert refused.exit_code == 1
     assert "API_KEY_INVALID" in refused.output
+
+
+class BusyGateway:
+    """A real HTTP server that answers 503 (Retry-After: 0.2) `busy_for` times, then 204; counts requests."""
+
+    def __init__(self, busy_for: int) -> None:
+        self.busy_for = busy_for
+        self.requests: list[tuple[str, float]] = []
+
+        async def answer(request: Request) -> Response:
+            self.requests.append((request.method, time.monotonic()))
+            if len(self.requests) <= self.busy_for:
+                body = {"detail": "try again", "reason": "SERVICE_BUSY"}
+                return JSONResponse(body, status_code=503, headers={"Retry-After": "0.2"})
+            return Response(status_code=204)
+
+        self.server = BackgroundServer(
+            Starlette(routes=[Route("/{path:path}", answer, methods=["POST", "DELETE"])])
+        )
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+def busy() -> Iterator[BusyGateway]:
+    gateway = BusyGateway(busy_for=2)
+    gateway.server.start()
+    yield gateway
+    gateway.server.stop()
+
+
+def test_idempotent_calls_are_retried_on_503_after_retry_after_and_others_are_not(busy: BusyGateway) -> None:
+    with Mnemo(busy.url, "any-key", max_retries=2) as client:
+        client.agents.delete("agent-1")
+        assert [method for method, _ in busy.requests] == ["DELETE"] * 3
+        waits = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(busy.requests)]
+        assert all(wait >= 0.2 for wait in waits)
+
+        busy.requests.clear()
+        with pytest.raises(Unavailable) as refused:
+            client.blocks.create(label="x")
+        assert (refused.value.status, refused.value.reason, refused.value.retry_after) == (
+            503,
+            "SERVICE_BUSY",
+            0.2,
+        )
+        assert len(busy.requests) == 1
