@@ -1,0 +1,488 @@
+"""The API's resources, each method written once as the `Call` it makes (see transport.py).
+
+Tools have no response model in the gateway's schema modules: their methods return the JSON object as a dict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from mnemo.client.models import (
+    Agent,
+    Block,
+    BlockCreate,
+    Job,
+    Message,
+    MessageCreate,
+    Page,
+    Passage,
+    PassageSearchResult,
+    Run,
+    SendMessageResponse,
+    Source,
+    Upload,
+)
+from mnemo.client.transport import (
+    Call,
+    EventCall,
+    Poll,
+    Resource,
+    TransportT,
+    endpoint,
+    parse_as,
+    parse_nothing,
+    parse_page,
+    streaming,
+)
+from mnemo_gateway.memory_schemas import BlockCreateRequest, BlockUpdate, PassageCreate, SourceCreate
+from mnemo_gateway.schemas import AgentCreate, SendMessageRequest
+
+JsonObject = dict[str, Any]
+RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
+FINISHED_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "awaiting_approval"})
+
+_AGENT = TypeAdapter(Agent)
+_AGENTS = TypeAdapter(list[Agent])
+_BLOCK = TypeAdapter(Block)
+_BLOCKS = TypeAdapter(list[Block])
+_MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+_SEND = TypeAdapter(SendMessageResponse)
+_RUN = TypeAdapter(Run)
+_RUNS = TypeAdapter(list[Run])
+_PASSAGES = TypeAdapter(list[Passage])
+_SEARCH = TypeAdapter(PassageSearchResult)
+_SOURCE = TypeAdapter(Source)
+_SOURCES = TypeAdapter(list[Source])
+_UPLOAD = TypeAdapter(Upload)
+_JOB = TypeAdapter(Job)
+_OBJECT = TypeAdapter(JsonObject)
+_OBJECTS = TypeAdapter(list[JsonObject])
+
+
+def _body(model: Any) -> Any:
+    """A request model as JSON, without the fields left at their defaults."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def _drop_empty(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value not in (None, "", [], ())}
+
+
+def _turn(messages: str | Sequence[MessageCreate | Mapping[str, Any]], max_steps: int) -> SendMessageRequest:
+    items = [MessageCreate(content=messages)] if isinstance(messages, str) else messages
+    return SendMessageRequest.model_validate({"messages": items, "max_steps": max_steps})
+
+
+class Agents(Resource[TransportT]):
+    """Agents and their core memory blocks."""
+
+    @endpoint
+    def create(
+        self,
+        *,
+        name: str,
+        model: str,
+        memory_blocks: Sequence[BlockCreate | Mapping[str, Any]] = (),
+        system: str = "",
+        description: str = "",
+        tool_ids: Sequence[str] = (),
+        block_ids: Sequence[str] = (),
+        include_base_tools: bool = True,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Call[Agent]:
+        """Creates an agent; `options` sets other `AgentCreate` fields (e.g. `tool_rules`, `max_steps`)."""
+        body = AgentCreate.model_validate(
+            {
+                "name": name,
+                "model": model,
+                "memory_blocks": list(memory_blocks),
+                "system": system,
+                "description": description,
+                "tool_ids": list(tool_ids),
+                "block_ids": list(block_ids),
+                "include_base_tools": include_base_tools,
+                "tags": list(tags),
+                "metadata": dict(metadata or {}),
+                **(options or {}),
+            }
+        )
+        return Call("POST", "/v1/agents", parse_as(_AGENT), json=_body(body))
+
+    @endpoint
+    def list(
+        self, *, limit: int = 50, page_token: str = "", name: str = "", tags: Sequence[str] = ()
+    ) -> Call[Page[Agent]]:
+        """One page of agents, newest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token, "name": name, "tags": list(tags)})
+        return Call("GET", "/v1/agents", parse_page(_AGENTS), params=params, retry=True)
+
+    @endpoint
+    def get(self, agent_id: str) -> Call[Agent]:
+        """One agent with its blocks."""
+        return Call("GET", f"/v1/agents/{agent_id}", parse_as(_AGENT), retry=True)
+
+    @endpoint
+    def delete(self, agent_id: str) -> Call[None]:
+        """Deletes an agent with its history and the blocks made for it."""
+        return Call("DELETE", f"/v1/agents/{agent_id}", parse_nothing, retry=True)
+
+
+class Messages(Resource[TransportT]):
+    """Turns (send, stream, in the background) and the message history."""
+
+    @endpoint
+    def send(
+        self,
+        agent_id: str,
+        messages: str | Sequence[MessageCreate | Mapping[str, Any]],
+        *,
+        max_steps: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Call[SendMessageResponse]:
+        """Runs one turn. A fresh idempotency key is made when none is given, so retries cannot run it twice."""
+        return Call(
+            "POST",
+            f"/v1/agents/{agent_id}/messages",
+            parse_as(_SEND),
+            json=_body(_turn(messages, max_steps)),
+            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            retry=True,
+        )
+
+    @streaming
+    def stream(
+        self,
+        agent_id: str,
+        messages: str | Sequence[MessageCreate | Mapping[str, Any]],
+        *,
+        max_steps: int = 0,
+        stream_tokens: bool = False,
+        idempotency_key: str | None = None,
+    ) -> EventCall:
+        """Runs one turn, streaming its messages (and token deltas with `stream_tokens`), stop reason, usage."""
+        body = _body(_turn(messages, max_steps)) | {"stream_tokens": stream_tokens}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return EventCall(f"/v1/agents/{agent_id}/messages/stream", body, headers)
+
+    @endpoint
+    def send_async(
+        self,
+        agent_id: str,
+        messages: str | Sequence[MessageCreate | Mapping[str, Any]],
+        *,
+        max_steps: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Call[Run]:
+        """Starts a turn in the background; returns its run (see `runs.wait`)."""
+        return Call(
+            "POST",
+            f"/v1/agents/{agent_id}/messages/async",
+            parse_as(_RUN),
+            json=_body(_turn(messages, max_steps)),
+            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            retry=True,
+        )
+
+    @endpoint
+    def list(
+        self,
+        agent_id: str,
+        *,
+        limit: int = 100,
+        before: str = "",
+        after: str = "",
+        order: Literal["asc", "desc"] = "asc",
+    ) -> Call[list[Message]]:
+        """The history; `before` / `after` (message ids) are the cursors."""
+        params = _drop_empty({"limit": limit, "before": before, "after": after, "order": order})
+        return Call("GET", f"/v1/agents/{agent_id}/messages", parse_as(_MESSAGES), params=params, retry=True)
+
+
+class Runs(Resource[TransportT]):
+    """Runs: one per turn."""
+
+    @endpoint
+    def get(self, run_id: str) -> Call[Run]:
+        """One run: status, stop reason, usage, message ids."""
+        return Call("GET", f"/v1/runs/{run_id}", parse_as(_RUN), retry=True)
+
+    @endpoint
+    def list(
+        self, *, agent_id: str = "", status: RunStatus | None = None, limit: int = 50, page_token: str = ""
+    ) -> Call[Page[Run]]:
+        """One page of runs, newest first."""
+        params = _drop_empty(
+            {"agent_id": agent_id, "status": status, "limit": limit, "page_token": page_token}
+        )
+        return Call("GET", "/v1/runs", parse_page(_RUNS), params=params, retry=True)
+
+    @endpoint
+    def cancel(self, run_id: str) -> Call[Run]:
+        """Cancels an unfinished run; a finished one comes back as it is."""
+        return Call("POST", f"/v1/runs/{run_id}/cancel", parse_as(_RUN), retry=True)
+
+    @endpoint
+    def wait(self, run_id: str, *, timeout: float | None = 300.0, interval: float = 0.25) -> Call[Run]:
+        """Polls the run until it is completed, failed, cancelled or awaiting approval."""
+        done = Poll[Run](lambda run: run.status in FINISHED_RUN_STATUSES, interval, timeout)
+        return Call("GET", f"/v1/runs/{run_id}", parse_as(_RUN), retry=True, poll=done)
+
+
+class Blocks(Resource[TransportT]):
+    """Core memory: an agent's blocks by label, and shared blocks."""
+
+    @endpoint
+    def list(self, agent_id: str) -> Call[list[Block]]:
+        """The agent's core memory blocks."""
+        return Call("GET", f"/v1/agents/{agent_id}/core-memory/blocks", parse_as(_BLOCKS), retry=True)
+
+    @endpoint
+    def get(self, agent_id: str, label: str) -> Call[Block]:
+        """The agent's block with this label."""
+        return Call("GET", f"/v1/agents/{agent_id}/core-memory/blocks/{label}", parse_as(_BLOCK), retry=True)
+
+    @endpoint
+    def update(
+        self,
+        agent_id: str,
+        label: str,
+        *,
+        value: str | None = None,
+        limit: int | None = None,
+        description: str | None = None,
+        read_only: bool | None = None,
+    ) -> Call[Block]:
+        """Changes the given fields of the agent's block with this label."""
+        fields = {"value": value, "limit": limit, "description": description, "read_only": read_only}
+        body = BlockUpdate.model_validate({k: v for k, v in fields.items() if v is not None})
+        return Call(
+            "PATCH", f"/v1/agents/{agent_id}/core-memory/blocks/{label}", parse_as(_BLOCK), json=_body(body)
+        )
+
+    @endpoint
+    def create(
+        self,
+        *,
+        label: str,
+        value: str = "",
+        limit: int | None = None,
+        description: str = "",
+        read_only: bool = False,
+        agent_id: str = "",
+    ) -> Call[Block]:
+        """Creates a block to share between agents (attached to `agent_id` when given)."""
+        body = BlockCreateRequest(
+            label=label,
+            value=value,
+            limit=limit,
+            description=description,
+            read_only=read_only,
+            agent_id=agent_id,
+        )
+        return Call("POST", "/v1/blocks", parse_as(_BLOCK), json=_body(body))
+
+    @endpoint
+    def delete(self, block_id: str) -> Call[None]:
+        """Deletes a block and detaches it from every agent."""
+        return Call("DELETE", f"/v1/blocks/{block_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def attach(self, agent_id: str, block_id: str) -> Call[Block]:
+        """Attaches an existing block to the agent."""
+        path = f"/v1/agents/{agent_id}/core-memory/blocks/attach/{block_id}"
+        return Call("PATCH", path, parse_as(_BLOCK), retry=True)
+
+    @endpoint
+    def detach(self, agent_id: str, block_id: str) -> Call[Block]:
+        """Detaches a block from the agent; the block stays."""
+        path = f"/v1/agents/{agent_id}/core-memory/blocks/detach/{block_id}"
+        return Call("PATCH", path, parse_as(_BLOCK), retry=True)
+
+
+class Archival(Resource[TransportT]):
+    """An agent's archival (long-term) memory."""
+
+    @endpoint
+    def insert(
+        self,
+        agent_id: str,
+        text: str,
+        *,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        created_at: datetime | None = None,
+    ) -> Call[list[Passage]]:
+        """Stores text (split into passages when long)."""
+        body = PassageCreate(text=text, tags=list(tags), metadata=dict(metadata or {}), created_at=created_at)
+        return Call("POST", f"/v1/agents/{agent_id}/archival-memory", parse_as(_PASSAGES), json=_body(body))
+
+    @endpoint
+    def search(
+        self,
+        agent_id: str,
+        query: str,
+        *,
+        top_k: int = 10,
+        tags: Sequence[str] = (),
+        mode: Literal["hybrid", "vector", "keyword"] = "hybrid",
+    ) -> Call[PassageSearchResult]:
+        """Searches by meaning and words, best first."""
+        params = _drop_empty({"query": query, "top_k": top_k, "tags": list(tags), "mode": mode})
+        return Call(
+            "GET",
+            f"/v1/agents/{agent_id}/archival-memory/search",
+            parse_as(_SEARCH),
+            params=params,
+            retry=True,
+        )
+
+    @endpoint
+    def list(
+        self, agent_id: str, *, limit: int = 50, page_token: str = "", order: Literal["asc", "desc"] = "asc"
+    ) -> Call[Page[Passage]]:
+        """One page of the agent's own passages."""
+        params = _drop_empty({"limit": limit, "page_token": page_token, "order": order})
+        return Call(
+            "GET", f"/v1/agents/{agent_id}/archival-memory", parse_page(_PASSAGES), params=params, retry=True
+        )
+
+    @endpoint
+    def delete(self, agent_id: str, passage_id: str) -> Call[None]:
+        """Deletes one passage."""
+        return Call(
+            "DELETE", f"/v1/agents/{agent_id}/archival-memory/{passage_id}", parse_nothing, retry=True
+        )
+
+
+class Tools(Resource[TransportT]):
+    """Custom tools (returned as the gateway's JSON objects)."""
+
+    @endpoint
+    def create(
+        self,
+        source_code: str,
+        *,
+        tags: Sequence[str] = (),
+        pip_requirements: Sequence[str] = (),
+        timeout_seconds: int = 0,
+        return_char_limit: int = 0,
+    ) -> Call[JsonObject]:
+        """Creates a tool from Python source defining one typed, documented function."""
+        body = {
+            "source_code": source_code,
+            "tags": list(tags),
+            "pip_requirements": list(pip_requirements),
+            "timeout_seconds": timeout_seconds,
+            "return_char_limit": return_char_limit,
+        }
+        return Call("POST", "/v1/tools", parse_as(_OBJECT), json=body)
+
+    @endpoint
+    def list(
+        self, *, limit: int = 50, page_token: str = "", names: Sequence[str] = ()
+    ) -> Call[Page[JsonObject]]:
+        """One page of tools, by name."""
+        params = _drop_empty({"limit": limit, "page_token": page_token, "name": list(names)})
+        return Call("GET", "/v1/tools", parse_page(_OBJECTS), params=params, retry=True)
+
+    @endpoint
+    def get(self, tool_id: str) -> Call[JsonObject]:
+        """One tool."""
+        return Call("GET", f"/v1/tools/{tool_id}", parse_as(_OBJECT), retry=True)
+
+    @endpoint
+    def delete(self, tool_id: str) -> Call[None]:
+        """Deletes a custom tool."""
+        return Call("DELETE", f"/v1/tools/{tool_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def attach(self, agent_id: str, tool_id: str) -> Call[Agent]:
+        """Gives the agent the tool; returns the agent."""
+        return Call("PATCH", f"/v1/agents/{agent_id}/tools/attach/{tool_id}", parse_as(_AGENT), retry=True)
+
+    @endpoint
+    def detach(self, agent_id: str, tool_id: str) -> Call[Agent]:
+        """Takes the tool away from the agent; returns the agent."""
+        return Call("PATCH", f"/v1/agents/{agent_id}/tools/detach/{tool_id}", parse_as(_AGENT), retry=True)
+
+    @endpoint
+    def run(
+        self, tool_id: str, arguments: Mapping[str, Any] | None = None, *, agent_id: str = ""
+    ) -> Call[JsonObject]:
+        """Runs the tool directly: `{"content", "status", "stdout", "stderr", "duration_seconds"}`."""
+        body = {"arguments": dict(arguments or {}), "agent_id": agent_id}
+        return Call("POST", f"/v1/tools/{tool_id}/run", parse_as(_OBJECT), json=body)
+
+
+class Sources(Resource[TransportT]):
+    """Sources: files whose passages agents can search."""
+
+    @endpoint
+    def create(self, name: str, *, description: str = "", embedding_model: str = "") -> Call[Source]:
+        """Creates a source (its embedding model is fixed now; the server default when empty)."""
+        body = SourceCreate(name=name, description=description, embedding_model=embedding_model)
+        return Call("POST", "/v1/sources", parse_as(_SOURCE), json=_body(body))
+
+    @endpoint
+    def list(self, *, limit: int = 50, page_token: str = "") -> Call[Page[Source]]:
+        """One page of sources."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/sources", parse_page(_SOURCES), params=params, retry=True)
+
+    @endpoint
+    def get(self, source_id: str) -> Call[Source]:
+        """One source."""
+        return Call("GET", f"/v1/sources/{source_id}", parse_as(_SOURCE), retry=True)
+
+    @endpoint
+    def delete(self, source_id: str) -> Call[None]:
+        """Deletes a source with its files and passages."""
+        return Call("DELETE", f"/v1/sources/{source_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def upload(
+        self,
+        source_id: str,
+        file: Path | bytes,
+        *,
+        file_name: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> Call[Upload]:
+        """Uploads a file (txt, md, html, pdf); it is processed in the background (see `job`, `wait_job`)."""
+        content = file.read_bytes() if isinstance(file, Path) else file
+        name = file_name or (file.name if isinstance(file, Path) else "upload")
+        files = {"file": (name, content, content_type)}
+        return Call("POST", f"/v1/sources/{source_id}/upload", parse_as(_UPLOAD), files=files)
+
+    @endpoint
+    def job(self, job_id: str) -> Call[Job]:
+        """A file-processing job: status, progress, error."""
+        return Call("GET", f"/v1/jobs/{job_id}", parse_as(_JOB), retry=True)
+
+    @endpoint
+    def wait_job(self, job_id: str, *, timeout: float | None = 300.0, interval: float = 0.25) -> Call[Job]:
+        """Polls the job until it has completed or failed."""
+        done = Poll[Job](lambda job: job.status in ("completed", "failed"), interval, timeout)
+        return Call("GET", f"/v1/jobs/{job_id}", parse_as(_JOB), retry=True, poll=done)
+
+    @endpoint
+    def attach(self, agent_id: str, source_id: str) -> Call[Source]:
+        """Makes the source's passages searchable by the agent."""
+        return Call(
+            "PATCH", f"/v1/agents/{agent_id}/sources/attach/{source_id}", parse_as(_SOURCE), retry=True
+        )
+
+    @endpoint
+    def detach(self, agent_id: str, source_id: str) -> Call[Source]:
+        """Detaches the source from the agent."""
+        return Call(
+            "PATCH", f"/v1/agents/{agent_id}/sources/detach/{source_id}", parse_as(_SOURCE), retry=True
+        )

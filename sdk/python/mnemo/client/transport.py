@@ -1,0 +1,396 @@
+"""Requests described once (`Call`, `EventCall`) and run by a sync or an async transport.
+
+A resource method is written once, as a function building a `Call`; the `endpoint` and `streaming`
+descriptors run it with the resource's transport, so `Mnemo` returns results and `AsyncMnemo` awaitables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+import httpx
+import tenacity
+from pydantic import TypeAdapter
+
+from mnemo.client.errors import RateLimited, Unavailable, error_from_body, error_from_response
+from mnemo.client.models import Page, StreamEvent
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# 503 reasons that waiting does not cure.
+PERMANENT_REASONS = frozenset({"LLM_PROVIDER_NOT_CONFIGURED"})
+_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+@dataclass(frozen=True)
+class Poll(Generic[T]):
+    """Repeat a call every `interval` seconds until `done(result)`; TimeoutError after `timeout`."""
+
+    done: Callable[[T], bool]
+    interval: float = 0.5
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    # Safe to send again (reads, deletes, turns with an idempotency key): retried on 429/503.
+    retry: bool = False
+    poll: Poll[T] | None = None
+
+
+@dataclass(frozen=True)
+class EventCall:
+    """A POST answered with Server-Sent Events."""
+
+    path: str
+    json: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_as(adapter: TypeAdapter[T]) -> Callable[[httpx.Response], T]:
+    """Reads the body as the adapter's type."""
+    return lambda response: adapter.validate_json(response.content)
+
+
+def parse_page(adapter: TypeAdapter[list[T]]) -> Callable[[httpx.Response], Page[T]]:
+    """Reads a list body and its `X-Next-Page-Token` header."""
+    return lambda response: Page(
+        adapter.validate_json(response.content), response.headers.get("X-Next-Page-Token") or None
+    )
+
+
+def parse_nothing(response: httpx.Response) -> None:
+    """For 204 answers."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited | Unavailable):
+        return exc.reason not in PERMANENT_REASONS
+    return isinstance(exc, httpx.ConnectError)
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    """The server's Retry-After when it sent one (at most a minute), else exponential backoff."""
+    exc = state.outcome.exception() if state.outcome else None
+    hinted = exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
+    if hinted is not None:
+        return min(hinted, 60.0)
+    return min(8.0, 0.5 * 2.0 ** (state.attempt_number - 1))
+
+
+def _retry_policy(max_retries: int) -> dict[str, Any]:
+    return {
+        "retry": tenacity.retry_if_exception(_retryable),
+        "stop": tenacity.stop_after_attempt(max_retries + 1),
+        "wait": _wait,
+        "reraise": True,
+    }
+
+
+def _read(call: Call[T], response: httpx.Response) -> T:
+    if response.is_error:
+        raise error_from_response(response)
+    return call.parse(response)
+
+
+class _SseDecoder:
+    """Server-Sent Events lines -> event data (only `data:` fields matter here)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """The data of the event this line completes, if it does."""
+        if line:
+            if line.startswith("data:"):
+                self._data.append(line[5:].removeprefix(" "))
+            return None
+        data, self._data = "\n".join(self._data), []
+        return data or None
+
+
+def _event(data: str) -> StreamEvent:
+    body = json.loads(data)
+    if isinstance(body, dict) and "message_type" not in body and "detail" in body:
+        raise error_from_body(body, status=None)  # the turn failed after the stream began
+    return _EVENT.validate_python(body)
+
+
+class SyncTransport:
+    """Runs calls with an `httpx.Client`."""
+
+    def __init__(self, client: httpx.Client, max_retries: int) -> None:
+        self.client = client
+        self.max_retries = max_retries
+
+    def execute(self, call: Call[T]) -> T:
+        result = self._once(call)
+        if call.poll is None:
+            return result
+        deadline = None if call.poll.timeout is None else time.monotonic() + call.poll.timeout
+        while not call.poll.done(result):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{call.method} {call.path}: not done after {call.poll.timeout} s")
+            time.sleep(call.poll.interval)
+            result = self._once(call)
+        return result
+
+    def _once(self, call: Call[T]) -> T:
+        if not call.retry:
+            return self._send(call)
+        result: T = tenacity.Retrying(**_retry_policy(self.max_retries))(self._send, call)
+        return result
+
+    def _send(self, call: Call[T]) -> T:
+        response = self.client.request(
+            call.method, call.path, params=call.params, json=call.json, files=call.files, headers=call.headers
+        )
+        return _read(call, response)
+
+
+class AsyncTransport:
+    """Runs calls with an `httpx.AsyncClient`."""
+
+    def __init__(self, client: httpx.AsyncClient, max_retries: int) -> None:
+        self.client = client
+        self.max_retries = max_retries
+
+    async def execute(self, call: Call[T]) -> T:
+        result = await self._once(call)
+        if call.poll is None:
+            return result
+        deadline = None if call.poll.timeout is None else time.monotonic() + call.poll.timeout
+        while not call.poll.done(result):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{call.method} {call.path}: not done after {call.poll.timeout} s")
+            await asyncio.sleep(call.poll.interval)
+            result = await self._once(call)
+        return result
+
+    async def _once(self, call: Call[T]) -> T:
+        if not call.retry:
+            return await self._send(call)
+        result: T = await tenacity.AsyncRetrying(**_retry_policy(self.max_retries))(self._send, call)
+        return result
+
+    async def _send(self, call: Call[T]) -> T:
+        response = await self.client.request(
+            call.method, call.path, params=call.params, json=call.json, files=call.files, headers=call.headers
+        )
+        return _read(call, response)
+
+
+class EventStream:
+    """The events of a streamed turn; iterate it, inside `with` to close the connection early.
+
+    Opened on `with` or on the first event: a refused turn (unknown agent, bad input) raises then.
+    """
+
+    def __init__(self, client: httpx.Client, call: EventCall) -> None:
+        self._client = client
+        self._call = call
+        self._response: httpx.Response | None = None
+        self._events: Iterator[StreamEvent] | None = None
+
+    def _open(self) -> Iterator[StreamEvent]:
+        if self._events is None:
+            request = self._client.build_request("POST", self._call.path, json=self._call.json)
+            request.headers.update(self._call.headers)
+            response = self._client.send(request, stream=True)
+            if response.is_error:
+                response.read()
+                response.close()
+                raise error_from_response(response)
+            self._response = response
+            self._events = self._decode(response.iter_lines())
+        return self._events
+
+    @staticmethod
+    def _decode(lines: Iterator[str]) -> Iterator[StreamEvent]:
+        decoder = _SseDecoder()
+        for line in lines:
+            data = decoder.feed(line)
+            if data == "[DONE]":
+                return
+            if data is not None:
+                yield _event(data)
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        try:
+            return next(self._open())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Closes the connection (the server cancels an unfinished turn)."""
+        if self._response is not None:
+            self._response.close()
+
+    def __enter__(self) -> EventStream:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncEventStream:
+    """The events of a streamed turn, for `async for` (inside `async with` to close early)."""
+
+    def __init__(self, client: httpx.AsyncClient, call: EventCall) -> None:
+        self._client = client
+        self._call = call
+        self._response: httpx.Response | None = None
+        self._events: AsyncIterator[StreamEvent] | None = None
+
+    async def _open(self) -> AsyncIterator[StreamEvent]:
+        if self._events is None:
+            request = self._client.build_request("POST", self._call.path, json=self._call.json)
+            request.headers.update(self._call.headers)
+            response = await self._client.send(request, stream=True)
+            if response.is_error:
+                await response.aread()
+                await response.aclose()
+                raise error_from_response(response)
+            self._response = response
+            self._events = self._decode(response.aiter_lines())
+        return self._events
+
+    @staticmethod
+    async def _decode(lines: AsyncIterator[str]) -> AsyncIterator[StreamEvent]:
+        decoder = _SseDecoder()
+        async for line in lines:
+            data = decoder.feed(line)
+            if data == "[DONE]":
+                return
+            if data is not None:
+                yield _event(data)
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await anext(await self._open())
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Closes the connection (the server cancels an unfinished turn)."""
+        if self._response is not None:
+            await self._response.aclose()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
+
+
+class Resource(Generic[TransportT]):
+    """A group of endpoints bound to one transport."""
+
+    def __init__(self, transport: TransportT) -> None:
+        self._transport: TransportT = transport
+
+
+class endpoint(Generic[P, T]):
+    """Turns a method building a `Call[T]` into one returning T (sync) or an awaitable T (async)."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], Call[T]]) -> None:
+        self._build = build
+        functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> endpoint[P, T]: ...
+    @overload
+    def __get__(self, obj: Resource[SyncTransport], owner: type[Any]) -> Callable[P, T]: ...
+    @overload
+    def __get__(
+        self, obj: Resource[AsyncTransport], owner: type[Any]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def __get__(self, obj: Resource[Any] | None, owner: type[Any]) -> Any:
+        if obj is None:
+            return self
+        transport = obj._transport
+        build = self._build
+        if isinstance(transport, AsyncTransport):
+
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await transport.execute(build(obj, *args, **kwargs))
+
+            return functools.wraps(build)(run_async)
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            return transport.execute(build(obj, *args, **kwargs))  # type: ignore[no-any-return]
+
+        return functools.wraps(build)(run)
+
+
+class streaming(Generic[P]):
+    """Turns a method building an `EventCall` into one returning an `EventStream` / `AsyncEventStream`."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], EventCall]) -> None:
+        self._build = build
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> streaming[P]: ...
+    @overload
+    def __get__(self, obj: Resource[SyncTransport], owner: type[Any]) -> Callable[P, EventStream]: ...
+    @overload
+    def __get__(self, obj: Resource[AsyncTransport], owner: type[Any]) -> Callable[P, AsyncEventStream]: ...
+    def __get__(self, obj: Resource[Any] | None, owner: type[Any]) -> Any:
+        if obj is None:
+            return self
+        transport = obj._transport
+        build = self._build
+
+        def open_stream(*args: P.args, **kwargs: P.kwargs) -> EventStream | AsyncEventStream:
+            call = build(obj, *args, **kwargs)
+            if isinstance(transport, AsyncTransport):
+                return AsyncEventStream(transport.client, call)
+            return EventStream(transport.client, call)
+
+        return functools.wraps(build)(open_stream)
+
+
+__all__ = [
+    "AsyncEventStream",
+    "AsyncTransport",
+    "Call",
+    "EventCall",
+    "EventStream",
+    "Poll",
+    "Resource",
+    "SyncTransport",
+    "endpoint",
+    "parse_as",
+    "parse_nothing",
+    "parse_page",
+    "streaming",
+]
