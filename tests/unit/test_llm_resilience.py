@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mnemo_core import errors
-from mnemo_llm.providers import RETRY_AFTER_KEY, retry_after_seconds, status_error
+from mnemo_core.retry_after import retry_after_seconds
+from mnemo_llm.providers import RETRY_AFTER_KEY, status_error
 from mnemo_llm.resilience import RetryPolicy, is_retryable
 
 FAST = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, attempt_timeout=5)

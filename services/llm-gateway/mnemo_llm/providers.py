@@ -7,9 +7,7 @@ rest of the mesh never sees a provider's own exception types.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +16,7 @@ from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.errors import FailedPrecondition, NotFound
+from mnemo_core.retry_after import retry_after_seconds
 from mnemo_core.validation import invalid
 
 # ErrorInfo reasons of provider failures. CONTEXT_WINDOW_EXCEEDED is what the agent summarizes on.
@@ -263,30 +262,6 @@ def is_context_overflow(message: str, code: str = "") -> bool:
     """Whether a provider's error text (or code) says the prompt does not fit the model's window."""
     text = f"{code} {message}".lower()
     return any(marker in text for marker in _OVERFLOW_MARKERS)
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """The wait a `Retry-After` (seconds or HTTP date) or `retry-after-ms` header asks for, if any."""
-    if not headers:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, parsed.timestamp() - time.time())
 
 
 def status_error(

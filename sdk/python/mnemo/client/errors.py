@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from mnemo_core.retry_after import retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -130,20 +130,5 @@ def error_from_response(response: httpx.Response) -> MnemoError:
         body = None
     error = error_from_body(body, status=response.status_code, fallback=response.text[:500])
     if isinstance(error, RateLimited | Unavailable):
-        error.retry_after = _retry_after(response.headers.get("Retry-After"))
+        error.retry_after = retry_after_seconds(response.headers)
     return error
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
