@@ -170,6 +170,29 @@ def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
     )
 
 
+def agent_update_in(agent_id: str, body: schemas.AgentUpdate) -> agent_pb2.UpdateAgentRequest:
+    """The UpdateAgent request for a REST body: the fields it sets, and a mask naming them."""
+    changed = {name for name in body.model_fields_set if getattr(body, name) is not None}
+    agent = agent_pb2.Agent(id=agent_id)
+    for name in changed:
+        value = getattr(body, name)
+        if name == "metadata":
+            struct = to_struct(value)
+            if struct is not None:  # empty: the masked field stays empty, which clears it
+                agent.metadata.CopyFrom(struct)
+        elif name == "llm_options":
+            agent.llm_options.CopyFrom(llm_options_in(value))
+        elif name == "tool_rules":
+            agent.tool_rules.extend(tool_rules_in(value))
+        elif name in ("tool_ids", "tags"):
+            getattr(agent, name).extend(value)
+        else:
+            setattr(agent, name, value)
+    request = agent_pb2.UpdateAgentRequest(agent=agent)
+    request.update_mask.paths.extend(sorted(changed))
+    return request
+
+
 def message_in(message: schemas.MessageCreate) -> message_pb2.Message:
     """The proto form of an input message."""
     if message.role == "system":

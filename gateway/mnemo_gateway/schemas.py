@@ -102,6 +102,24 @@ class AgentCreate(_In):
     sleeptime: SleeptimeConfig = Field(default_factory=SleeptimeConfig)
 
 
+class AgentUpdate(_In):
+    """Fields of an agent to change; the ones left out (or null) keep their value."""
+
+    name: str | None = None
+    description: str | None = None
+    system: str | None = Field(default=None, description="Base system prompt; empty uses the default prompt.")
+    model: str | None = Field(default=None, description="Chat model as 'provider/model'.")
+    embedding_model: str | None = None
+    context_window: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    max_steps: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    tool_ids: list[str] | None = Field(default=None, description="Replaces the attached tools.")
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    llm_options: LlmOptions | None = None
+    tool_rules: list[ToolRule] | None = None
+    summarizer_model: str | None = None
+
+
 class Agent(BaseModel):
     """A stateful agent with its core memory blocks."""
 

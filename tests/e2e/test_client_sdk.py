@@ -129,6 +129,22 @@ def test_archival_insert_then_search_finds_the_passage(client: Mnemo) -> None:
     assert stored[0].id not in {p.id for p in client.archival.list(agent.id)}
 
 
+def test_update_changes_only_the_given_fields(client: Mnemo) -> None:
+    agent = client.agents.create(name="sdk-update", model="openai/gpt-4o-mini", tags=["a"])
+
+    updated = client.agents.update(agent.id, model="openai/gpt-4o", max_steps=3)
+
+    assert (updated.model, updated.max_steps, updated.tags, updated.name) == (
+        "openai/gpt-4o",
+        3,
+        ["a"],
+        "sdk-update",
+    )
+    assert client.agents.get(agent.id).model == "openai/gpt-4o"
+    with pytest.raises(InvalidInput):
+        client.agents.update(agent.id)
+
+
 def test_errors_become_typed_exceptions_with_status_and_reason(client: Mnemo, mesh: RunningMesh) -> None:
     with pytest.raises(NotFound) as missing:
         client.agents.get(UNKNOWN_AGENT)

@@ -351,3 +351,46 @@ def test_create_with_an_unknown_block_id_leaves_nothing_behind(api: httpx.Client
 
     assert response.status_code == 404
     assert {a["id"] for a in api.get("/v1/agents", params={"limit": 1000}).json()} == before
+
+
+def test_patch_changes_the_given_fields_and_the_next_turn_uses_them(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agent = create_agent(api)
+
+    patched = api.patch(
+        f"/v1/agents/{agent['id']}",
+        json={"model": "openai/other-model", "system": "You speak like a pirate.", "tags": ["sea"]},
+    )
+
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert (body["model"], body["system"], body["tags"]) == (
+        "openai/other-model",
+        "You speak like a pirate.",
+        ["sea"],
+    )
+    assert body["name"] == agent["name"]  # left out: unchanged
+    assert body["tool_ids"] == agent["tool_ids"]
+    llm.script(reply("Arr."))
+    assert send(api, agent["id"], "hi").status_code == 200
+    (request,) = llm.requests()
+    assert request["model"] == "other-model"
+    assert "You speak like a pirate." in request["messages"][0]["content"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({}, 422), ({"model": "no-provider-part"}, 422), ({"max_steps": -1}, 422), ({"colour": "red"}, 422)],
+)
+def test_patch_with_nothing_valid_to_change_is_refused(
+    api: httpx.Client, body: dict[str, Any], status: int
+) -> None:
+    agent = create_agent(api)
+
+    assert api.patch(f"/v1/agents/{agent['id']}", json=body).status_code == status
+    assert api.get(f"/v1/agents/{agent['id']}").json()["model"] == agent["model"]
+
+
+def test_patch_of_an_unknown_agent_is_not_found(api: httpx.Client) -> None:
+    assert api.patch("/v1/agents/agent-nope", json={"name": "x"}).status_code == 404

@@ -84,6 +84,13 @@ async def get_agent(agent_id: str, mesh: Mesh) -> schemas.Agent:
     return convert.agent_out(response.agent)
 
 
+@router.patch("/{agent_id}", response_model=schemas.Agent)
+async def update_agent(agent_id: str, body: schemas.AgentUpdate, mesh: Mesh) -> schemas.Agent:
+    """Changes the given fields of an agent; its next turn uses them."""
+    response = await mesh.agents.UpdateAgent(convert.agent_update_in(agent_id, body))
+    return convert.agent_out(response.agent)
+
+
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_agent(agent_id: str, mesh: Mesh) -> Response:
     """Deletes an agent with its history and the blocks created for it."""

@@ -41,7 +41,7 @@ from mnemo.client.transport import (
     streaming,
 )
 from mnemo_gateway.memory_schemas import BlockCreateRequest, BlockUpdate, PassageCreate, SourceCreate
-from mnemo_gateway.schemas import AgentCreate, SendMessageRequest
+from mnemo_gateway.schemas import AgentCreate, AgentUpdate, SendMessageRequest
 
 JsonObject = dict[str, Any]
 RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
@@ -128,6 +128,12 @@ class Agents(Resource[TransportT]):
     def get(self, agent_id: str) -> Call[Agent]:
         """One agent with its blocks."""
         return Call("GET", f"/v1/agents/{agent_id}", parse_as(_AGENT), retry=True)
+
+    @endpoint
+    def update(self, agent_id: str, /, **fields: Any) -> Call[Agent]:
+        """Changes the given `AgentUpdate` fields (e.g. `model`, `system`, `tool_ids`); the rest stay."""
+        body = AgentUpdate.model_validate(fields)
+        return Call("PATCH", f"/v1/agents/{agent_id}", parse_as(_AGENT), json=_body(body))
 
     @endpoint
     def delete(self, agent_id: str) -> Call[None]:
