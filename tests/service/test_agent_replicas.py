@@ -96,3 +96,32 @@ async def test_a_turn_on_one_replica_waits_for_the_agents_turn_on_the_other(
     assert history.messages[-1].assistant.text == "B is done"
     # B's run was recorded only once A's had finished.
     assert run_b.create_time.ToDatetime() >= run_a.complete_time.ToDatetime()
+
+
+async def test_a_cancel_sent_to_the_other_replica_stops_the_turn(
+    replicas: tuple[Served, Served], llm: FakeProvider
+) -> None:
+    first = agent_pb2_grpc.AgentServiceStub(replicas[0].channel)
+    runs_on_second = run_pb2_grpc.RunServiceStub(replicas[1].channel)
+    with acting_as(new_actor()):
+        created = await first.CreateAgent(
+            agent_pb2.CreateAgentRequest(agent=agent_pb2.Agent(name="cancelled", model="openai/m"))
+        )
+        llm.script(reply("too late", delay=8.0))
+        turn = asyncio.ensure_future(
+            first.SendMessage(agent_pb2.SendMessageRequest(agent_id=created.agent.id, messages=[user("go")]))
+        )
+        run_id = ""
+        for _ in range(500):  # the run exists once the model call is out
+            listed = await runs_on_second.ListRuns(run_pb2.ListRunsRequest(agent_id=created.agent.id))
+            if listed.runs and llm.requests():
+                run_id = listed.runs[0].id
+                break
+            await asyncio.sleep(0.01)
+
+        cancelled = await runs_on_second.CancelRun(run_pb2.CancelRunRequest(run_id=run_id))
+        result = await turn
+
+    # The replica holding the turn saw the request and stopped it before the model answered.
+    assert cancelled.run.status == run_pb2.RUN_STATUS_CANCELLED
+    assert result.stop_reason == turn_pb2.STOP_REASON_CANCELLED

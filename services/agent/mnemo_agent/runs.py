@@ -233,6 +233,11 @@ class Runs:
             cancel = await session.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id))
         return bool(cancel)
 
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether someone asked to cancel the run (a replica other than its holder)."""
+        async with self._db.read() as session:
+            return bool(await session.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+
     async def finish(
         self,
         run_id: str,

@@ -37,6 +37,9 @@ class AgentSettings(ServiceSettings):
     summarizer_timeout: float = 60.0
     # Seconds a running turn holds its agent without extending the lease (crash detection across replicas).
     run_lease_seconds: float = 60.0
+    # With replicas sharing the database (Postgres): how often a running turn checks whether another
+    # replica was asked to cancel it.
+    run_cancel_poll_seconds: float = Field(default=1.0, gt=0)
     # Most in-context messages a voice agent sends to the model (small context, fast first token).
     voice_max_messages: int = 24
     # Turns of a batch that run at the same time (concurrent mode).

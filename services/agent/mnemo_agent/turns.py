@@ -379,6 +379,7 @@ class Turns:
         self.default_max_steps = settings.default_max_steps
         self._max_steps_limit = settings.max_steps_limit
         self._llm_timeout = settings.llm_timeout
+        self._cancel_poll = settings.run_cancel_poll_seconds
         self.after_turn: Callable[[Actor, AgentRow, TurnResult], None] | None = None
 
     # ----- entry points -----
@@ -608,7 +609,14 @@ class Turns:
                 ):
                     await self._execute(agent, fresh, [], fresh.max_steps, resume=True, cancel_pending=True)
         else:
+            # Held by another replica: it sees the request within run_cancel_poll_seconds.
             await self._runs.request_cancel(run.id)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(0.2, self._cancel_poll))
+                run = await self._runs.get(actor.org_id, run_id)
+                if run.status in FINISHED:
+                    return run
         return await self._runs.get(actor.org_id, run_id)
 
     async def ephemeral(
@@ -831,6 +839,13 @@ class Turns:
             self._runs.lease_seconds / 3,
             lambda: beats.append(asyncio.ensure_future(self._heartbeat(run.id, current))),
         )
+        # Another replica cannot cancel this task; it flags the run, which this one checks for.
+        watch = None
+        if not self._agents.single_writer:
+            watch = loop.call_later(
+                self._cancel_poll,
+                lambda: beats.append(asyncio.ensure_future(self._watch_cancel(run.id, current))),
+            )
         try:
             with _tracer.start_as_current_span(
                 "agent.turn", attributes={"agent.id": agent.id, "run.id": run.id}
@@ -857,6 +872,8 @@ class Turns:
             raise
         finally:
             heartbeat.cancel()
+            if watch is not None:
+                watch.cancel()
             for beat in beats:
                 beat.cancel()
             self._active.pop(run.id, None)
@@ -913,6 +930,17 @@ class Turns:
             except MnemoError as exc:
                 log.warning("cannot extend the lease of run %s: %s", run_id, exc.message)
             await asyncio.sleep(interval)
+
+    async def _watch_cancel(self, run_id: str, task: asyncio.Task[Any]) -> None:
+        """Cancels the turn soon after another replica asked for it (replicas share the database)."""
+        while True:
+            try:
+                if await self._runs.cancel_requested(run_id):
+                    task.cancel()
+                    return
+            except MnemoError as exc:
+                log.warning("cannot check run %s for a cancel request: %s", run_id, exc.message)
+            await asyncio.sleep(self._cancel_poll)
 
     async def _replay(self, run: RunRow) -> TurnResult:
         stored = await self._run_messages(run.agent_id, run.id)
