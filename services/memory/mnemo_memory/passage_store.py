@@ -216,7 +216,7 @@ class PassageStore(Protocol):
     ) -> list[tuple[int, float]]:
         """The k embedded passages matching any of the terms (ranking.keyword_terms), best first.
 
-        Returns (key, score) where lower is better: bm25() on SQLite, the negated ts_rank_cd() on
+        Returns (key, score) where lower is better: bm25() on SQLite, the negated ts_rank() on
         Postgres. Ranks at most the `budget` newest matching rows (ranking cannot stop early).
         """
         ...

@@ -84,10 +84,13 @@ def ranked_words(
     k: int,
     budget: int,
 ) -> list[tuple[int, float]]:
-    """The k rows matching `where` and any of the terms, by ts_rank_cd among the `budget` newest matches.
+    """The k rows matching `where` and any of the terms, by ts_rank among the `budget` newest matches.
 
     Returns (key, negated rank): lower is better, like SQLite's bm25(), so both stores rank the same way.
     """
+    # A plan for these very words: a generic plan of the prepared statement cannot tell common words
+    # (newest rows first, stop at the budget) from rare ones (the GIN index), and picks badly for one.
+    conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
     words = func.to_tsquery(TEXT_SEARCH_CONFIG, bindparam("terms", tsquery_any(list(terms))))
     newest = (
         select(key.label("pk"), document.label("document"))
@@ -97,6 +100,6 @@ def ranked_words(
         .subquery()
     )
     # Normalisation 1 divides by 1 + log(length): longer texts do not win by length alone (as in BM25).
-    rank = func.ts_rank_cd(newest.c.document, words, 1)
+    rank = func.ts_rank(newest.c.document, words, 1)
     rows = conn.execute(select(newest.c.pk, rank).order_by(rank.desc(), newest.c.pk.desc()).limit(k))
     return [(int(pk), -float(score)) for pk, score in rows]

@@ -91,6 +91,6 @@ def vector_only(vector: list[tuple[int, float]], k: int) -> list[Ranked]:
 def keyword_only(keyword: list[tuple[int, float]], k: int) -> list[Ranked]:
     """A keyword ranking (key, score where lower is better) as results: the score negated (higher is better).
 
-    The keyword score is SQLite's bm25() or, on Postgres, the negated ts_rank_cd().
+    The keyword score is SQLite's bm25() or, on Postgres, the negated ts_rank().
     """
     return [Ranked(pk, -bm25, keyword_rank=rank) for rank, (pk, bm25) in enumerate(keyword[:k], start=1)]
