@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mnemo.client import Mnemo, PermissionDenied, Unauthenticated
 from tests.fakes.llm_provider import FakeProvider
 from tests.harness import RunningMesh, mesh_env, running_mesh
 
@@ -165,6 +166,28 @@ def test_an_organization_with_agents_cannot_be_deleted(root: httpx.Client, tenan
     empty = root.post("/v1/organizations", json={"name": "empty"}).json()
     assert root.delete(f"/v1/organizations/{empty['id']}").status_code == 204
     assert root.get(f"/v1/organizations/{empty['id']}").status_code == 404
+
+
+def test_the_client_manages_organizations_users_and_keys(identity_mesh: RunningMesh) -> None:
+    with Mnemo(identity_mesh.http_url, identity_mesh.api_key) as root_client:
+        org = root_client.organizations.create("tenant-sdk")
+        user = root_client.users.create("bob", org_id=org.id)
+        created = root_client.api_keys.create("bob-admin", role="admin", user_id=user.id, org_id=org.id)
+        assert root_client.organizations.get(org.id).name == "tenant-sdk"
+
+    with Mnemo(identity_mesh.http_url, created.secret) as bob:
+        agent = bob.agents.create(name="bob-agent", model="openai/gpt-4o-mini")
+        listed = bob.api_keys.list()
+        assert [k.id for k in listed] == [created.id]
+        assert "secret" not in listed.items[0].model_dump()
+        assert [u.name for u in bob.users.list()] == ["bob"]
+        with pytest.raises(PermissionDenied):
+            bob.organizations.list()
+        member = bob.api_keys.create("bob-member")
+        bob.api_keys.revoke(member.id)
+        with Mnemo(identity_mesh.http_url, member.secret) as revoked, pytest.raises(Unauthenticated):
+            revoked.agents.list()
+        bob.agents.delete(agent.id)
 
 
 async def test_keys_cannot_be_checked_while_the_agent_service_is_down(

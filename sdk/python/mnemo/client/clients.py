@@ -8,7 +8,18 @@ from typing import Generic
 
 import httpx
 
-from mnemo.client.resources import Agents, Archival, Blocks, Messages, Runs, Sources, Tools
+from mnemo.client.resources import (
+    Agents,
+    ApiKeys,
+    Archival,
+    Blocks,
+    Messages,
+    Organizations,
+    Runs,
+    Sources,
+    Tools,
+    Users,
+)
 from mnemo.client.transport import AsyncTransport, SyncTransport, TransportT
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8283"
@@ -42,6 +53,9 @@ class _Resources(Generic[TransportT]):
         self.archival: Archival[TransportT] = Archival(transport)
         self.tools: Tools[TransportT] = Tools(transport)
         self.sources: Sources[TransportT] = Sources(transport)
+        self.organizations: Organizations[TransportT] = Organizations(transport)
+        self.users: Users[TransportT] = Users(transport)
+        self.api_keys: ApiKeys[TransportT] = ApiKeys(transport)
 
 
 class Mnemo(_Resources[SyncTransport]):

@@ -8,6 +8,7 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import Field
 
+from mnemo_gateway.identity_schemas import ApiKey, ApiKeyCreated, Organization, User
 from mnemo_gateway.memory_schemas import (
     File,
     Job,
@@ -42,6 +43,8 @@ from mnemo_gateway.schemas import (
 
 __all__ = [
     "Agent",
+    "ApiKey",
+    "ApiKeyCreated",
     "AssistantMessage",
     "Block",
     "BlockCreate",
@@ -51,6 +54,7 @@ __all__ = [
     "Job",
     "Message",
     "MessageCreate",
+    "Organization",
     "Page",
     "Passage",
     "PassageHit",
@@ -69,6 +73,7 @@ __all__ = [
     "ToolReturnMessage",
     "Upload",
     "Usage",
+    "User",
     "UserMessage",
 ]
 

@@ -40,6 +40,15 @@ from mnemo.client.transport import (
     parse_page,
     streaming,
 )
+from mnemo_gateway.identity_schemas import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    Organization,
+    OrganizationCreate,
+    User,
+    UserCreate,
+)
 from mnemo_gateway.memory_schemas import BlockCreateRequest, BlockUpdate, PassageCreate, SourceCreate
 from mnemo_gateway.schemas import AgentCreate, AgentUpdate, SendMessageRequest
 
@@ -61,6 +70,13 @@ _SOURCE = TypeAdapter(Source)
 _SOURCES = TypeAdapter(list[Source])
 _UPLOAD = TypeAdapter(Upload)
 _JOB = TypeAdapter(Job)
+_ORGANIZATION = TypeAdapter(Organization)
+_ORGANIZATIONS = TypeAdapter(list[Organization])
+_USER = TypeAdapter(User)
+_USERS = TypeAdapter(list[User])
+_API_KEY = TypeAdapter(ApiKey)
+_API_KEYS = TypeAdapter(list[ApiKey])
+_API_KEY_CREATED = TypeAdapter(ApiKeyCreated)
 _OBJECT = TypeAdapter(JsonObject)
 _OBJECTS = TypeAdapter(list[JsonObject])
 
@@ -492,3 +508,92 @@ class Sources(Resource[TransportT]):
         return Call(
             "PATCH", f"/v1/agents/{agent_id}/sources/detach/{source_id}", parse_as(_SOURCE), retry=True
         )
+
+
+class Organizations(Resource[TransportT]):
+    """Organizations (tenants): the root key only."""
+
+    @endpoint
+    def create(self, name: str) -> Call[Organization]:
+        """Creates an organization; give it users and keys with `users` and `api_keys`."""
+        body = OrganizationCreate(name=name)
+        return Call("POST", "/v1/organizations", parse_as(_ORGANIZATION), json=_body(body))
+
+    @endpoint
+    def list(self, *, limit: int = 50, page_token: str = "") -> Call[Page[Organization]]:
+        """One page of organizations, oldest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/organizations", parse_page(_ORGANIZATIONS), params=params, retry=True)
+
+    @endpoint
+    def get(self, org_id: str) -> Call[Organization]:
+        """One organization."""
+        return Call("GET", f"/v1/organizations/{org_id}", parse_as(_ORGANIZATION), retry=True)
+
+    @endpoint
+    def delete(self, org_id: str) -> Call[None]:
+        """Deletes an organization with its users and keys (refused while it has agents)."""
+        return Call("DELETE", f"/v1/organizations/{org_id}", parse_nothing, retry=True)
+
+
+class Users(Resource[TransportT]):
+    """Users of the caller's organization (admin keys; the root key may name `org_id`)."""
+
+    @endpoint
+    def create(self, name: str, *, org_id: str = "") -> Call[User]:
+        """Creates a user."""
+        body = UserCreate(name=name, org_id=org_id)
+        return Call("POST", "/v1/users", parse_as(_USER), json=_body(body))
+
+    @endpoint
+    def list(self, *, org_id: str = "", limit: int = 50, page_token: str = "") -> Call[Page[User]]:
+        """One page of users, oldest first."""
+        params = _drop_empty({"org_id": org_id, "limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/users", parse_page(_USERS), params=params, retry=True)
+
+    @endpoint
+    def get(self, user_id: str, *, org_id: str = "") -> Call[User]:
+        """One user."""
+        params = _drop_empty({"org_id": org_id})
+        return Call("GET", f"/v1/users/{user_id}", parse_as(_USER), params=params, retry=True)
+
+    @endpoint
+    def delete(self, user_id: str, *, org_id: str = "") -> Call[None]:
+        """Deletes a user with its API keys."""
+        params = _drop_empty({"org_id": org_id})
+        return Call("DELETE", f"/v1/users/{user_id}", parse_nothing, params=params, retry=True)
+
+
+class ApiKeys(Resource[TransportT]):
+    """API keys of the caller's organization (admin keys; the root key may name `org_id`)."""
+
+    @endpoint
+    def create(
+        self,
+        name: str,
+        *,
+        role: Literal["admin", "member"] = "member",
+        user_id: str = "",
+        org_id: str = "",
+    ) -> Call[ApiKeyCreated]:
+        """Creates a key; its `secret` is in this answer only."""
+        body = ApiKeyCreate(name=name, role=role, user_id=user_id, org_id=org_id)
+        return Call("POST", "/v1/api-keys", parse_as(_API_KEY_CREATED), json=_body(body))
+
+    @endpoint
+    def list(self, *, org_id: str = "", limit: int = 50, page_token: str = "") -> Call[Page[ApiKey]]:
+        """One page of active keys, without secrets."""
+        params = _drop_empty({"org_id": org_id, "limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/api-keys", parse_page(_API_KEYS), params=params, retry=True)
+
+    @endpoint
+    def get(self, key_id: str, *, org_id: str = "") -> Call[ApiKey]:
+        """One key, without its secret."""
+        params = _drop_empty({"org_id": org_id})
+        return Call("GET", f"/v1/api-keys/{key_id}", parse_as(_API_KEY), params=params, retry=True)
+
+    @endpoint
+    def revoke(self, key_id: str, *, org_id: str = "") -> Call[None]:
+        """Revokes a key (gateways honour it within their key cache time)."""
+        params = _drop_empty({"org_id": org_id})
+        return Call("DELETE", f"/v1/api-keys/{key_id}", parse_nothing, params=params, retry=True)
