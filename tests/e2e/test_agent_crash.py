@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -253,3 +254,33 @@ async def test_a_provider_batch_polls_its_submitted_round_again_after_the_agent_
             ("user_message", "hello"),
             ("assistant_message", "ok"),
         ]
+
+
+async def test_a_background_run_stopped_by_a_graceful_shutdown_is_resumed_not_cancelled(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        agent = await create(client)
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "deploy fact"}),
+            reply("lost", delay=2.0),
+        )
+        started = await client.post(
+            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
+        )
+        run_id = started.json()["id"]
+        await wait_for_requests(llm, 2)
+        child = next(c for c in mesh.children if c.name == "agent")
+        child.process.send_signal(signal.SIGTERM)  # a rolling deploy, not a crash
+        await child.process.wait()
+        llm.script(reply("finished after the deploy"))
+        await start(mesh, env, "agent")
+
+        for _ in range(200):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "completed", run
+        await check_consistent(client, agent["id"], "deploy fact", "finished after the deploy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.e2e.test_agent_crash import check_consistent, create, kill, start, wait_for_requests
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
 from tests.postgres import embedded_postgres
@@ -25,15 +27,24 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def pg_mesh(
+def pg_env(
     tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider, postgres_url: str
-) -> AsyncIterator[RunningMesh]:
-    env = mesh_env(
+) -> dict[str, str]:
+    return mesh_env(
         tmp_path_factory.mktemp("pg-mesh"),
         provider_url=fake_provider.base_url,
-        extra={"MNEMO_DATABASE_URL": postgres_url},
+        # Short leases and frequent sweeps, so a dead replica's runs are taken over within the test.
+        extra={
+            "MNEMO_DATABASE_URL": postgres_url,
+            "MNEMO_RUN_LEASE_SECONDS": "3",
+            "MNEMO_RUN_SWEEP_SECONDS": "0.3",
+        },
     )
-    async with running_mesh(env) as mesh:
+
+
+@pytest.fixture(scope="module")
+async def pg_mesh(pg_env: dict[str, str]) -> AsyncIterator[RunningMesh]:
+    async with running_mesh(pg_env) as mesh:
         yield mesh
 
 
@@ -147,3 +158,30 @@ def test_archival_memory_and_recall_work_through_agent_turns_on_postgres(
     assert found["status"] == "success"
     assert "14 June 2019" in found["tool_return"]
     assert recalled["embedding_model"] == "local/all-minilm-l6-v2"
+
+
+async def test_a_background_run_of_a_crashed_replica_is_taken_over_by_the_sweep(
+    pg_mesh: RunningMesh, pg_env: dict[str, str], llm: FakeProvider
+) -> None:
+    async with httpx.AsyncClient(base_url=pg_mesh.http_url, headers=pg_mesh.auth, timeout=60) as client:
+        agent = await create(client)
+        llm.script(
+            tool_call("core_memory_append", {"label": "human", "content": "swept fact"}),
+            reply("lost", delay=3.0),
+        )
+        started = await client.post(
+            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
+        )
+        run_id = started.json()["id"]
+        await wait_for_requests(llm, 2)
+        await kill(pg_mesh, "agent")  # the run stays `running` until its lease runs out
+        llm.script(reply("finished by the sweep"))
+        await start(pg_mesh, pg_env, "agent")
+
+        for _ in range(300):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "completed", run
+        await check_consistent(client, agent["id"], "swept fact", "finished by the sweep")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -61,6 +63,8 @@ class AgentApp:
         )
         self.turns.after_turn = self.sleeptime.after_turn
         self.identities = Identities(db)
+        self._sweep_seconds = settings.run_sweep_seconds
+        self._sweeper: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents, self.turns), server)
@@ -91,7 +95,28 @@ class AgentApp:
         for batch_id, runs in batches.items():
             await self.batches.resume(Actor(org_id=runs[0].org_id, user_id="system"), batch_id, runs)
 
+    def start_sweeping(self) -> None:
+        """With replicas sharing Postgres: start again, every `run_sweep_seconds`, the async runs of a
+        replica that died (their lease ran out). SQLite has one process, which `recover` covers."""
+        if not self.db.is_sqlite and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_seconds)
+            try:
+                for run in await self.runs.orphaned_background():
+                    log.info("starting run %s again: the replica running it is gone", run.id)
+                    self.turns.launch(Actor(org_id=run.org_id, user_id="system"), run)
+            except Exception:
+                log.exception("looking for runs of replicas that are gone failed; will look again")
+
     async def aclose(self) -> None:
+        self.turns.shutting_down()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.sleeptime.aclose()
         await self.batches.aclose()
         await self.turns.aclose()
@@ -106,4 +131,5 @@ async def build(settings: AgentSettings) -> AgentApp:
         await upgrade(db, MIGRATIONS)
     app = AgentApp(db, Mesh(settings), settings)
     await app.recover()
+    app.start_sweeping()
     return app

@@ -343,13 +343,56 @@ class Runs:
             next_token = encode_token("runs", t=rows[-1].created_at.isoformat(), i=rows[-1].id)
         return rows, next_token
 
+    async def orphaned_background(self, limit: int = 100) -> builtins.list[RunRow]:
+        """Async-send runs whose replica is gone (replicas sharing a database), to be started again.
+
+        Fails the running ones whose lease ran out (as interrupted), then returns those and the ones
+        failed as interrupted earlier, plus runs created a whole lease ago and never started. Batch runs
+        stay with their batch (ADR 0404).
+        """
+        now = utcnow()
+        async with self._db.write() as session:
+            await session.execute(
+                update(RunRow)
+                .where(RunRow.status == RUNNING, RunRow.background.is_(True), RunRow.lease_expires_at < now)
+                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=now)
+            )
+            rows = await session.scalars(
+                select(RunRow)
+                .where(
+                    RunRow.background.is_(True),
+                    RunRow.batch_id.is_(None),
+                    RunRow.request.is_not(None),
+                    or_(
+                        and_(RunRow.status == FAILED, RunRow.error == INTERRUPTED),
+                        and_(
+                            RunRow.status == CREATED,
+                            RunRow.created_at < now - timedelta(seconds=self.lease_seconds),
+                        ),
+                    ),
+                )
+                .order_by(RunRow.created_at)
+                .limit(limit)
+            )
+            return list(rows)
+
     async def interrupted_at_start(self) -> builtins.list[RunRow]:
         """Releases every run a previous process left running (single-process databases only).
 
         Returns the background runs (async and batch turns) that should be started again.
         """
         async with self._db.write() as session:
-            rows = list(await session.scalars(select(RunRow).where(RunRow.status.in_((RUNNING, CREATED)))))
+            rows = list(
+                await session.scalars(
+                    select(RunRow).where(
+                        or_(
+                            RunRow.status.in_((RUNNING, CREATED)),
+                            # Stopped by the last shutdown, or by a crash another turn noticed.
+                            and_(RunRow.status == FAILED, RunRow.error == INTERRUPTED),
+                        )
+                    )
+                )
+            )
             await session.execute(
                 update(RunRow)
                 .where(RunRow.status == RUNNING)

@@ -40,6 +40,9 @@ class AgentSettings(ServiceSettings):
     # With replicas sharing the database (Postgres): how often a running turn checks whether another
     # replica was asked to cancel it.
     run_cancel_poll_seconds: float = Field(default=1.0, gt=0)
+    # With replicas sharing the database: how often each looks for async runs whose replica died (their
+    # lease ran out) and starts them again.
+    run_sweep_seconds: float = Field(default=30.0, gt=0)
     # Most in-context messages a voice agent sends to the model (small context, fast first token).
     voice_max_messages: int = 24
     # Turns of a batch that run at the same time (concurrent mode).

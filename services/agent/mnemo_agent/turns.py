@@ -42,6 +42,7 @@ from mnemo_agent.runs import (
     CREATED,
     FAILED,
     FINISHED,
+    INTERRUPTED,
     RUNNING,
     STOP_REASONS,
     AgentBusy,
@@ -375,6 +376,8 @@ class Turns:
         self._background: set[asyncio.Task[Any]] = set()
         self._builtin_tools: dict[str, tool_pb2.Tool] = {}
         self._no_streaming_until = 0.0
+        # Set while the service shuts down: the turns it stops are interrupted, not cancelled by anyone.
+        self._stopping = False
         self._windows = WindowCache(enabled=agents.single_writer)
         self.default_max_steps = settings.default_max_steps
         self._max_steps_limit = settings.max_steps_limit
@@ -701,8 +704,13 @@ class Turns:
         )
         return list(page.messages), page.next_page_token
 
+    def shutting_down(self) -> None:
+        """From now on, a turn that is stopped was interrupted by the shutdown: its run stays resumable."""
+        self._stopping = True
+
     async def aclose(self) -> None:
-        """Stops background work (async runs, batches, sleep-time agents)."""
+        """Stops background work (async runs, batches, sleep-time agents); their runs stay resumable."""
+        self.shutting_down()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -861,6 +869,13 @@ class Turns:
                 )
         except asyncio.CancelledError:
             self._windows.drop(agent.id)
+            if self._stopping:
+                # Resumable: by the next start (SQLite) or another replica's sweep (Postgres), or by a
+                # retry with the same idempotency key.
+                await asyncio.shield(
+                    self._finish(turn, FAILED, turn_pb2.STOP_REASON_ERROR, error=INTERRUPTED)
+                )
+                raise
             await asyncio.shield(self._finish(turn, CANCELLED, turn_pb2.STOP_REASON_CANCELLED))
             return turn.result(turn_pb2.STOP_REASON_CANCELLED)
         except BaseException as exc:
