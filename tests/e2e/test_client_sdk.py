@@ -290,3 +290,38 @@ def test_idempotent_calls_are_retried_on_503_after_retry_after_and_others_are_no
             0.2,
         )
         assert len(busy.requests) == 1
+
+
+def test_approval_batches_ephemeral_turns_and_recall_search(client: Mnemo, llm: FakeProvider) -> None:
+    agent = client.agents.create(
+        name="sdk-more",
+        model="openai/gpt-4o-mini",
+        memory_blocks=BLOCKS,
+        options={"tool_rules": [{"tool_name": "core_memory_append", "type": "requires_approval"}]},
+    )
+    llm.script(tool_call("core_memory_append", {"label": "human", "content": "Likes tea"}))
+    waiting = client.messages.send(agent.id, "I like tea")
+    assert waiting.stop_reason.stop_reason == "requires_approval"
+    llm.script(reply("Saved that you like tea."))
+    resumed = client.runs.approve(waiting.run_id)
+    assert resumed.stop_reason.stop_reason == "end_turn"
+    assert client.blocks.get(agent.id, "human").value == "Likes tea"
+
+    found = client.messages.search(agent.id, "tea", mode="keyword", roles=["user"])
+    assert [hit.message.content for hit in found.results] == ["I like tea"]
+
+    other = client.agents.create(name="sdk-batch", model="openai/gpt-4o-mini")
+    llm.script(reply("one"), reply("two"))
+    batch = client.batches.create(
+        [
+            {"agent_id": other.id, "messages": [{"content": "a"}]},
+            {"agent_id": other.id, "messages": [{"content": "b"}]},
+        ],
+        mode="concurrent",
+    )
+    done = client.batches.wait(batch.id, timeout=30, interval=0.05)
+    assert [run.status for run in done.runs] == ["completed", "completed"]
+
+    llm.script(reply("stateless"))
+    answer = client.messages.ephemeral({"model": "openai/gpt-4o-mini"}, "hello")
+    assert answer.messages[-1].content == "stateless"

@@ -12,6 +12,7 @@ from mnemo.client.resources import (
     Agents,
     ApiKeys,
     Archival,
+    Batches,
     Blocks,
     Messages,
     Organizations,
@@ -56,6 +57,7 @@ class _Resources(Generic[TransportT]):
         self.organizations: Organizations[TransportT] = Organizations(transport)
         self.users: Users[TransportT] = Users(transport)
         self.api_keys: ApiKeys[TransportT] = ApiKeys(transport)
+        self.batches: Batches[TransportT] = Batches(transport)
 
 
 class Mnemo(_Resources[SyncTransport]):

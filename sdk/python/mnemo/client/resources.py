@@ -49,8 +49,25 @@ from mnemo_gateway.identity_schemas import (
     User,
     UserCreate,
 )
-from mnemo_gateway.memory_schemas import BlockCreateRequest, BlockUpdate, PassageCreate, SourceCreate
-from mnemo_gateway.schemas import AgentCreate, AgentUpdate, SendMessageRequest
+from mnemo_gateway.memory_schemas import (
+    BlockCreateRequest,
+    BlockUpdate,
+    MessageSearchResult,
+    PassageCreate,
+    SourceCreate,
+)
+from mnemo_gateway.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    Approval,
+    Batch,
+    BatchCreate,
+    BatchTurn,
+    EphemeralAgent,
+    EphemeralRequest,
+    EphemeralResponse,
+    SendMessageRequest,
+)
 
 JsonObject = dict[str, Any]
 RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
@@ -77,6 +94,9 @@ _USERS = TypeAdapter(list[User])
 _API_KEY = TypeAdapter(ApiKey)
 _API_KEYS = TypeAdapter(list[ApiKey])
 _API_KEY_CREATED = TypeAdapter(ApiKeyCreated)
+_MESSAGE_SEARCH = TypeAdapter(MessageSearchResult)
+_EPHEMERAL = TypeAdapter(EphemeralResponse)
+_BATCH = TypeAdapter(Batch)
 _OBJECT = TypeAdapter(JsonObject)
 _OBJECTS = TypeAdapter(list[JsonObject])
 
@@ -227,6 +247,61 @@ class Messages(Resource[TransportT]):
         params = _drop_empty({"limit": limit, "before": before, "after": after, "order": order})
         return Call("GET", f"/v1/agents/{agent_id}/messages", parse_as(_MESSAGES), params=params, retry=True)
 
+    @endpoint
+    def search(
+        self,
+        agent_id: str,
+        query: str,
+        *,
+        top_k: int = 10,
+        mode: Literal["hybrid", "vector", "keyword"] = "hybrid",
+        roles: Sequence[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Call[MessageSearchResult]:
+        """Recall: the whole history (evicted messages too) searched by words and meaning."""
+        params = _drop_empty(
+            {
+                "query": query,
+                "top_k": top_k,
+                "mode": mode,
+                "roles": list(roles),
+                "start": start.isoformat() if start else None,
+                "end": end.isoformat() if end else None,
+            }
+        )
+        return Call(
+            "GET",
+            f"/v1/agents/{agent_id}/messages/search",
+            parse_as(_MESSAGE_SEARCH),
+            params=params,
+            retry=True,
+        )
+
+    @endpoint
+    def ephemeral(
+        self,
+        agent: EphemeralAgent | Mapping[str, Any],
+        messages: str | Sequence[MessageCreate | Mapping[str, Any]],
+        *,
+        memory_blocks: Sequence[BlockCreate | Mapping[str, Any]] = (),
+        context: Sequence[Mapping[str, Any]] = (),
+        max_steps: int = 0,
+    ) -> Call[EphemeralResponse]:
+        """A turn of an agent that exists for this request only: context in, answer out, nothing stored."""
+        body = EphemeralRequest.model_validate(
+            {
+                "agent": agent,
+                "messages": _turn(messages, max_steps).messages,
+                "memory_blocks": list(memory_blocks),
+                "context": list(context),
+                "max_steps": max_steps,
+            }
+        )
+        return Call(
+            "POST", "/v1/agents/ephemeral/messages", parse_as(_EPHEMERAL), json=_body(body), retry=True
+        )
+
 
 class Runs(Resource[TransportT]):
     """Runs: one per turn."""
@@ -250,6 +325,13 @@ class Runs(Resource[TransportT]):
     def cancel(self, run_id: str) -> Call[Run]:
         """Cancels an unfinished run; a finished one comes back as it is."""
         return Call("POST", f"/v1/runs/{run_id}/cancel", parse_as(_RUN), retry=True)
+
+    @endpoint
+    def approve(self, run_id: str, *, approve: bool = True, reason: str = "") -> Call[SendMessageResponse]:
+        """Approves (or denies, with `reason` shown to the model) the tool calls a run waits for; the turn
+        resumes and this returns what it produced."""
+        body = Approval(approve=approve, reason=reason)
+        return Call("POST", f"/v1/runs/{run_id}/approval", parse_as(_SEND), json=_body(body))
 
     @endpoint
     def wait(self, run_id: str, *, timeout: float | None = 300.0, interval: float = 0.25) -> Call[Run]:
@@ -597,3 +679,29 @@ class ApiKeys(Resource[TransportT]):
         """Revokes a key (gateways honour it within their key cache time)."""
         params = _drop_empty({"org_id": org_id})
         return Call("DELETE", f"/v1/api-keys/{key_id}", parse_nothing, params=params, retry=True)
+
+
+class Batches(Resource[TransportT]):
+    """Many turns run in the background, through the provider's batch API where it has one."""
+
+    @endpoint
+    def create(
+        self,
+        turns: Sequence[BatchTurn | Mapping[str, Any]],
+        *,
+        mode: Literal["auto", "concurrent", "provider"] = "auto",
+    ) -> Call[Batch]:
+        """Submits the turns (one agent's turns run in order); see `get` and `wait`."""
+        body = BatchCreate.model_validate({"turns": list(turns), "mode": mode})
+        return Call("POST", "/v1/batches", parse_as(_BATCH), json=_body(body))
+
+    @endpoint
+    def get(self, batch_id: str) -> Call[Batch]:
+        """A batch with the current state of its runs."""
+        return Call("GET", f"/v1/batches/{batch_id}", parse_as(_BATCH), retry=True)
+
+    @endpoint
+    def wait(self, batch_id: str, *, timeout: float | None = None, interval: float = 1.0) -> Call[Batch]:
+        """Polls the batch until every run has finished (provider batches can take hours: no timeout by default)."""
+        done = Poll[Batch](lambda batch: batch.status == "completed", interval, timeout)
+        return Call("GET", f"/v1/batches/{batch_id}", parse_as(_BATCH), retry=True, poll=done)
