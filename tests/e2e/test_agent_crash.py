@@ -87,6 +87,32 @@ async def create(client: httpx.AsyncClient) -> dict[str, Any]:
     return dict(response.json())
 
 
+async def start_background_turn(
+    client: httpx.AsyncClient, llm: FakeProvider, agent_id: str, fact: str
+) -> str:
+    """An async turn whose first step (a tool call with its return) is stored and whose second model call
+    is slow; returns its run id once that call is out."""
+    llm.script(
+        tool_call("core_memory_append", {"label": "human", "content": fact}),
+        reply("lost", delay=3.0),
+    )
+    started = await client.post(
+        f"/v1/agents/{agent_id}/messages/async", json={"messages": [{"content": "remember"}]}
+    )
+    assert started.status_code == 202, started.text
+    await wait_for_requests(llm, 2)
+    return str(started.json()["id"])
+
+
+async def wait_until_completed(client: httpx.AsyncClient, run_id: str, seconds: float = 15.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        if run["status"] == "completed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not complete: {run}")
+
+
 async def check_consistent(client: httpx.AsyncClient, agent_id: str, saved: str, answer: str) -> None:
     history = (await client.get(f"/v1/agents/{agent_id}/messages")).json()
     assert [m["message_type"] for m in history] == [
@@ -156,26 +182,12 @@ async def test_a_background_run_interrupted_by_a_crash_is_finished_after_the_res
     mesh, env = crash_mesh
     async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
         agent = await create(client)
-        llm.script(
-            tool_call("core_memory_append", {"label": "human", "content": "async fact"}),
-            reply("lost", delay=2.0),
-        )
-        started = await client.post(
-            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
-        )
-        assert started.status_code == 202
-        run_id = started.json()["id"]
-        await wait_for_requests(llm, 2)
+        run_id = await start_background_turn(client, llm, agent["id"], "async fact")
         await kill(mesh, "agent")
         llm.script(reply("finished after the restart"))
         await start(mesh, env, "agent")
 
-        for _ in range(200):
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            if run["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
-        assert run["status"] == "completed", run
+        await wait_until_completed(client, run_id)
         await check_consistent(client, agent["id"], "async fact", "finished after the restart")
 
 
@@ -262,25 +274,12 @@ async def test_a_background_run_stopped_by_a_graceful_shutdown_is_resumed_not_ca
     mesh, env = crash_mesh
     async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
         agent = await create(client)
-        llm.script(
-            tool_call("core_memory_append", {"label": "human", "content": "deploy fact"}),
-            reply("lost", delay=2.0),
-        )
-        started = await client.post(
-            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
-        )
-        run_id = started.json()["id"]
-        await wait_for_requests(llm, 2)
+        run_id = await start_background_turn(client, llm, agent["id"], "deploy fact")
         child = next(c for c in mesh.children if c.name == "agent")
         child.process.send_signal(signal.SIGTERM)  # a rolling deploy, not a crash
         await child.process.wait()
         llm.script(reply("finished after the deploy"))
         await start(mesh, env, "agent")
 
-        for _ in range(200):
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            if run["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
-        assert run["status"] == "completed", run
+        await wait_until_completed(client, run_id)
         await check_consistent(client, agent["id"], "deploy fact", "finished after the deploy")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +11,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.test_agent_crash import check_consistent, create, kill, start, wait_for_requests
+from tests.e2e.test_agent_crash import (
+    check_consistent,
+    create,
+    kill,
+    start,
+    start_background_turn,
+    wait_until_completed,
+)
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
 from tests.postgres import embedded_postgres
@@ -165,23 +171,10 @@ async def test_a_background_run_of_a_crashed_replica_is_taken_over_by_the_sweep(
 ) -> None:
     async with httpx.AsyncClient(base_url=pg_mesh.http_url, headers=pg_mesh.auth, timeout=60) as client:
         agent = await create(client)
-        llm.script(
-            tool_call("core_memory_append", {"label": "human", "content": "swept fact"}),
-            reply("lost", delay=3.0),
-        )
-        started = await client.post(
-            f"/v1/agents/{agent['id']}/messages/async", json={"messages": [{"content": "remember"}]}
-        )
-        run_id = started.json()["id"]
-        await wait_for_requests(llm, 2)
+        run_id = await start_background_turn(client, llm, agent["id"], "swept fact")
         await kill(pg_mesh, "agent")  # the run stays `running` until its lease runs out
         llm.script(reply("finished by the sweep"))
         await start(pg_mesh, pg_env, "agent")
 
-        for _ in range(300):
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            if run["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
-        assert run["status"] == "completed", run
+        await wait_until_completed(client, run_id)
         await check_consistent(client, agent["id"], "swept fact", "finished by the sweep")
