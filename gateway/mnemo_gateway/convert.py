@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf import timestamp_pb2
-
 from mnemo.agent.v1 import agent_pb2, batch_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
-from mnemo_core.wire import from_struct, to_struct
+from mnemo_core.wire import field_time, from_struct, to_struct
 from mnemo_gateway import schemas
 
 STOP_REASONS = {
@@ -50,10 +46,6 @@ EVENT_TYPES = {
 }
 
 
-def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
-
-
 def block_out(block: block_pb2.Block) -> schemas.Block:
     """The REST form of a block."""
     return schemas.Block(
@@ -65,8 +57,8 @@ def block_out(block: block_pb2.Block) -> schemas.Block:
         read_only=block.read_only,
         agent_ids=list(block.agent_ids),
         metadata=from_struct(block.metadata),
-        created_at=_time(block.create_time, block.HasField("create_time")),
-        updated_at=_time(block.update_time, block.HasField("update_time")),
+        created_at=field_time(block, "create_time"),
+        updated_at=field_time(block, "update_time"),
     )
 
 
@@ -104,8 +96,8 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
             parallel_tool_calls=options.parallel_tool_calls,
         ),
         blocks=[block_out(b) for b in agent.blocks],
-        created_at=_time(agent.create_time, agent.HasField("create_time")),
-        updated_at=_time(agent.update_time, agent.HasField("update_time")),
+        created_at=field_time(agent, "create_time"),
+        updated_at=field_time(agent, "update_time"),
         tool_rules=[
             schemas.ToolRule(
                 tool_name=r.tool_name,
@@ -204,7 +196,7 @@ def message_out(message: message_pb2.Message) -> schemas.Message | None:
     """The REST form of a stored message (None for content this API version does not know)."""
     base = {
         "id": message.id,
-        "date": _time(message.create_time, message.HasField("create_time")),
+        "date": field_time(message, "create_time"),
         "run_id": message.run_id,
         "step": message.step,
     }
@@ -271,8 +263,8 @@ def run_out(run: run_pb2.Run) -> schemas.Run:
             for c in run.pending_approvals
         ],
         batch_id=run.batch_id or None,
-        created_at=_time(run.create_time, run.HasField("create_time")),
-        completed_at=_time(run.complete_time, run.HasField("complete_time")),
+        created_at=field_time(run, "create_time"),
+        completed_at=field_time(run, "complete_time"),
     )
 
 
@@ -283,7 +275,7 @@ def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
         status="completed" if batch.status == batch_pb2.BATCH_STATUS_COMPLETED else "running",
         mode="provider" if batch.mode == batch_pb2.BATCH_MODE_PROVIDER else "concurrent",
         runs=[run_out(run) for run in batch.runs],
-        created_at=_time(batch.create_time, batch.HasField("create_time")),
+        created_at=field_time(batch, "create_time"),
         chat_batch_ids=list(batch.chat_batch_ids),
         provider_round_count=batch.provider_round_count,
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2, search_pb2, source_pb2
-from mnemo_core.wire import from_struct, to_struct
+from mnemo_core.wire import field_time, from_struct, to_struct
 from mnemo_gateway import convert
 from mnemo_gateway import memory_schemas as ms
 
@@ -31,10 +31,6 @@ ROLE_KINDS = {
     "tool_return": message_pb2.MESSAGE_KIND_TOOL_RETURN,
     "event": message_pb2.MESSAGE_KIND_EVENT,
 }
-
-
-def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -121,7 +117,7 @@ def passage_out(passage: passage_pb2.Passage) -> ms.Passage:
         embedding_model=passage.embedding_model,
         embedding_dim=passage.embedding_dim,
         chunk_index=passage.chunk_index,
-        created_at=_time(passage.create_time, passage.HasField("create_time")),
+        created_at=field_time(passage, "create_time"),
     )
 
 
@@ -149,8 +145,8 @@ def source_out(source: source_pb2.Source) -> ms.Source:
         embedding_dim=source.embedding_dim,
         metadata=from_struct(source.metadata),
         agent_ids=list(source.agent_ids),
-        created_at=_time(source.create_time, source.HasField("create_time")),
-        updated_at=_time(source.update_time, source.HasField("update_time")),
+        created_at=field_time(source, "create_time"),
+        updated_at=field_time(source, "update_time"),
     )
 
 
@@ -165,9 +161,9 @@ def job_out(job: source_pb2.Job) -> ms.Job:
         chunks_done=job.chunks_done,
         progress=job.progress,
         error=job.error,
-        created_at=_time(job.create_time, job.HasField("create_time")),
-        updated_at=_time(job.update_time, job.HasField("update_time")),
-        completed_at=_time(job.complete_time, job.HasField("complete_time")),
+        created_at=field_time(job, "create_time"),
+        updated_at=field_time(job, "update_time"),
+        completed_at=field_time(job, "complete_time"),
     )
 
 
@@ -183,6 +179,6 @@ def file_out(file: source_pb2.File) -> ms.File:
         error=file.error,
         chunk_count=file.chunk_count,
         job_id=file.job_id,
-        created_at=_time(file.create_time, file.HasField("create_time")),
-        updated_at=_time(file.update_time, file.HasField("update_time")),
+        created_at=field_time(file, "create_time"),
+        updated_at=field_time(file, "update_time"),
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 
 def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -17,6 +18,14 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def field_time(message: Message, name: str) -> datetime | None:
+    """The aware UTC datetime of a Timestamp field of `message`, or None when the field is unset."""
+    if not message.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:

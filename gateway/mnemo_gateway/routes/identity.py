@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from google.protobuf import timestamp_pb2
 
 from mnemo.agent.v1 import identity_pb2
+from mnemo_core.wire import field_time
 from mnemo_gateway import identity_schemas as ids
 from mnemo_gateway import schemas
 from mnemo_gateway.backends import Backends, acting_actor, backends
@@ -27,14 +26,8 @@ _ROLE_NAMES = {identity_pb2.ROLE_ADMIN: "admin", identity_pb2.ROLE_MEMBER: "memb
 _ROLES = {"admin": identity_pb2.ROLE_ADMIN, "member": identity_pb2.ROLE_MEMBER}
 
 
-def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
-
-
 def _organization(org: identity_pb2.Organization) -> ids.Organization:
-    return ids.Organization(
-        id=org.id, name=org.name, created_at=_time(org.create_time, org.HasField("create_time"))
-    )
+    return ids.Organization(id=org.id, name=org.name, created_at=field_time(org, "create_time"))
 
 
 def _user(user: identity_pb2.User) -> ids.User:
@@ -42,7 +35,7 @@ def _user(user: identity_pb2.User) -> ids.User:
         id=user.id,
         org_id=user.org_id,
         name=user.name,
-        created_at=_time(user.create_time, user.HasField("create_time")),
+        created_at=field_time(user, "create_time"),
     )
 
 
@@ -54,7 +47,7 @@ def _key(key: identity_pb2.ApiKey) -> ids.ApiKey:
         name=key.name,
         role=_ROLE_NAMES.get(key.role, "member"),
         display_prefix=key.display_prefix,
-        created_at=_time(key.create_time, key.HasField("create_time")),
+        created_at=field_time(key, "create_time"),
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemo.tools.v1 import mcp_pb2, tool_pb2
+from mnemo_core.wire import field_time
 from mnemo_gateway.backends import Backends, acting_actor, backends
 from mnemo_gateway.routes.tools import Tool, tool_out
 
@@ -76,8 +77,8 @@ def server_out(server: mcp_pb2.McpServer) -> McpServer:
         header_names=list(http.header_names) if http is not None else [],
         tool_prefix=server.tool_prefix,
         tool_count=server.tool_count,
-        created_at=server.create_time.ToDatetime(tzinfo=UTC) if server.HasField("create_time") else None,
-        refreshed_at=server.refresh_time.ToDatetime(tzinfo=UTC) if server.HasField("refresh_time") else None,
+        created_at=field_time(server, "create_time"),
+        refreshed_at=field_time(server, "refresh_time"),
     )
 
 

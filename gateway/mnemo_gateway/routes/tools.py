@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import tool_pb2
+from mnemo_core.wire import field_time
 from mnemo_gateway import convert, schemas
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
@@ -111,10 +112,6 @@ class ToolEnvironment(BaseModel):
     names: list[str]
 
 
-def _time(ts: Any, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
-
-
 def tool_out(tool: tool_pb2.Tool) -> Tool:
     """The REST form of a tool."""
     return Tool(
@@ -130,8 +127,8 @@ def tool_out(tool: tool_pb2.Tool) -> Tool:
         timeout_seconds=tool.timeout_seconds,
         mcp_server_id=tool.mcp_server_id or None,
         mcp_tool_name=tool.mcp_tool_name or None,
-        created_at=_time(tool.create_time, tool.HasField("create_time")),
-        updated_at=_time(tool.update_time, tool.HasField("update_time")),
+        created_at=field_time(tool, "create_time"),
+        updated_at=field_time(tool, "update_time"),
     )
 
 

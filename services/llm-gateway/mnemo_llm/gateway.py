@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC
 
 from mnemo.common.v1 import turn_pb2
 from mnemo.llm.v1 import llm_pb2
@@ -21,6 +20,7 @@ from mnemo_core.errors import (
     Unavailable,
 )
 from mnemo_core.validation import check_text, invalid
+from mnemo_core.wire import field_time
 from mnemo_llm.catalogue import Catalogue
 from mnemo_llm.chat_batches import ChatBatches
 from mnemo_llm.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
@@ -244,8 +244,8 @@ class LlmGateway:
                 llm_pb2.USAGE_DIMENSION_DAY,
             ):
                 raise invalid(f"group_by[{i}]", "must be AGENT, MODEL or DAY")
-        start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
-        end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+        start = field_time(request, "start_time")
+        end = field_time(request, "end_time")
         if start is not None and end is not None and end <= start:
             raise invalid("end_time", "must be after start_time")
         summaries = await self._ledger.summarize(

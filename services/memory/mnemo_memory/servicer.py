@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-
-from google.protobuf import timestamp_pb2
 
 from mnemo.memory.v1 import (
     block_pb2,
@@ -21,7 +18,7 @@ from mnemo.memory.v1 import (
 )
 from mnemo_core.actor import current_actor
 from mnemo_core.validation import invalid, masked_changes
-from mnemo_core.wire import from_struct, to_struct, to_timestamp
+from mnemo_core.wire import field_time, from_struct, to_struct, to_timestamp
 from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.blocks import Block, BlockSpec
 from mnemo_memory.core_memory import CoreMemory
@@ -237,8 +234,8 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
             request.query,
             top_k=request.top_k,
             kinds=kinds,
-            start=_time(request.start_time, request.HasField("start_time")),
-            end=_time(request.end_time, request.HasField("end_time")),
+            start=field_time(request, "start_time"),
+            end=field_time(request, "end_time"),
             mode=MODES[request.mode],
         )
         return message_pb2.SearchMessagesResponse(
@@ -262,10 +259,6 @@ JOB_STATUSES = {
     "completed": source_pb2.JOB_STATUS_COMPLETED,
     "failed": source_pb2.JOB_STATUS_FAILED,
 }
-
-
-def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
 
 
 def score_to_proto(rank: Ranked) -> search_pb2.SearchScore:
@@ -312,7 +305,7 @@ class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
             tags=list(request.tags),
             metadata=from_struct(request.metadata),
             speaker=request.speaker,
-            created_at=_time(request.create_time, request.HasField("create_time")),
+            created_at=field_time(request, "create_time"),
             model=request.embedding_model,
         )
         return passage_pb2.CreatePassagesResponse(passages=[passage_to_proto(p) for p in passages])
@@ -348,8 +341,8 @@ class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
             top_k=request.top_k,
             tags=list(request.tags),
             all_tags=request.tag_match == passage_pb2.TAG_MATCH_ALL,
-            start=_time(request.start_time, request.HasField("start_time")),
-            end=_time(request.end_time, request.HasField("end_time")),
+            start=field_time(request, "start_time"),
+            end=field_time(request, "end_time"),
             mode=MODES[request.mode],
             model=request.embedding_model,
             exclude_sources=request.exclude_sources,
