@@ -8,10 +8,8 @@ working within that time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
-import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -21,15 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mnemo.agent.v1 import identity_pb2
 from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
+from mnemo_core.api_keys import could_be_key, key_digest, new_key
 from mnemo_core.errors import NotFound, Unauthenticated
 from mnemo_gateway.settings import GatewaySettings
 
 DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
 # Whom the gateway acts as when it asks the identity service about a key (no key is known yet).
 AUTHENTICATOR = Actor(org_id="org-default", user_id="gateway")
-# Keys the identity service issues start with this; anything else is refused without asking it.
-KEY_PREFIX = "mnemo-"
-MAX_KEY_CHARS = 200
 CACHE_SIZE = 10_000
 AUTH_TIMEOUT = 10.0
 _ROLES = {identity_pb2.ROLE_ADMIN: ADMIN, identity_pb2.ROLE_MEMBER: MEMBER}
@@ -51,7 +47,7 @@ def ensure_api_key(settings: GatewaySettings) -> str:
     if path.is_file():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = f"mnemo-{secrets.token_urlsafe(32)}"
+    key = new_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
@@ -94,10 +90,10 @@ async def authenticate(request: Request) -> Actor:
     if hmac.compare_digest(key.encode(), root_key.encode()):
         return DEFAULT_ACTOR
     invalid = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
-    if not key.startswith(KEY_PREFIX) or len(key) > MAX_KEY_CHARS:
+    if not could_be_key(key):
         raise invalid
     cache: KeyCache = request.app.state.key_cache
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    digest = key_digest(key)
     actor = cache.get(digest)
     if actor is not None:
         return actor

@@ -7,8 +7,6 @@ non-root caller. A key's secret is returned once, at creation; only its SHA-256 
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mnemo_agent.models import AgentRow, ApiKeyRow, OrganizationRow, UserRow
 from mnemo_core.actor import ADMIN, MEMBER, Actor
+from mnemo_core.api_keys import KEY_PREFIX, could_be_key, key_digest, new_key
 from mnemo_core.db import Database
 from mnemo_core.errors import (
     AlreadyExists,
@@ -34,22 +33,10 @@ from mnemo_core.wire import utcnow
 DEFAULT_ORG = "org-default"
 DEFAULT_USER = "user-default"
 KEY_ROLES = (ADMIN, MEMBER)
-SECRET_PREFIX = "mnemo-"
 # Characters of a secret shown to recognise a key: the fixed prefix plus 6 random ones.
-DISPLAY_PREFIX_CHARS = len(SECRET_PREFIX) + 6
-MAX_SECRET_CHARS = 200
+DISPLAY_PREFIX_CHARS = len(KEY_PREFIX) + 6
 
 RowT = TypeVar("RowT", OrganizationRow, UserRow, ApiKeyRow)
-
-
-def new_secret() -> str:
-    """A key secret: 256 random bits, URL-safe."""
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def secret_hash(secret: str) -> str:
-    """The stored form of a secret. SHA-256 suffices: a 256-bit random secret cannot be guessed from it."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +215,7 @@ class Identities:
         if role not in KEY_ROLES:
             raise invalid("api_key.role", f"must be one of {', '.join(KEY_ROLES)}")
         taken = AlreadyExists(f"an active API key named {name!r} exists", reason="NAME_TAKEN")
-        secret = new_secret()
+        secret = new_key()
         try:
             async with self._db.write() as session:
                 org_id = await self._managed_org(session, actor, org_id)
@@ -249,7 +236,7 @@ class Identities:
                     name=name,
                     role=role,
                     display_prefix=secret[:DISPLAY_PREFIX_CHARS],
-                    secret_sha256=secret_hash(secret),
+                    secret_sha256=key_digest(secret),
                     created_at=utcnow(),
                 )
                 session.add(row)
@@ -288,10 +275,10 @@ class Identities:
     async def authenticate(self, secret: str) -> KeyHolder:
         """Whom an active key acts for; UNAUTHENTICATED for anything else (never saying why)."""
         refused = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
-        if not secret.startswith(SECRET_PREFIX) or len(secret) > MAX_SECRET_CHARS:
+        if not could_be_key(secret):
             raise refused
         query = select(ApiKeyRow).where(
-            ApiKeyRow.secret_sha256 == secret_hash(secret), ApiKeyRow.revoked_at.is_(None)
+            ApiKeyRow.secret_sha256 == key_digest(secret), ApiKeyRow.revoked_at.is_(None)
         )
         async with self._db.read() as session:
             row = await session.scalar(query)
