@@ -222,16 +222,14 @@ class Runs:
             return bool(result.rowcount)  # type: ignore[attr-defined]
         raise AgentBusy(agent_id)
 
-    async def heartbeat(self, run_id: str) -> bool:
-        """Extends a running run's lease; returns whether someone asked to cancel it."""
+    async def heartbeat(self, run_id: str) -> None:
+        """Extends a running run's lease."""
         async with self._db.write() as session:
             await session.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == RUNNING)
                 .values(lease_expires_at=self._lease(utcnow()))
             )
-            cancel = await session.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id))
-        return bool(cancel)
 
     async def cancel_requested(self, run_id: str) -> bool:
         """Whether someone asked to cancel the run (a replica other than its holder)."""

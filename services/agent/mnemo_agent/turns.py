@@ -845,7 +845,7 @@ class Turns:
         beats: list[asyncio.Task[Any]] = []
         heartbeat = loop.call_later(
             self._runs.lease_seconds / 3,
-            lambda: beats.append(asyncio.ensure_future(self._heartbeat(run.id, current))),
+            lambda: beats.append(asyncio.ensure_future(self._heartbeat(run.id))),
         )
         # Another replica cannot cancel this task; it flags the run, which this one checks for.
         watch = None
@@ -934,14 +934,12 @@ class Turns:
             pending_approvals=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in turn.awaiting],
         )
 
-    async def _heartbeat(self, run_id: str, task: asyncio.Task[Any]) -> None:
-        """Extends the run's lease while the turn works, and cancels it when another replica asks."""
+    async def _heartbeat(self, run_id: str) -> None:
+        """Extends the run's lease while the turn works (cancel requests are `_watch_cancel`'s)."""
         interval = self._runs.lease_seconds / 3
         while True:
             try:
-                if await self._runs.heartbeat(run_id):
-                    task.cancel()
-                    return
+                await self._runs.heartbeat(run_id)
             except MnemoError as exc:
                 log.warning("cannot extend the lease of run %s: %s", run_id, exc.message)
             await asyncio.sleep(interval)
