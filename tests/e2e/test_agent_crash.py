@@ -206,11 +206,10 @@ async def test_the_sleeptime_rhythm_survives_a_restart_of_the_agent_service(
         )
         assert response.status_code == 201, response.text
         agent_id = response.json()["id"]
+        helper_id = response.json()["sleeptime_agent_id"]
         llm.reset()
         llm.script(reply("first"))
         assert (await send_until_served(client, agent_id, "one", f"rhythm-{uuid.uuid4()}")).status_code == 200
-        await asyncio.sleep(0.5)  # a due sleep-time turn would have started by now
-        assert [r["model"] for r in llm.requests()] == ["m"]
 
         await kill(mesh, "agent")
         await start(mesh, env, "agent")
@@ -218,7 +217,13 @@ async def test_the_sleeptime_rhythm_survives_a_restart_of_the_agent_service(
         assert (await send_until_served(client, agent_id, "two", f"rhythm-{uuid.uuid4()}")).status_code == 200
 
         await wait_for_requests(llm, 3)
-        assert [r["model"] for r in llm.requests()] == ["m", "m", "sleepy"]
+        (helper_run,) = (await client.get("/v1/runs", params={"agent_id": helper_id})).json()
+        await wait_until_completed(client, helper_run["id"])
+        runs = (await client.get("/v1/runs", params={"agent_id": helper_id})).json()
+
+    # One sleep-time turn, after the second turn: the first alone was not due, and the restart kept the count.
+    assert [r["model"] for r in llm.requests()] == ["m", "m", "sleepy"]
+    assert [r["id"] for r in runs] == [helper_run["id"]]
 
 
 async def test_a_provider_batch_polls_its_submitted_round_again_after_the_agent_service_is_killed(

@@ -5,12 +5,12 @@ Every test runs on SQLite and on a real Postgres (several replicas share one Pos
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,19 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+class Clock:
+    """Wall-clock time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     if request.param == "sqlite":
@@ -108,11 +121,12 @@ async def test_a_second_running_run_of_one_agent_waits_while_the_first_holds_its
 
 
 async def test_a_run_whose_lease_ran_out_is_failed_and_the_agent_taken_over(db: Database) -> None:
-    crashed = Runs(db, lease_seconds=0.05)
+    clock = Clock()
+    crashed = Runs(db, lease_seconds=60, clock=clock)
     orphan = await crashed.start("org-1", "agent-1", "key-1", max_steps=3)
-    await asyncio.sleep(0.1)
+    clock.advance(61)
 
-    taken = await Runs(db).start("org-1", "agent-1", "", max_steps=3)
+    taken = await Runs(db, clock=clock).start("org-1", "agent-1", "", max_steps=3)
 
     assert taken.run.id != orphan.run.id
     old = await crashed.get("org-1", orphan.run.id)

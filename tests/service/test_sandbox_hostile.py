@@ -29,11 +29,11 @@ TIMEOUT = 2
 
 
 async def run_source(
-    tools: Tools, name: str, body: str, params: str = "", args: object = None
+    tools: Tools, name: str, body: str, params: str = "", args: object = None, timeout: float = TIMEOUT
 ) -> tool_pb2.RunToolResponse:
     code = f'def {name}({params}):\n    """Hostile."""\n' + textwrap.indent(textwrap.dedent(body), "    ")
     created = await tools.CreateTool(
-        tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=code, timeout_seconds=TIMEOUT))
+        tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=code, timeout_seconds=timeout))
     )
     return await tools.RunTool(
         tool_pb2.RunToolRequest(tool_id=created.tool.id, arguments_json=json.dumps(args or {}))
@@ -236,13 +236,18 @@ async def test_hostile_runs_do_not_stop_concurrent_runs(
     tools: Tools, actor: Actor, tools_service: Served
 ) -> None:
     with acting_as(actor):
-        spin = asyncio.ensure_future(run_source(tools, "spin2", "while True:\n    pass"))
+        # The spinner outlives the quick runs by a wide margin even on a loaded machine; the quick runs get
+        # a generous timeout, so only a run that was really stopped by the hostile ones fails.
+        spin = asyncio.ensure_future(run_source(tools, "spin2", "while True:\n    pass", timeout=8))
         flood = asyncio.ensure_future(run_source(tools, "flood2", "while True:\n    print('x' * 10000)"))
-        await asyncio.sleep(0.2)
-        quick = await asyncio.gather(*(run_source(tools, f"quick{i}", f"return {i}") for i in range(6)))
+        quick = await asyncio.gather(
+            *(run_source(tools, f"quick{i}", f"return {i}", timeout=60) for i in range(6))
+        )
+        spinning_meanwhile = not spin.done()
         hostile = await asyncio.gather(spin, flood)
 
     assert [r.content for r in quick] == [str(i) for i in range(6)]
     assert all(r.status == SUCCESS for r in quick)
+    assert spinning_meanwhile
     assert all(r.status == ERROR for r in hostile)
     assert await healthy(tools_service)

@@ -10,7 +10,7 @@ process are orphaned by definition and are released at start.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -93,9 +93,13 @@ def _not_found(run_id: str) -> NotFound:
 class Runs:
     """Creates, leases, finishes and lists run records."""
 
-    def __init__(self, db: Database, *, lease_seconds: float = 60.0) -> None:
+    def __init__(
+        self, db: Database, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._db = db
         self.lease_seconds = lease_seconds
+        # Lease times are read from here, so tests can move time instead of waiting for it.
+        self._now = clock
 
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.lease_seconds)
@@ -117,7 +121,7 @@ class Runs:
 
         Raises AgentBusy when a new running run cannot hold the agent yet.
         """
-        now = utcnow()
+        now = self._now()
         values = {
             "id": run_id or new_id("run"),
             "org_id": org_id,
@@ -183,7 +187,7 @@ class Runs:
                 metadata={"run_id": holder.id},
             )
         expires = holder.lease_expires_at
-        if expires is not None and expires > utcnow():
+        if expires is not None and expires > self._now():
             raise AgentBusy(agent_id)
         await self.fail_orphan(holder.id)
 
@@ -193,7 +197,7 @@ class Runs:
             await session.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == RUNNING)
-                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=utcnow())
+                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=self._now())
             )
 
     async def take(self, run_id: str, agent_id: str, *, from_statuses: Sequence[str]) -> bool:
@@ -210,7 +214,7 @@ class Runs:
                         .values(
                             status=RUNNING,
                             error="",
-                            lease_expires_at=self._lease(utcnow()),
+                            lease_expires_at=self._lease(self._now()),
                             completed_at=None,
                         )
                     )
@@ -228,7 +232,7 @@ class Runs:
             await session.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == RUNNING)
-                .values(lease_expires_at=self._lease(utcnow()))
+                .values(lease_expires_at=self._lease(self._now()))
             )
 
     async def cancel_requested(self, run_id: str) -> bool:
@@ -260,7 +264,7 @@ class Runs:
             "error": error,
             "lease_expires_at": None,
             "pending_approvals": pending_approvals or [],
-            "completed_at": None if status == AWAITING_APPROVAL else utcnow(),
+            "completed_at": None if status == AWAITING_APPROVAL else self._now(),
         }
         await self._db.run_write(lambda connection: connection.execute(_FINISH, values))
 
@@ -273,7 +277,7 @@ class Runs:
                 .values(
                     status=CANCELLED,
                     stop_reason=STOP_REASON_NAMES[turn_pb2.STOP_REASON_CANCELLED],
-                    completed_at=utcnow(),
+                    completed_at=self._now(),
                 )
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -348,7 +352,7 @@ class Runs:
         failed as interrupted earlier, plus runs created a whole lease ago and never started. Batch runs
         stay with their batch (ADR 0404).
         """
-        now = utcnow()
+        now = self._now()
         async with self._db.write() as session:
             await session.execute(
                 update(RunRow)
@@ -394,6 +398,6 @@ class Runs:
             await session.execute(
                 update(RunRow)
                 .where(RunRow.status == RUNNING)
-                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=utcnow())
+                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=self._now())
             )
         return [row for row in rows if row.background and row.request is not None]

@@ -218,14 +218,24 @@ class MiniLM:
         self._tokenizer.enable_truncation(MAX_TOKENS)
 
     def encode(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> Embeddings:
-        """Embeds `texts`, `batch_size` at a time; similar lengths share a batch so little padding is computed."""
-        token_ids = [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
-        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
-        vectors = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        """Embeds `texts`, `batch_size` at a time; similar lengths share a batch so little padding is computed.
+
+        Identical texts are computed once and share one vector. A row's float32 result depends on where it
+        sits in a batch (BLAS kernels and their blocking differ by shape and machine, in the 7th decimal), so
+        computing duplicates separately could give them different vectors.
+        """
+        unique = list(dict.fromkeys(texts))
+        token_ids = [encoding.ids for encoding in self._tokenizer.encode_batch(unique)]
+        order = sorted(range(len(unique)), key=lambda i: len(token_ids[i]))
+        computed = np.empty((len(unique), DIMENSION), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            vectors[rows] = self._forward([token_ids[i] for i in rows])
-        return Embeddings(vectors, sum(len(ids) for ids in token_ids))
+            computed[rows] = self._forward([token_ids[i] for i in rows])
+        row_of = {text: row for row, text in enumerate(unique)}
+        rows_in_input_order = [row_of[text] for text in texts]
+        # Usage counts the tokens of every input, duplicates included: what a caller sent, not what it cost.
+        tokens = sum(len(token_ids[row]) for row in rows_in_input_order)
+        return Embeddings(computed[rows_in_input_order], tokens)
 
     def _forward(self, token_ids: list[list[int]]) -> Floats:
         """Pooled, normalised sentence vectors of one batch, padded to its longest input."""

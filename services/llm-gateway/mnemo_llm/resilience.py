@@ -7,6 +7,7 @@ so that one policy (and one deadline) governs every provider alike.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +78,8 @@ class RetryPolicy:
     max_delay: float = 8.0
     # Seconds one attempt may take at most (the deadline may cut it shorter).
     attempt_timeout: float = 120.0
+    # How a wait between attempts is spent (tests record the waits instead of sleeping through them).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def _retrying(self, deadline: float | None) -> AsyncRetrying:
         backoff = wait_exponential_jitter(
@@ -102,6 +105,7 @@ class RetryPolicy:
             wait=wait,
             retry=retry_if_exception(is_retryable),
             before_sleep=before_sleep,
+            sleep=self.sleep,
             reraise=True,
         )
 
