@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import textwrap
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,11 +152,13 @@ async def test_writing_outside_the_working_directory_never_reaches_the_host(
     tools: Tools, actor: Actor, tools_service: Served, tmp_path: Path
 ) -> None:
     os.chmod(tmp_path, 0o777)
+    # Names of this run only: the host's /tmp is shared with every other test run on the machine.
+    unique = uuid.uuid4().hex
     targets = [
         str(tmp_path / "escaped.txt"),
-        "/tmp/mnemo-escaped.txt",
-        "/var/tmp/mnemo-escaped.txt",
-        "/root/escaped.txt",
+        f"/tmp/mnemo-escaped-{unique}.txt",
+        f"/var/tmp/mnemo-escaped-{unique}.txt",
+        f"/root/escaped-{unique}.txt",
     ]
     body = """
     import os
@@ -179,8 +182,8 @@ async def test_writing_outside_the_working_directory_never_reaches_the_host(
     assert outcomes["cwd"] == "/tmp/work"
     # /tmp inside the run is a private, throwaway tmpfs; everything else is read-only or not the run's.
     assert outcomes[str(tmp_path / "escaped.txt")] in ("FileNotFoundError", "PermissionError")
-    assert outcomes["/var/tmp/mnemo-escaped.txt"] in ("PermissionError", "OSError")
-    assert outcomes["/root/escaped.txt"] == "PermissionError"
+    assert outcomes[targets[2]] in ("PermissionError", "OSError")
+    assert outcomes[targets[3]] == "PermissionError"
     for target in targets:
         assert not on_host(target), target
     database = tools_service.app.db.url.split("///", 1)[1]  # type: ignore[attr-defined]
