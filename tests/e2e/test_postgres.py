@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,10 +24,8 @@ from tests.postgres import embedded_postgres
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = Path(tmp_path_factory.mktemp("pg"))
-    directory.chmod(0o777)  # the server runs as its own user and keeps its socket here
-    with embedded_postgres(directory / "data") as url:
+def postgres_url() -> Iterator[str]:
+    with embedded_postgres() as url:
         yield url
 
 

@@ -39,11 +39,9 @@ async def memory_with_llm(home: Path, llm_address: str, database_url: str = "") 
 
 
 @pytest.fixture(scope="session")
-def memory_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def memory_postgres() -> Iterator[str]:
     """A real Postgres 18 with pgvector, started once for the session."""
-    directory = Path(tmp_path_factory.mktemp("memory-pg"))
-    directory.chmod(0o777)  # the server runs as its own user and keeps its socket here
-    with embedded_postgres(directory / "data") as url:
+    with embedded_postgres() as url:
         yield url
 
 

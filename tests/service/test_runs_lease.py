@@ -5,9 +5,6 @@ Every test runs on SQLite and on a real Postgres (several replicas share one Pos
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -24,43 +21,14 @@ from mnemo_core.db import Database
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_core.migrations import upgrade
 from mnemo_core.wire import utcnow
-from tests.fakes.llm_provider import free_port
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+from tests.postgres import embedded_postgres
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    """A real Postgres (the machine's PostgreSQL 15, run as the postgres user) on a free port."""
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 binaries are not installed")
-    # Under /tmp itself: the postgres user must be able to traverse every parent directory.
-    home = Path(tempfile.mkdtemp(prefix="mnemo-pg-"))
-    shutil.chown(home, "postgres", "postgres")
-    port = free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True)
-
-    as_postgres(
-        str(PG_BIN / "initdb"), "-D", str(home / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"
-    )
-    as_postgres(
-        str(PG_BIN / "pg_ctl"),
-        "-D",
-        str(home / "data"),
-        "-o",
-        f"-p {port} -k {home} -c listen_addresses=127.0.0.1",
-        "-l",
-        str(home / "server.log"),
-        "-w",
-        "start",
-    )
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(home / "data"), "-m", "fast", "stop")
-        shutil.rmtree(home, ignore_errors=True)
+    """A real Postgres 18 for this module's tests (and those that import the fixture)."""
+    with embedded_postgres() as url:
+        yield url
 
 
 class Clock:
