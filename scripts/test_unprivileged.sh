@@ -3,6 +3,8 @@
 # tool sandbox then has no root to isolate with and must keep what it promises in that mode
 # (tests/service/sandbox_promises.py). Started as root, after `make install`:
 #   scripts/test_unprivileged.sh [PYTEST ARGS...]   (default: the tools, sandbox and end-to-end tests)
+# and then the hostile-code tests once more as that user without user namespaces
+# (scripts/without_user_namespaces.py), the mode of kernels that forbid them.
 # The user (MNEMO_TEST_USER, default mnemo-test) is created if missing and gets a copy of this checkout's
 # files in its home, with a venv of its own built from the uv cache and the python3 it finds on PATH.
 set -euo pipefail
@@ -36,12 +38,22 @@ UV_PROJECT_ENVIRONMENT=$copy/.venv "$root/.venv/bin/uv" sync --project "$copy" -
 chown -R "$user:" "$copy"
 echo "unprivileged tests: $user ($(id -u "$user")), $($copy/.venv/bin/python -V), ready in $((SECONDS - started)) s"
 
+pytest_as_user() {
+  local code=0
+  "$@" bash -c 'cd "$1" && shift && exec .venv/bin/pytest -p no:cacheprovider "$@"' _ "$copy" "${tests[@]}" \
+    || code=$?
+  if [[ $code -eq 5 ]]; then
+    echo "pytest collected no tests: failing"
+    code=1
+  fi
+  return $code
+}
+
 status=0
-runuser -u "$user" -- bash -c 'cd "$1" && shift && exec .venv/bin/pytest -p no:cacheprovider "$@"' \
-  _ "$copy" "$@" || status=$?
+tests=("$@")
+pytest_as_user runuser -u "$user" -- || status=1
+# The same user on a kernel that allows no unprivileged user namespaces: the sandbox's last mode.
+tests=(tests/service/test_sandbox_hostile.py)
+pytest_as_user "$root/.venv/bin/python" "$root/scripts/without_user_namespaces.py" "$user" || status=1
 echo "unprivileged tests: $((SECONDS - started)) s in all"
-if [[ $status -eq 5 ]]; then
-  echo "pytest collected no tests: failing"
-  exit 1
-fi
 exit $status
