@@ -13,18 +13,18 @@ row here, and the same tests then demand the stronger containment.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 # unshare(2) flags, as the fork server asks for them.
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SandboxPromise:
     """What one mode of the sandbox guarantees a run (True: contained)."""
 
@@ -72,17 +72,16 @@ UNPRIVILEGED = SandboxPromise(
     own_uid=False,
 )
 
-UNPRIVILEGED_WITHOUT_USER_NAMESPACES = SandboxPromise(
+# Without unprivileged user namespaces there is no network namespace either.
+UNPRIVILEGED_WITHOUT_USER_NAMESPACES = dataclasses.replace(
+    UNPRIVILEGED,
     mode="unprivileged: no isolation (user namespaces not allowed)",
-    capabilities={"root": False, "mount": False, "network": False, "pid": False, "setuid": False},
+    capabilities={**UNPRIVILEGED.capabilities, "network": False},
     start_warning=(
         "tool runs are not fully isolated on this machine (no network, mount, pid, setuid); "
         "see docs/adr/0300-tool-sandbox.md"
     ),
     network_blocked=False,
-    private_filesystem=False,
-    private_processes=False,
-    own_uid=False,
 )
 
 
