@@ -11,6 +11,11 @@ import pytest
 from tests.fakes.llm_provider import FakeProvider
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.harness import RunningMesh, mesh_env, running_mesh
+from tests.service.sandbox_promises import promised
+
+
+def pytest_report_header() -> str:
+    return f"tool sandbox: {promised().mode} (tests/service/sandbox_promises.py)"
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
 from mnemo_core.db import Database
-from mnemo_core.errors import FailedPrecondition
 from mnemo_core.migrations import upgrade
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
@@ -90,8 +89,8 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         if settings.sandbox_require_isolation and not (
             capabilities.get("network") and capabilities.get("mount")
         ):
-            await sandbox.aclose()
-            raise FailedPrecondition("sandbox_require_isolation is on but runs cannot be isolated here")
+            # The service still serves (tool definitions, MCP tools); custom tool runs are refused.
+            log.warning("sandbox_require_isolation is on: custom tool runs will be refused")
     connections = McpConnections(timeout=settings.mcp_timeout_seconds, log_dir=settings.home / "logs" / "mcp")
     servers = McpServers(
         db,

@@ -140,9 +140,11 @@ class ToolExecutor:
             missing = [k for k in ("network", "mount") if not self._sandbox.capabilities.get(k)]
             if missing:
                 raise FailedPrecondition(
-                    f"this machine cannot isolate tool runs ({', '.join(missing)} namespace unavailable) "
-                    "and sandbox_require_isolation is on",
+                    f"this machine cannot isolate tool runs (no {' or '.join(missing)} namespace) and "
+                    "sandbox_require_isolation is on: run the tools service as root (see "
+                    "docs/adr/0300-tool-sandbox.md) or turn sandbox_require_isolation off",
                     reason="SANDBOX_ISOLATION_UNAVAILABLE",
+                    metadata={"missing": ",".join(missing)},
                 )
         site_dirs: tuple[str, ...] = ()
         if tool.pip_requirements:

@@ -38,7 +38,8 @@ class ToolsSettings(ServiceSettings):
     # Runs at the same time; each gets its own uid (sandbox_uid_base + 1 + slot) when the service is root.
     sandbox_concurrency: int = 8
     sandbox_uid_base: int = 61000
-    # Refuse to run tools when the machine cannot give runs their own network namespace and private /tmp.
+    # Refuse custom tool runs (FAILED_PRECONDITION) when the machine cannot give runs their own network
+    # namespace and private /tmp; the service itself still starts and serves.
     sandbox_require_isolation: bool = False
     # Installing tools' pip requirements (wheels only): extra wheel locations, an index, offline mode.
     sandbox_pip_find_links: str = ""
