@@ -968,7 +968,7 @@ class Turns:
             run.id,
             [m for m in stored if m.id in wanted],
             usage,
-            STOP_REASONS.get(run.stop_reason, turn_pb2.STOP_REASON_UNSPECIFIED),
+            STOP_REASONS.value(run.stop_reason),
         )
 
     async def _run_messages(self, agent_id: str, run_id: str) -> list[message_pb2.Message]:
