@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -65,6 +64,7 @@ from mnemo_core.errors import (
     Unimplemented,
 )
 from mnemo_core.telemetry import tracer
+from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 
@@ -73,7 +73,6 @@ _tracer = tracer(__name__)
 
 MAX_INPUT_MESSAGES = 100
 MAX_INPUT_CHARS = 1_000_000
-TRUNCATION_MARKER = "\n[... truncated: the tool returned {total} characters; {shown} are shown]"
 # Errors of a memory tool that the model caused and can fix; anything else fails the turn.
 _MODEL_FIXABLE = (InvalidArgument, NotFound, PermissionDenied, FailedPrecondition, AlreadyExists)
 # How long to trust that the llm-gateway cannot stream before asking again.
@@ -160,12 +159,6 @@ def _add_usage(total: turn_pb2.Usage, step: turn_pb2.Usage) -> None:
     total.completion_tokens += step.completion_tokens
     total.total_tokens += step.total_tokens or (step.prompt_tokens + step.completion_tokens)
     total.step_count += 1
-
-
-def _truncated(text: str, limit: int) -> str:
-    if limit <= 0 or len(text) <= limit:
-        return text
-    return text[:limit] + TRUNCATION_MARKER.format(total=len(text), shown=limit)
 
 
 def _kind(message: message_pb2.Message) -> str | None:
@@ -1385,18 +1378,16 @@ class Turns:
             except Unimplemented as exc:
                 outcome = _error_return(exc.message)
         limit = tool.return_char_limit if tool is not None else 0
-        outcome.content = _truncated(outcome.content, limit)
+        outcome.content = fit_result(outcome.content, limit)
         return _tool_message(call, outcome)
 
     async def _invoke(
         self, turn: _Turn, tool: tool_pb2.Tool, call: message_pb2.ToolCall, blocks: list[block_pb2.Block]
     ) -> message_pb2.ToolReturnContent:
         try:
-            args = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError as exc:
-            raise ToolError(f"the arguments are not valid JSON ({exc.msg}); send a JSON object") from None
-        if not isinstance(args, dict):
-            raise ToolError("the arguments must be a JSON object")
+            args = parse_arguments(call.arguments)
+        except ArgumentsInvalid as exc:
+            raise ToolError(str(exc)) from None
         agent = turn.agent
         if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
             if turn.ephemeral and tool.name in MemoryTools.writing:
