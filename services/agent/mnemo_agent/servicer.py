@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, assert_never
 
 from mnemo.agent.v1 import (
     agent_pb2,
@@ -22,7 +22,17 @@ from mnemo_agent.identity import Identities
 from mnemo_agent.models import ApiKeyRow, OrganizationRow, RunRow, UserRow
 from mnemo_agent.runs import STOP_REASONS, Runs
 from mnemo_agent.tool_rules import ToolRules, check_rules
-from mnemo_agent.turns import AgentConfig, Delta, TurnResult, Turns
+from mnemo_agent.turn import (
+    AgentConfig,
+    Decision,
+    MessagesStored,
+    RunStarted,
+    TokenDelta,
+    TurnEvent,
+    TurnRequest,
+    TurnResult,
+    Turns,
+)
 from mnemo_core.actor import ADMIN, MEMBER, current_actor
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import invalid, masked_changes
@@ -147,27 +157,28 @@ _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
 }
 
 
-def _stream_event(
-    item: str | list[message_pb2.Message] | Delta | TurnResult,
-) -> list[agent_pb2.StreamMessageResponse]:
-    if isinstance(item, str):
-        return [agent_pb2.StreamMessageResponse(run_id=item)]
-    if isinstance(item, Delta):
-        kind = agent_pb2.DELTA_KIND_REASONING if item.reasoning else agent_pb2.DELTA_KIND_CONTENT
-        return [
-            agent_pb2.StreamMessageResponse(
-                delta=agent_pb2.TokenDelta(run_id=item.run_id, step=item.step, kind=kind, text=item.text)
-            )
-        ]
-    if isinstance(item, TurnResult):
-        return [
-            agent_pb2.StreamMessageResponse(
-                outcome=agent_pb2.TurnOutcome(
-                    run_id=item.run_id, usage=item.usage, stop_reason=item.stop_reason
+def _stream_responses(event: TurnEvent) -> list[agent_pb2.StreamMessageResponse]:
+    """The StreamMessage responses of one turn event."""
+    match event:
+        case RunStarted(run_id=run_id):
+            return [agent_pb2.StreamMessageResponse(run_id=run_id)]
+        case MessagesStored(messages=messages):
+            return [agent_pb2.StreamMessageResponse(message=message) for message in messages]
+        case TokenDelta(run_id=run_id, step=step, reasoning=reasoning, text=text):
+            kind = agent_pb2.DELTA_KIND_REASONING if reasoning else agent_pb2.DELTA_KIND_CONTENT
+            return [
+                agent_pb2.StreamMessageResponse(
+                    delta=agent_pb2.TokenDelta(run_id=run_id, step=step, kind=kind, text=text)
                 )
-            )
-        ]
-    return [agent_pb2.StreamMessageResponse(message=message) for message in item]
+            ]
+        case TurnResult(run_id=run_id, usage=usage, stop_reason=stop_reason):
+            return [
+                agent_pb2.StreamMessageResponse(
+                    outcome=agent_pb2.TurnOutcome(run_id=run_id, usage=usage, stop_reason=stop_reason)
+                )
+            ]
+        case _:
+            assert_never(event)
 
 
 class RunServicer(run_pb2_grpc.RunServiceServicer):
@@ -211,7 +222,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         self, request: run_pb2.ApproveRunRequest, context: Context
     ) -> run_pb2.ApproveRunResponse:
         result = await self._turns.approve(
-            current_actor(), request.run_id, approve=request.approve, reason=request.reason
+            current_actor(), request.run_id, Decision(approve=request.approve, reason=request.reason)
         )
         return run_pb2.ApproveRunResponse(
             messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
@@ -328,30 +339,29 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def StreamMessage(
         self, request: agent_pb2.StreamMessageRequest, context: Context
     ) -> AsyncIterator[agent_pb2.StreamMessageResponse]:
-        events = self._turns.stream(
-            current_actor(),
+        turn = TurnRequest(
             request.agent_id,
             list(request.messages),
             max_steps=request.max_steps,
             idempotency_key=request.idempotency_key,
             stream_tokens=request.stream_tokens,
         )
-        try:
-            async for item in events:
-                for event in _stream_event(item):
-                    yield event
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        async with self._turns.stream(current_actor(), turn) as events:
+            async for event in events:
+                for response in _stream_responses(event):
+                    yield response
 
     async def SendMessageAsync(
         self, request: agent_pb2.SendMessageAsyncRequest, context: Context
     ) -> agent_pb2.SendMessageAsyncResponse:
         run = await self._turns.send_async(
             current_actor(),
-            request.agent_id,
-            list(request.messages),
-            max_steps=request.max_steps,
-            idempotency_key=request.idempotency_key,
+            TurnRequest(
+                request.agent_id,
+                list(request.messages),
+                max_steps=request.max_steps,
+                idempotency_key=request.idempotency_key,
+            ),
         )
         return agent_pb2.SendMessageAsyncResponse(run=run_to_proto(run))
 
@@ -402,10 +412,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.SendMessageResponse:
         result = await self._turns.send(
             current_actor(),
-            request.agent_id,
-            list(request.messages),
-            max_steps=request.max_steps,
-            idempotency_key=request.idempotency_key,
+            TurnRequest(
+                request.agent_id,
+                list(request.messages),
+                max_steps=request.max_steps,
+                idempotency_key=request.idempotency_key,
+            ),
         )
         return agent_pb2.SendMessageResponse(
             messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
