@@ -10,7 +10,7 @@ import pytest
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, INTERRUPTED, RUNNING
-from mnemo_agent.turn import Decision, RunStarted, TurnRequest, TurnResult
+from mnemo_agent.turn import Decision, RunStarted, TurnRequest, TurnResult, Turns
 from mnemo_core.actor import Actor
 from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tests.unit.turn.fakes import Hang, Mesh, calls, reply
@@ -35,8 +35,19 @@ async def echo(arguments: dict[str, Any]) -> str:
     return f"echo {arguments.get('q', '')}"
 
 
+async def hanging(
+    fakes: Mesh, turns: Turns, actor: Actor, agent: AgentRow, **fields: Any
+) -> asyncio.Task[TurnResult]:
+    """A turn whose model call never answers, once the call is made (its run is recorded by then)."""
+    calls_before = len(fakes.model.of())
+    fakes.model.script(Hang())
+    sent = asyncio.create_task(turns.send(actor, request(agent, **fields)))
+    await fakes.model.wait_for_requests(calls_before + 1)
+    return sent
+
+
 async def holder(fakes: Mesh, agent: AgentRow) -> RunRow:
-    """The run that holds the agent now (one whose model call was made is recorded)."""
+    """The run that holds the agent now."""
     run = await fakes.runs.active(agent.id)
     assert run is not None
     return run
@@ -99,9 +110,7 @@ async def test_a_run_that_failed_mid_way_is_resumed_from_its_last_stored_step_by
 async def test_a_turn_stopped_by_a_shutdown_stays_resumable(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang())
-    sent = asyncio.create_task(turns.send(actor, request(agent, idempotency_key="k1")))
-    await fakes.model.wait_for_requests(1)
+    sent = await hanging(fakes, turns, actor, agent, idempotency_key="k1")
 
     turns.shutting_down()
     sent.cancel()
@@ -194,12 +203,9 @@ async def test_cancelling_a_run_that_waits_for_approval_closes_its_calls(fakes: 
 async def test_cancelling_a_running_turn_records_it_and_frees_the_agent(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang())
-    sent = asyncio.create_task(turns.send(actor, request(agent)))
-    await fakes.model.wait_for_requests(1)
-    run = await holder(fakes, agent)
+    sent = await hanging(fakes, turns, actor, agent)
 
-    cancelled = await turns.cancel(actor, run.id)
+    cancelled = await turns.cancel(actor, (await holder(fakes, agent)).id)
 
     assert cancelled.status == CANCELLED
     assert (await sent).stop_reason == turn_pb2.STOP_REASON_CANCELLED
@@ -212,12 +218,9 @@ async def test_a_cancel_sent_to_another_replica_stops_the_turn(fakes: Mesh, acto
     # Replicas share the database: the one running the turn sees the other's request by polling it.
     running, other = fakes.turns(single_writer=False), fakes.turns(single_writer=False)
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang())
-    sent = asyncio.create_task(running.send(actor, request(agent)))
-    await fakes.model.wait_for_requests(1)
-    run = await holder(fakes, agent)
+    sent = await hanging(fakes, running, actor, agent)
 
-    cancelled = await other.cancel(actor, run.id)
+    cancelled = await other.cancel(actor, (await holder(fakes, agent)).id)
 
     assert cancelled.status == CANCELLED
     assert (await sent).stop_reason == turn_pb2.STOP_REASON_CANCELLED
@@ -239,9 +242,8 @@ async def test_leaving_a_stream_early_cancels_its_run(fakes: Mesh, actor: Actor)
 async def test_turns_of_one_agent_run_one_after_another(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang(), reply("second"))
-    first = asyncio.create_task(turns.send(actor, request(agent, "one")))
-    await fakes.model.wait_for_requests(1)
+    first = await hanging(fakes, turns, actor, agent)
+    fakes.model.script(reply("second"))
     second = asyncio.create_task(turns.send(actor, request(agent, "two")))
 
     first.cancel()
@@ -283,9 +285,7 @@ async def test_an_async_send_runs_in_the_background_and_its_run_records_the_resu
 async def test_a_background_run_cancelled_before_it_started_never_runs(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang())
-    busy = asyncio.create_task(turns.send(actor, request(agent, "first")))
-    await fakes.model.wait_for_requests(1)
+    busy = await hanging(fakes, turns, actor, agent)
     queued = await turns.send_async(actor, request(agent, "later"))
 
     cancelled = await turns.cancel(actor, queued.id)
@@ -301,9 +301,7 @@ async def test_a_background_run_cancelled_before_it_started_never_runs(fakes: Me
 async def test_a_background_run_of_a_deleted_agent_fails_without_running(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
     agent = await fakes.agent(actor.org_id)
-    fakes.model.script(Hang())
-    busy = asyncio.create_task(turns.send(actor, request(agent, "first")))
-    await fakes.model.wait_for_requests(1)
+    busy = await hanging(fakes, turns, actor, agent)
     queued = await turns.send_async(actor, request(agent, "later"))
     del fakes.rows[agent.id]
 

@@ -370,12 +370,18 @@ def exchanges(count: int, size: int = 100) -> list[message_pb2.Message]:
     return messages
 
 
+async def nearly_full(fakes: Mesh, actor: Actor) -> AgentRow:
+    """An agent whose next request fills 97 % of its 1,000-token window."""
+    agent = await fakes.agent(actor.org_id, context_window=1000)
+    fakes.memory.seed(agent.id, exchanges(15))
+    return agent
+
+
 async def test_a_window_at_ninety_percent_is_summarized_before_the_model_call(
     fakes: Mesh, actor: Actor
 ) -> None:
     turns = fakes.turns()
-    agent = await fakes.agent(actor.org_id, context_window=1000)
-    fakes.memory.seed(agent.id, exchanges(15))
+    agent = await nearly_full(fakes, actor)
     fakes.model.script(reply("They talked about u and a."), model=SUMMARIZER_MODEL)
     fakes.model.script(reply("Hello again."))
 
@@ -448,8 +454,7 @@ async def test_an_overflow_with_nothing_to_evict_ends_the_turn_as_context_overfl
 
 async def test_a_failing_summarizer_truncates_instead_and_the_turn_goes_on(fakes: Mesh, actor: Actor) -> None:
     turns = fakes.turns()
-    agent = await fakes.agent(actor.org_id, context_window=1000)
-    fakes.memory.seed(agent.id, exchanges(15))
+    agent = await nearly_full(fakes, actor)
     fakes.model.script(Unavailable("the summarizer is down"), model=SUMMARIZER_MODEL)
     fakes.model.script(reply("Hello."))
 
