@@ -366,6 +366,7 @@ SETTINGS = TurnSettings(
     summary_max_chars=4_000,
     summarizer_model="",
     summarizer_input_tokens=32_000,
+    summarizer_timeout=5.0,
     cancel_poll_seconds=0.01,
 )
 
@@ -396,7 +397,6 @@ class Mesh:
             memory_tools=self.memory_tools,
             model=self.model,
             settings=settings,
-            summarizer_timeout=5.0,
         )
         self.replicas.append(turns)
         return turns

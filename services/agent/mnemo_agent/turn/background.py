@@ -26,6 +26,7 @@ from mnemo_core.validation import check_text
 
 log = logging.getLogger(__name__)
 
+# Told of every turn that ended (sleep-time agents count them).
 TurnEnded = Callable[[Actor, AgentRow, TurnResult], None]
 
 

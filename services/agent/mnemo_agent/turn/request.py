@@ -48,6 +48,7 @@ class TurnSettings:
     summary_max_chars: int
     summarizer_model: str
     summarizer_input_tokens: int
+    summarizer_timeout: float
     # With replicas sharing the database: how often a running turn looks for a cancel request.
     cancel_poll_seconds: float
 
@@ -61,6 +62,7 @@ class TurnSettings:
             summary_max_chars=settings.summary_max_chars,
             summarizer_model=settings.summarizer_model,
             summarizer_input_tokens=settings.summarizer_input_tokens,
+            summarizer_timeout=settings.summarizer_timeout,
             cancel_poll_seconds=settings.run_cancel_poll_seconds,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
@@ -23,7 +23,7 @@ from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.prompt import compile_system_prompt
 from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, FINISHED, RUNNING, Runs
 from mnemo_agent.settings import AgentSettings
-from mnemo_agent.turn.background import BackgroundRuns
+from mnemo_agent.turn.background import BackgroundRuns, TurnEnded
 from mnemo_agent.turn.caches import ToolCatalog
 from mnemo_agent.turn.context import ContextFitter
 from mnemo_agent.turn.dispatch import ToolDispatch
@@ -41,7 +41,6 @@ from mnemo_core.errors import Aborted, FailedPrecondition, MnemoError
 from mnemo_core.validation import check_text
 from mnemo_core.wire import utcnow
 
-TurnEnded = Callable[[Actor, AgentRow, TurnResult], None]
 # How long CancelRun waits for a cancelled turn to record its outcome.
 CANCEL_WAIT = 10.0
 
@@ -59,7 +58,6 @@ class Turns:
         memory_tools: MemoryToolRunner,
         model: Model,
         settings: TurnSettings,
-        summarizer_timeout: float,
     ) -> None:
         self._agents = agents
         self._runs = runs
@@ -68,7 +66,9 @@ class Turns:
         self._catalog = ToolCatalog(tools)
         summarizer = cw.Summarizer(
             model,
-            cw.SummarizerSettings(input_tokens=settings.summarizer_input_tokens, timeout=summarizer_timeout),
+            cw.SummarizerSettings(
+                input_tokens=settings.summarizer_input_tokens, timeout=settings.summarizer_timeout
+            ),
         )
         context = ContextFitter(memory, summarizer, settings)
         self._loop = StepLoop(context, ToolDispatch(tools, memory_tools), ModelCalls(model))
@@ -88,7 +88,6 @@ class Turns:
             memory_tools=MemoryTools(mesh),
             model=MeshModel(mesh.llm, timeout=settings.llm_timeout),
             settings=TurnSettings.of(settings),
-            summarizer_timeout=settings.summarizer_timeout,
         )
 
     # ----- turns of stored agents -----
