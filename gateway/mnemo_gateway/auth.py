@@ -28,7 +28,6 @@ DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
 AUTHENTICATOR = Actor(org_id="org-default", user_id="gateway")
 CACHE_SIZE = 10_000
 AUTH_TIMEOUT = 10.0
-_ROLES = {identity_pb2.ROLE_ADMIN: ADMIN, identity_pb2.ROLE_MEMBER: MEMBER}
 _bearer = HTTPBearer(
     auto_error=False, description="The API key printed by `mnemo server`, or one it created."
 )
@@ -103,6 +102,10 @@ async def authenticate(request: Request) -> Actor:
             holder = await identity.AuthenticateApiKey(identity_pb2.AuthenticateApiKeyRequest(secret=key))
     except (Unauthenticated, NotFound):
         raise invalid from None
-    actor = Actor(org_id=holder.org_id, user_id=holder.user_id, role=_ROLES.get(holder.role, MEMBER))
+    actor = Actor(
+        org_id=holder.org_id,
+        user_id=holder.user_id,
+        role=ADMIN if holder.role == identity_pb2.ROLE_ADMIN else MEMBER,
+    )
     cache.put(digest, actor)
     return actor

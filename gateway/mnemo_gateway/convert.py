@@ -5,45 +5,16 @@ from __future__ import annotations
 from mnemo.agent.v1 import agent_pb2, batch_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time, from_struct, to_struct
 from mnemo_gateway import schemas
 
-STOP_REASONS = {
-    turn_pb2.STOP_REASON_END_TURN: "end_turn",
-    turn_pb2.STOP_REASON_MAX_STEPS: "max_steps",
-    turn_pb2.STOP_REASON_ERROR: "error",
-    turn_pb2.STOP_REASON_CANCELLED: "cancelled",
-    turn_pb2.STOP_REASON_REQUIRES_APPROVAL: "requires_approval",
-    turn_pb2.STOP_REASON_CONTEXT_OVERFLOW: "context_overflow",
-    turn_pb2.STOP_REASON_TOOL_RULE: "tool_rule",
-}
-AGENT_TYPES = {
-    "standard": agent_pb2.AGENT_TYPE_STANDARD,
-    "voice": agent_pb2.AGENT_TYPE_VOICE,
-    "sleeptime": agent_pb2.AGENT_TYPE_SLEEPTIME,
-}
-AGENT_TYPE_NAMES = {value: name for name, value in AGENT_TYPES.items()}
-TOOL_RULE_TYPES = {
-    "terminal": agent_pb2.TOOL_RULE_TYPE_TERMINAL,
-    "run_first": agent_pb2.TOOL_RULE_TYPE_RUN_FIRST,
-    "max_calls": agent_pb2.TOOL_RULE_TYPE_MAX_CALLS,
-    "requires_approval": agent_pb2.TOOL_RULE_TYPE_REQUIRES_APPROVAL,
-}
-TOOL_RULE_TYPE_NAMES = {value: name for name, value in TOOL_RULE_TYPES.items()}
-RUN_STATUS_NAMES = {
-    run_pb2.RUN_STATUS_CREATED: "created",
-    run_pb2.RUN_STATUS_RUNNING: "running",
-    run_pb2.RUN_STATUS_COMPLETED: "completed",
-    run_pb2.RUN_STATUS_FAILED: "failed",
-    run_pb2.RUN_STATUS_CANCELLED: "cancelled",
-    run_pb2.RUN_STATUS_AWAITING_APPROVAL: "awaiting_approval",
-}
-RUN_STATUSES = {name: value for value, name in RUN_STATUS_NAMES.items()}
-EVENT_TYPES = {
-    message_pb2.EVENT_TYPE_SUMMARY: "summary",
-    message_pb2.EVENT_TYPE_TRUNCATION: "truncation",
-    message_pb2.EVENT_TYPE_MEMORY_PRESSURE: "memory_pressure",
-}
+STOP_REASONS = EnumNames(turn_pb2.StopReason)
+AGENT_TYPES = EnumNames(agent_pb2.AgentType)
+TOOL_RULE_TYPES = EnumNames(agent_pb2.ToolRuleType)
+RUN_STATUSES = EnumNames(run_pb2.RunStatus)
+EVENT_TYPES = EnumNames(message_pb2.EventType)
+BATCH_MODES = EnumNames(batch_pb2.BatchMode)
 
 
 def block_out(block: block_pb2.Block) -> schemas.Block:
@@ -86,7 +57,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
         embedding_model=agent.embedding_model,
         context_window=agent.context_window,
         max_steps=agent.max_steps,
-        agent_type=AGENT_TYPE_NAMES.get(agent.agent_type, "standard"),
+        agent_type=AGENT_TYPES.name(agent.agent_type) or "standard",
         tool_ids=list(agent.tool_ids),
         tags=list(agent.tags),
         metadata=from_struct(agent.metadata),
@@ -101,7 +72,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
         tool_rules=[
             schemas.ToolRule(
                 tool_name=r.tool_name,
-                type=TOOL_RULE_TYPE_NAMES.get(r.type, "terminal"),
+                type=TOOL_RULE_TYPES.name(r.type) or "terminal",
                 max_calls=r.max_calls,
             )
             for r in agent.tool_rules
@@ -118,7 +89,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
 def tool_rules_in(rules: list[schemas.ToolRule]) -> list[agent_pb2.ToolRule]:
     """The proto form of tool rules."""
     return [
-        agent_pb2.ToolRule(tool_name=r.tool_name, type=TOOL_RULE_TYPES[r.type], max_calls=r.max_calls)
+        agent_pb2.ToolRule(tool_name=r.tool_name, type=TOOL_RULE_TYPES.value(r.type), max_calls=r.max_calls)
         for r in rules
     ]
 
@@ -148,7 +119,7 @@ def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
             embedding_model=body.embedding_model,
             context_window=body.context_window,
             max_steps=body.max_steps,
-            agent_type=AGENT_TYPES[body.agent_type],
+            agent_type=AGENT_TYPES.value(body.agent_type),
             llm_options=options,
             tool_rules=tool_rules_in(body.tool_rules),
             summarizer_model=body.summarizer_model,
@@ -227,7 +198,7 @@ def message_out(message: message_pb2.Message) -> schemas.Message | None:
         )
     if kind == "event":
         return schemas.EventMessage(
-            **base, event_type=EVENT_TYPES.get(message.event.type, "unknown"), content=message.event.text
+            **base, event_type=EVENT_TYPES.name(message.event.type) or "unknown", content=message.event.text
         )
     return None
 
@@ -252,8 +223,8 @@ def run_out(run: run_pb2.Run) -> schemas.Run:
     return schemas.Run(
         id=run.id,
         agent_id=run.agent_id,
-        status=RUN_STATUS_NAMES.get(run.status, "created"),
-        stop_reason=STOP_REASONS.get(run.stop_reason),
+        status=RUN_STATUSES.name(run.status) or "created",
+        stop_reason=STOP_REASONS.name(run.stop_reason) or None,
         usage=usage_out(run.usage),
         idempotency_key=run.idempotency_key or None,
         message_ids=list(run.message_ids),
@@ -279,13 +250,6 @@ def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
         chat_batch_ids=list(batch.chat_batch_ids),
         provider_round_count=batch.provider_round_count,
     )
-
-
-BATCH_MODES = {
-    "auto": batch_pb2.BATCH_MODE_AUTO,
-    "concurrent": batch_pb2.BATCH_MODE_CONCURRENT,
-    "provider": batch_pb2.BATCH_MODE_PROVIDER,
-}
 
 
 def _context_item(message: schemas.ContextMessage) -> list[message_pb2.Message]:

@@ -7,30 +7,14 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2, search_pb2, source_pb2
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time, from_struct, to_struct
 from mnemo_gateway import convert
 from mnemo_gateway import memory_schemas as ms
 
-JOB_STATUS_NAMES: dict[int, ms.JobStatus] = {
-    source_pb2.JOB_STATUS_PENDING: "pending",
-    source_pb2.JOB_STATUS_RUNNING: "running",
-    source_pb2.JOB_STATUS_COMPLETED: "completed",
-    source_pb2.JOB_STATUS_FAILED: "failed",
-}
-SEARCH_MODES = {
-    "hybrid": search_pb2.SEARCH_MODE_HYBRID,
-    "vector": search_pb2.SEARCH_MODE_VECTOR,
-    "keyword": search_pb2.SEARCH_MODE_KEYWORD,
-}
-ROLE_KINDS = {
-    "system": message_pb2.MESSAGE_KIND_SYSTEM,
-    "user": message_pb2.MESSAGE_KIND_USER,
-    "assistant": message_pb2.MESSAGE_KIND_ASSISTANT,
-    "reasoning": message_pb2.MESSAGE_KIND_REASONING,
-    "tool_call": message_pb2.MESSAGE_KIND_TOOL_CALL,
-    "tool_return": message_pb2.MESSAGE_KIND_TOOL_RETURN,
-    "event": message_pb2.MESSAGE_KIND_EVENT,
-}
+JOB_STATUSES = EnumNames(source_pb2.JobStatus)
+SEARCH_MODES = EnumNames(search_pb2.SearchMode)
+ROLE_KINDS = EnumNames(message_pb2.MessageKind)
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -156,7 +140,7 @@ def job_out(job: source_pb2.Job) -> ms.Job:
         id=job.id,
         file_id=job.file_id,
         source_id=job.source_id,
-        status=JOB_STATUS_NAMES.get(job.status, "unknown"),
+        status=JOB_STATUSES.name(job.status) or "unknown",
         chunks_total=job.chunks_total,
         chunks_done=job.chunks_done,
         progress=job.progress,
@@ -175,7 +159,7 @@ def file_out(file: source_pb2.File) -> ms.File:
         file_name=file.file_name,
         content_type=file.content_type,
         size_bytes=file.size_bytes,
-        status=JOB_STATUS_NAMES.get(file.status, "unknown"),
+        status=JOB_STATUSES.name(file.status) or "unknown",
         error=file.error,
         chunk_count=file.chunk_count,
         job_id=file.job_id,

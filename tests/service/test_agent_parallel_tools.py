@@ -39,7 +39,7 @@ class RecordingTools(tool_pb2_grpc.ToolServiceServicer):
                 description=f"{name} slowly",
                 json_schema=json.dumps({"type": "object", "properties": {"q": {"type": "string"}}}),
                 tool_type=tool_pb2.TOOL_TYPE_CUSTOM,
-                return_char_limit=20,
+                return_char_limit=80,
             )
             for name in ("fetch_weather", "fetch_news")
         }
@@ -55,7 +55,7 @@ class RecordingTools(tool_pb2_grpc.ToolServiceServicer):
         if args.get("q") == "fail":
             return tool_pb2.RunToolResponse(content="boom", status=message_pb2.TOOL_RETURN_STATUS_ERROR)
         return tool_pb2.RunToolResponse(
-            content=f"{request.tool_id}: result for {args.get('q')} " + "!" * 50,
+            content=f"{request.tool_id}: result for {args.get('q')} " + "!" * 100,
             status=message_pb2.TOOL_RETURN_STATUS_SUCCESS,
         )
 
@@ -136,9 +136,11 @@ async def test_tool_calls_of_one_step_run_at_the_same_time_and_keep_their_order(
         message_pb2.TOOL_RETURN_STATUS_ERROR,
         message_pb2.TOOL_RETURN_STATUS_SUCCESS,
     ]
-    # The tool's return_char_limit applies, with a marker.
-    assert returns[0].content.startswith("tool-fetch_weather: \n[... truncated")
-    assert "87 characters; 20 are shown" in returns[0].content
+    # The tool's return_char_limit applies, the marker included.
+    assert returns[0].content == (
+        "tool-fetch_weath\n[... truncated: the tool returned 137 characters; 16 are shown]"
+    )
+    assert len(returns[0].content) == 80
     # All three ran at once: each started before any other ended.
     assert len(tools.runs) == 3
     latest_start = max(start for _, start, _ in tools.runs)

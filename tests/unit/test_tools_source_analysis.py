@@ -6,7 +6,7 @@ import pytest
 
 from mnemo_core.errors import InvalidArgument
 from mnemo_tools.environments import check_requirements
-from mnemo_tools.execution import argument_problems, fit
+from mnemo_tools.execution import argument_problems
 from mnemo_tools.source_analysis import analyze_source
 
 
@@ -72,17 +72,6 @@ def test_keyword_only_parameters_with_defaults_are_optional() -> None:
 
     assert definition.parameters["required"] == ["a"]
     assert definition.parameters["properties"]["c"]["default"] == [1]
-
-
-def test_fit_keeps_short_text_and_marks_cuts_within_the_limit() -> None:
-    assert fit("short", 10) == "short"
-    cut = fit("y" * 1000, 120)
-    assert len(cut) <= 120
-    assert cut.startswith("y")
-    assert "the tool returned 1000 characters" in cut
-    assert fit("abc", 0) == "abc"
-    # The sandbox sends only the first `limit` characters plus the full length.
-    assert "returned 5000 characters" in fit("z" * 100, 100, total=5000)
 
 
 def test_argument_problems_name_the_argument() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mnemo.common.v1 import message_pb2
-from mnemo_agent.turns import MAX_INPUT_CHARS, MAX_INPUT_MESSAGES, check_inputs
+from mnemo_agent.turn.request import MAX_INPUT_CHARS, MAX_INPUT_MESSAGES, check_inputs
 from mnemo_core.errors import InvalidArgument
 
 

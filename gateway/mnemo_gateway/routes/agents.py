@@ -72,7 +72,7 @@ async def send_ephemeral_message(body: schemas.EphemeralRequest, mesh: Mesh) -> 
     )
     return schemas.EphemeralResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
+        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
     )
 
@@ -126,7 +126,7 @@ async def send_message(
     )
     body_out = schemas.SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
+        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
@@ -155,7 +155,7 @@ def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
     return [
         _sse(
             schemas.StreamStopReason(
-                stop_reason=convert.STOP_REASONS.get(outcome.stop_reason, "error"), run_id=outcome.run_id
+                stop_reason=convert.STOP_REASONS.name(outcome.stop_reason) or "error", run_id=outcome.run_id
             )
         ),
         _sse(convert.usage_out(outcome.usage)),

@@ -91,7 +91,7 @@ async def search_passages(
             tag_match=passage_pb2.TAG_MATCH_ALL if tag_match == "all" else passage_pb2.TAG_MATCH_ANY,
             start_time=mc.timestamp(start),
             end_time=mc.timestamp(end),
-            mode=mc.SEARCH_MODES[mode],
+            mode=mc.SEARCH_MODES.value(mode),
             embedding_model=agent.embedding_model,
             exclude_sources=not include_sources,
         )
@@ -137,10 +137,10 @@ async def search_messages(
             agent_id=agent_id,
             query=query,
             top_k=top_k,
-            kinds=[mc.ROLE_KINDS[role] for role in roles or []],
+            kinds=[mc.ROLE_KINDS.value(role) for role in roles or []],
             start_time=mc.timestamp(start),
             end_time=mc.timestamp(end),
-            mode=mc.SEARCH_MODES[mode],
+            mode=mc.SEARCH_MODES.value(mode),
         )
     )
     return mc.message_hits(found)

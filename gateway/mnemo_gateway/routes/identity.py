@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from mnemo.agent.v1 import identity_pb2
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time
 from mnemo_gateway import identity_schemas as ids
 from mnemo_gateway import schemas
@@ -22,8 +23,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 OrgQuery = Annotated[
     str, Query(max_length=200, description="Organization; empty means the caller's (another one needs root).")
 ]
-_ROLE_NAMES = {identity_pb2.ROLE_ADMIN: "admin", identity_pb2.ROLE_MEMBER: "member"}
-_ROLES = {"admin": identity_pb2.ROLE_ADMIN, "member": identity_pb2.ROLE_MEMBER}
+_ROLES = EnumNames(identity_pb2.Role)
 
 
 def _organization(org: identity_pb2.Organization) -> ids.Organization:
@@ -45,7 +45,7 @@ def _key(key: identity_pb2.ApiKey) -> ids.ApiKey:
         org_id=key.org_id,
         user_id=key.user_id,
         name=key.name,
-        role=_ROLE_NAMES.get(key.role, "member"),
+        role="admin" if key.role == identity_pb2.ROLE_ADMIN else "member",
         display_prefix=key.display_prefix,
         created_at=field_time(key, "create_time"),
     )
@@ -142,7 +142,7 @@ async def create_api_key(body: ids.ApiKeyCreate, mesh: Mesh) -> ids.ApiKeyCreate
     response = await mesh.identity.CreateApiKey(
         identity_pb2.CreateApiKeyRequest(
             org_id=body.org_id,
-            api_key=identity_pb2.ApiKey(user_id=body.user_id, name=body.name, role=_ROLES[body.role]),
+            api_key=identity_pb2.ApiKey(user_id=body.user_id, name=body.name, role=_ROLES.value(body.role)),
         )
     )
     return ids.ApiKeyCreated(**_key(response.api_key).model_dump(), secret=response.secret)

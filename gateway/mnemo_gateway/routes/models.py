@@ -9,18 +9,15 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from mnemo.llm.v1 import llm_pb2
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import to_timestamp
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
 router = APIRouter(tags=["models"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
 
-_KINDS = {llm_pb2.MODEL_KIND_CHAT: "chat", llm_pb2.MODEL_KIND_EMBEDDING: "embedding"}
-_DIMENSIONS = {
-    "agent": llm_pb2.USAGE_DIMENSION_AGENT,
-    "model": llm_pb2.USAGE_DIMENSION_MODEL,
-    "day": llm_pb2.USAGE_DIMENSION_DAY,
-}
+_KINDS = EnumNames(llm_pb2.ModelKind)
+_DIMENSIONS = EnumNames(llm_pb2.UsageDimension)
 
 
 class Model(BaseModel):
@@ -71,7 +68,7 @@ async def list_models(
             Model(
                 name=m.name,
                 provider=m.provider,
-                kind=_KINDS.get(m.kind, "unknown"),
+                kind=_KINDS.name(m.kind) or "unknown",
                 context_window=m.context_window,
                 max_output_tokens=m.max_output_tokens,
                 embedding_dimension=m.embedding_dimension,
@@ -98,7 +95,7 @@ async def usage(
     dimensions = list(dict.fromkeys(group_by or []))
     response = await mesh.llm.SummarizeUsage(
         llm_pb2.SummarizeUsageRequest(
-            group_by=[_DIMENSIONS[d] for d in dimensions],
+            group_by=[_DIMENSIONS.value(d) for d in dimensions],
             agent_id=agent_id,
             model=model,
             start_time=to_timestamp(start),

@@ -28,7 +28,7 @@ async def list_runs(
     page = await mesh.runs.ListRuns(
         run_pb2.ListRunsRequest(
             agent_id=agent_id,
-            status=convert.RUN_STATUSES[run_status] if run_status else run_pb2.RUN_STATUS_UNSPECIFIED,
+            status=convert.RUN_STATUSES.value(run_status or ""),
             page_size=limit,
             page_token=page_token,
         )
@@ -77,7 +77,7 @@ async def approve_run(run_id: str, body: schemas.Approval, mesh: Mesh) -> schema
     )
     return schemas.SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.get(result.stop_reason, "error")),
+        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
@@ -98,7 +98,7 @@ async def create_batch(body: schemas.BatchCreate, mesh: Mesh) -> schemas.Batch:
                 )
                 for turn in body.turns
             ],
-            mode=convert.BATCH_MODES[body.mode],
+            mode=convert.BATCH_MODES.value(body.mode),
         )
     )
     return convert.batch_out(response.batch)

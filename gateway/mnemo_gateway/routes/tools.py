@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import tool_pb2
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time
 from mnemo_gateway import convert, schemas
 from mnemo_gateway.backends import Backends, acting_actor, backends
@@ -23,13 +24,7 @@ agent_tools_router = APIRouter(
 )
 Mesh = Annotated[Backends, Depends(backends)]
 
-TOOL_TYPES = {
-    "memory": tool_pb2.TOOL_TYPE_MEMORY,
-    "custom": tool_pb2.TOOL_TYPE_CUSTOM,
-    "mcp": tool_pb2.TOOL_TYPE_MCP,
-    "control": tool_pb2.TOOL_TYPE_CONTROL,
-}
-TOOL_TYPE_NAMES = {value: name for name, value in TOOL_TYPES.items()}
+TOOL_TYPES = EnumNames(tool_pb2.ToolType)
 ToolType = Literal["memory", "custom", "mcp", "control"]
 
 
@@ -118,7 +113,7 @@ def tool_out(tool: tool_pb2.Tool) -> Tool:
         id=tool.id,
         name=tool.name,
         description=tool.description,
-        tool_type=TOOL_TYPE_NAMES.get(tool.tool_type, "unknown"),
+        tool_type=TOOL_TYPES.name(tool.tool_type) or "unknown",
         json_schema=json.loads(tool.json_schema or "{}"),
         source_code=tool.source_code,
         tags=list(tool.tags),
@@ -166,7 +161,7 @@ async def list_tools(
         tool_pb2.ListToolsRequest(
             page_size=limit,
             page_token=page_token,
-            tool_type=TOOL_TYPES[tool_type] if tool_type else tool_pb2.TOOL_TYPE_UNSPECIFIED,
+            tool_type=TOOL_TYPES.value(tool_type or ""),
             names=name or [],
             tags=tags or [],
             mcp_server_id=mcp_server_id,

@@ -30,7 +30,7 @@ from mnemo_agent.runs import Runs
 from mnemo_agent.servicer import AgentServicer, BatchServicer, IdentityServicer, RunServicer
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.sleeptime import Sleeptime
-from mnemo_agent.turns import Turns
+from mnemo_agent.turn import Turns
 from mnemo_core.actor import Actor
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
@@ -47,7 +47,7 @@ class AgentApp:
         self.mesh = mesh
         self.agents = Agents(db, mesh, max_steps_limit=settings.max_steps_limit)
         self.runs = Runs(db, lease_seconds=settings.run_lease_seconds)
-        self.turns = Turns(self.agents, self.runs, mesh, settings)
+        self.turns = Turns.over_mesh(self.agents, self.runs, mesh, settings)
         self.batches = Batches(
             db,
             self.runs,

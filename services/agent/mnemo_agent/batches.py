@@ -29,7 +29,7 @@ from mnemo_agent.chat_rounds import ChatCaller, ChatRounds, PendingRound
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow, BatchRow, RunRow
 from mnemo_agent.runs import CREATED, FINISHED, Runs
-from mnemo_agent.turns import Turns, check_inputs
+from mnemo_agent.turn import Turns, check_inputs
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.db import Database
 from mnemo_core.errors import FailedPrecondition, InvalidArgument, MnemoError, NotFound, Unimplemented

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mnemo.common.v1 import message_pb2
-from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
+from mnemo.llm.v1 import llm_pb2
 from mnemo_core.errors import MnemoError
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,15 @@ def clip_middle(text: str, limit: int) -> str:
     return text[:head] + marker + text[len(text) - tail :]
 
 
+class ChatModel(Protocol):
+    """Whole replies of a model (through the llm-gateway)."""
+
+    async def chat(
+        self, request: llm_pb2.ChatRequest, *, timeout: float | None = None
+    ) -> llm_pb2.ChatResponse:
+        """The model's reply; `timeout` (seconds) replaces the default of the caller's."""
+
+
 @dataclass(frozen=True, slots=True)
 class SummarizerSettings:
     """How summaries are made: the summarizer's own input budget in tokens, and its timeout."""
@@ -164,7 +174,7 @@ class SummarizerSettings:
 class Summarizer:
     """Writes the summary of evicted messages with an LLM; raises when it cannot."""
 
-    def __init__(self, llm: llm_pb2_grpc.LlmServiceAsyncStub, settings: SummarizerSettings) -> None:
+    def __init__(self, llm: ChatModel, settings: SummarizerSettings) -> None:
         self._llm = llm
         self._settings = settings
 
@@ -194,7 +204,7 @@ class Summarizer:
                 agent_id=agent_id,
             )
             try:
-                reply = await self._llm.Chat(request, timeout=self._settings.timeout)
+                reply = await self._llm.chat(request, timeout=self._settings.timeout)
             except MnemoError as exc:
                 if exc.reason == CONTEXT_WINDOW_EXCEEDED and attempt == 0:
                     budget_chars //= 4  # the summarizer's own window is smaller than configured

@@ -11,18 +11,15 @@ from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import block_pb2, passage_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_agent.mesh import Mesh
+from mnemo_core.proto_enums import EnumNames
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 50
 # What a search result shows of each hit; the tool's return char limit caps the whole.
 MAX_HIT_CHARS = 2000
-ROLE_KINDS = {
-    "system": history_pb2.MESSAGE_KIND_SYSTEM,
-    "user": history_pb2.MESSAGE_KIND_USER,
-    "assistant": history_pb2.MESSAGE_KIND_ASSISTANT,
-    "reasoning": history_pb2.MESSAGE_KIND_REASONING,
-    "event": history_pb2.MESSAGE_KIND_EVENT,
-}
+MESSAGE_KINDS = EnumNames(history_pb2.MessageKind)
+# The roles conversation_search filters by: the kinds of messages recall search embeds.
+SEARCHABLE_ROLES = ("system", "user", "assistant", "reasoning", "event")
 
 
 class ToolError(Exception):
@@ -185,14 +182,14 @@ class MemoryTools:
 
     async def _conversation_search(self, agent: AgentIdentity, args: dict[str, Any]) -> str:
         roles = _strings(args, "roles")
-        unknown = [role for role in roles if role not in ROLE_KINDS]
+        unknown = [role for role in roles if role not in SEARCHABLE_ROLES]
         if unknown:
-            raise ToolError(f"unknown role(s) {', '.join(unknown)}; use: {', '.join(ROLE_KINDS)}")
+            raise ToolError(f"unknown role(s) {', '.join(unknown)}; use: {', '.join(SEARCHABLE_ROLES)}")
         request = history_pb2.SearchMessagesRequest(
             agent_id=agent.id,
             query=_text(args, "query"),
             top_k=_top_k(args),
-            kinds=[ROLE_KINDS[role] for role in roles],
+            kinds=[MESSAGE_KINDS.value(role) for role in roles],
         )
         start, end = _date(args, "start_date"), _date(args, "end_date")
         if start is not None:

@@ -24,6 +24,7 @@ from mnemo_core.db import Database
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import utcnow
 
 CREATED, RUNNING, COMPLETED, FAILED, CANCELLED, AWAITING_APPROVAL = (
@@ -38,16 +39,8 @@ ACTIVE = (RUNNING, AWAITING_APPROVAL)
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 INTERRUPTED = "interrupted: the agent service stopped during the turn; retry with the same idempotency key"
 
-STOP_REASON_NAMES = {
-    turn_pb2.STOP_REASON_END_TURN: "end_turn",
-    turn_pb2.STOP_REASON_MAX_STEPS: "max_steps",
-    turn_pb2.STOP_REASON_ERROR: "error",
-    turn_pb2.STOP_REASON_CANCELLED: "cancelled",
-    turn_pb2.STOP_REASON_REQUIRES_APPROVAL: "requires_approval",
-    turn_pb2.STOP_REASON_CONTEXT_OVERFLOW: "context_overflow",
-    turn_pb2.STOP_REASON_TOOL_RULE: "tool_rule",
-}
-STOP_REASONS = {name: value for value, name in STOP_REASON_NAMES.items()}
+# Runs store a stop reason by its name in the contract ("end_turn", ...).
+STOP_REASONS = EnumNames(turn_pb2.StopReason)
 
 
 class AgentBusy(Exception):
@@ -255,7 +248,7 @@ class Runs:
         values = {
             "run_id": run_id,
             "status": status,
-            "stop_reason": STOP_REASON_NAMES.get(stop_reason, ""),
+            "stop_reason": STOP_REASONS.name(stop_reason),
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
@@ -276,7 +269,7 @@ class Runs:
                 .where(RunRow.id == run_id, RunRow.status == CREATED)
                 .values(
                     status=CANCELLED,
-                    stop_reason=STOP_REASON_NAMES[turn_pb2.STOP_REASON_CANCELLED],
+                    stop_reason=STOP_REASONS.name(turn_pb2.STOP_REASON_CANCELLED),
                     completed_at=self._now(),
                 )
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, assert_never
 
 from mnemo.agent.v1 import (
     agent_pb2,
@@ -22,43 +22,35 @@ from mnemo_agent.identity import Identities
 from mnemo_agent.models import ApiKeyRow, OrganizationRow, RunRow, UserRow
 from mnemo_agent.runs import STOP_REASONS, Runs
 from mnemo_agent.tool_rules import ToolRules, check_rules
-from mnemo_agent.turns import AgentConfig, Delta, TurnResult, Turns
+from mnemo_agent.turn import (
+    AgentConfig,
+    Decision,
+    MessagesStored,
+    RunStarted,
+    TokenDelta,
+    TurnEvent,
+    TurnRequest,
+    TurnResult,
+    Turns,
+)
 from mnemo_core.actor import ADMIN, MEMBER, current_actor
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
 
 Context = Any
 
-_AGENT_TYPES = {
-    agent_pb2.AGENT_TYPE_UNSPECIFIED: "standard",
-    agent_pb2.AGENT_TYPE_STANDARD: "standard",
-    agent_pb2.AGENT_TYPE_VOICE: "voice",
-    agent_pb2.AGENT_TYPE_SLEEPTIME: "sleeptime",
-}
-_AGENT_TYPE_VALUES = {name: value for value, name in _AGENT_TYPES.items() if value}
-assert set(_AGENT_TYPE_VALUES) == set(AGENT_TYPES)
-_RULE_TYPES = {
-    agent_pb2.TOOL_RULE_TYPE_TERMINAL: "terminal",
-    agent_pb2.TOOL_RULE_TYPE_RUN_FIRST: "run_first",
-    agent_pb2.TOOL_RULE_TYPE_MAX_CALLS: "max_calls",
-    agent_pb2.TOOL_RULE_TYPE_REQUIRES_APPROVAL: "requires_approval",
-}
-_RULE_TYPE_VALUES = {name: value for value, name in _RULE_TYPES.items()}
-RUN_STATUSES = {
-    "created": run_pb2.RUN_STATUS_CREATED,
-    "running": run_pb2.RUN_STATUS_RUNNING,
-    "completed": run_pb2.RUN_STATUS_COMPLETED,
-    "failed": run_pb2.RUN_STATUS_FAILED,
-    "cancelled": run_pb2.RUN_STATUS_CANCELLED,
-    "awaiting_approval": run_pb2.RUN_STATUS_AWAITING_APPROVAL,
-}
-RUN_STATUS_NAMES = {value: name for name, value in RUN_STATUSES.items()}
+_AGENT_TYPES = EnumNames(agent_pb2.AgentType)
+assert set(_AGENT_TYPES.names) == set(AGENT_TYPES)
+_RULE_TYPES = EnumNames(agent_pb2.ToolRuleType)
+_RUN_STATUSES = EnumNames(run_pb2.RunStatus)
+_BATCH_MODES = EnumNames(batch_pb2.BatchMode)
+_ROLES = EnumNames(identity_pb2.Role)
 
 
 def _tool_rules(rules: Any) -> list[dict[str, Any]]:
     return [
-        {"tool_name": r.tool_name, "type": _RULE_TYPES.get(r.type, ""), "max_calls": r.max_calls}
-        for r in rules
+        {"tool_name": r.tool_name, "type": _RULE_TYPES.name(r.type), "max_calls": r.max_calls} for r in rules
     ]
 
 
@@ -102,14 +94,14 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
         blocks=view.blocks,
         tags=list(row.tags or []),
         metadata=to_struct(row.metadata_json),
-        agent_type=_AGENT_TYPE_VALUES.get(row.agent_type, agent_pb2.AGENT_TYPE_STANDARD),
+        agent_type=_AGENT_TYPES.value(row.agent_type) or agent_pb2.AGENT_TYPE_STANDARD,
         llm_options=llm_options,
         create_time=to_timestamp(row.created_at),
         update_time=to_timestamp(row.updated_at),
         tool_rules=[
             agent_pb2.ToolRule(
                 tool_name=r["tool_name"],
-                type=_RULE_TYPE_VALUES[r["type"]],
+                type=_RULE_TYPES.value(r["type"]),
                 max_calls=int(r.get("max_calls", 0)),
             )
             for r in row.tool_rules or []
@@ -130,8 +122,8 @@ def run_to_proto(row: RunRow) -> run_pb2.Run:
     return run_pb2.Run(
         id=row.id,
         agent_id=row.agent_id,
-        status=RUN_STATUSES.get(row.status, run_pb2.RUN_STATUS_UNSPECIFIED),
-        stop_reason=STOP_REASONS.get(row.stop_reason, turn_pb2.STOP_REASON_UNSPECIFIED),
+        status=_RUN_STATUSES.value(row.status),
+        stop_reason=STOP_REASONS.value(row.stop_reason),
         usage=turn_pb2.Usage(
             prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens,
@@ -165,27 +157,28 @@ _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
 }
 
 
-def _stream_event(
-    item: str | list[message_pb2.Message] | Delta | TurnResult,
-) -> list[agent_pb2.StreamMessageResponse]:
-    if isinstance(item, str):
-        return [agent_pb2.StreamMessageResponse(run_id=item)]
-    if isinstance(item, Delta):
-        kind = agent_pb2.DELTA_KIND_REASONING if item.reasoning else agent_pb2.DELTA_KIND_CONTENT
-        return [
-            agent_pb2.StreamMessageResponse(
-                delta=agent_pb2.TokenDelta(run_id=item.run_id, step=item.step, kind=kind, text=item.text)
-            )
-        ]
-    if isinstance(item, TurnResult):
-        return [
-            agent_pb2.StreamMessageResponse(
-                outcome=agent_pb2.TurnOutcome(
-                    run_id=item.run_id, usage=item.usage, stop_reason=item.stop_reason
+def _stream_responses(event: TurnEvent) -> list[agent_pb2.StreamMessageResponse]:
+    """The StreamMessage responses of one turn event."""
+    match event:
+        case RunStarted(run_id=run_id):
+            return [agent_pb2.StreamMessageResponse(run_id=run_id)]
+        case MessagesStored(messages=messages):
+            return [agent_pb2.StreamMessageResponse(message=message) for message in messages]
+        case TokenDelta(run_id=run_id, step=step, reasoning=reasoning, text=text):
+            kind = agent_pb2.DELTA_KIND_REASONING if reasoning else agent_pb2.DELTA_KIND_CONTENT
+            return [
+                agent_pb2.StreamMessageResponse(
+                    delta=agent_pb2.TokenDelta(run_id=run_id, step=step, kind=kind, text=text)
                 )
-            )
-        ]
-    return [agent_pb2.StreamMessageResponse(message=message) for message in item]
+            ]
+        case TurnResult(run_id=run_id, usage=usage, stop_reason=stop_reason):
+            return [
+                agent_pb2.StreamMessageResponse(
+                    outcome=agent_pb2.TurnOutcome(run_id=run_id, usage=usage, stop_reason=stop_reason)
+                )
+            ]
+        case _:
+            assert_never(event)
 
 
 class RunServicer(run_pb2_grpc.RunServiceServicer):
@@ -204,7 +197,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         rows, token = await self._runs.list(
             current_actor().org_id,
             agent_id=request.agent_id,
-            status=RUN_STATUS_NAMES.get(request.status, ""),
+            status=_RUN_STATUSES.name(request.status),
             size=request.page_size,
             token=request.page_token,
         )
@@ -229,20 +222,11 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         self, request: run_pb2.ApproveRunRequest, context: Context
     ) -> run_pb2.ApproveRunResponse:
         result = await self._turns.approve(
-            current_actor(), request.run_id, approve=request.approve, reason=request.reason
+            current_actor(), request.run_id, Decision(approve=request.approve, reason=request.reason)
         )
         return run_pb2.ApproveRunResponse(
             messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
         )
-
-
-_BATCH_MODES = {
-    batch_pb2.BATCH_MODE_UNSPECIFIED: AUTO,
-    batch_pb2.BATCH_MODE_AUTO: AUTO,
-    batch_pb2.BATCH_MODE_CONCURRENT: CONCURRENT,
-    batch_pb2.BATCH_MODE_PROVIDER: PROVIDER,
-}
-_BATCH_MODE_VALUES = {CONCURRENT: batch_pb2.BATCH_MODE_CONCURRENT, PROVIDER: batch_pb2.BATCH_MODE_PROVIDER}
 
 
 def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
@@ -252,7 +236,7 @@ def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
         status=batch_pb2.BATCH_STATUS_COMPLETED if view.completed else batch_pb2.BATCH_STATUS_RUNNING,
         runs=[run_to_proto(run) for run in view.runs],
         create_time=to_timestamp(view.row.created_at),
-        mode=_BATCH_MODE_VALUES.get(view.row.mode, batch_pb2.BATCH_MODE_UNSPECIFIED),
+        mode=_BATCH_MODES.value(view.row.mode),
         chat_batch_ids=[r["chat_batch_id"] for r in view.row.pending_rounds or []],
         provider_round_count=view.row.round_count or 0,
     )
@@ -267,8 +251,8 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, context: Context
     ) -> batch_pb2.CreateBatchResponse:
-        mode = _BATCH_MODES.get(request.mode)
-        if mode is None:
+        mode = AUTO if request.mode == batch_pb2.BATCH_MODE_UNSPECIFIED else _BATCH_MODES.name(request.mode)
+        if mode not in (AUTO, CONCURRENT, PROVIDER):
             raise invalid("mode", "must be AUTO, CONCURRENT or PROVIDER")
         view = await self._batches.create(
             current_actor(), [(t.agent_id, list(t.messages), t.max_steps) for t in request.turns], mode=mode
@@ -305,7 +289,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             tool_ids=list(agent.tool_ids),
             tags=list(agent.tags),
             metadata=from_struct(agent.metadata),
-            agent_type=_AGENT_TYPES.get(agent.agent_type, "standard"),
+            agent_type=_AGENT_TYPES.name(agent.agent_type) or "standard",
             llm_options=_llm_options(agent.llm_options),
             tool_rules=_tool_rules(agent.tool_rules),
             summarizer_model=agent.summarizer_model,
@@ -355,30 +339,29 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def StreamMessage(
         self, request: agent_pb2.StreamMessageRequest, context: Context
     ) -> AsyncIterator[agent_pb2.StreamMessageResponse]:
-        events = self._turns.stream(
-            current_actor(),
+        turn = TurnRequest(
             request.agent_id,
             list(request.messages),
             max_steps=request.max_steps,
             idempotency_key=request.idempotency_key,
             stream_tokens=request.stream_tokens,
         )
-        try:
-            async for item in events:
-                for event in _stream_event(item):
-                    yield event
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        async with self._turns.stream(current_actor(), turn) as events:
+            async for event in events:
+                for response in _stream_responses(event):
+                    yield response
 
     async def SendMessageAsync(
         self, request: agent_pb2.SendMessageAsyncRequest, context: Context
     ) -> agent_pb2.SendMessageAsyncResponse:
         run = await self._turns.send_async(
             current_actor(),
-            request.agent_id,
-            list(request.messages),
-            max_steps=request.max_steps,
-            idempotency_key=request.idempotency_key,
+            TurnRequest(
+                request.agent_id,
+                list(request.messages),
+                max_steps=request.max_steps,
+                idempotency_key=request.idempotency_key,
+            ),
         )
         return agent_pb2.SendMessageAsyncResponse(run=run_to_proto(run))
 
@@ -429,10 +412,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.SendMessageResponse:
         result = await self._turns.send(
             current_actor(),
-            request.agent_id,
-            list(request.messages),
-            max_steps=request.max_steps,
-            idempotency_key=request.idempotency_key,
+            TurnRequest(
+                request.agent_id,
+                list(request.messages),
+                max_steps=request.max_steps,
+                idempotency_key=request.idempotency_key,
+            ),
         )
         return agent_pb2.SendMessageResponse(
             messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
@@ -449,14 +434,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.DetachToolResponse:
         view = await self._agents.detach_tool(current_actor().org_id, request.agent_id, request.tool_id)
         return agent_pb2.DetachToolResponse(agent=agent_to_proto(view))
-
-
-_ROLES = {
-    identity_pb2.ROLE_UNSPECIFIED: MEMBER,
-    identity_pb2.ROLE_MEMBER: MEMBER,
-    identity_pb2.ROLE_ADMIN: ADMIN,
-}
-_ROLE_VALUES = {MEMBER: identity_pb2.ROLE_MEMBER, ADMIN: identity_pb2.ROLE_ADMIN}
 
 
 def organization_to_proto(row: OrganizationRow) -> identity_pb2.Organization:
@@ -478,7 +455,7 @@ def api_key_to_proto(row: ApiKeyRow) -> identity_pb2.ApiKey:
         org_id=row.org_id,
         user_id=row.user_id,
         name=row.name,
-        role=_ROLE_VALUES.get(row.role, identity_pb2.ROLE_UNSPECIFIED),
+        role=_ROLES.value(row.role),
         display_prefix=row.display_prefix,
         create_time=to_timestamp(row.created_at),
     )
@@ -549,8 +526,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def CreateApiKey(
         self, request: identity_pb2.CreateApiKeyRequest, context: Context
     ) -> identity_pb2.CreateApiKeyResponse:
-        role = _ROLES.get(request.api_key.role)
-        if role is None:
+        given = request.api_key.role
+        role = MEMBER if given == identity_pb2.ROLE_UNSPECIFIED else _ROLES.name(given)
+        if role not in (MEMBER, ADMIN):
             raise invalid("api_key.role", "must be ROLE_MEMBER or ROLE_ADMIN")
         created = await self._identities.create_key(
             current_actor(), request.org_id, request.api_key.user_id, request.api_key.name, role
@@ -584,5 +562,5 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.AuthenticateApiKeyResponse:
         holder = await self._identities.authenticate(request.secret)
         return identity_pb2.AuthenticateApiKeyResponse(
-            org_id=holder.org_id, user_id=holder.user_id, key_id=holder.key_id, role=_ROLE_VALUES[holder.role]
+            org_id=holder.org_id, user_id=holder.user_id, key_id=holder.key_id, role=_ROLES.value(holder.role)
         )

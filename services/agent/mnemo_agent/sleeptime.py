@@ -19,7 +19,7 @@ from mnemo_agent.context_window import clip_middle, transcript
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.models import AgentRow
 from mnemo_agent.runs import Runs
-from mnemo_agent.turns import TurnResult, Turns
+from mnemo_agent.turn import TurnRequest, TurnResult, Turns
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import MnemoError
 
@@ -80,7 +80,7 @@ class Sleeptime:
                         name="sleeptime",
                     )
                 )
-                await self._turns.send(actor, agent.sleeptime_agent_id, [message])
+                await self._turns.send(actor, TurnRequest(agent.sleeptime_agent_id, [message]))
             except MnemoError as exc:
                 log.warning("sleep-time agent of %s failed: %s", agent.id, exc.message)
             except Exception:

@@ -21,8 +21,7 @@ from typing import Any
 from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.errors import FailedPrecondition
-from mnemo_core.validation import invalid
-from mnemo_llm.providers import arguments_object, tool_parameters
+from mnemo_llm.providers import arguments_object, chat_role, tool_parameters
 
 # The bundled model, as the model part of "local/<name>".
 BUNDLED_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -32,12 +31,6 @@ _BUNDLED_SIZE = 491_400_064
 _BUNDLED_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 BUNDLED_CONTEXT_WINDOW = 32768
 
-_ROLES = {
-    llm_pb2.CHAT_ROLE_SYSTEM: "system",
-    llm_pb2.CHAT_ROLE_USER: "user",
-    llm_pb2.CHAT_ROLE_ASSISTANT: "assistant",
-    llm_pb2.CHAT_ROLE_TOOL: "tool",
-}
 _TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _CODE_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
@@ -113,9 +106,7 @@ def chat_messages(request: llm_pb2.ChatRequest) -> list[dict[str, Any]]:
     """
     wire: list[dict[str, Any]] = []
     for index, message in enumerate(request.messages):
-        role = _ROLES.get(message.role)
-        if role is None:
-            raise invalid(f"messages[{index}].role", "must be set")
+        role = chat_role(message, index)
         item: dict[str, Any] = {"role": role, "content": message.content}
         if role == "assistant" and message.tool_calls:
             item["tool_calls"] = [

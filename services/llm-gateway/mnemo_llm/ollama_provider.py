@@ -14,12 +14,12 @@ import ollama
 from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
-from mnemo_core.validation import invalid
 from mnemo_llm.providers import (
     PROVIDER_BAD_RESPONSE,
     EmbeddingResult,
     ReportedModel,
     arguments_object,
+    chat_role,
     completed_event,
     content_event,
     is_context_overflow,
@@ -32,20 +32,12 @@ from mnemo_llm.providers import (
     usage,
 )
 
-_ROLES = {
-    llm_pb2.CHAT_ROLE_SYSTEM: "system",
-    llm_pb2.CHAT_ROLE_USER: "user",
-    llm_pb2.CHAT_ROLE_ASSISTANT: "assistant",
-    llm_pb2.CHAT_ROLE_TOOL: "tool",
-}
 # Models whose details are fetched at once when listing (each is one /api/show request).
 _SHOW_CONCURRENCY = 4
 
 
 def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
-    role = _ROLES.get(message.role)
-    if role is None:
-        raise invalid(f"messages[{index}].role", "must be set")
+    role = chat_role(message, index)
     wire: dict[str, Any] = {"role": role, "content": message.content}
     if role == "assistant" and message.tool_calls:
         wire["tool_calls"] = [

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
-from mnemo_core.validation import invalid
+from mnemo_core.proto_enums import EnumNames
 from mnemo_llm.providers import (
     FINISHED_BATCH_STATES,
     PROVIDER_BAD_RESPONSE,
@@ -24,6 +24,7 @@ from mnemo_llm.providers import (
     EmbeddingResult,
     ReplyBuilder,
     ReportedModel,
+    chat_role,
     completed_event,
     content_event,
     not_run_error,
@@ -35,18 +36,7 @@ from mnemo_llm.providers import (
     unreachable_error,
 )
 
-_ROLES = {
-    llm_pb2.CHAT_ROLE_SYSTEM: "system",
-    llm_pb2.CHAT_ROLE_USER: "user",
-    llm_pb2.CHAT_ROLE_ASSISTANT: "assistant",
-    llm_pb2.CHAT_ROLE_TOOL: "tool",
-}
-_TOOL_CHOICES = {
-    llm_pb2.TOOL_CHOICE_UNSPECIFIED: "auto",
-    llm_pb2.TOOL_CHOICE_AUTO: "auto",
-    llm_pb2.TOOL_CHOICE_REQUIRED: "required",
-    llm_pb2.TOOL_CHOICE_NONE: "none",
-}
+_TOOL_CHOICES = EnumNames(llm_pb2.ToolChoice)
 FINISH_REASONS = {
     "stop": llm_pb2.FINISH_REASON_STOP,
     "tool_calls": llm_pb2.FINISH_REASON_TOOL_CALLS,
@@ -70,9 +60,7 @@ BATCH_ENDPOINT: Final = "/v1/chat/completions"
 
 
 def _message(message: llm_pb2.ChatMessage, index: int) -> dict[str, Any]:
-    role = _ROLES.get(message.role)
-    if role is None:
-        raise invalid(f"messages[{index}].role", "must be set")
+    role = chat_role(message, index)
     wire: dict[str, Any] = {"role": role, "content": message.content}
     if role == "assistant" and message.tool_calls:
         wire["content"] = message.content or None
@@ -110,7 +98,7 @@ def request_params(model: str, request: llm_pb2.ChatRequest, *, official: bool =
     }
     if request.tools:
         params["tools"] = [_tool(t, i) for i, t in enumerate(request.tools)]
-        params["tool_choice"] = _TOOL_CHOICES[request.tool_choice]
+        params["tool_choice"] = _TOOL_CHOICES.name(request.tool_choice) or "auto"
         params["parallel_tool_calls"] = request.parallel_tool_calls
     if request.HasField("temperature"):
         params["temperature"] = request.temperature

@@ -16,6 +16,7 @@ from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.errors import FailedPrecondition, NotFound
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.retry_after import retry_after_seconds
 from mnemo_core.validation import invalid
 
@@ -305,6 +306,16 @@ def unreachable_error(message: str) -> errors.Unavailable:
 
 
 # --- requests ------------------------------------------------------------------------------------------
+
+CHAT_ROLES = EnumNames(llm_pb2.ChatRole)
+
+
+def chat_role(message: llm_pb2.ChatMessage, index: int) -> str:
+    """A message's role as the OpenAI-style wire formats name it ("system", "user", "assistant", "tool")."""
+    role = CHAT_ROLES.name(message.role)
+    if not role:
+        raise invalid(f"messages[{index}].role", "must be set")
+    return role
 
 
 def arguments_object(arguments: str) -> dict[str, Any]:

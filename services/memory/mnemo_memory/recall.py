@@ -23,9 +23,11 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from mnemo.common.v1 import message_pb2
+from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import MnemoError
 from mnemo_core.ids import require_id
+from mnemo_core.proto_enums import EnumNames
 from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import parse_messages
@@ -51,17 +53,8 @@ messages_t = table_of(MessageRow)
 vectors_t = table_of(MessageVectorRow)
 progress_t = table_of(EmbeddingProgressRow)
 
-# mnemo.memory.v1.MessageKind numbers of each content kind.
-KIND_CODES = {
-    "system": 1,
-    "user": 2,
-    "assistant": 3,
-    "reasoning": 4,
-    "tool_call": 5,
-    "tool_return": 6,
-    "event": 7,
-}
-KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+# Each content kind by its mnemo.memory.v1.MessageKind number (stored with every message vector).
+MESSAGE_KINDS = EnumNames(history_pb2.MessageKind)
 # Tool calls and returns are JSON and machine text: found by their words, not embedded.
 EMBEDDED_KINDS = ("system", "user", "assistant", "reasoning", "event")
 PROGRESS_NAME = "messages"
@@ -236,7 +229,7 @@ def store_vectors(conn: Connection, results: list[Embedded], last: int, top: int
             "embedding_model": model,
             "embedding": vector,
             "created_epoch": row.created_at.timestamp(),
-            "kind": KIND_CODES[row.kind],
+            "kind": MESSAGE_KINDS.value(row.kind),
         }
         for row, vector, model in results
         if row.pk in alive  # a purge may have raced the model call
@@ -335,7 +328,7 @@ class SqliteMessageIndex:
         flt = VectorFilter(
             start_epoch=where.start.timestamp() if where.start else None,
             end_epoch=where.end.timestamp() if where.end else None,
-            kinds=frozenset(KIND_CODES[kind] for kind in where.kinds) if where.kinds else None,
+            kinds=frozenset(MESSAGE_KINDS.value(kind) for kind in where.kinds) if where.kinds else None,
         )
         return await self._vectors.search(key, query, k, flt, lambda: self._db.read(_load, key))
 
@@ -350,7 +343,7 @@ class SqliteMessageIndex:
                     np.array([row.pk for row, _ in items], np.int64),
                     np.stack([vector for _, vector in items]),
                     np.array([row.created_at.timestamp() for row, _ in items], np.float64),
-                    np.array([KIND_CODES[row.kind] for row, _ in items], np.int8),
+                    np.array([MESSAGE_KINDS.value(row.kind) for row, _ in items], np.int8),
                 ),
             )
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
-from mnemo_memory.recall import KIND_CODES, Embedded, MessageFilter, messages_t, vectors_t
+from mnemo_memory.recall import MESSAGE_KINDS, Embedded, MessageFilter, messages_t, vectors_t
 from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats
 
@@ -53,7 +53,7 @@ class PgMessageIndex:
             func.vector_dims(vectors_t.c.embedding) == literal_column(str(len(query))),
         ]
         if where.kinds:
-            clauses.append(vectors_t.c.kind.in_([KIND_CODES[kind] for kind in where.kinds]))
+            clauses.append(vectors_t.c.kind.in_([MESSAGE_KINDS.value(kind) for kind in where.kinds]))
         if where.start is not None:
             clauses.append(vectors_t.c.created_epoch >= where.start.timestamp())
         if where.end is not None:

@@ -17,6 +17,7 @@ from mnemo.memory.v1 import (
     source_pb2_grpc,
 )
 from mnemo_core.actor import current_actor
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import field_time, from_struct, to_struct, to_timestamp
 from mnemo_memory.archival import ArchivalMemory
@@ -25,7 +26,7 @@ from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import Passage
 from mnemo_memory.ranking import Ranked
-from mnemo_memory.recall import KIND_NAMES, Recall
+from mnemo_memory.recall import MESSAGE_KINDS, Recall
 from mnemo_memory.sources import File, Job, Source, Sources
 
 Context = Any  # grpc.aio.ServicerContext; unused by these thin handlers
@@ -224,8 +225,8 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
     ) -> message_pb2.SearchMessagesResponse:
         kinds = []
         for i, kind in enumerate(request.kinds):
-            name = KIND_NAMES.get(kind)
-            if name is None:
+            name = MESSAGE_KINDS.name(kind)
+            if not name:
                 raise invalid(f"kinds[{i}]", "unknown message kind")
             kinds.append(name)
         hits, model, pending = await self._recall.search(
@@ -236,7 +237,7 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
             kinds=kinds,
             start=field_time(request, "start_time"),
             end=field_time(request, "end_time"),
-            mode=MODES[request.mode],
+            mode=_search_mode(request.mode),
         )
         return message_pb2.SearchMessagesResponse(
             matches=[
@@ -247,18 +248,13 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         )
 
 
-MODES = {
-    search_pb2.SEARCH_MODE_UNSPECIFIED: "hybrid",
-    search_pb2.SEARCH_MODE_HYBRID: "hybrid",
-    search_pb2.SEARCH_MODE_VECTOR: "vector",
-    search_pb2.SEARCH_MODE_KEYWORD: "keyword",
-}
-JOB_STATUSES = {
-    "pending": source_pb2.JOB_STATUS_PENDING,
-    "running": source_pb2.JOB_STATUS_RUNNING,
-    "completed": source_pb2.JOB_STATUS_COMPLETED,
-    "failed": source_pb2.JOB_STATUS_FAILED,
-}
+_SEARCH_MODES = EnumNames(search_pb2.SearchMode)
+_JOB_STATUSES = EnumNames(source_pb2.JobStatus)
+
+
+def _search_mode(value: search_pb2.SearchMode.ValueType) -> str:
+    """Hybrid when unset; a number this build does not know is refused by the search's own check."""
+    return "hybrid" if value == search_pb2.SEARCH_MODE_UNSPECIFIED else _SEARCH_MODES.name(value)
 
 
 def score_to_proto(rank: Ranked) -> search_pb2.SearchScore:
@@ -343,7 +339,7 @@ class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
             all_tags=request.tag_match == passage_pb2.TAG_MATCH_ALL,
             start=field_time(request, "start_time"),
             end=field_time(request, "end_time"),
-            mode=MODES[request.mode],
+            mode=_search_mode(request.mode),
             model=request.embedding_model,
             exclude_sources=request.exclude_sources,
         )
@@ -391,7 +387,7 @@ def job_to_proto(job: Job) -> source_pb2.Job:
         id=job.id,
         file_id=job.file_id,
         source_id=job.source_id,
-        status=JOB_STATUSES[job.status],
+        status=_JOB_STATUSES.value(job.status),
         chunks_total=job.chunks_total,
         chunks_done=job.chunks_done,
         progress=job.progress,
@@ -410,7 +406,7 @@ def file_to_proto(file: File) -> source_pb2.File:
         file_name=file.file_name,
         content_type=file.content_type,
         size_bytes=file.size_bytes,
-        status=JOB_STATUSES[file.job.status],
+        status=_JOB_STATUSES.value(file.job.status),
         error=file.job.error,
         chunk_count=file.job.chunks_total,
         job_id=file.job.id,

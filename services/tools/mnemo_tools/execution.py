@@ -10,6 +10,7 @@ from typing import Any
 
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.telemetry import tracer
+from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments, RequirementsUnavailable
 from mnemo_tools.mcp_connections import McpConnections, McpFailure
@@ -21,9 +22,6 @@ from mnemo_tools.sandbox.runner import SandboxJob, SandboxLimits, SandboxRunner
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
-MAX_ARGUMENTS_CHARS = 1_000_000
-TRUNCATION_MARKER = "\n[... truncated: the tool returned {total} characters; {shown} are shown]"
-
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -34,17 +32,6 @@ class RunResult:
     stdout: str = ""
     stderr: str = ""
     duration_seconds: float = 0.0
-
-
-def fit(text: str, limit: int, total: int | None = None) -> str:
-    """`text` cut to at most `limit` characters, the cut marked (the marker counts toward the limit)."""
-    total = len(text) if total is None else max(total, len(text))
-    if limit <= 0 or total <= limit:
-        return text
-    # `shown` <= limit, so a marker built with `limit` is at least as long as the final one.
-    shown = max(0, limit - len(TRUNCATION_MARKER.format(total=total, shown=limit)))
-    cut = text[:shown] + TRUNCATION_MARKER.format(total=total, shown=shown)
-    return cut if len(cut) <= limit else text[:limit]
 
 
 def _error(text: str, started: float, stdout: str = "", stderr: str = "") -> RunResult:
@@ -115,14 +102,10 @@ class ToolExecutor:
         with _tracer.start_as_current_span(
             "tools.run", attributes={"tool.id": tool.id, "tool.name": tool.name, "tool.type": tool.tool_type}
         ) as span:
-            if len(arguments_json) > MAX_ARGUMENTS_CHARS:
-                return _error(f"the arguments are longer than {MAX_ARGUMENTS_CHARS} characters", started)
             try:
-                arguments = json.loads(arguments_json or "{}")
-            except json.JSONDecodeError as exc:
-                return _error(f"the arguments are not valid JSON ({exc.msg}); send a JSON object", started)
-            if not isinstance(arguments, dict):
-                return _error("the arguments must be a JSON object", started)
+                arguments = parse_arguments(arguments_json)
+            except ArgumentsInvalid as exc:
+                return _error(str(exc), started)
             problems = argument_problems(tool.json_schema, arguments)
             if problems:
                 return _error(f"invalid arguments for '{tool.name}': " + "; ".join(problems), started)
@@ -176,14 +159,14 @@ class ToolExecutor:
         )
         if not outcome.ok:
             return RunResult(
-                content=fit(f"Error: {outcome.error}", tool.return_char_limit),
+                content=fit_result(f"Error: {outcome.error}", tool.return_char_limit),
                 ok=False,
                 stdout=outcome.stdout,
                 stderr=outcome.stderr,
                 duration_seconds=time.monotonic() - started,
             )
         return RunResult(
-            content=fit(outcome.text, tool.return_char_limit, outcome.length),
+            content=fit_result(outcome.text, tool.return_char_limit, outcome.length),
             ok=True,
             stdout=outcome.stdout,
             stderr=outcome.stderr,
@@ -200,9 +183,9 @@ class ToolExecutor:
             )
         except McpFailure as exc:
             return _error(str(exc), started)
-        text = fit(result.text, tool.return_char_limit)
+        text = fit_result(result.text, tool.return_char_limit)
         return RunResult(
-            content=fit(f"Error: {text}", tool.return_char_limit) if result.is_error else text,
+            content=fit_result(f"Error: {text}", tool.return_char_limit) if result.is_error else text,
             ok=not result.is_error,
             duration_seconds=time.monotonic() - started,
         )

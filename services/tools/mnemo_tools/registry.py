@@ -16,6 +16,7 @@ from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import invalid
 from mnemo_core.wire import utcnow
 from mnemo_tools.builtin import BUILTIN_TOOLS
@@ -23,13 +24,8 @@ from mnemo_tools.environments import check_requirements
 from mnemo_tools.models import BUILTIN_ORG, ToolRow, ToolTagRow
 from mnemo_tools.source_analysis import ToolDefinition, analyze_source
 
-TOOL_TYPE_NAMES = {
-    tool_pb2.TOOL_TYPE_MEMORY: "memory",
-    tool_pb2.TOOL_TYPE_CUSTOM: "custom",
-    tool_pb2.TOOL_TYPE_MCP: "mcp",
-    tool_pb2.TOOL_TYPE_CONTROL: "control",
-}
-TOOL_TYPES = {name: value for value, name in TOOL_TYPE_NAMES.items()}
+# Tool rows keep their type by its name in the contract ("memory", "custom", ...).
+TOOL_TYPES = EnumNames(tool_pb2.ToolType)
 MAX_BATCH = 1000
 MAX_TAGS = 50
 MAX_RETURN_CHAR_LIMIT = 1_000_000
@@ -82,10 +78,10 @@ class Registry:
                 if row is None:
                     row = ToolRow(id=tool.id, org_id=BUILTIN_ORG, name=tool.name, created_at=now)
                     session.add(row)
-                tags = ["builtin", TOOL_TYPE_NAMES[tool.tool_type]]
+                tags = ["builtin", TOOL_TYPES.name(tool.tool_type)]
                 row.description = tool.description
                 row.json_schema = tool.json_schema
-                row.tool_type = TOOL_TYPE_NAMES[tool.tool_type]
+                row.tool_type = TOOL_TYPES.name(tool.tool_type)
                 row.source_code = ""
                 row.tags = tags
                 row.return_char_limit = self.default_limit

@@ -14,7 +14,7 @@ from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.execution import ToolExecutor
 from mnemo_tools.mcp_servers import McpServers, McpServerSpec, McpServerView
 from mnemo_tools.models import ToolRow
-from mnemo_tools.registry import TOOL_TYPE_NAMES, TOOL_TYPES, Registry, ToolSpec
+from mnemo_tools.registry import TOOL_TYPES, Registry, ToolSpec
 
 Context = Any
 
@@ -26,7 +26,7 @@ def tool_to_proto(row: ToolRow) -> tool_pb2.Tool:
         name=row.name,
         description=row.description,
         json_schema=row.json_schema,
-        tool_type=TOOL_TYPES.get(row.tool_type, tool_pb2.TOOL_TYPE_UNSPECIFIED),
+        tool_type=TOOL_TYPES.value(row.tool_type),
         source_code=row.source_code,
         tags=list(row.tags or []),
         return_char_limit=row.return_char_limit,
@@ -94,7 +94,7 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
     ) -> tool_pb2.ListToolsResponse:
         rows, token = await self._registry.list(
             current_actor().org_id,
-            tool_type=TOOL_TYPE_NAMES.get(request.tool_type, ""),
+            tool_type=TOOL_TYPES.name(request.tool_type),
             names=list(request.names),
             tags=list(request.tags),
             mcp_server_id=request.mcp_server_id,

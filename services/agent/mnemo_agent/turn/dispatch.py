@@ -1,0 +1,154 @@
+"""Running a step's tool calls: memory tools here, custom and MCP tools in the tools service.
+
+Calls run concurrently and their results keep the call order. Memory tools run one after another in
+call order (they edit the same blocks). A call that breaks a tool rule, or that the user denied, gets
+an error result without running; so does one the model can fix (unknown tool, bad arguments, a memory
+edit the memory service refused). Every result is cut to its tool's return_char_limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from mnemo.common.v1 import message_pb2
+from mnemo.memory.v1 import block_pb2
+from mnemo.tools.v1 import tool_pb2
+from mnemo_agent.memory_tools import MemoryTools, ToolError
+from mnemo_agent.turn.ports import MemoryToolRunner, ToolSource
+from mnemo_agent.turn.request import Decision
+from mnemo_agent.turn.state import TurnState
+from mnemo_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unimplemented,
+)
+from mnemo_core.telemetry import tracer
+from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
+
+_tracer = tracer(__name__)
+
+# Errors of a memory tool that the model caused and can fix (and Unimplemented: a tool this server cannot
+# run); anything else fails the turn.
+_MODEL_FIXABLE = (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    FailedPrecondition,
+    AlreadyExists,
+    Unimplemented,
+)
+
+
+class ToolDispatch:
+    """Runs the tool calls of a turn's steps."""
+
+    def __init__(self, tools: ToolSource, memory_tools: MemoryToolRunner) -> None:
+        self._tools = tools
+        self._memory_tools = memory_tools
+
+    async def run(
+        self,
+        turn: TurnState,
+        calls: Sequence[message_pb2.ToolCall],
+        *,
+        first_step: bool,
+        decision: Decision | None = None,
+    ) -> list[message_pb2.Message]:
+        """Runs a step's tool calls (counting them against the turn's rules, unless they were waiting for
+        `decision`); returns their results in call order."""
+        memory_lock = asyncio.Lock()
+        jobs: list[asyncio.Task[message_pb2.Message] | message_pb2.Message] = []
+        rules = turn.agent.rules
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                refused = None
+                if decision is not None and rules.needs_approval(call.name) and not decision.approve:
+                    jobs.append(denied(call, decision.reason or "the user denied it"))
+                    continue
+                if decision is None:
+                    refused = rules.refusal(call.name, first_step=first_step, calls=turn.calls)
+                    turn.calls[call.name] += 1
+                if refused is not None:
+                    jobs.append(tool_message(call, error_return(refused)))
+                    continue
+                jobs.append(group.create_task(self._run_one(turn, call, memory_lock)))
+        return [job if isinstance(job, message_pb2.Message) else job.result() for job in jobs]
+
+    async def _run_one(
+        self, turn: TurnState, call: message_pb2.ToolCall, memory_lock: asyncio.Lock
+    ) -> message_pb2.Message:
+        tool = turn.tools.get(call.name)
+        with _tracer.start_as_current_span("agent.tool", attributes={"tool.name": call.name}):
+            try:
+                if tool is None:
+                    raise ToolError(
+                        f"there is no tool named '{call.name}'; available: {', '.join(sorted(turn.tools))}"
+                    )
+                if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
+                    async with memory_lock:
+                        outcome = await self._invoke(turn, tool, call, turn.blocks)
+                else:
+                    outcome = await self._invoke(turn, tool, call, turn.blocks)
+            except ToolError as exc:
+                outcome = error_return(str(exc))
+            except _MODEL_FIXABLE as exc:
+                outcome = error_return(exc.message)
+        limit = tool.return_char_limit if tool is not None else 0
+        outcome.content = fit_result(outcome.content, limit)
+        return tool_message(call, outcome)
+
+    async def _invoke(
+        self, turn: TurnState, tool: tool_pb2.Tool, call: message_pb2.ToolCall, blocks: list[block_pb2.Block]
+    ) -> message_pb2.ToolReturnContent:
+        try:
+            args = parse_arguments(call.arguments)
+        except ArgumentsInvalid as exc:
+            raise ToolError(str(exc)) from None
+        agent = turn.agent
+        if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
+            if turn.ephemeral and tool.name in MemoryTools.writing:
+                raise ToolError("memory is read-only in an ephemeral turn; nothing can be saved")
+            text, changed = await self._memory_tools.run(agent, tool.name, args)
+            for i, block in enumerate(blocks):
+                if changed is not None and block.id == changed.id:
+                    blocks[i] = changed
+            return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
+        if tool.tool_type in (tool_pb2.TOOL_TYPE_CUSTOM, tool_pb2.TOOL_TYPE_MCP):
+            return await self._tools.run(tool, call.arguments or "{}", "" if turn.ephemeral else agent.id)
+        raise ToolError(
+            f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run"
+        )
+
+
+def ends_turn(
+    turn: TurnState, calls: Sequence[message_pb2.ToolCall], returns: Sequence[message_pb2.Message]
+) -> bool:
+    """Whether a terminal tool among `calls` succeeded."""
+    return any(
+        turn.agent.rules.ends_turn(call.name)
+        and ret.tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+        for call, ret in zip(calls, returns, strict=True)
+    )
+
+
+def tool_message(call: message_pb2.ToolCall, outcome: message_pb2.ToolReturnContent) -> message_pb2.Message:
+    """The stored result of `call`."""
+    outcome.tool_call_id = call.id
+    outcome.name = call.name
+    return message_pb2.Message(tool_return=outcome)
+
+
+def error_return(text: str) -> message_pb2.ToolReturnContent:
+    """A failed result, in words the model reads."""
+    return message_pb2.ToolReturnContent(
+        content=f"Error: {text}", status=message_pb2.TOOL_RETURN_STATUS_ERROR
+    )
+
+
+def denied(call: message_pb2.ToolCall, reason: str) -> message_pb2.Message:
+    """The result of a call that was not run."""
+    return tool_message(call, error_return(f"the call was not run: {reason}"))

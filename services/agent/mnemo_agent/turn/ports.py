@@ -1,0 +1,82 @@
+"""What a turn needs of the rest of the mesh, as narrow protocols.
+
+The step loop and the run lifecycle know these, never the gRPC stubs: `mesh_ports` implements them over
+the memory, tools and llm-gateway services, and the unit tests with in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mnemo.common.v1 import message_pb2
+from mnemo.llm.v1 import llm_pb2
+from mnemo.memory.v1 import block_pb2
+from mnemo.tools.v1 import tool_pb2
+from mnemo_agent.context_window import ChatModel
+from mnemo_agent.memory_tools import AgentIdentity
+from mnemo_agent.models import AgentRow
+from mnemo_agent.turn.recorders import Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An agent's context window: the in-context messages, oldest first, and the size of its history."""
+
+    messages: list[message_pb2.Message]
+    history_count: int
+
+
+class Memory(Recorder, Protocol):
+    """The memory service as a turn sees it; as the recorder, it stores the agent's history."""
+
+    async def window(self, agent_id: str) -> Window:
+        """The agent's context window now."""
+
+    async def blocks(self, agent_id: str) -> list[block_pb2.Block]:
+        """The agent's core memory blocks."""
+
+    async def run_page(
+        self, agent_id: str, run_id: str, *, size: int, token: str
+    ) -> tuple[list[message_pb2.Message], str]:
+        """A page of the messages a run stored, oldest first, and the token of the next page ("" at the end)."""
+
+
+class ToolSource(Protocol):
+    """The tools service as a turn sees it."""
+
+    async def get(self, tool_ids: Sequence[str]) -> list[tool_pb2.Tool]:
+        """Tools by id, in any order; raises NotFound when one does not exist."""
+
+    async def run(
+        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str
+    ) -> message_pb2.ToolReturnContent:
+        """Runs a custom or MCP tool for the agent ("" in ephemeral turns); failures are results."""
+
+
+class MemoryToolRunner(Protocol):
+    """Runs the built-in memory tools against the memory service."""
+
+    async def run(
+        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+    ) -> tuple[str, block_pb2.Block | None]:
+        """The text the model is told, and the core memory block the tool changed (if any)."""
+
+
+class Model(ChatModel, Protocol):
+    """The llm-gateway as a turn sees it: whole replies, or a reply as a stream of events."""
+
+    def stream(self, request: llm_pb2.ChatRequest) -> AsyncIterable[llm_pb2.StreamChatResponse]:
+        """Deltas as they come, then the `completed` reply; raises Unimplemented when it cannot stream."""
+
+
+class AgentRows(Protocol):
+    """The agents' configuration (this service's own table)."""
+
+    @property
+    def single_writer(self) -> bool:
+        """Whether this process alone runs these agents' turns (SQLite), so caches of their state are exact."""
+
+    async def row(self, org_id: str, agent_id: str) -> AgentRow:
+        """An agent of the organization; NotFound otherwise."""
