@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import block_pb2
+from mnemo.rest.blocks import Block, BlockUpdate
 from mnemo_core.errors import NotFound
-from mnemo_gateway import convert, schemas
+from mnemo_gateway import convert
 from mnemo_gateway import memory_convert as mc
-from mnemo_gateway import memory_schemas as ms
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
 router = APIRouter(prefix="/v1/agents", tags=["core memory"], dependencies=[Depends(acting_actor)])
@@ -38,24 +38,22 @@ async def _block_by_label(mesh: Backends, agent_id: str, label: str) -> block_pb
     return page.blocks[0]
 
 
-@router.get("/{agent_id}/core-memory/blocks/{label}", response_model=schemas.Block)
-async def get_core_memory_block(agent_id: str, label: str, mesh: Mesh) -> schemas.Block:
+@router.get("/{agent_id}/core-memory/blocks/{label}", response_model=Block)
+async def get_core_memory_block(agent_id: str, label: str, mesh: Mesh) -> Block:
     """Returns the agent's block with this label."""
     return convert.block_out(await _block_by_label(mesh, agent_id, label))
 
 
-@router.patch("/{agent_id}/core-memory/blocks/{label}", response_model=schemas.Block)
-async def update_core_memory_block(
-    agent_id: str, label: str, body: ms.BlockUpdate, mesh: Mesh
-) -> schemas.Block:
+@router.patch("/{agent_id}/core-memory/blocks/{label}", response_model=Block)
+async def update_core_memory_block(agent_id: str, label: str, body: BlockUpdate, mesh: Mesh) -> Block:
     """Changes the agent's block with this label (read-only blocks too: only the agent's tools are refused)."""
     block = await _block_by_label(mesh, agent_id, label)
     response = await mesh.blocks.UpdateBlock(mc.block_update(block.id, body))
     return convert.block_out(response.block)
 
 
-@router.patch("/{agent_id}/core-memory/blocks/attach/{block_id}", response_model=schemas.Block)
-async def attach_block(agent_id: str, block_id: str, mesh: Mesh) -> schemas.Block:
+@router.patch("/{agent_id}/core-memory/blocks/attach/{block_id}", response_model=Block)
+async def attach_block(agent_id: str, block_id: str, mesh: Mesh) -> Block:
     """Attaches an existing block to the agent (sharing it with the agents that already have it)."""
     await agent_of(mesh, agent_id)
     response = await mesh.blocks.AttachBlock(
@@ -64,8 +62,8 @@ async def attach_block(agent_id: str, block_id: str, mesh: Mesh) -> schemas.Bloc
     return convert.block_out(response.block)
 
 
-@router.patch("/{agent_id}/core-memory/blocks/detach/{block_id}", response_model=schemas.Block)
-async def detach_block(agent_id: str, block_id: str, mesh: Mesh) -> schemas.Block:
+@router.patch("/{agent_id}/core-memory/blocks/detach/{block_id}", response_model=Block)
+async def detach_block(agent_id: str, block_id: str, mesh: Mesh) -> Block:
     """Detaches a block from the agent; the block stays."""
     await agent_of(mesh, agent_id)
     response = await mesh.blocks.DetachBlock(
