@@ -48,10 +48,14 @@ def block_create(body: BlockCreateRequest) -> block_pb2.CreateBlockRequest:
     )
 
 
-def block_update(block_id: str, body: BlockUpdate) -> block_pb2.UpdateBlockRequest:
-    """The UpdateBlock request changing the fields set in `body`."""
+def block_update(
+    block_id: str, body: BlockUpdate, *, agent_id: str = "", label: str = ""
+) -> block_pb2.UpdateBlockRequest:
+    """The UpdateBlock request changing the fields set in `body` (of `block_id`, or of the agent's `label`)."""
     changes = body.model_dump(exclude_unset=True)
     request = block_pb2.UpdateBlockRequest(
+        agent_id=agent_id,
+        label=label,
         block=block_pb2.Block(
             id=block_id,
             label=body.label or "",
@@ -60,7 +64,7 @@ def block_update(block_id: str, body: BlockUpdate) -> block_pb2.UpdateBlockReque
             description=body.description or "",
             read_only=bool(body.read_only),
             metadata=to_struct(body.metadata),
-        )
+        ),
     )
     request.update_mask.paths.extend(sorted(changes))
     return request

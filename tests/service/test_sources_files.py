@@ -195,6 +195,37 @@ async def test_deleting_a_file_deletes_its_passages(sources: Sources, passages: 
     assert [f.id for f in files.files] == [kept.file.id]
 
 
+async def test_a_file_named_with_another_source_as_parent_is_not_found_and_kept_with_its_passages(
+    sources: Sources, passages: Passages
+) -> None:
+    with acting_as(new_actor()):
+        source, other = await new_source(sources, "handbooks"), await new_source(sources, "elsewhere")
+        uploaded = await upload(sources, source.id, "manual.txt", MANUAL.encode())
+        await finished(sources, uploaded.job.id)
+        file_id = uploaded.file.id
+        for call in (
+            sources.GetFile(source_pb2.GetFileRequest(file_id=file_id, source_id=other.id)),
+            sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id, source_id=other.id)),
+        ):
+            with pytest.raises(NotFound) as missing:
+                await call
+            assert missing.value.reason == "FILE_NOT_FOUND"
+        kept = await sources.GetFile(source_pb2.GetFileRequest(file_id=file_id, source_id=source.id))
+        left = await passages.ListPassages(
+            passage_pb2.ListPassagesRequest(source_id=source.id, page_size=100)
+        )
+        await sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id, source_id=source.id))
+        after = await passages.ListPassages(
+            passage_pb2.ListPassagesRequest(source_id=source.id, page_size=100)
+        )
+        with pytest.raises(NotFound):
+            await sources.GetFile(source_pb2.GetFileRequest(file_id=file_id))
+    assert kept.file.id == file_id
+    assert left.passages
+    assert {p.file_id for p in left.passages} == {file_id}
+    assert list(after.passages) == []
+
+
 async def test_deleting_a_source_deletes_files_passages_and_attachments(
     sources: Sources, passages: Passages
 ) -> None:

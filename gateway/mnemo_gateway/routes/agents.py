@@ -96,8 +96,7 @@ async def send_ephemeral_message(body: EphemeralRequest, mesh: Mesh) -> Ephemera
 @router.get("/{agent_id}", response_model=Agent)
 async def get_agent(agent_id: str, mesh: Mesh) -> Agent:
     """Returns one agent with its core memory blocks."""
-    response = await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
-    return convert.agent_out(response.agent)
+    return convert.agent_out(await mesh.agent(agent_id))
 
 
 @router.patch("/{agent_id}", response_model=Agent)
@@ -117,8 +116,7 @@ async def delete_agent(agent_id: str, mesh: Mesh) -> Response:
 @router.get("/{agent_id}/core-memory/blocks", response_model=list[Block])
 async def list_core_memory_blocks(agent_id: str, mesh: Mesh) -> list[Block]:
     """Lists the agent's core memory blocks."""
-    response = await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
-    return [convert.block_out(block) for block in response.agent.blocks]
+    return [convert.block_out(block) for block in (await mesh.agent(agent_id)).blocks]
 
 
 @router.post("/{agent_id}/messages", response_model=SendMessageResponse)
@@ -273,7 +271,7 @@ async def list_messages(
     order: Literal["asc", "desc"] = "asc",
 ) -> list[Message]:
     """Lists the agent's message history; page with `before` / `after` message ids."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     page = await mesh.messages.ListMessages(
         history_pb2.ListMessagesRequest(
             agent_id=agent_id,

@@ -11,11 +11,9 @@ from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import passage_pb2
 from mnemo.rest.archival import Passage, PassageCreate, PassageHit, PassageSearchResult
 from mnemo.rest.messages import MessageSearchResult
-from mnemo_core.errors import NotFound
 from mnemo_core.wire import to_struct
 from mnemo_gateway import memory_convert as mc
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.routes.core_memory import agent_of
 
 router = APIRouter(prefix="/v1/agents", tags=["archival memory"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -32,7 +30,7 @@ async def list_passages(
     order: Literal["asc", "desc"] = "asc",
 ) -> list[Passage]:
     """Lists the agent's own passages; `X-Next-Page-Token` continues the listing."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     page = await mesh.passages.ListPassages(
         passage_pb2.ListPassagesRequest(
             agent_id=agent_id,
@@ -51,7 +49,7 @@ async def list_passages(
 @router.post("/{agent_id}/archival-memory", status_code=status.HTTP_201_CREATED, response_model=list[Passage])
 async def insert_passage(agent_id: str, body: PassageCreate, mesh: Mesh) -> list[Passage]:
     """Stores text in the agent's archival memory, embedded with the agent's model; long text is split."""
-    agent = await agent_of(mesh, agent_id)
+    agent = await mesh.agent(agent_id)
     created = await mesh.passages.CreatePassages(
         passage_pb2.CreatePassagesRequest(
             agent_id=agent_id,
@@ -80,7 +78,7 @@ async def search_passages(
     include_sources: bool = True,
 ) -> PassageSearchResult:
     """Searches the agent's archival memory (and attached sources) by meaning and words."""
-    agent = await agent_of(mesh, agent_id)
+    agent = await mesh.agent(agent_id)
     found = await mesh.passages.SearchPassages(
         passage_pb2.SearchPassagesRequest(
             agent_id=agent_id,
@@ -106,11 +104,10 @@ async def search_passages(
 @router.delete("/{agent_id}/archival-memory/{passage_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_passage(agent_id: str, passage_id: str, mesh: Mesh) -> Response:
     """Deletes one of the agent's passages."""
-    await agent_of(mesh, agent_id)
-    found = await mesh.passages.GetPassage(passage_pb2.GetPassageRequest(passage_id=passage_id))
-    if found.passage.agent_id != agent_id:
-        raise NotFound(f"passage {passage_id} not found in agent {agent_id}", reason="PASSAGE_NOT_FOUND")
-    await mesh.passages.DeletePassage(passage_pb2.DeletePassageRequest(passage_id=passage_id))
+    await mesh.agent(agent_id)
+    await mesh.passages.DeletePassage(
+        passage_pb2.DeletePassageRequest(passage_id=passage_id, agent_id=agent_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -129,7 +126,7 @@ async def search_messages(
     mode: Mode = "hybrid",
 ) -> MessageSearchResult:
     """Recall: searches the agent's whole history (evicted messages too) by words and meaning."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     found = await mesh.messages.SearchMessages(
         history_pb2.SearchMessagesRequest(
             agent_id=agent_id,

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo.rest.blocks import Block, BlockCreateRequest, BlockUpdate, Template
 from mnemo_gateway import convert
@@ -21,7 +20,7 @@ Mesh = Annotated[Backends, Depends(backends)]
 async def create_block(body: BlockCreateRequest, mesh: Mesh) -> Block:
     """Creates a block (attached to `agent_id` if given), a template (`is_template`), or a block from a template."""
     if body.agent_id:
-        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=body.agent_id))
+        await mesh.agent(body.agent_id)
     response = await mesh.blocks.CreateBlock(mc.block_create(body))
     return convert.block_out(response.block)
 
@@ -37,7 +36,7 @@ async def list_blocks(
 ) -> list[Block]:
     """Lists blocks, oldest first, optionally by label or agent; `X-Next-Page-Token` continues."""
     if agent_id:
-        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+        await mesh.agent(agent_id)
     page = await mesh.blocks.ListBlocks(
         block_pb2.ListBlocksRequest(agent_id=agent_id, label=label, page_size=limit, page_token=page_token)
     )

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, Query, Response, UploadFile, status
 from mnemo.memory.v1 import passage_pb2, source_pb2
 from mnemo.rest.archival import Passage
 from mnemo.rest.sources import File, Job, Source, SourceCreate, SourceUpdate, Upload
-from mnemo_core.errors import InvalidArgument, NotFound
+from mnemo_core.errors import InvalidArgument
 from mnemo_core.wire import to_struct
 from mnemo_gateway import memory_convert as mc
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.routes.core_memory import agent_of
 
 router = APIRouter(tags=["sources"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -122,17 +121,14 @@ async def list_files(
 @router.get("/v1/sources/{source_id}/files/{file_id}", response_model=File)
 async def get_file(source_id: str, file_id: str, mesh: Mesh) -> File:
     """Returns one file of the source."""
-    response = await mesh.sources.GetFile(source_pb2.GetFileRequest(file_id=file_id))
-    if response.file.source_id != source_id:
-        raise NotFound(f"file {file_id} not found in source {source_id}", reason="FILE_NOT_FOUND")
+    response = await mesh.sources.GetFile(source_pb2.GetFileRequest(file_id=file_id, source_id=source_id))
     return mc.file_out(response.file)
 
 
 @router.delete("/v1/sources/{source_id}/files/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_file(source_id: str, file_id: str, mesh: Mesh) -> Response:
     """Deletes a file and its passages."""
-    await get_file(source_id, file_id, mesh)
-    await mesh.sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id))
+    await mesh.sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id, source_id=source_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -164,7 +160,7 @@ async def get_job(job_id: str, mesh: Mesh) -> Job:
 @router.get("/v1/agents/{agent_id}/sources", response_model=list[Source])
 async def list_agent_sources(agent_id: str, mesh: Mesh) -> list[Source]:
     """Lists the sources attached to an agent."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     page = await mesh.sources.ListSources(source_pb2.ListSourcesRequest(agent_id=agent_id, page_size=1000))
     return [mc.source_out(s) for s in page.sources]
 
@@ -172,7 +168,7 @@ async def list_agent_sources(agent_id: str, mesh: Mesh) -> list[Source]:
 @router.patch("/v1/agents/{agent_id}/sources/attach/{source_id}", response_model=Source)
 async def attach_source(agent_id: str, source_id: str, mesh: Mesh) -> Source:
     """Attaches a source to an agent: its passages become searchable by the agent."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     response = await mesh.sources.AttachSource(
         source_pb2.AttachSourceRequest(source_id=source_id, agent_id=agent_id)
     )
@@ -182,7 +178,7 @@ async def attach_source(agent_id: str, source_id: str, mesh: Mesh) -> Source:
 @router.patch("/v1/agents/{agent_id}/sources/detach/{source_id}", response_model=Source)
 async def detach_source(agent_id: str, source_id: str, mesh: Mesh) -> Source:
     """Detaches a source from an agent."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     response = await mesh.sources.DetachSource(
         source_pb2.DetachSourceRequest(source_id=source_id, agent_id=agent_id)
     )

@@ -155,7 +155,7 @@ async def run_tool(tool_id: str, body: ToolRun, mesh: Mesh) -> ToolRunResult:
 @agent_tools_router.get("/{agent_id}/tools", response_model=list[Tool])
 async def list_agent_tools(agent_id: str, mesh: Mesh) -> list[Tool]:
     """Lists the tools the agent may call."""
-    agent = (await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))).agent
+    agent = await mesh.agent(agent_id)
     if not agent.tool_ids:
         return []
     found = await mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=list(agent.tool_ids)))
@@ -179,7 +179,7 @@ async def detach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> Agent:
 @agent_tools_router.get("/{agent_id}/tool-environment", response_model=ToolEnvironment)
 async def get_tool_environment(agent_id: str, mesh: Mesh) -> ToolEnvironment:
     """Names of the environment variables the agent's custom tools see."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     found = await mesh.tools.GetToolEnvironment(tool_pb2.GetToolEnvironmentRequest(agent_id=agent_id))
     return ToolEnvironment(names=list(found.names))
 
@@ -187,7 +187,7 @@ async def get_tool_environment(agent_id: str, mesh: Mesh) -> ToolEnvironment:
 @agent_tools_router.patch("/{agent_id}/tool-environment", response_model=ToolEnvironment)
 async def update_tool_environment(agent_id: str, body: ToolEnvironmentUpdate, mesh: Mesh) -> ToolEnvironment:
     """Sets and removes the agent's tool environment variables (for secrets); returns the names only."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     updated = await mesh.tools.UpdateToolEnvironment(
         tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent_id, set=body.set, unset=body.unset)
     )

@@ -161,8 +161,8 @@ class PassageStore(Protocol):
         """(key, text) of a file's passages still waiting for a vector, in order."""
         ...
 
-    async def get(self, org_id: str, passage_id: str) -> Passage:
-        """One passage; NOT_FOUND when it is not in the organization."""
+    async def get(self, org_id: str, passage_id: str, *, agent_id: str = "") -> Passage:
+        """One passage; NOT_FOUND when it is not in the organization (or not `agent_id`'s, when given)."""
         ...
 
     async def page(
@@ -176,7 +176,7 @@ class PassageStore(Protocol):
         ...
 
     async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
-        """Deletes one of an agent's passages."""
+        """Deletes one of an agent's passages (only `agent_id`'s, when given: checked in the same transaction)."""
         ...
 
     async def purge(
@@ -220,6 +220,18 @@ class PassageStore(Protocol):
         Postgres. Ranks at most the `budget` newest matching rows (ranking cannot stop early).
         """
         ...
+
+
+def _owned_row(conn: Connection, org_id: str, passage_id: str, agent_id: str) -> Any:
+    """The passage's row; NOT_FOUND when it is not in the organization, or not `agent_id`'s when given."""
+    row = conn.execute(
+        select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
+    ).first()
+    if row is None or (agent_id and row.agent_id != agent_id):
+        raise NotFound(
+            f"passage {passage_id} not found", reason="PASSAGE_NOT_FOUND", metadata={"passage_id": passage_id}
+        )
+    return row
 
 
 class SqlPassages:
@@ -351,20 +363,8 @@ class SqlPassages:
 
         return await self._db.read(read)
 
-    async def get(self, org_id: str, passage_id: str) -> Passage:
-        def read(conn: Connection) -> Passage:
-            row = conn.execute(
-                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
-            ).first()
-            if row is None:
-                raise NotFound(
-                    f"passage {passage_id} not found",
-                    reason="PASSAGE_NOT_FOUND",
-                    metadata={"passage_id": passage_id},
-                )
-            return _passage(row)
-
-        return await self._db.read(read)
+    async def get(self, org_id: str, passage_id: str, *, agent_id: str = "") -> Passage:
+        return _passage(await self._db.read(_owned_row, org_id, passage_id, agent_id))
 
     async def page(
         self, org_id: str, scope: Scope, *, after_pk: int | None, descending: bool, limit: int
@@ -391,15 +391,7 @@ class SqlPassages:
 
     async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
         def tx(conn: Connection) -> Passage:
-            row = conn.execute(
-                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
-            ).first()
-            if row is None or (agent_id and row.agent_id != agent_id):
-                raise NotFound(
-                    f"passage {passage_id} not found",
-                    reason="PASSAGE_NOT_FOUND",
-                    metadata={"passage_id": passage_id},
-                )
+            row = _owned_row(conn, org_id, passage_id, agent_id)
             if not row.agent_id:
                 raise FailedPrecondition(
                     f"passage {passage_id} belongs to source {row.source_id}; delete its file instead",

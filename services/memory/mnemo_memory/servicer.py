@@ -102,7 +102,9 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
     async def GetBlock(
         self, request: block_pb2.GetBlockRequest, context: Context
     ) -> block_pb2.GetBlockResponse:
-        block = await self._core.get(current_actor().org_id, request.block_id)
+        block = await self._core.get(
+            current_actor().org_id, request.block_id, agent_id=request.agent_id, label=request.label
+        )
         return block_pb2.GetBlockResponse(block=block_to_proto(block))
 
     async def ListBlocks(
@@ -122,7 +124,13 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.UpdateBlockRequest, context: Context
     ) -> block_pb2.UpdateBlockResponse:
         changes = masked_changes(request.update_mask.paths, request.block, _MASK_FIELDS)
-        block = await self._core.update(current_actor().org_id, request.block.id, changes)
+        block = await self._core.update(
+            current_actor().org_id,
+            request.block.id,
+            changes,
+            agent_id=request.agent_id,
+            label=request.label,
+        )
         return block_pb2.UpdateBlockResponse(block=block_to_proto(block))
 
     async def DeleteBlock(
@@ -309,7 +317,9 @@ class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
     async def GetPassage(
         self, request: passage_pb2.GetPassageRequest, context: Context
     ) -> passage_pb2.GetPassageResponse:
-        passage = await self._archival.get(current_actor().org_id, request.passage_id)
+        passage = await self._archival.get(
+            current_actor().org_id, request.passage_id, agent_id=request.agent_id
+        )
         return passage_pb2.GetPassageResponse(passage=passage_to_proto(passage))
 
     async def ListPassages(
@@ -356,7 +366,7 @@ class PassageServicer(passage_pb2_grpc.PassageServiceServicer):
     async def DeletePassage(
         self, request: passage_pb2.DeletePassageRequest, context: Context
     ) -> passage_pb2.DeletePassageResponse:
-        await self._archival.delete(current_actor().org_id, request.passage_id)
+        await self._archival.delete(current_actor().org_id, request.passage_id, agent_id=request.agent_id)
         return passage_pb2.DeletePassageResponse()
 
     async def PurgeAgentPassages(
@@ -499,7 +509,9 @@ class SourceServicer(source_pb2_grpc.SourceServiceServicer):
     async def GetFile(
         self, request: source_pb2.GetFileRequest, context: Context
     ) -> source_pb2.GetFileResponse:
-        file = await self._sources.get_file(current_actor().org_id, request.file_id)
+        file = await self._sources.get_file(
+            current_actor().org_id, request.file_id, source_id=request.source_id
+        )
         return source_pb2.GetFileResponse(file=file_to_proto(file))
 
     async def ListFiles(
@@ -513,7 +525,7 @@ class SourceServicer(source_pb2_grpc.SourceServiceServicer):
     async def DeleteFile(
         self, request: source_pb2.DeleteFileRequest, context: Context
     ) -> source_pb2.DeleteFileResponse:
-        await self._sources.delete_file(current_actor().org_id, request.file_id)
+        await self._sources.delete_file(current_actor().org_id, request.file_id, source_id=request.source_id)
         return source_pb2.DeleteFileResponse()
 
     async def GetJob(self, request: source_pb2.GetJobRequest, context: Context) -> source_pb2.GetJobResponse:
