@@ -46,7 +46,7 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import message_pb2_grpc, passage_pb2, passage_pb2_grpc, search_pb2
 from mnemo_core.actor import acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
@@ -178,10 +178,10 @@ async def archival_phase(
     sentences = base_sentences()
     rng = np.random.default_rng(7)
     async with (
-        open_channel(mesh.address("llm")) as llm_channel,
-        open_channel(mesh.address("memory")) as channel,
+        mesh_channel(mesh.address("llm")) as llm_channel,
+        mesh_channel(mesh.address("memory")) as channel,
     ):
-        llm = llm_pb2_grpc.LlmServiceStub(llm_channel)
+        llm = mesh_stub(llm_pb2_grpc.LlmServiceStub, llm_channel)
         with acting_as(DEFAULT_ACTOR):
             started = time.perf_counter()
             base = await embed(llm, sentences)
@@ -215,7 +215,7 @@ async def archival_phase(
             print(f"  stored in {time.perf_counter() - started:.1f} s", flush=True)
             index_of = {passage_id: i for i, passage_id in enumerate(ids)}
 
-            stub = passage_pb2_grpc.PassageServiceStub(channel)
+            stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel)
             queries = [
                 f"{q} {extra}" for q in QUERIES for extra in ("", "please", "I wonder", "recently", "again")
             ]
@@ -320,8 +320,8 @@ async def history_phase(
     await db.write(seeded)
     await db.aclose()
     print(f"  seeded in {time.perf_counter() - started:.1f} s", flush=True)
-    async with open_channel(mesh.address("memory")) as channel:
-        stub = message_pb2_grpc.MessageServiceStub(channel)
+    async with mesh_channel(mesh.address("memory")) as channel:
+        stub = mesh_stub(message_pb2_grpc.MessageServiceStub, channel)
         with acting_as(actor):
             page = await stub.ListMessages(
                 history_pb2.ListMessagesRequest(

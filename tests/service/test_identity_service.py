@@ -55,7 +55,7 @@ def agent_app(served: Served) -> AgentApp:
 
 @pytest.fixture
 def identity(agent_service: Served) -> Stub:
-    return identity_pb2_grpc.IdentityServiceStub(agent_service.channel)
+    return agent_service.stub(identity_pb2_grpc.IdentityServiceStub)
 
 
 def unique(name: str) -> str:

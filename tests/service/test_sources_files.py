@@ -320,7 +320,7 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     source_id = f"source-restart-{actor.org_id[4:12]}"  # the Postgres database outlives one test
     # First run: the llm-gateway is unreachable, so the job parses the file and then waits to embed.
     async with memory_with_llm(tmp_path, f"127.0.0.1:{free_port()}", memory_database) as first:
-        stub = source_pb2_grpc.SourceServiceStub(first.channel)
+        stub = first.stub(source_pb2_grpc.SourceServiceStub)
         # Creating a source resolves its model through the gateway; store this one directly instead.
         now = utcnow()
         await memory_app(first).db.write(
@@ -350,8 +350,8 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     assert job.chunks_done == 0
     # Second run on the same database, with the gateway up: the job resumes from its stored chunks.
     async with memory_with_llm(tmp_path, llm_service.address, memory_database) as second:
-        stub = source_pb2_grpc.SourceServiceStub(second.channel)
-        passages_stub = passage_pb2_grpc.PassageServiceStub(second.channel)
+        stub = second.stub(source_pb2_grpc.SourceServiceStub)
+        passages_stub = second.stub(passage_pb2_grpc.PassageServiceStub)
         with acting_as(actor):
             job = await finished(stub, uploaded.job.id)
             agent_id = new_agent_id()

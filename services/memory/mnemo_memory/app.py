@@ -44,7 +44,7 @@ class MemoryApp:
     def __init__(self, db: Database, settings: MemorySettings) -> None:
         self.db = SqlRunner(db)
         self._peers = Peers(settings)
-        self.embedder = Embedder(llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm")))
+        self.embedder = Embedder(self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub))
         self.vectors = VectorCache(settings.vector_cache_mb * 1024 * 1024)
         # SQLite: one process owns the file, so vectors are searched in memory; Postgres: searched in SQL
         # (pgvector), nothing kept in the process, so replicas can share the database.
