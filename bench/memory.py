@@ -47,14 +47,13 @@ from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import message_pb2_grpc, passage_pb2, passage_pb2_grpc, search_pb2
 from mnemo_core.actor import acting_as
 from mnemo_core.channels import mesh_channel, mesh_stub
-from mnemo_core.db import Database
+from mnemo_core.db import Database, SqlRunner
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import NewPassage, PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
 from mnemo_memory.recall import store_vectors, watermark
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import messages_t
 from mnemo_memory.vectors import VectorCache
 from tests.fakes.llm_provider import free_port

@@ -1,22 +1,30 @@
-"""One async database per service: the embedded SQLite file by default, Postgres (asyncpg) to scale.
+"""One database per service: the embedded SQLite file by default, Postgres (asyncpg) to scale.
 
-Queries use portable SQLAlchemy constructs only. On SQLite, writes are serialized by an
-in-process lock (one writer per file, as SQLite requires) while reads run concurrently (WAL).
-On Postgres each service lives in its own schema, set through `search_path`.
+The way to use it is the unit of work: a sync function of SQLAlchemy Core statements on a `Connection`,
+run by `Database.read` or `Database.write` (one transaction) in one hop off the event loop. On SQLite it runs
+in a dedicated thread with its own connection: one writer thread, so writes queue as SQLite requires
+(ADR 0004), and a few reader threads under WAL. With an async driver every statement (and every fetch)
+would be its own round trip to a driver thread; here a whole unit of work is one. On Postgres it runs on the
+async engine's connection through `run_sync`. Each service keeps its units of work in store modules that
+return dataclasses (docs/adr/0008-one-way-each-and-ownership-in-the-owning-service.md).
+
+Queries use portable SQLAlchemy constructs only. On Postgres each service lives in its own schema, set
+through `search_path`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, TypeDecorator, create_engine, event
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -25,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
 
@@ -39,12 +48,18 @@ NAMING_CONVENTION = {
 
 
 WorkT = TypeVar("WorkT")
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
     """Declarative base for a service's tables; each service subclasses it with its own metadata."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for the statements of units of work."""
+    return cast(Table, model.__table__)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -150,12 +165,14 @@ class Database:
         await self.engine.dispose()
 
 
+# Every SQLite connection of every service, whichever driver opens it.
 _PRAGMAS = (
     "journal_mode=WAL",
     "synchronous=NORMAL",
     "foreign_keys=ON",
     "busy_timeout=30000",
-    "cache_size=-16000",
+    "cache_size=-32000",
+    "temp_store=MEMORY",
 )
 
 
@@ -180,6 +197,115 @@ def _sqlite_engine_sync(url: str) -> Engine:
     parsed = make_url(url).set(drivername="sqlite")
     engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1)
     event.listen(engine, "connect", _set_pragmas)
+    return engine
+
+
+class _ThreadConnections:
+    """One executor whose threads each keep one connection for their whole life."""
+
+    def __init__(self, engine: Engine, workers: int, name: str) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+
+    def connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+class SqlRunner:
+    """Runs units of work (`fn(connection, ...)`, sync Core statements) for async callers: `read`, or `write`
+    in one transaction (see the module docstring)."""
+
+    def __init__(self, db: Database, *, readers: int = 2) -> None:
+        self.db = db
+        self.is_sqlite = db.is_sqlite
+        self._sync_engines: list[Engine] = []
+        self._writer: _ThreadConnections | None = None
+        self._readers: _ThreadConnections | None = None
+        if db.is_sqlite:
+            url = make_url(db.url).set(drivername="sqlite")
+            database = url.database
+            if database and database != ":memory:":
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # The writer takes SQLite's write lock when its transaction begins, not at its first
+            # write, so a read-then-write unit never meets a lock upgrade failure.
+            write_engine = _unit_engine(url, "BEGIN IMMEDIATE")
+            read_engine = _unit_engine(url, "BEGIN")
+            self._sync_engines = [write_engine, read_engine]
+            self._writer = _ThreadConnections(write_engine, 1, f"{db.schema}-db-write")
+            self._readers = _ThreadConnections(read_engine, readers, f"{db.schema}-db-read")
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(connection, *args)` on a read connection; nothing it does is committed."""
+        if self._readers is None:
+            async with self.db.engine.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        readers = self._readers
+
+        def call() -> T:
+            conn = readers.connection()
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.rollback()
+
+        return await asyncio.get_running_loop().run_in_executor(readers.executor, call)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(connection, *args)` in one transaction: committed when it returns, rolled back if it raises."""
+        if self._writer is None:
+            async with self.db.engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        writer = self._writer
+
+        def call() -> T:
+            conn = writer.connection()
+            with conn.begin():
+                return fn(conn, *args)
+
+        # The write may be committed even if the caller is cancelled meanwhile: shield keeps the
+        # caller's view (its exception) from racing the thread that still finishes the transaction.
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(writer.executor, call))
+
+    async def aclose(self) -> None:
+        """Stops the worker threads and closes their connections."""
+        for pool in (self._writer, self._readers):
+            if pool is not None:
+                await asyncio.to_thread(pool.close)
+        for engine in self._sync_engines:
+            engine.dispose()
+        await self.db.dispose()
+
+
+def _unit_engine(url: URL, begin_sql: str) -> Engine:
+    """A sync SQLite engine whose transactions really begin (pysqlite alone defers BEGIN to the first write)."""
+    # Each worker thread holds its connection for good; no pool is needed between them.
+    engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        _set_pragmas(dbapi_connection, None)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin_sql)
+
     return engine
 
 

@@ -21,13 +21,12 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from mnemo_core.db import Database
+from mnemo_core.db import Database, SqlRunner
 from mnemo_core.migrations import upgrade
 from mnemo_core.wire import utcnow
 from mnemo_memory.app import MIGRATIONS
 from mnemo_memory.passage_store import NewPassage, PassageFilter, Scope
 from mnemo_memory.passage_store_pg import PgPassageStore
-from mnemo_memory.sql import SqlRunner
 from tests.service.conftest import new_actor, new_agent_id
 from tests.service.memory_with_embeddings import memory_postgres  # noqa: F401 - fixture
 

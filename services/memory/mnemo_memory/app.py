@@ -19,7 +19,7 @@ from mnemo.memory.v1 import (
     source_pb2_grpc,
 )
 from mnemo_core.channels import Peers
-from mnemo_core.db import Database
+from mnemo_core.db import Database, SqlRunner
 from mnemo_core.migrations import upgrade
 from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.core_memory import CoreMemory
@@ -32,7 +32,6 @@ from mnemo_memory.recall_pg import PgMessageIndex
 from mnemo_memory.servicer import BlockServicer, MessageServicer, PassageServicer, SourceServicer
 from mnemo_memory.settings import MemorySettings
 from mnemo_memory.sources import FileJobs, Sources
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import VectorCache
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from mnemo_core.db import SqlRunner
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import BlockQueries as Q
 from mnemo_memory.templates import BUILTIN_TEMPLATES
 

@@ -15,12 +15,12 @@ from sqlalchemy import Connection
 
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
+from mnemo_core.db import SqlRunner
 from mnemo_core.errors import Aborted, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import HistoryState, MessageQueries, NewMessage
 
 MAX_BATCH = 1000

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import Connection, Select, and_, delete, func, insert, select, text, update
 
+from mnemo_core.db import SqlRunner, table_of
 from mnemo_core.errors import FailedPrecondition, NotFound
-from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow, table_of
+from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow
 from mnemo_memory.ranking import fts5_any, scope_token, scoped_match
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
 passages_t = table_of(PassageRow)

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import Connection, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
+from mnemo_core.db import SqlRunner
 from mnemo_memory.passage_store import PassageFilter, Scope, SqlPassages, passages_t, scope_clause, tagged
 from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from mnemo_core.db import SqlRunner
 from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
 from mnemo_memory.recall import MESSAGE_KINDS, Embedded, MessageFilter, messages_t, vectors_t
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from mnemo_core.actor import Actor, acting_as
+from mnemo_core.db import SqlRunner, table_of
 from mnemo_core.errors import AlreadyExists, MnemoError, NotFound, Unavailable
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -26,9 +27,8 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.files import FileUnreadable, check_text_content, content_type_of, extract_text
-from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow, table_of
+from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow
 from mnemo_memory.passage_store import NewPassage, PassageStore, Scope, passages_t
-from mnemo_memory.sql import SqlRunner
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
 
+from mnemo_core.db import table_of
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow, table_of
+from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow
 from mnemo_memory.ranking import scope_token
 
 BUILTIN_ORG = ""
