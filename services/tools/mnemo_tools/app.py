@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
-from mnemo_core.db import Database
+from mnemo_core.db import Database, SqlRunner
 from mnemo_core.migrations import upgrade
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
@@ -18,7 +18,8 @@ from mnemo_tools.mcp_connections import McpConnections
 from mnemo_tools.mcp_servers import McpServers
 from mnemo_tools.registry import Registry
 from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
-from mnemo_tools.servicer import McpServicer, ToolServicer
+from mnemo_tools.servicers.mcp import McpServicer
+from mnemo_tools.servicers.tools import ToolServicer
 from mnemo_tools.settings import ToolsSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class ToolsApp:
 
     def __init__(
         self,
-        db: Database,
+        db: SqlRunner,
         registry: Registry,
         executor: ToolExecutor,
         environments: AgentEnvironments,
@@ -60,14 +61,15 @@ class ToolsApp:
     async def aclose(self) -> None:
         await self.connections.aclose()
         await self.sandbox.aclose()
-        await self.db.dispose()
+        await self.db.aclose()
 
 
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
-    db = Database(settings.resolved_database_url(), schema="tools")
+    database = Database(settings.resolved_database_url(), schema="tools")
     if settings.migrate:
-        await upgrade(db, MIGRATIONS)
+        await upgrade(database, MIGRATIONS)
+    db = SqlRunner(database)
     registry = Registry(
         db,
         default_return_char_limit=settings.default_return_char_limit,
