@@ -29,7 +29,10 @@ from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
 from mnemo_memory.recall import MessageEmbedder, MessageIndex, Recall, SqliteMessageIndex
 from mnemo_memory.recall_pg import PgMessageIndex
-from mnemo_memory.servicer import BlockServicer, MessageServicer, PassageServicer, SourceServicer
+from mnemo_memory.servicers.blocks import BlockServicer
+from mnemo_memory.servicers.messages import MessageServicer
+from mnemo_memory.servicers.passages import PassageServicer
+from mnemo_memory.servicers.sources import SourceServicer
 from mnemo_memory.settings import MemorySettings
 from mnemo_memory.sources import FileJobs, Sources
 from mnemo_memory.vectors import VectorCache
