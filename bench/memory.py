@@ -47,7 +47,7 @@ from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import message_pb2_grpc, passage_pb2, passage_pb2_grpc, search_pb2
 from mnemo_core.actor import acting_as
 from mnemo_core.channels import mesh_channel, mesh_stub
-from mnemo_core.db import Database, SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from mnemo_memory.history import History
@@ -147,13 +147,13 @@ def composed(base: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np
     return pairs, vectors.astype(np.float32)
 
 
-def memory_db(mesh: RunningMesh, args: argparse.Namespace) -> SqlRunner:
+def memory_db(mesh: RunningMesh, args: argparse.Namespace) -> Database:
     """The memory service's own database, through its own SQL runner."""
     url = args.database_url or f"sqlite+aiosqlite:///{mesh.home / 'data' / 'memory.db'}"
-    return SqlRunner(Database(url, schema="memory"))
+    return Database(url, schema="memory")
 
 
-def passage_store(db: SqlRunner) -> PassageStore:
+def passage_store(db: Database) -> PassageStore:
     return SqlitePassageStore(db, VectorCache(1 << 30)) if db.is_sqlite else PgPassageStore(db)
 
 
@@ -210,7 +210,7 @@ async def archival_phase(
                 await db.write(
                     lambda conn: conn.execute(text("ANALYZE passages"))
                 )  # as autovacuum soon would
-            await db.aclose()
+            await db.dispose()
             print(f"  stored in {time.perf_counter() - started:.1f} s", flush=True)
             index_of = {passage_id: i for i, passage_id in enumerate(ids)}
 
@@ -317,7 +317,7 @@ async def history_phase(
         )
 
     await db.write(seeded)
-    await db.aclose()
+    await db.dispose()
     print(f"  seeded in {time.perf_counter() - started:.1f} s", flush=True)
     async with mesh_channel(mesh.address("memory")) as channel:
         stub = mesh_stub(message_pb2_grpc.MessageServiceStub, channel)

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
-from mnemo_core.db import Database, SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_llm.catalogue import EMBEDDING, Catalogue, ModelFacts
 from mnemo_llm.chat_batches import ChatBatches
@@ -107,7 +107,7 @@ def catalogue_from(settings: LlmSettings, providers: Providers) -> Catalogue:
 class LlmApp:
     """The llm-gateway's servicer, providers and database."""
 
-    def __init__(self, gateway: LlmGateway, db: SqlRunner | None = None) -> None:
+    def __init__(self, gateway: LlmGateway, db: Database | None = None) -> None:
         self.gateway = gateway
         self.db = db
 
@@ -118,15 +118,14 @@ class LlmApp:
     async def aclose(self) -> None:
         await self.gateway.aclose()
         if self.db is not None:
-            await self.db.aclose()
+            await self.db.dispose()
 
 
 async def build(settings: LlmSettings) -> LlmApp:
     """Opens (and migrates) the usage ledger's database and builds the app from settings."""
-    database = Database(settings.resolved_database_url(), schema="llm")
+    db = Database(settings.resolved_database_url(), schema="llm")
     if settings.migrate:
-        await upgrade(database, MIGRATIONS)
-    db = SqlRunner(database)
+        await upgrade(db, MIGRATIONS)
     providers = providers_from(settings)
     retry = RetryPolicy(
         max_retries=settings.provider_max_retries,

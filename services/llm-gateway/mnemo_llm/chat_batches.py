@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_core.actor import current_actor
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.rpc_errors import status_code_of
 from mnemo_core.validation import invalid
@@ -56,7 +56,7 @@ class ChatBatches:
     """Submits, polls and cancels provider batches and keeps their records."""
 
     def __init__(
-        self, db: SqlRunner, providers: Providers, retry: RetryPolicy, ledger: UsageLedger | None
+        self, db: Database, providers: Providers, retry: RetryPolicy, ledger: UsageLedger | None
     ) -> None:
         self._db = db
         self._providers = providers

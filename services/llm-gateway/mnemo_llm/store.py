@@ -1,6 +1,6 @@
 """SQL for the usage ledger and the records of provider chat batches. No business rules here.
 
-Every function takes a sync SQLAlchemy `Connection` and runs inside one unit of work (`SqlRunner.read` or
+Every function takes a sync SQLAlchemy `Connection` and runs inside one unit of work (`Database.read` or
 `write`); records come back as dataclasses.
 """
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import current_actor_or_none
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
 from mnemo_llm.providers import usage
 from mnemo_llm.store import UsageFilter, UsageQueries
@@ -55,7 +55,7 @@ class UsageQuery:
 class UsageLedger:
     """Records model calls and sums them on request."""
 
-    def __init__(self, db: SqlRunner, *, flush_interval: float = 0.5) -> None:
+    def __init__(self, db: Database, *, flush_interval: float = 0.5) -> None:
         self._db = db
         self._interval = flush_interval
         self._pending: list[UsageEntry] = []

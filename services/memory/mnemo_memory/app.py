@@ -19,7 +19,7 @@ from mnemo.memory.v1 import (
     source_pb2_grpc,
 )
 from mnemo_core.channels import Peers
-from mnemo_core.db import Database, SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.core_memory import CoreMemory
@@ -44,7 +44,7 @@ class MemoryApp:
     """The memory service's servicers, their database and their background tasks."""
 
     def __init__(self, db: Database, settings: MemorySettings) -> None:
-        self.db = SqlRunner(db)
+        self.db = db
         self._peers = Peers(settings)
         self.embedder = Embedder(self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub))
         self.vectors = VectorCache(settings.vector_cache_mb * 1024 * 1024)
@@ -99,7 +99,7 @@ class MemoryApp:
         await self.jobs.stop()
         await self._peers.aclose()
         self.vectors.close()
-        await self.db.aclose()
+        await self.db.dispose()
 
 
 async def build(settings: MemorySettings) -> MemoryApp:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -85,7 +85,7 @@ def _from_template(spec: BlockSpec, template: Block) -> BlockSpec:
 class CoreMemory:
     """Blocks of one organization at a time (the org comes with every call)."""
 
-    def __init__(self, db: SqlRunner, *, default_limit: int) -> None:
+    def __init__(self, db: Database, *, default_limit: int) -> None:
         self._db = db
         self._default_limit = default_limit
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import Connection, Select, and_, delete, func, insert, select, text, update
 
-from mnemo_core.db import SqlRunner, table_of
+from mnemo_core.db import Database, table_of
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow
 from mnemo_memory.ranking import fts5_any, scope_token, scoped_match
@@ -241,7 +241,7 @@ class SqlPassages:
     through the `_after_*` hooks, called once the write is committed.
     """
 
-    def __init__(self, db: SqlRunner) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def _after_insert(self, org_id: str, stored: list[Passage], passages: Sequence[NewPassage]) -> None:
@@ -468,7 +468,7 @@ class SqlPassages:
 class SqlitePassageStore(SqlPassages):
     """Passages in the memory service's SQLite file; words in FTS5, vectors searched in memory."""
 
-    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+    def __init__(self, db: Database, vectors: VectorCache) -> None:
         super().__init__(db)
         self._vectors = vectors
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from mnemo_core.actor import Actor, acting_as
-from mnemo_core.db import SqlRunner, table_of
+from mnemo_core.db import Database, table_of
 from mnemo_core.errors import AlreadyExists, MnemoError, NotFound, Unavailable
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -224,7 +224,7 @@ class Sources:
 
     def __init__(
         self,
-        db: SqlRunner,
+        db: Database,
         passages: PassageStore,
         embedder: Embedder,
         *,
@@ -491,7 +491,7 @@ class _ParsedElsewhere(Exception):
 class FileJobs:
     """Processes uploaded files one at a time in the background."""
 
-    def __init__(self, db: SqlRunner, passages: PassageStore, embedder: Embedder) -> None:
+    def __init__(self, db: Database, passages: PassageStore, embedder: Embedder) -> None:
         self._db = db
         self._passages = passages
         self._embedder = embedder

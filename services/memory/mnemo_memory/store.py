@@ -1,7 +1,7 @@
 """SQL for blocks and message histories. No business rules here: callers validate, this reads and writes.
 
 Every function takes a sync SQLAlchemy `Connection` and is run as part of one unit of work by
-`SqlRunner` (one hop off the event loop per RPC). Statements are Core selects of the needed
+`Database` (one hop off the event loop per RPC). Statements are Core selects of the needed
 columns (no ORM entities to materialise), built once at import so their compiled form is cached.
 """
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection
 
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.ids import require_id
 from mnemo_core.validation import invalid
 from mnemo_core.wire import utcnow
@@ -25,7 +25,7 @@ MAX_VALUE_CHARS = 32_768
 class AgentEnvironments:
     """Reads and writes the variables of one organization's agents."""
 
-    def __init__(self, db: SqlRunner) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def update(

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
-from mnemo_core.db import Database, SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
@@ -32,7 +32,7 @@ class ToolsApp:
 
     def __init__(
         self,
-        db: SqlRunner,
+        db: Database,
         registry: Registry,
         executor: ToolExecutor,
         environments: AgentEnvironments,
@@ -61,15 +61,14 @@ class ToolsApp:
     async def aclose(self) -> None:
         await self.connections.aclose()
         await self.sandbox.aclose()
-        await self.db.aclose()
+        await self.db.dispose()
 
 
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
-    database = Database(settings.resolved_database_url(), schema="tools")
+    db = Database(settings.resolved_database_url(), schema="tools")
     if settings.migrate:
-        await upgrade(database, MIGRATIONS)
-    db = SqlRunner(database)
+        await upgrade(db, MIGRATIONS)
     registry = Registry(
         db,
         default_return_char_limit=settings.default_return_char_limit,

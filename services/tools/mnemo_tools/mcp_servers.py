@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -75,7 +75,7 @@ class McpServers:
 
     def __init__(
         self,
-        db: SqlRunner,
+        db: Database,
         connections: McpConnections,
         *,
         stdio_enabled: bool,

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from mnemo.tools.v1 import tool_pb2
-from mnemo_core.db import SqlRunner
+from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -76,7 +76,7 @@ def _check_name_free(conn: Connection, org_id: str, name: str, tool_id: str = ""
 class Registry:
     """Reads and writes tools; every read sees the caller's organization plus the built-ins."""
 
-    def __init__(self, db: SqlRunner, *, default_return_char_limit: int, max_timeout_seconds: float) -> None:
+    def __init__(self, db: Database, *, default_return_char_limit: int, max_timeout_seconds: float) -> None:
         self._db = db
         self.default_limit = default_return_char_limit
         self._max_timeout = max_timeout_seconds

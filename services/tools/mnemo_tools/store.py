@@ -1,7 +1,7 @@
 """SQL for tools, MCP servers and agents' tool environments. No business rules here: callers validate, this
 reads and writes.
 
-Every function takes a sync SQLAlchemy `Connection` and runs inside one unit of work (`SqlRunner.read` or
+Every function takes a sync SQLAlchemy `Connection` and runs inside one unit of work (`Database.read` or
 `write`); rows come back as the dataclasses below, never as ORM entities.
 """
 

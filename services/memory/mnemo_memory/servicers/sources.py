@@ -14,7 +14,6 @@ from mnemo_memory.sources import File, Job, Source, Sources
 
 Context = Any  # grpc.aio.ServicerContext; unused by these thin handlers
 
-
 _JOB_STATUSES = EnumNames(source_pb2.JobStatus)
 
 
