@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
+from mnemo.memory.v1 import message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo_memory.app import MemoryApp
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
@@ -81,8 +81,3 @@ def sources(embedded_memory: Served) -> source_pb2_grpc.SourceServiceAsyncStub:
 @pytest.fixture
 def recall_messages(embedded_memory: Served) -> message_pb2_grpc.MessageServiceAsyncStub:
     return embedded_memory.stub(message_pb2_grpc.MessageServiceStub)
-
-
-@pytest.fixture
-def embedded_blocks(embedded_memory: Served) -> block_pb2_grpc.BlockServiceAsyncStub:
-    return embedded_memory.stub(block_pb2_grpc.BlockServiceStub)

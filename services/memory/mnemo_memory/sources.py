@@ -528,10 +528,6 @@ class FileJobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def idle(self) -> None:
-        """Waits until every queued job is done (tests and benchmarks)."""
-        await self._queue.join()
-
     async def _serve(self) -> None:
         while True:
             org_id, job_id = await self._queue.get()
