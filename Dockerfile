@@ -4,16 +4,15 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir uv==0.13.8
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-install-project
 COPY protos ./protos
-COPY scripts ./scripts
+COPY sdk ./sdk
 COPY libs ./libs
 COPY services ./services
 COPY gateway ./gateway
-COPY sdk ./sdk
-RUN scripts/gen_protos.sh /src/.venv/bin/python \
- && uv build --wheel -o /dist \
- && uv export --frozen --no-dev --no-emit-project --no-hashes -o /dist/requirements.txt
+COPY server ./server
+# The three wheels (mnemo-protos generates its stubs while it builds) and the locked third-party requirements.
+RUN uv build --all-packages --wheel -o /dist \
+ && uv export --frozen --no-dev --no-emit-workspace --no-hashes -o /dist/requirements.txt
 
 FROM python:3.11-slim
 RUN useradd --uid 10001 --user-group --create-home mnemo \

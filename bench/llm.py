@@ -35,7 +35,7 @@ from openai.types.chat import ChatCompletion
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from tests.fakes.llm_provider import RemoteFake, free_port, reply, streamed
 
 ACTOR = Actor("org-bench", "user-bench")
@@ -125,8 +125,8 @@ async def gateway_overhead(args: argparse.Namespace, figures: dict[str, float]) 
             await _wait_grpc(f"127.0.0.1:{llm_port}")
             remote = RemoteFake(base_url)
             direct = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
-            channel = open_channel(f"127.0.0.1:{llm_port}")
-            stub = llm_pb2_grpc.LlmServiceStub(channel)
+            channel = mesh_channel(f"127.0.0.1:{llm_port}")
+            stub = mesh_stub(llm_pb2_grpc.LlmServiceStub, channel)
             request = chat_request()
 
             async def sdk_chat() -> object:

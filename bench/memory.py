@@ -46,7 +46,7 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import message_pb2_grpc, passage_pb2, passage_pb2_grpc, search_pb2
 from mnemo_core.actor import acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
@@ -54,7 +54,6 @@ from mnemo_memory.history import History
 from mnemo_memory.passage_store import NewPassage, PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
 from mnemo_memory.recall import store_vectors, watermark
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import messages_t
 from mnemo_memory.vectors import VectorCache
 from tests.fakes.llm_provider import free_port
@@ -148,13 +147,13 @@ def composed(base: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np
     return pairs, vectors.astype(np.float32)
 
 
-def memory_db(mesh: RunningMesh, args: argparse.Namespace) -> SqlRunner:
+def memory_db(mesh: RunningMesh, args: argparse.Namespace) -> Database:
     """The memory service's own database, through its own SQL runner."""
     url = args.database_url or f"sqlite+aiosqlite:///{mesh.home / 'data' / 'memory.db'}"
-    return SqlRunner(Database(url, schema="memory"))
+    return Database(url, schema="memory")
 
 
-def passage_store(db: SqlRunner) -> PassageStore:
+def passage_store(db: Database) -> PassageStore:
     return SqlitePassageStore(db, VectorCache(1 << 30)) if db.is_sqlite else PgPassageStore(db)
 
 
@@ -178,10 +177,10 @@ async def archival_phase(
     sentences = base_sentences()
     rng = np.random.default_rng(7)
     async with (
-        open_channel(mesh.address("llm")) as llm_channel,
-        open_channel(mesh.address("memory")) as channel,
+        mesh_channel(mesh.address("llm")) as llm_channel,
+        mesh_channel(mesh.address("memory")) as channel,
     ):
-        llm = llm_pb2_grpc.LlmServiceStub(llm_channel)
+        llm = mesh_stub(llm_pb2_grpc.LlmServiceStub, llm_channel)
         with acting_as(DEFAULT_ACTOR):
             started = time.perf_counter()
             base = await embed(llm, sentences)
@@ -211,11 +210,11 @@ async def archival_phase(
                 await db.write(
                     lambda conn: conn.execute(text("ANALYZE passages"))
                 )  # as autovacuum soon would
-            await db.aclose()
+            await db.dispose()
             print(f"  stored in {time.perf_counter() - started:.1f} s", flush=True)
             index_of = {passage_id: i for i, passage_id in enumerate(ids)}
 
-            stub = passage_pb2_grpc.PassageServiceStub(channel)
+            stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel)
             queries = [
                 f"{q} {extra}" for q in QUERIES for extra in ("", "please", "I wonder", "recently", "again")
             ]
@@ -318,10 +317,10 @@ async def history_phase(
         )
 
     await db.write(seeded)
-    await db.aclose()
+    await db.dispose()
     print(f"  seeded in {time.perf_counter() - started:.1f} s", flush=True)
-    async with open_channel(mesh.address("memory")) as channel:
-        stub = message_pb2_grpc.MessageServiceStub(channel)
+    async with mesh_channel(mesh.address("memory")) as channel:
+        stub = mesh_stub(message_pb2_grpc.MessageServiceStub, channel)
         with acting_as(actor):
             page = await stub.ListMessages(
                 history_pb2.ListMessagesRequest(

@@ -34,7 +34,7 @@ find "$copy" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
 python=$(runuser -u "$user" -- bash -c 'command -v python3')
 UV_PROJECT_ENVIRONMENT=$copy/.venv "$root/.venv/bin/uv" sync --project "$copy" --frozen --quiet \
   --compile-bytecode --link-mode=copy --python "$python"
-"$copy/scripts/gen_protos.sh" "$copy/.venv/bin/python"
+"$copy/protos/generate.sh" "$copy/.venv/bin/python"
 chown -R "$user:" "$copy"
 echo "unprivileged tests: $user ($(id -u "$user")), $($copy/.venv/bin/python -V), ready in $((SECONDS - started)) s"
 

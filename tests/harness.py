@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnemo.supervisor import Child, child_env, start_children, stop_children, wait_healthy
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
+from mnemo_server.supervisor import Child, child_env, start_children, stop_children, wait_healthy
 from tests.fakes.llm_provider import free_port
 
 API_KEY = "test-key-0123456789"

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from mnemo.rest.common import ErrorBody
 from mnemo_core.telemetry import setup_tracing
-from mnemo_gateway import errors, schemas
+from mnemo_gateway import errors
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.routes import (
@@ -46,8 +47,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         responses={
-            401: {"model": schemas.ErrorBody, "description": "Missing or invalid API key."},
-            404: {"model": schemas.ErrorBody, "description": "No such resource."},
+            401: {"model": ErrorBody, "description": "Missing or invalid API key."},
+            404: {"model": ErrorBody, "description": "No such resource."},
         },
     )
     app.state.api_key = ensure_api_key(settings)

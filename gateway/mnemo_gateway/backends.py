@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mnemo.agent.v1 import agent_pb2_grpc, batch_pb2_grpc, identity_pb2_grpc, run_pb2_grpc
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2_grpc, identity_pb2_grpc, run_pb2_grpc
 from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
@@ -37,6 +37,14 @@ class Backends:
         self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
         self.sources = self._peers.stub("memory", source_pb2_grpc.SourceServiceStub)
         self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
+
+    async def agent(self, agent_id: str) -> agent_pb2.Agent:
+        """The agent, or 404 AGENT_NOT_FOUND when it is not in the caller's organization.
+
+        Routes under /v1/agents/{id} that reach another service ask this first, so an unknown agent reads the
+        same everywhere; whether a child resource is the agent's is the owning service's check.
+        """
+        return (await self.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))).agent
 
     async def health(self) -> dict[ServiceName, str]:
         """Each service's health status name (UNREACHABLE when it does not answer)."""

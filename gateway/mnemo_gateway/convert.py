@@ -5,9 +5,26 @@ from __future__ import annotations
 from mnemo.agent.v1 import agent_pb2, batch_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
+from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, LlmOptions, SleeptimeConfig, ToolRule
+from mnemo.rest.batches import Batch
+from mnemo.rest.blocks import Block, BlockCreate
+from mnemo.rest.messages import (
+    AssistantMessage,
+    ContextMessage,
+    EventMessage,
+    Message,
+    MessageCreate,
+    ReasoningMessage,
+    SystemMessage,
+    ToolCall,
+    ToolCallMessage,
+    ToolReturnMessage,
+    Usage,
+    UserMessage,
+)
+from mnemo.rest.runs import Run
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time, from_struct, to_struct
-from mnemo_gateway import schemas
 
 STOP_REASONS = EnumNames(turn_pb2.StopReason)
 AGENT_TYPES = EnumNames(agent_pb2.AgentType)
@@ -17,9 +34,9 @@ EVENT_TYPES = EnumNames(message_pb2.EventType)
 BATCH_MODES = EnumNames(batch_pb2.BatchMode)
 
 
-def block_out(block: block_pb2.Block) -> schemas.Block:
+def block_out(block: block_pb2.Block) -> Block:
     """The REST form of a block."""
-    return schemas.Block(
+    return Block(
         id=block.id,
         label=block.label,
         value=block.value,
@@ -33,7 +50,7 @@ def block_out(block: block_pb2.Block) -> schemas.Block:
     )
 
 
-def block_in(block: schemas.BlockCreate) -> block_pb2.Block:
+def block_in(block: BlockCreate) -> block_pb2.Block:
     """The proto form of a block to create."""
     return block_pb2.Block(
         label=block.label,
@@ -45,10 +62,10 @@ def block_in(block: schemas.BlockCreate) -> block_pb2.Block:
     )
 
 
-def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
+def agent_out(agent: agent_pb2.Agent) -> Agent:
     """The REST form of an agent."""
     options = agent.llm_options
-    return schemas.Agent(
+    return Agent(
         id=agent.id,
         name=agent.name,
         description=agent.description,
@@ -61,7 +78,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
         tool_ids=list(agent.tool_ids),
         tags=list(agent.tags),
         metadata=from_struct(agent.metadata),
-        llm_options=schemas.LlmOptions(
+        llm_options=LlmOptions(
             temperature=options.temperature if options.HasField("temperature") else None,
             max_tokens=options.max_tokens,
             parallel_tool_calls=options.parallel_tool_calls,
@@ -70,7 +87,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
         created_at=field_time(agent, "create_time"),
         updated_at=field_time(agent, "update_time"),
         tool_rules=[
-            schemas.ToolRule(
+            ToolRule(
                 tool_name=r.tool_name,
                 type=TOOL_RULE_TYPES.name(r.type) or "terminal",
                 max_calls=r.max_calls,
@@ -78,7 +95,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
             for r in agent.tool_rules
         ],
         summarizer_model=agent.summarizer_model,
-        sleeptime=schemas.SleeptimeConfig(
+        sleeptime=SleeptimeConfig(
             enabled=agent.sleeptime.enabled, frequency=agent.sleeptime.frequency, model=agent.sleeptime.model
         ),
         sleeptime_agent_id=agent.sleeptime_agent_id or None,
@@ -86,7 +103,7 @@ def agent_out(agent: agent_pb2.Agent) -> schemas.Agent:
     )
 
 
-def tool_rules_in(rules: list[schemas.ToolRule]) -> list[agent_pb2.ToolRule]:
+def tool_rules_in(rules: list[ToolRule]) -> list[agent_pb2.ToolRule]:
     """The proto form of tool rules."""
     return [
         agent_pb2.ToolRule(tool_name=r.tool_name, type=TOOL_RULE_TYPES.value(r.type), max_calls=r.max_calls)
@@ -94,7 +111,7 @@ def tool_rules_in(rules: list[schemas.ToolRule]) -> list[agent_pb2.ToolRule]:
     ]
 
 
-def llm_options_in(options: schemas.LlmOptions) -> agent_pb2.LlmOptions:
+def llm_options_in(options: LlmOptions) -> agent_pb2.LlmOptions:
     """The proto form of sampling options."""
     result = agent_pb2.LlmOptions(
         max_tokens=options.max_tokens, parallel_tool_calls=options.parallel_tool_calls
@@ -104,7 +121,7 @@ def llm_options_in(options: schemas.LlmOptions) -> agent_pb2.LlmOptions:
     return result
 
 
-def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
+def agent_in(body: AgentCreate) -> agent_pb2.CreateAgentRequest:
     """The CreateAgent request for a REST body."""
     options = llm_options_in(body.llm_options)
     return agent_pb2.CreateAgentRequest(
@@ -133,7 +150,7 @@ def agent_in(body: schemas.AgentCreate) -> agent_pb2.CreateAgentRequest:
     )
 
 
-def agent_update_in(agent_id: str, body: schemas.AgentUpdate) -> agent_pb2.UpdateAgentRequest:
+def agent_update_in(agent_id: str, body: AgentUpdate) -> agent_pb2.UpdateAgentRequest:
     """The UpdateAgent request for a REST body: the fields it sets, and a mask naming them."""
     changed = {name for name in body.model_fields_set if getattr(body, name) is not None}
     agent = agent_pb2.Agent(id=agent_id)
@@ -156,14 +173,14 @@ def agent_update_in(agent_id: str, body: schemas.AgentUpdate) -> agent_pb2.Updat
     return request
 
 
-def message_in(message: schemas.MessageCreate) -> message_pb2.Message:
+def message_in(message: MessageCreate) -> message_pb2.Message:
     """The proto form of an input message."""
     if message.role == "system":
         return message_pb2.Message(system=message_pb2.SystemContent(text=message.text()))
     return message_pb2.Message(user=message_pb2.UserContent(text=message.text(), name=message.name or ""))
 
 
-def message_out(message: message_pb2.Message) -> schemas.Message | None:
+def message_out(message: message_pb2.Message) -> Message | None:
     """The REST form of a stored message (None for content this API version does not know)."""
     base = {
         "id": message.id,
@@ -173,21 +190,21 @@ def message_out(message: message_pb2.Message) -> schemas.Message | None:
     }
     kind = message.WhichOneof("content")
     if kind == "user":
-        return schemas.UserMessage(**base, content=message.user.text, name=message.user.name or None)
+        return UserMessage(**base, content=message.user.text, name=message.user.name or None)
     if kind == "system":
-        return schemas.SystemMessage(**base, content=message.system.text)
+        return SystemMessage(**base, content=message.system.text)
     if kind == "assistant":
-        return schemas.AssistantMessage(**base, content=message.assistant.text)
+        return AssistantMessage(**base, content=message.assistant.text)
     if kind == "reasoning":
-        return schemas.ReasoningMessage(**base, reasoning=message.reasoning.text)
+        return ReasoningMessage(**base, reasoning=message.reasoning.text)
     if kind == "tool_call":
         call = message.tool_call.tool_call
-        return schemas.ToolCallMessage(
-            **base, tool_call=schemas.ToolCall(name=call.name, arguments=call.arguments, tool_call_id=call.id)
+        return ToolCallMessage(
+            **base, tool_call=ToolCall(name=call.name, arguments=call.arguments, tool_call_id=call.id)
         )
     if kind == "tool_return":
         ret = message.tool_return
-        return schemas.ToolReturnMessage(
+        return ToolReturnMessage(
             **base,
             tool_return=ret.content,
             status="error" if ret.status == message_pb2.TOOL_RETURN_STATUS_ERROR else "success",
@@ -197,20 +214,20 @@ def message_out(message: message_pb2.Message) -> schemas.Message | None:
             stderr=ret.stderr or None,
         )
     if kind == "event":
-        return schemas.EventMessage(
+        return EventMessage(
             **base, event_type=EVENT_TYPES.name(message.event.type) or "unknown", content=message.event.text
         )
     return None
 
 
-def messages_out(messages: list[message_pb2.Message]) -> list[schemas.Message]:
+def messages_out(messages: list[message_pb2.Message]) -> list[Message]:
     """The REST form of several messages."""
     return [out for out in map(message_out, messages) if out is not None]
 
 
-def usage_out(usage: turn_pb2.Usage) -> schemas.Usage:
+def usage_out(usage: turn_pb2.Usage) -> Usage:
     """The REST form of usage."""
-    return schemas.Usage(
+    return Usage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
@@ -218,9 +235,9 @@ def usage_out(usage: turn_pb2.Usage) -> schemas.Usage:
     )
 
 
-def run_out(run: run_pb2.Run) -> schemas.Run:
+def run_out(run: run_pb2.Run) -> Run:
     """The REST form of a run."""
-    return schemas.Run(
+    return Run(
         id=run.id,
         agent_id=run.agent_id,
         status=RUN_STATUSES.name(run.status) or "created",
@@ -230,8 +247,7 @@ def run_out(run: run_pb2.Run) -> schemas.Run:
         message_ids=list(run.message_ids),
         error=run.error or None,
         pending_approvals=[
-            schemas.ToolCall(name=c.name, arguments=c.arguments, tool_call_id=c.id)
-            for c in run.pending_approvals
+            ToolCall(name=c.name, arguments=c.arguments, tool_call_id=c.id) for c in run.pending_approvals
         ],
         batch_id=run.batch_id or None,
         created_at=field_time(run, "create_time"),
@@ -239,9 +255,9 @@ def run_out(run: run_pb2.Run) -> schemas.Run:
     )
 
 
-def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
+def batch_out(batch: batch_pb2.Batch) -> Batch:
     """The REST form of a batch."""
-    return schemas.Batch(
+    return Batch(
         id=batch.id,
         status="completed" if batch.status == batch_pb2.BATCH_STATUS_COMPLETED else "running",
         mode="provider" if batch.mode == batch_pb2.BATCH_MODE_PROVIDER else "concurrent",
@@ -252,7 +268,7 @@ def batch_out(batch: batch_pb2.Batch) -> schemas.Batch:
     )
 
 
-def _context_item(message: schemas.ContextMessage) -> list[message_pb2.Message]:
+def _context_item(message: ContextMessage) -> list[message_pb2.Message]:
     if message.role == "user":
         return [
             message_pb2.Message(user=message_pb2.UserContent(text=message.content, name=message.name or ""))
@@ -286,7 +302,7 @@ def _context_item(message: schemas.ContextMessage) -> list[message_pb2.Message]:
     return items
 
 
-def context_in(messages: list[schemas.ContextMessage]) -> list[message_pb2.Message]:
+def context_in(messages: list[ContextMessage]) -> list[message_pb2.Message]:
     """Stored-message form of an ephemeral turn's earlier conversation (one item per message kind)."""
     result: list[message_pb2.Message] = []
     for i, message in enumerate(messages):

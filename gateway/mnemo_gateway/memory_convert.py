@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2, search_pb2, source_pb2
+from mnemo.rest.archival import Passage
+from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate, Template
+from mnemo.rest.common import Score
+from mnemo.rest.messages import MessageHit, MessageSearchResult
+from mnemo.rest.sources import File, Job, Source
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time, from_struct, to_struct
 from mnemo_gateway import convert
-from mnemo_gateway import memory_schemas as ms
 
 JOB_STATUSES = EnumNames(source_pb2.JobStatus)
 SEARCH_MODES = EnumNames(search_pb2.SearchMode)
@@ -26,7 +30,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def block_create(body: ms.BlockCreateRequest) -> block_pb2.CreateBlockRequest:
+def block_create(body: BlockCreateRequest) -> block_pb2.CreateBlockRequest:
     """The CreateBlock request for a REST body."""
     return block_pb2.CreateBlockRequest(
         block=block_pb2.Block(
@@ -44,10 +48,14 @@ def block_create(body: ms.BlockCreateRequest) -> block_pb2.CreateBlockRequest:
     )
 
 
-def block_update(block_id: str, body: ms.BlockUpdate) -> block_pb2.UpdateBlockRequest:
-    """The UpdateBlock request changing the fields set in `body`."""
+def block_update(
+    block_id: str, body: BlockUpdate, *, agent_id: str = "", label: str = ""
+) -> block_pb2.UpdateBlockRequest:
+    """The UpdateBlock request changing the fields set in `body` (of `block_id`, or of the agent's `label`)."""
     changes = body.model_dump(exclude_unset=True)
     request = block_pb2.UpdateBlockRequest(
+        agent_id=agent_id,
+        label=label,
         block=block_pb2.Block(
             id=block_id,
             label=body.label or "",
@@ -56,15 +64,15 @@ def block_update(block_id: str, body: ms.BlockUpdate) -> block_pb2.UpdateBlockRe
             description=body.description or "",
             read_only=bool(body.read_only),
             metadata=to_struct(body.metadata),
-        )
+        ),
     )
     request.update_mask.paths.extend(sorted(changes))
     return request
 
 
-def template_out(block: block_pb2.Block) -> ms.Template:
+def template_out(block: block_pb2.Block) -> Template:
     """The REST form of a template."""
-    return ms.Template(
+    return Template(
         id=block.id,
         template_name=block.template_name,
         label=block.label,
@@ -77,9 +85,9 @@ def template_out(block: block_pb2.Block) -> ms.Template:
     )
 
 
-def score_out(score: search_pb2.SearchScore) -> ms.Score:
+def score_out(score: search_pb2.SearchScore) -> Score:
     """The REST form of how a hit ranked."""
-    return ms.Score(
+    return Score(
         score=score.score,
         vector_rank=score.vector_rank or None,
         similarity=score.similarity if score.vector_rank else None,
@@ -87,9 +95,9 @@ def score_out(score: search_pb2.SearchScore) -> ms.Score:
     )
 
 
-def passage_out(passage: passage_pb2.Passage) -> ms.Passage:
+def passage_out(passage: passage_pb2.Passage) -> Passage:
     """The REST form of a passage."""
-    return ms.Passage(
+    return Passage(
         id=passage.id,
         agent_id=passage.agent_id,
         source_id=passage.source_id,
@@ -105,23 +113,23 @@ def passage_out(passage: passage_pb2.Passage) -> ms.Passage:
     )
 
 
-def message_hits(response: message_pb2.SearchMessagesResponse) -> ms.MessageSearchResult:
+def message_hits(response: message_pb2.SearchMessagesResponse) -> MessageSearchResult:
     """The REST form of a recall search."""
     results = []
     for match in response.matches:
         message = convert.message_out(match.message)
         if message is not None:
-            results.append(ms.MessageHit(message=message, score=score_out(match.score)))
-    return ms.MessageSearchResult(
+            results.append(MessageHit(message=message, score=score_out(match.score)))
+    return MessageSearchResult(
         results=results,
         embedding_model=response.embedding_model,
         pending_embeddings=response.pending_embeddings,
     )
 
 
-def source_out(source: source_pb2.Source) -> ms.Source:
+def source_out(source: source_pb2.Source) -> Source:
     """The REST form of a source."""
-    return ms.Source(
+    return Source(
         id=source.id,
         name=source.name,
         description=source.description,
@@ -134,9 +142,9 @@ def source_out(source: source_pb2.Source) -> ms.Source:
     )
 
 
-def job_out(job: source_pb2.Job) -> ms.Job:
+def job_out(job: source_pb2.Job) -> Job:
     """The REST form of a job."""
-    return ms.Job(
+    return Job(
         id=job.id,
         file_id=job.file_id,
         source_id=job.source_id,
@@ -151,9 +159,9 @@ def job_out(job: source_pb2.Job) -> ms.Job:
     )
 
 
-def file_out(file: source_pb2.File) -> ms.File:
+def file_out(file: source_pb2.File) -> File:
     """The REST form of a file."""
-    return ms.File(
+    return File(
         id=file.id,
         source_id=file.source_id,
         file_name=file.file_name,

@@ -1,8 +1,9 @@
-"""Client channels to other services of the mesh, with actor forwarding and error mapping.
+"""Calls to other services of the mesh: the one way every caller makes them.
 
-Two ways to get the same behaviour: `open_channel` (grpc.aio client interceptors, any stub works on
-it) and `Peers.stub` (a stub whose methods forward the actor and deadline and map errors inline,
-which spares grpc.aio's extra interceptor task on every call: the choice for hot paths).
+`Peers.stub` (or `mesh_stub` on a `mesh_channel`, where there is no `Peers`) wraps each method of a generated
+stub so that it forwards the current actor, the deadline and the internal token, and raises domain errors.
+The wrapping is done inline rather than with grpc.aio client interceptors, which would add a task to every
+call on the hot path of a turn.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from mnemo_core.actor import call_timeout
-from mnemo_core.interceptors import StreamClientInterceptor, UnaryClientInterceptor, outgoing_metadata
+from mnemo_core.interceptors import outgoing_metadata
 from mnemo_core.rpc_errors import from_rpc_error
 from mnemo_core.settings import MnemoSettings, ServiceName
 
@@ -27,13 +28,9 @@ _OPTIONS = [
 ]
 
 
-def open_channel(address: str, *, internal_token: str | None = None) -> grpc.aio.Channel:
-    """An insecure (mesh-internal) channel to `address` that forwards the current actor."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=_OPTIONS,
-        interceptors=[UnaryClientInterceptor(internal_token), StreamClientInterceptor(internal_token)],
-    )
+def mesh_channel(address: str) -> grpc.aio.Channel:
+    """An insecure (mesh-internal) channel to `address`; make calls on it through `mesh_stub`."""
+    return grpc.aio.insecure_channel(address, options=_OPTIONS)
 
 
 class _UnaryMethod:
@@ -95,9 +92,12 @@ class _Stub:
 
 
 def mesh_stub(
-    stub_cls: Callable[[grpc.aio.Channel], StubT], channel: grpc.aio.Channel, token: str | None
+    stub_cls: Callable[[grpc.aio.Channel], StubT], channel: grpc.aio.Channel, token: str | None = None
 ) -> StubT:
-    """A generated stub on a plain channel, its methods wrapped like the client interceptors would."""
+    """A generated stub whose methods forward the actor, deadline and internal `token` and raise domain errors.
+
+    A streaming method returns an async iterator; closing it (`aclose`) cancels the call.
+    """
     stub = stub_cls(channel)
     wrapped = _Stub()
     for name, method in vars(stub).items():
@@ -115,28 +115,19 @@ class Peers:
         self._settings = settings
         self._token = settings.internal_token.get_secret_value() if settings.internal_token else None
         self._channels: dict[ServiceName, grpc.aio.Channel] = {}
-        self._plain: dict[ServiceName, grpc.aio.Channel] = {}
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
-        """The channel to `service`."""
+        """The channel to `service` (calls that need no actor, like health checks, may use it bare)."""
         if service not in self._channels:
-            self._channels[service] = open_channel(
-                self._settings.address_of(service), internal_token=self._token
-            )
+            self._channels[service] = mesh_channel(self._settings.address_of(service))
         return self._channels[service]
 
     def stub(self, service: ServiceName, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
-        """A stub of `service` that forwards the actor and deadline and raises domain errors, without
-        grpc.aio interceptors (cheaper per call than a stub on `channel`)."""
-        if service not in self._plain:
-            self._plain[service] = grpc.aio.insecure_channel(
-                self._settings.address_of(service), options=_OPTIONS
-            )
-        return mesh_stub(stub_cls, self._plain[service], self._token)
+        """A stub of `service` that forwards the actor, deadline and internal token and raises domain errors."""
+        return mesh_stub(stub_cls, self.channel(service), self._token)
 
     async def aclose(self) -> None:
         """Closes every channel."""
-        for channel in [*self._channels.values(), *self._plain.values()]:
+        for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
-        self._plain.clear()

@@ -1,30 +1,35 @@
-"""One async database per service: the embedded SQLite file by default, Postgres (asyncpg) to scale.
+"""One database per service: the embedded SQLite file by default, Postgres (asyncpg) to scale.
 
-Queries use portable SQLAlchemy constructs only. On SQLite, writes are serialized by an
-in-process lock (one writer per file, as SQLite requires) while reads run concurrently (WAL).
-On Postgres each service lives in its own schema, set through `search_path`.
+The way to use it is the unit of work: a sync function of SQLAlchemy Core statements on a `Connection`,
+run by `Database.read` or `Database.write` (one transaction) in one hop off the event loop. On SQLite it runs
+in a dedicated thread with its own connection: one writer thread, so writes queue as SQLite requires
+(ADR 0004), and a few reader threads under WAL. With an async driver every statement (and every fetch)
+would be its own round trip to a driver thread; here a whole unit of work is one. On Postgres it runs on the
+async engine's connection through `run_sync`. Each service keeps its units of work in store modules that
+return dataclasses (docs/adr/0008-one-way-each-and-ownership-in-the-owning-service.md).
+
+Queries use portable SQLAlchemy constructs only. On Postgres each service lives in its own schema, set
+through `search_path`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, TypeDecorator, create_engine, event
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
 
@@ -38,13 +43,18 @@ NAMING_CONVENTION = {
 }
 
 
-WorkT = TypeVar("WorkT")
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
     """Declarative base for a service's tables; each service subclasses it with its own metadata."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for the statements of units of work."""
+    return cast(Table, model.__table__)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -67,19 +77,30 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class Database:
-    """A service's engine and sessions: `read()` for queries, `write()` for one atomic transaction."""
+    """A service's database: units of work run by `read` (nothing committed) and `write` (one transaction).
 
-    def __init__(self, url: str, *, schema: str) -> None:
+    `engine` (async) is for migrations and, on Postgres, what the units of work run on.
+    """
+
+    def __init__(self, url: str, *, schema: str, readers: int = 2) -> None:
         self.url = url
         self.schema = schema
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._sync_engine: Engine | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._file_backed = parsed.database not in (None, "", ":memory:")
+        self._sync_engines: list[Engine] = []
+        self._writer: _ThreadConnections | None = None
+        self._readers: _ThreadConnections | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(url)
+            sync_url = parsed.set(drivername="sqlite")
+            if sync_url.database not in (None, "", ":memory:"):
+                # The writer takes SQLite's write lock when its transaction begins, not at its first
+                # write, so a read-then-write unit never meets a lock upgrade failure.
+                write_engine = _unit_engine(sync_url, "BEGIN IMMEDIATE")
+                read_engine = _unit_engine(sync_url, "BEGIN")
+                self._sync_engines = [write_engine, read_engine]
+                self._writer = _ThreadConnections(write_engine, 1, f"{schema}-db-write")
+                self._readers = _ThreadConnections(read_engine, readers, f"{schema}-db-read")
         elif parsed.get_backend_name() == "postgresql":
             self.engine = create_async_engine(
                 url,
@@ -90,72 +111,59 @@ class Database:
             )
         else:
             raise FailedPrecondition(f"unsupported database URL scheme {parsed.drivername!r}")
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for queries; nothing it does is committed."""
-        async with self._sessions() as session:
-            yield session
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(connection, *args)` on a read connection; nothing it does is committed."""
+        if self._readers is None:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        readers = self._readers
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session whose work commits atomically when the block exits, or rolls back on error."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            session = await stack.enter_async_context(self._sessions())
-            await stack.enter_async_context(session.begin())
-            yield session
+        def call() -> T:
+            conn = readers.connection()
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.rollback()
 
-    @contextlib.asynccontextmanager
-    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
-        """A bare connection in one transaction, for hot paths of Core statements (no ORM session)."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            yield await stack.enter_async_context(self.engine.begin())
+        return await asyncio.get_running_loop().run_in_executor(readers.executor, call)
 
-    async def run_write(self, work: Callable[[Connection], WorkT]) -> WorkT:
-        """Runs `work` (Core statements on a sync connection) in one transaction and returns its result.
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(connection, *args)` in one transaction: committed when it returns, rolled back if it raises."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        writer = self._writer
 
-        The cheapest write path, for statements on a service's hot path: on SQLite the whole
-        transaction runs in one hop to a writer thread (aiosqlite needs a hop per statement); on
-        Postgres it runs on an async connection through `run_sync`.
-        """
-        if self._write_lock is None or not self._file_backed:
-            async with self.write_connection() as connection:
-                return await connection.run_sync(work)
-        async with self._write_lock:
-            if self._writer is None:
-                self._sync_engine = _sqlite_engine_sync(self.url)
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.schema}-writer")
-            engine = self._sync_engine
-            assert engine is not None
+        def call() -> T:
+            conn = writer.connection()
+            with conn.begin():
+                return fn(conn, *args)
 
-            def transaction() -> WorkT:
-                with engine.begin() as connection:
-                    return work(connection)
-
-            return await asyncio.get_running_loop().run_in_executor(self._writer, transaction)
+        # The write may be committed even if the caller is cancelled meanwhile: shield keeps the
+        # caller's view (its exception) from racing the thread that still finishes the transaction.
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(writer.executor, call))
 
     async def dispose(self) -> None:
-        """Closes every pooled connection."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
-            self._sync_engine = None
+        """Stops the worker threads and closes every connection."""
+        for pool in (self._writer, self._readers):
+            if pool is not None:
+                await asyncio.to_thread(pool.close)
+        self._writer = self._readers = None
+        for engine in self._sync_engines:
+            engine.dispose()
+        self._sync_engines = []
         await self.engine.dispose()
 
 
+# Every SQLite connection of every service, whichever driver opens it.
 _PRAGMAS = (
     "journal_mode=WAL",
     "synchronous=NORMAL",
     "foreign_keys=ON",
     "busy_timeout=30000",
-    "cache_size=-16000",
+    "cache_size=-32000",
+    "temp_store=MEMORY",
 )
 
 
@@ -175,32 +183,45 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_engine_sync(url: str) -> Engine:
-    """The same SQLite file through the stdlib driver, used only by the writer thread."""
-    parsed = make_url(url).set(drivername="sqlite")
-    engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1)
-    event.listen(engine, "connect", _set_pragmas)
+class _ThreadConnections:
+    """One executor whose threads each keep one connection for their whole life."""
+
+    def __init__(self, engine: Engine, workers: int, name: str) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+
+    def connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def _unit_engine(url: URL, begin_sql: str) -> Engine:
+    """A sync SQLite engine whose transactions really begin (pysqlite alone defers BEGIN to the first write)."""
+    # Each worker thread holds its connection for good; no pool is needed between them.
+    engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        _set_pragmas(dbapi_connection, None)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin_sql)
+
     return engine
-
-
-TxT = TypeVar("TxT")
-
-
-class Store(Generic[TxT]):
-    """Hands out a service's query object (`TxT`, built on a session) for reading or for one transaction."""
-
-    def __init__(self, db: Database, queries: Callable[[AsyncSession], TxT]) -> None:
-        self._db = db
-        self._queries = queries
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[TxT]:
-        """Queries whose writes commit together when the block exits."""
-        async with self._db.write() as session:
-            yield self._queries(session)
-
-    @contextlib.asynccontextmanager
-    async def reading(self) -> AsyncIterator[TxT]:
-        """Queries that only read."""
-        async with self._db.read() as session:
-            yield self._queries(session)

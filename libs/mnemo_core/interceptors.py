@@ -1,4 +1,5 @@
-"""Server and client interceptors: the actor, the deadline and error mapping, done once for every RPC."""
+"""The server interceptor (the actor, the deadline and error mapping, done once for every RPC) and the
+metadata a mesh call carries (see channels.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from mnemo_core.actor import (
     USER_KEY,
     Actor,
     acting_as,
-    call_timeout,
     current_actor_or_none,
 )
 from mnemo_core.rpc_errors import from_rpc_error, status_code_of, to_trailing_metadata
@@ -141,65 +141,3 @@ def outgoing_metadata(internal_token: str | None, extra: Any = None) -> list[tup
     if internal_token is not None:
         metadata.append((INTERNAL_TOKEN_KEY, internal_token))
     return metadata
-
-
-def _call_details(
-    details: grpc.aio.ClientCallDetails, internal_token: str | None
-) -> grpc.aio.ClientCallDetails:
-    timeout = call_timeout(details.timeout)
-    return grpc.aio.ClientCallDetails(
-        method=details.method,
-        timeout=timeout,
-        metadata=grpc.aio.Metadata(*outgoing_metadata(internal_token, details.metadata)),
-        credentials=details.credentials,
-        wait_for_ready=details.wait_for_ready,
-    )
-
-
-class UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Forwards actor and deadline to the called service and raises its errors as domain errors."""
-
-    def __init__(self, internal_token: str | None = None) -> None:
-        self._internal_token = internal_token
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        call = await continuation(_call_details(client_call_details, self._internal_token), request)
-        try:
-            return await call
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-
-
-class StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
-    """Streaming twin of UnaryClientInterceptor."""
-
-    def __init__(self, internal_token: str | None = None) -> None:
-        self._internal_token = internal_token
-
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall[Any, Any]]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> AsyncIterator[Any]:
-        call = await continuation(_call_details(client_call_details, self._internal_token), request)
-
-        async def responses() -> AsyncIterator[Any]:
-            try:
-                async for item in call:
-                    yield item
-            except grpc.aio.AioRpcError as exc:
-                raise from_rpc_error(exc) from None
-            finally:
-                call.cancel()
-
-        return responses()

@@ -21,11 +21,6 @@ from opentelemetry.sdk.trace.export import (
 _enabled = False
 
 
-def tracing_enabled() -> bool:
-    """Whether this process exports traces."""
-    return _enabled
-
-
 def setup_tracing(service_name: str, *, exporter: SpanExporter | None = None) -> bool:
     """Installs the tracer provider and the gRPC/HTTP instrumentation; returns whether tracing is on.
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mnemo.supervisor import MODULES, wait_healthy
+from mnemo_server.supervisor import MODULES, wait_healthy
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
 

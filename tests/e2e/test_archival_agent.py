@@ -9,7 +9,7 @@ import httpx
 
 from mnemo.memory.v1 import passage_pb2, passage_pb2_grpc
 from mnemo_core.actor import acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh
@@ -144,7 +144,7 @@ async def test_deleting_an_agent_deletes_its_archival_passages(mesh: RunningMesh
             f"/v1/agents/{agent['id']}/archival-memory", json={"text": "The vault code is 4711."}
         )
         assert inserted.status_code == 201, inserted.text
-        passages = passage_pb2_grpc.PassageServiceStub(open_channel(mesh.address("memory")))
+        passages = mesh_stub(passage_pb2_grpc.PassageServiceStub, mesh_channel(mesh.address("memory")))
         with acting_as(DEFAULT_ACTOR):
             before = await passages.ListPassages(passage_pb2.ListPassagesRequest(agent_id=agent["id"]))
             assert len(before.passages) == 1

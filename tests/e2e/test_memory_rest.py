@@ -174,6 +174,11 @@ def test_source_upload_job_attach_search_and_delete(api: httpx.Client) -> None:
     files = api.get(f"/v1/sources/{source['id']}/files").json()
     assert [f["file_name"] for f in files] == ["handbook.md"]
     assert files[0]["status"] == "completed"
+    elsewhere = api.post("/v1/sources", json={"name": f"elsewhere-{agent['id']}"}).json()
+    foreign = f"/v1/sources/{elsewhere['id']}/files/{files[0]['id']}"
+    assert api.get(foreign).json()["reason"] == "FILE_NOT_FOUND"
+    assert api.delete(foreign).status_code == 404
+    assert api.get(f"/v1/sources/{source['id']}/files/{files[0]['id']}").json()["id"] == files[0]["id"]
 
     attach = api.patch(f"/v1/agents/{agent['id']}/sources/attach/{source['id']}")
     assert attach.status_code == 200

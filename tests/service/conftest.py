@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc
 from mnemo.tools.v1 import tool_pb2_grpc
 from mnemo_core.actor import Actor
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import StubT, mesh_channel, mesh_stub
 from mnemo_core.server import GrpcApp, RunningServer, start_server
 from mnemo_llm.app import build as build_llm
 from mnemo_llm.settings import LlmSettings
@@ -53,19 +53,24 @@ class Served:
     app: GrpcApp
     running: RunningServer
     channel: grpc.aio.Channel
+    internal_token: str | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.running.port}"
+
+    def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        """A stub making mesh calls to the service (the actor of `acting_as`, errors as domain errors)."""
+        return mesh_stub(stub_cls, self.channel, self.internal_token)
 
 
 @contextlib.asynccontextmanager
 async def serving(app: GrpcApp, *, internal_token: str | None = None) -> AsyncIterator[Served]:
     """Starts `app` on a free loopback port and opens a mesh channel to it."""
     running = await start_server(app, host="127.0.0.1", port=0, internal_token=internal_token)
-    channel = open_channel(f"127.0.0.1:{running.port}", internal_token=internal_token)
+    channel = mesh_channel(f"127.0.0.1:{running.port}")
     try:
-        yield Served(app=app, running=running, channel=channel)
+        yield Served(app=app, running=running, channel=channel, internal_token=internal_token)
     finally:
         await channel.close()
         await running.stop(0)
@@ -144,19 +149,19 @@ async def unconfigured_llm_service(tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def blocks(memory_service: Served) -> block_pb2_grpc.BlockServiceAsyncStub:
-    return block_pb2_grpc.BlockServiceStub(memory_service.channel)
+    return memory_service.stub(block_pb2_grpc.BlockServiceStub)
 
 
 @pytest.fixture
 def messages(memory_service: Served) -> message_pb2_grpc.MessageServiceAsyncStub:
-    return message_pb2_grpc.MessageServiceStub(memory_service.channel)
+    return memory_service.stub(message_pb2_grpc.MessageServiceStub)
 
 
 @pytest.fixture
 def tools(tools_service: Served) -> tool_pb2_grpc.ToolServiceAsyncStub:
-    return tool_pb2_grpc.ToolServiceStub(tools_service.channel)
+    return tools_service.stub(tool_pb2_grpc.ToolServiceStub)
 
 
 @pytest.fixture
 def chat(llm_service: Served) -> llm_pb2_grpc.LlmServiceAsyncStub:
-    return llm_pb2_grpc.LlmServiceStub(llm_service.channel)
+    return llm_service.stub(llm_pb2_grpc.LlmServiceStub)

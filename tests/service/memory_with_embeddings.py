@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
+from mnemo.memory.v1 import message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo_memory.app import MemoryApp
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
@@ -70,19 +70,14 @@ def memory_app(served: Served) -> MemoryApp:
 
 @pytest.fixture
 def passages(embedded_memory: Served) -> passage_pb2_grpc.PassageServiceAsyncStub:
-    return passage_pb2_grpc.PassageServiceStub(embedded_memory.channel)
+    return embedded_memory.stub(passage_pb2_grpc.PassageServiceStub)
 
 
 @pytest.fixture
 def sources(embedded_memory: Served) -> source_pb2_grpc.SourceServiceAsyncStub:
-    return source_pb2_grpc.SourceServiceStub(embedded_memory.channel)
+    return embedded_memory.stub(source_pb2_grpc.SourceServiceStub)
 
 
 @pytest.fixture
 def recall_messages(embedded_memory: Served) -> message_pb2_grpc.MessageServiceAsyncStub:
-    return message_pb2_grpc.MessageServiceStub(embedded_memory.channel)
-
-
-@pytest.fixture
-def embedded_blocks(embedded_memory: Served) -> block_pb2_grpc.BlockServiceAsyncStub:
-    return block_pb2_grpc.BlockServiceStub(embedded_memory.channel)
+    return embedded_memory.stub(message_pb2_grpc.MessageServiceStub)

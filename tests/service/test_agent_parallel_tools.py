@@ -103,7 +103,7 @@ async def test_tool_calls_of_one_step_run_at_the_same_time_and_keep_their_order(
 ) -> None:
     _, tools = recording_tools
     tools.runs.clear()
-    stub = agent_pb2_grpc.AgentServiceStub(agent_with_tools.channel)
+    stub = agent_with_tools.stub(agent_pb2_grpc.AgentServiceStub)
     llm.script(
         tool_calls(
             [

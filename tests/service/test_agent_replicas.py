@@ -51,7 +51,7 @@ def user(text: str) -> message_pb2.Message:
 async def test_a_turn_on_one_replica_waits_for_the_agents_turn_on_the_other(
     replicas: tuple[Served, Served], memory_service: Served, llm: FakeProvider
 ) -> None:
-    first, second = (agent_pb2_grpc.AgentServiceStub(r.channel) for r in replicas)
+    first, second = (r.stub(agent_pb2_grpc.AgentServiceStub) for r in replicas)
     with acting_as(new_actor()):
         created = await first.CreateAgent(
             agent_pb2.CreateAgentRequest(
@@ -76,10 +76,10 @@ async def test_a_turn_on_one_replica_waits_for_the_agents_turn_on_the_other(
             second.SendMessage(agent_pb2.SendMessageRequest(agent_id=agent_id, messages=[user("via B")]))
         )
         a, b = await asyncio.gather(on_first, on_second)
-        history = await message_pb2_grpc.MessageServiceStub(memory_service.channel).ListMessages(
+        history = await memory_service.stub(message_pb2_grpc.MessageServiceStub).ListMessages(
             history_pb2.ListMessagesRequest(agent_id=agent_id, page_size=100)
         )
-        runs = run_pb2_grpc.RunServiceStub(replicas[1].channel)
+        runs = replicas[1].stub(run_pb2_grpc.RunServiceStub)
         run_a = (await runs.GetRun(run_pb2.GetRunRequest(run_id=a.run_id))).run
         run_b = (await runs.GetRun(run_pb2.GetRunRequest(run_id=b.run_id))).run
 
@@ -101,8 +101,8 @@ async def test_a_turn_on_one_replica_waits_for_the_agents_turn_on_the_other(
 async def test_a_cancel_sent_to_the_other_replica_stops_the_turn(
     replicas: tuple[Served, Served], llm: FakeProvider
 ) -> None:
-    first = agent_pb2_grpc.AgentServiceStub(replicas[0].channel)
-    runs_on_second = run_pb2_grpc.RunServiceStub(replicas[1].channel)
+    first = replicas[0].stub(agent_pb2_grpc.AgentServiceStub)
+    runs_on_second = replicas[1].stub(run_pb2_grpc.RunServiceStub)
     with acting_as(new_actor()):
         created = await first.CreateAgent(
             agent_pb2.CreateAgentRequest(agent=agent_pb2.Agent(name="cancelled", model="openai/m"))

@@ -222,6 +222,32 @@ async def test_purge_deletes_every_passage_of_the_agent_only(passages: Passages)
     assert len(others) == 1
 
 
+async def test_a_passage_named_with_another_agent_as_parent_is_not_found_and_stays(
+    passages: Passages,
+) -> None:
+    actor, agent_id = await seeded(passages)
+    other = new_agent_id()
+    with acting_as(actor):
+        (hit,) = await search(passages, agent_id, "sushi", top_k=1)
+        passage_id = hit.passage.id
+        for call in (
+            passages.GetPassage(passage_pb2.GetPassageRequest(passage_id=passage_id, agent_id=other)),
+            passages.DeletePassage(passage_pb2.DeletePassageRequest(passage_id=passage_id, agent_id=other)),
+        ):
+            with pytest.raises(NotFound) as missing:
+                await call
+            assert missing.value.reason == "PASSAGE_NOT_FOUND"
+        mine = await passages.GetPassage(
+            passage_pb2.GetPassageRequest(passage_id=passage_id, agent_id=agent_id)
+        )
+        assert mine.passage.text == hit.passage.text
+        await passages.DeletePassage(
+            passage_pb2.DeletePassageRequest(passage_id=passage_id, agent_id=agent_id)
+        )
+        with pytest.raises(NotFound):
+            await passages.GetPassage(passage_pb2.GetPassageRequest(passage_id=passage_id))
+
+
 async def test_passages_of_another_org_are_not_found_nor_searched(passages: Passages) -> None:
     actor, agent_id = await seeded(passages)
     with acting_as(actor):

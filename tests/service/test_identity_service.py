@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import delete
 
 from mnemo.agent.v1 import identity_pb2, identity_pb2_grpc
 from mnemo_agent.app import MIGRATIONS, AgentApp
 from mnemo_agent.app import build as build_agent
 from mnemo_agent.identity import Identities
-from mnemo_agent.models import AgentRow
 from mnemo_agent.settings import AgentSettings
+from mnemo_agent.store import Agent, AgentQueries
 from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
 from mnemo_core.db import Database
 from mnemo_core.errors import (
@@ -55,7 +54,7 @@ def agent_app(served: Served) -> AgentApp:
 
 @pytest.fixture
 def identity(agent_service: Served) -> Stub:
-    return identity_pb2_grpc.IdentityServiceStub(agent_service.channel)
+    return agent_service.stub(identity_pb2_grpc.IdentityServiceStub)
 
 
 def unique(name: str) -> str:
@@ -261,22 +260,19 @@ async def test_an_organization_with_agents_cannot_be_deleted_and_deleting_one_re
     created = await new_key(identity, org_id, await new_user(identity, org_id), identity_pb2.ROLE_ADMIN)
     db = agent_app(agent_service).db
     now = utcnow()
-    async with db.write() as session:
-        session.add(
-            AgentRow(
-                id=f"agent-{uuid.uuid4()}",
-                org_id=org_id,
-                created_by="u",
-                name="a",
-                model="openai/x",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    agent = Agent(
+        id=f"agent-{uuid.uuid4()}",
+        org_id=org_id,
+        created_by="u",
+        name="a",
+        model="openai/x",
+        created_at=now,
+        updated_at=now,
+    )
+    await db.write(AgentQueries.insert, [agent])
     with acting_as(ROOT_ACTOR), pytest.raises(FailedPrecondition) as busy:
         await identity.DeleteOrganization(identity_pb2.DeleteOrganizationRequest(org_id=org_id))
-    async with db.write() as session:
-        await session.execute(delete(AgentRow).where(AgentRow.org_id == org_id))
+    await db.write(AgentQueries.delete, org_id, agent.id)
     with acting_as(ROOT_ACTOR):
         await identity.DeleteOrganization(identity_pb2.DeleteOrganizationRequest(org_id=org_id))
         with pytest.raises(Unauthenticated):

@@ -82,7 +82,7 @@ async def test_openai_batch_uploads_one_jsonl_and_maps_results_back_in_order_wit
     llm.complete_batches_after(2)
     actor = new_actor()
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(actor):
             created = (
                 await stub.CreateChatBatch(
@@ -138,7 +138,7 @@ async def test_a_failed_request_inside_a_batch_gets_its_own_error_and_the_others
         error(400, "This model's maximum context length is 10 tokens", code="context_length_exceeded"),
     )
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(new_actor()):
             created = (
                 await stub.CreateChatBatch(llm_pb2.CreateChatBatchRequest(requests=[chat("a"), chat("b")]))
@@ -165,7 +165,7 @@ async def test_anthropic_batch_round_trip_through_message_batches(
     )
     model = "anthropic/claude-sonnet-4-5"
     async with serving(await build(settings_for(tmp_path, llm, anthropic.base_url))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(new_actor()):
             created = (
                 await stub.CreateChatBatch(
@@ -203,7 +203,7 @@ async def test_a_provider_without_a_batch_api_is_refused_with_failed_preconditio
     tmp_path: Path, llm: FakeProvider
 ) -> None:
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(new_actor()):
             with pytest.raises(FailedPrecondition) as refused:
                 await stub.CreateChatBatch(
@@ -236,12 +236,12 @@ async def test_get_chat_batch_works_after_a_gateway_restart_and_results_are_reco
     async with serving(await build(settings_for(tmp_path, llm))) as served:
         with acting_as(actor):
             created = (
-                await llm_pb2_grpc.LlmServiceStub(served.channel).CreateChatBatch(
+                await served.stub(llm_pb2_grpc.LlmServiceStub).CreateChatBatch(
                     llm_pb2.CreateChatBatchRequest(requests=[chat("a")])
                 )
             ).batch
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(actor):
             done = await until_finished(stub, created.id)
             again = (await stub.GetChatBatch(llm_pb2.GetChatBatchRequest(id=created.id))).batch
@@ -264,7 +264,7 @@ async def test_cancel_stops_the_batch_and_its_unanswered_requests_end_with_an_er
     anthropic.complete_batches_after(5)
     model = "anthropic/claude-haiku-4-5"
     async with serving(await build(settings_for(tmp_path, llm, anthropic.base_url))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(new_actor()):
             outcomes = []
             for request in (chat("a"), chat("b", model=model)):
@@ -285,7 +285,7 @@ async def test_cancel_stops_the_batch_and_its_unanswered_requests_end_with_an_er
 
 async def test_requests_of_two_providers_in_one_batch_are_refused(tmp_path: Path, llm: FakeProvider) -> None:
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(new_actor()), pytest.raises(InvalidArgument) as refused:
             await stub.CreateChatBatch(
                 llm_pb2.CreateChatBatchRequest(requests=[chat("a"), chat("b", model="plain/gpt-test")])

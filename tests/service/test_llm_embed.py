@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from mnemo_core.server import start_server
 from mnemo_llm.app import build
@@ -41,9 +41,9 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     )
     app = await build(settings)
     running = await start_server(app, host="127.0.0.1", port=0)
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    channel = mesh_channel(f"127.0.0.1:{running.port}")
     try:
-        yield llm_pb2_grpc.LlmServiceStub(channel), running.port
+        yield mesh_stub(llm_pb2_grpc.LlmServiceStub, channel), running.port
     finally:
         await channel.close()
         await running.stop(0)
@@ -241,7 +241,7 @@ async def with_providers(
         )
     app = await build(settings)
     async with serving(app) as served:
-        yield llm_pb2_grpc.LlmServiceStub(served.channel)
+        yield served.stub(llm_pb2_grpc.LlmServiceStub)
 
 
 async def test_openai_embeddings_are_fetched_when_the_model_names_openai(

@@ -265,7 +265,7 @@ async def test_slow_provider_beyond_the_provider_timeout_is_deadline_exceeded_pr
     started = time.monotonic()
     async with serving(await build_llm(settings)) as served:
         with acting_as(actor), pytest.raises(DeadlineExceeded) as failed:
-            await llm_pb2_grpc.LlmServiceStub(served.channel).Chat(chat_request(), timeout=10)
+            await served.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request(), timeout=10)
 
     assert failed.value.reason == "PROVIDER_TIMEOUT"
     assert time.monotonic() - started < 1.5
@@ -274,7 +274,7 @@ async def test_slow_provider_beyond_the_provider_timeout_is_deadline_exceeded_pr
 async def test_chat_without_any_configured_provider_is_failed_precondition(
     unconfigured_llm_service: Served, actor: Actor
 ) -> None:
-    stub = llm_pb2_grpc.LlmServiceStub(unconfigured_llm_service.channel)
+    stub = unconfigured_llm_service.stub(llm_pb2_grpc.LlmServiceStub)
     with acting_as(actor), pytest.raises(FailedPrecondition) as failed:
         await stub.Chat(chat_request())
 

@@ -54,7 +54,7 @@ async def local(home: Path) -> AsyncIterator[Llm]:
     with clean_environment(home):
         settings = LlmSettings(home=home, local_context_window=2048, provider_max_retries=0)
     async with serving(await build(settings)) as served:
-        yield llm_pb2_grpc.LlmServiceStub(served.channel)
+        yield served.stub(llm_pb2_grpc.LlmServiceStub)
 
 
 def ask(text: str, **fields: object) -> llm_pb2.ChatRequest:

@@ -64,7 +64,7 @@ async def stub(
             local_chat="off",
         )
     async with serving(await build(settings)) as served:
-        yield llm_pb2_grpc.LlmServiceStub(served.channel)
+        yield served.stub(llm_pb2_grpc.LlmServiceStub)
 
 
 def by_name(response: llm_pb2.ListModelsResponse) -> dict[str, llm_pb2.ModelInfo]:
@@ -112,7 +112,7 @@ async def test_listing_one_provider_and_an_unreachable_one(tmp_path: Path, stub:
         settings = LlmSettings(home=tmp_path, ollama_base_url="http://127.0.0.1:9", local_chat="off")
     async with serving(await build(settings)) as served:
         with acting_as(actor):
-            down = await llm_pb2_grpc.LlmServiceStub(served.channel).ListModels(
+            down = await served.stub(llm_pb2_grpc.LlmServiceStub).ListModels(
                 llm_pb2.ListModelsRequest(include_provider_models=True)
             )
 

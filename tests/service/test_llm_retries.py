@@ -85,7 +85,7 @@ async def test_rate_limit_and_server_errors_are_retried_until_the_provider_answe
         error(429, "Rate limit reached", err_type="requests"), error(503, "Overloaded"), reply("finally")
     )
     with acting_as(actor):
-        response = await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request())
+        response = await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request())
 
     assert response.message.content == "finally"
     assert len(llm.requests()) == 3
@@ -96,7 +96,7 @@ async def test_a_provider_that_keeps_failing_fails_after_the_last_retry_with_its
 ) -> None:
     llm.script(*[error(500, "The server had an error", err_type="server_error")] * 4)
     with acting_as(actor), pytest.raises(Unavailable) as failed:
-        await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request())
+        await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request())
 
     assert failed.value.reason == "PROVIDER_UNAVAILABLE"
     assert "The server had an error" in failed.value.message
@@ -119,7 +119,7 @@ async def test_failures_a_retry_cannot_fix_are_not_retried(
 ) -> None:
     llm.script(scripted, reply("never reached"))
     with acting_as(actor), pytest.raises(expected):
-        await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request())
+        await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request())
 
     assert len(llm.requests()) == 1
 
@@ -130,7 +130,7 @@ async def test_retry_after_of_a_rate_limit_is_waited_for(
     llm.script(error(429, "Rate limit reached", headers={"retry-after": "1"}), reply("after the wait"))
     started = time.monotonic()
     with acting_as(actor):
-        response = await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request())
+        response = await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request())
 
     assert response.message.content == "after the wait"
     assert time.monotonic() - started >= 1.0
@@ -142,7 +142,7 @@ async def test_a_retry_after_beyond_the_callers_deadline_fails_at_once_with_the_
     llm.script(error(429, "Rate limit reached", headers={"retry-after": "30"}), reply("too late"))
     started = time.monotonic()
     with acting_as(actor), pytest.raises(ResourceExhausted) as failed:
-        await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request(), timeout=3)
+        await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request(), timeout=3)
 
     assert time.monotonic() - started < 1.5
     assert failed.value.reason == "PROVIDER_RATE_LIMITED"
@@ -156,7 +156,7 @@ async def test_timeouts_are_retried_within_the_callers_deadline_and_no_longer(
     llm.script(*[reply("slow", delay=3.0)] * 3)
     started = time.monotonic()
     with acting_as(actor), pytest.raises(DeadlineExceeded):
-        await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request(), timeout=1.0)
+        await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request(), timeout=1.0)
 
     assert time.monotonic() - started < 1.6
 
@@ -168,7 +168,7 @@ async def test_a_stream_is_retried_when_it_fails_before_its_first_event(
     with acting_as(actor):
         events = [
             e
-            async for e in llm_pb2_grpc.LlmServiceStub(retrying.channel).StreamChat(
+            async for e in retrying.stub(llm_pb2_grpc.LlmServiceStub).StreamChat(
                 llm_pb2.StreamChatRequest(chat=chat_request())
             )
         ]
@@ -184,7 +184,7 @@ async def test_anthropic_overload_is_retried(
         anthropic_error(529, "overloaded_error", "Overloaded"), anthropic_reply("hello from claude")
     )
     with acting_as(actor):
-        response = await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(
+        response = await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(
             chat_request("claude/claude-sonnet-4-5")
         )
 
@@ -197,7 +197,7 @@ async def test_ollama_server_errors_are_retried(
 ) -> None:
     ollama_fake.script(ollama_error(503, "server busy"), ollama_reply("hello from ollama"))
     with acting_as(actor):
-        response = await llm_pb2_grpc.LlmServiceStub(retrying.channel).Chat(chat_request("ollama/llama3.2"))
+        response = await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request("ollama/llama3.2"))
 
     assert response.message.content == "hello from ollama"
     assert len(ollama_fake.requests("/api/chat")) == 2

@@ -146,7 +146,7 @@ async def test_a_caller_that_goes_away_closes_the_provider_request(
         async for event in call:
             if event.HasField("content_delta"):
                 break
-        call.cancel()  # type: ignore[attr-defined]
+        await call.aclose()
 
     assert await asyncio.to_thread(llm.wait_for_abandoned_stream, 5.0)
     assert llm.stream_counts()[0] == 0
@@ -200,7 +200,7 @@ async def test_stream_without_messages_or_with_a_bad_model_is_refused_before_any
 async def test_stream_on_a_server_without_providers_is_failed_precondition(
     unconfigured_llm_service: Served, actor: Actor
 ) -> None:
-    stub = llm_pb2_grpc.LlmServiceStub(unconfigured_llm_service.channel)
+    stub = unconfigured_llm_service.stub(llm_pb2_grpc.LlmServiceStub)
     with acting_as(actor), pytest.raises(FailedPrecondition) as failed:
         await events_of(stub, stream_request())
 

@@ -60,7 +60,7 @@ async def test_calls_are_summed_per_agent_and_model_for_the_callers_organization
         reply("d", prompt_tokens=100, completion_tokens=100),
     )
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(ada):
             await stub.Chat(chat("agent-1"))
             await stub.Chat(chat("agent-1"))
@@ -95,10 +95,10 @@ async def test_usage_survives_a_restart_of_the_gateway(tmp_path: Path, llm: Fake
     llm.script(reply("a", prompt_tokens=7, completion_tokens=1))
     async with serving(await build(settings_for(tmp_path, llm))) as served:
         with acting_as(actor):
-            await llm_pb2_grpc.LlmServiceStub(served.channel).Chat(chat("agent-1"))
+            await served.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat("agent-1"))
     async with serving(await build(settings_for(tmp_path, llm))) as served:
         with acting_as(actor):
-            summary = await llm_pb2_grpc.LlmServiceStub(served.channel).SummarizeUsage(
+            summary = await served.stub(llm_pb2_grpc.LlmServiceStub).SummarizeUsage(
                 llm_pb2.SummarizeUsageRequest(group_by=[llm_pb2.USAGE_DIMENSION_MODEL])
             )
 
@@ -120,7 +120,7 @@ async def test_usage_is_grouped_by_utc_day_and_filtered_by_time(
     future = timestamp_pb2.Timestamp()
     future.FromDatetime(datetime.now(UTC) + timedelta(days=1))
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(actor):
             await stub.Chat(chat("agent-1"))
             by_day = await stub.SummarizeUsage(
@@ -142,7 +142,7 @@ async def test_usage_is_grouped_by_utc_day_and_filtered_by_time(
 async def test_an_organization_without_calls_has_no_usage_rows(tmp_path: Path, llm: FakeProvider) -> None:
     async with serving(await build(settings_for(tmp_path, llm))) as served:
         with acting_as(new_actor()):
-            summary = await llm_pb2_grpc.LlmServiceStub(served.channel).SummarizeUsage(
+            summary = await served.stub(llm_pb2_grpc.LlmServiceStub).SummarizeUsage(
                 llm_pb2.SummarizeUsageRequest()
             )
 
@@ -156,13 +156,13 @@ async def test_a_stream_its_caller_abandons_is_recorded_with_estimated_tokens(
     llm.script(streamed(reply("one two three four five six seven eight"), pieces=8, chunk_delay=0.25))
     request = llm_pb2.StreamChatRequest(chat=chat("agent-1"))
     async with serving(await build(settings_for(tmp_path, llm))) as served:
-        stub = llm_pb2_grpc.LlmServiceStub(served.channel)
+        stub = served.stub(llm_pb2_grpc.LlmServiceStub)
         with acting_as(actor):
             call = stub.StreamChat(request)
             async for event in call:
                 if event.HasField("content_delta"):
                     break
-            call.cancel()
+            await call.aclose()
             assert await asyncio.to_thread(llm.wait_for_abandoned_stream, 5.0)
             prompt = await stub.CountTokens(llm_pb2.CountTokensRequest(chat=request.chat))
             summaries: list[llm_pb2.UsageSummary] = []

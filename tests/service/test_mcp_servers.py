@@ -30,7 +30,7 @@ SERVER_TOOLS = ["add", "crash", "fail", "read_env", "shout", "slow"]
 
 @pytest.fixture
 def mcp(tools_service: Served) -> Mcp:
-    return mcp_pb2_grpc.McpServiceStub(tools_service.channel)
+    return tools_service.stub(mcp_pb2_grpc.McpServiceStub)
 
 
 @pytest.fixture(scope="module")

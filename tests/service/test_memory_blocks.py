@@ -907,6 +907,65 @@ async def test_detach_agent_blocks_without_agent_id_is_invalid_argument(blocks: 
     assert violation_fields(refused.value) == ["agent_id"]
 
 
+# --- addressed through an agent ------------------------------------------------------------------------
+
+
+async def test_an_agents_block_is_read_and_updated_by_label_in_one_call(blocks: Blocks, actor: Actor) -> None:
+    agent_id = new_agent_id()
+    with acting_as(actor):
+        created = await create_block(blocks, "human", "Name: Ada", agent_id=agent_id)
+        fetched = await blocks.GetBlock(block_pb2.GetBlockRequest(agent_id=agent_id, label="human"))
+        updated = await blocks.UpdateBlock(
+            block_pb2.UpdateBlockRequest(
+                agent_id=agent_id,
+                label="human",
+                block=block_pb2.Block(label="person", value="Name: Ada Lovelace"),
+                update_mask=field_mask_pb2.FieldMask(paths=["label", "value"]),
+            )
+        )
+        by_id = await get_block(blocks, created.id)
+    assert fetched.block.id == created.id
+    assert (updated.block.id, updated.block.label, updated.block.value) == (
+        created.id,
+        "person",
+        "Name: Ada Lovelace",
+    )
+    assert by_id == updated.block
+
+
+async def test_a_block_named_with_an_agent_it_is_not_attached_to_is_not_found_and_unchanged(
+    blocks: Blocks, actor: Actor
+) -> None:
+    owner, stranger = new_agent_id(), new_agent_id()
+    with acting_as(actor):
+        block = await create_block(blocks, "human", "Name: Ada", agent_id=owner)
+        attempts = (
+            blocks.GetBlock(block_pb2.GetBlockRequest(block_id=block.id, agent_id=stranger)),
+            blocks.GetBlock(block_pb2.GetBlockRequest(agent_id=stranger, label="human")),
+            blocks.UpdateBlock(
+                block_pb2.UpdateBlockRequest(
+                    agent_id=stranger,
+                    block=block_pb2.Block(id=block.id, value="changed"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["value"]),
+                )
+            ),
+            blocks.UpdateBlock(
+                block_pb2.UpdateBlockRequest(
+                    agent_id=stranger,
+                    label="human",
+                    block=block_pb2.Block(value="changed"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["value"]),
+                )
+            ),
+        )
+        for attempt in attempts:
+            with pytest.raises(NotFound) as missing:
+                await attempt
+            assert missing.value.reason == "BLOCK_NOT_FOUND"
+        after = await get_block(blocks, block.id)
+    assert after == block
+
+
 # --- shared blocks -------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,6 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.app import MIGRATIONS
 from mnemo_memory.passage_store import NewPassage, PassageFilter, Scope
 from mnemo_memory.passage_store_pg import PgPassageStore
-from mnemo_memory.sql import SqlRunner
 from tests.service.conftest import new_actor, new_agent_id
 from tests.service.memory_with_embeddings import memory_postgres  # noqa: F401 - fixture
 
@@ -37,7 +36,7 @@ TAGGED = 30  # 3 % of the rows: an index scan that stopped at its first candidat
 
 
 @pytest.fixture(scope="module")
-async def pg(memory_postgres: str) -> AsyncIterator[SqlRunner]:
+async def pg(memory_postgres: str) -> AsyncIterator[Database]:
     """The memory schema, migrated, in a fresh database of the session's Postgres."""
     server = create_async_engine(memory_postgres, isolation_level="AUTOCOMMIT")
     name = f"pgvector_{uuid.uuid4().hex[:12]}"
@@ -49,9 +48,8 @@ async def pg(memory_postgres: str) -> AsyncIterator[SqlRunner]:
         make_url(memory_postgres).set(database=name).render_as_string(hide_password=False), schema="memory"
     )
     await upgrade(db, MIGRATIONS)
-    runner = SqlRunner(db)
-    yield runner
-    await runner.aclose()
+    yield db
+    await db.dispose()
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:
@@ -60,7 +58,7 @@ def unit_vectors(count: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-async def index_scans(db: SqlRunner, index: str) -> int:
+async def index_scans(db: Database, index: str) -> int:
     def read(conn: Connection) -> int:
         query = text("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = :index")
         return int(conn.scalar(query, {"index": index}) or 0)
@@ -69,7 +67,7 @@ async def index_scans(db: SqlRunner, index: str) -> int:
 
 
 @pytest.fixture(scope="module")
-async def seeded(pg: SqlRunner) -> tuple[str, str, np.ndarray, list[int]]:
+async def seeded(pg: Database) -> tuple[str, str, np.ndarray, list[int]]:
     """ROWS passages of one agent, the first TAGGED of them tagged "rare"; returns (org, agent, vectors, keys)."""
     org_id, agent_id = new_actor().org_id, new_agent_id()
     vectors = unit_vectors(ROWS, seed=5)
@@ -93,7 +91,7 @@ async def seeded(pg: SqlRunner) -> tuple[str, str, np.ndarray, list[int]]:
 
 
 async def test_a_scope_beyond_the_exact_limit_is_searched_through_the_index_of_its_dimension(
-    pg: SqlRunner, seeded: tuple[str, str, np.ndarray, list[int]]
+    pg: Database, seeded: tuple[str, str, np.ndarray, list[int]]
 ) -> None:
     org_id, agent_id, vectors, pks = seeded
     query = unit_vectors(1, seed=9)[0]
@@ -120,7 +118,7 @@ async def test_a_scope_beyond_the_exact_limit_is_searched_through_the_index_of_i
 
 
 async def test_a_selective_filter_still_yields_k_results_through_the_index(
-    pg: SqlRunner, seeded: tuple[str, str, np.ndarray, list[int]]
+    pg: Database, seeded: tuple[str, str, np.ndarray, list[int]]
 ) -> None:
     org_id, agent_id, vectors, pks = seeded
     query = unit_vectors(1, seed=11)[0]

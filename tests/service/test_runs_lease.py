@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
 from mnemo_agent.app import MIGRATIONS
-from mnemo_agent.models import AgentRow
 from mnemo_agent.runs import AWAITING_APPROVAL, COMPLETED, CREATED, FAILED, RUNNING, AgentBusy, Runs
+from mnemo_agent.store import Agent, AgentQueries
 from mnemo_core.db import Database
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_core.migrations import upgrade
@@ -53,18 +53,16 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         database = Database(url, schema=f"agent_{uuid.uuid4().hex[:12]}")
     await upgrade(database, MIGRATIONS)
     now = utcnow()
-    async with database.write() as session:
-        session.add(
-            AgentRow(
-                id="agent-1",
-                org_id="org-1",
-                created_by="u",
-                name="a",
-                model="openai/m",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    agent = Agent(
+        id="agent-1",
+        org_id="org-1",
+        created_by="u",
+        name="a",
+        model="openai/m",
+        created_at=now,
+        updated_at=now,
+    )
+    await database.write(AgentQueries.insert, [agent])
     yield database
     await database.dispose()
 
@@ -151,7 +149,7 @@ async def test_runs_of_another_organization_are_not_found(db: Database) -> None:
     assert missing.value.reason == "RUN_NOT_FOUND"
 
 
-async def test_run_write_commits_its_statements_together_or_not_at_all(db: Database) -> None:
+async def test_a_unit_of_work_commits_its_statements_together_or_not_at_all(db: Database) -> None:
     from sqlalchemy import Connection, insert, select
 
     from mnemo_agent.models import AgentTagRow
@@ -165,10 +163,9 @@ async def test_run_write_commits_its_statements_together_or_not_at_all(db: Datab
         connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "c"}])
         connection.execute(insert(AgentTagRow), [{"agent_id": "agent-1", "tag": "a"}])
 
-    assert await db.run_write(two_tags) == 2
+    assert await db.write(two_tags) == 2
     with pytest.raises(IntegrityError):
-        await db.run_write(duplicate)
+        await db.write(duplicate)
 
-    async with db.read() as session:
-        tags = sorted(await session.scalars(select(AgentTagRow.tag)))
+    tags = await db.read(lambda connection: sorted(connection.scalars(select(AgentTagRow.tag))))
     assert tags == ["a", "b"]

@@ -360,7 +360,7 @@ async def test_required_isolation_refuses_custom_runs_exactly_where_this_mode_ca
     refusing = promised().refuses_required_isolation
     missing = [k for k in ("network", "mount") if not promised().capabilities[k]]
     async with serving(await build_tools(settings)) as served:
-        tools = tool_pb2_grpc.ToolServiceStub(served.channel)
+        tools = served.stub(tool_pb2_grpc.ToolServiceStub)
         with acting_as(actor):
             if refusing:
                 with pytest.raises(FailedPrecondition) as refused:

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
 from mnemo_core.actor import ORG_KEY, acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.errors import NotFound, Unauthenticated
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
@@ -59,7 +59,7 @@ async def test_health_reports_serving_for_the_server_and_each_of_its_services_wi
 
 
 async def test_health_of_a_service_the_server_does_not_have_is_not_found(memory_service: Served) -> None:
-    stub = health_pb2_grpc.HealthStub(memory_service.channel)
+    stub = memory_service.stub(health_pb2_grpc.HealthStub)
 
     with pytest.raises(NotFound):
         await stub.Check(health_pb2.HealthCheckRequest(service="mnemo.tools.v1.ToolService"))
@@ -77,20 +77,20 @@ async def test_internal_token_is_required_with_the_actor_when_the_server_is_give
     with clean_environment(tmp_path):
         settings = MemorySettings(home=tmp_path)
     async with serving(await build_memory(settings), internal_token="s3cret") as served:
-        with_token = block_pb2_grpc.BlockServiceStub(served.channel)
-        without_token_channel = open_channel(served.address)
-        wrong_token_channel = open_channel(served.address, internal_token="guess")
+        with_token = served.stub(block_pb2_grpc.BlockServiceStub)
+        without_token_channel = mesh_channel(served.address)
+        wrong_token_channel = mesh_channel(served.address)
         try:
             with acting_as(new_actor()):
                 created = await with_token.CreateBlock(
                     block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human"))
                 )
                 with pytest.raises(Unauthenticated) as missing:
-                    await block_pb2_grpc.BlockServiceStub(without_token_channel).GetBlock(
+                    await mesh_stub(block_pb2_grpc.BlockServiceStub, without_token_channel).GetBlock(
                         block_pb2.GetBlockRequest(block_id=created.block.id)
                     )
                 with pytest.raises(Unauthenticated) as wrong:
-                    await block_pb2_grpc.BlockServiceStub(wrong_token_channel).GetBlock(
+                    await mesh_stub(block_pb2_grpc.BlockServiceStub, wrong_token_channel, "guess").GetBlock(
                         block_pb2.GetBlockRequest(block_id=created.block.id)
                     )
             # Health stays open to probes that carry neither token nor actor.
@@ -108,7 +108,7 @@ async def test_internal_token_is_required_with_the_actor_when_the_server_is_give
 
 
 async def test_a_request_with_only_half_of_the_actor_is_unauthenticated(memory_service: Served) -> None:
-    stub = block_pb2_grpc.BlockServiceStub(memory_service.channel)
+    stub = memory_service.stub(block_pb2_grpc.BlockServiceStub)
     with pytest.raises(Unauthenticated) as anonymous:
         await stub.ListBlocks(block_pb2.ListBlocksRequest(), metadata=((ORG_KEY, "org-1"),))
 

@@ -195,6 +195,37 @@ async def test_deleting_a_file_deletes_its_passages(sources: Sources, passages: 
     assert [f.id for f in files.files] == [kept.file.id]
 
 
+async def test_a_file_named_with_another_source_as_parent_is_not_found_and_kept_with_its_passages(
+    sources: Sources, passages: Passages
+) -> None:
+    with acting_as(new_actor()):
+        source, other = await new_source(sources, "handbooks"), await new_source(sources, "elsewhere")
+        uploaded = await upload(sources, source.id, "manual.txt", MANUAL.encode())
+        await finished(sources, uploaded.job.id)
+        file_id = uploaded.file.id
+        for call in (
+            sources.GetFile(source_pb2.GetFileRequest(file_id=file_id, source_id=other.id)),
+            sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id, source_id=other.id)),
+        ):
+            with pytest.raises(NotFound) as missing:
+                await call
+            assert missing.value.reason == "FILE_NOT_FOUND"
+        kept = await sources.GetFile(source_pb2.GetFileRequest(file_id=file_id, source_id=source.id))
+        left = await passages.ListPassages(
+            passage_pb2.ListPassagesRequest(source_id=source.id, page_size=100)
+        )
+        await sources.DeleteFile(source_pb2.DeleteFileRequest(file_id=file_id, source_id=source.id))
+        after = await passages.ListPassages(
+            passage_pb2.ListPassagesRequest(source_id=source.id, page_size=100)
+        )
+        with pytest.raises(NotFound):
+            await sources.GetFile(source_pb2.GetFileRequest(file_id=file_id))
+    assert kept.file.id == file_id
+    assert left.passages
+    assert {p.file_id for p in left.passages} == {file_id}
+    assert list(after.passages) == []
+
+
 async def test_deleting_a_source_deletes_files_passages_and_attachments(
     sources: Sources, passages: Passages
 ) -> None:
@@ -289,7 +320,7 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     source_id = f"source-restart-{actor.org_id[4:12]}"  # the Postgres database outlives one test
     # First run: the llm-gateway is unreachable, so the job parses the file and then waits to embed.
     async with memory_with_llm(tmp_path, f"127.0.0.1:{free_port()}", memory_database) as first:
-        stub = source_pb2_grpc.SourceServiceStub(first.channel)
+        stub = first.stub(source_pb2_grpc.SourceServiceStub)
         # Creating a source resolves its model through the gateway; store this one directly instead.
         now = utcnow()
         await memory_app(first).db.write(
@@ -319,8 +350,8 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     assert job.chunks_done == 0
     # Second run on the same database, with the gateway up: the job resumes from its stored chunks.
     async with memory_with_llm(tmp_path, llm_service.address, memory_database) as second:
-        stub = source_pb2_grpc.SourceServiceStub(second.channel)
-        passages_stub = passage_pb2_grpc.PassageServiceStub(second.channel)
+        stub = second.stub(source_pb2_grpc.SourceServiceStub)
+        passages_stub = second.stub(passage_pb2_grpc.PassageServiceStub)
         with acting_as(actor):
             job = await finished(stub, uploaded.job.id)
             agent_id = new_agent_id()

@@ -68,7 +68,7 @@ async def test_five_hundred_turns_on_a_tiny_window_never_fail_and_never_split_a_
     agent_service: Served, llm: FakeProvider
 ) -> None:
     actor = new_actor()
-    stub = agent_pb2_grpc.AgentServiceStub(agent_service.channel)
+    stub = agent_service.stub(agent_pb2_grpc.AgentServiceStub)
     llm.answer_model("summarizer", reply("Earlier: the user counted turns and the assistant kept notes."))
     with acting_as(actor):
         created = await stub.CreateAgent(
@@ -142,8 +142,8 @@ async def test_history_of_a_compacted_agent_keeps_every_message(
     agent_service: Served, memory_service: Served, llm: FakeProvider
 ) -> None:
     actor = new_actor()
-    stub = agent_pb2_grpc.AgentServiceStub(agent_service.channel)
-    messages = message_pb2_grpc.MessageServiceStub(memory_service.channel)
+    stub = agent_service.stub(agent_pb2_grpc.AgentServiceStub)
+    messages = memory_service.stub(message_pb2_grpc.MessageServiceStub)
     llm.answer_model("summarizer", error(500, "down", err_type="server_error"))
     with acting_as(actor):
         created = await stub.CreateAgent(

@@ -212,9 +212,7 @@ async def test_restarting_the_tools_service_on_the_same_database_keeps_one_copy_
 
     async with serving(second_app) as served:
         with acting_as(new_actor()):
-            listed = await tool_pb2_grpc.ToolServiceStub(served.channel).ListTools(
-                tool_pb2.ListToolsRequest()
-            )
+            listed = await served.stub(tool_pb2_grpc.ToolServiceStub).ListTools(tool_pb2.ListToolsRequest())
 
     assert [t.name for t in listed.tools] == BUILTIN_NAMES
     # Built-ins are rewritten at start, so the newest settings win.

@@ -63,7 +63,7 @@ def greet(who: str) -> str:
 
 
 async def test_a_tool_imports_its_requirement_from_a_cached_environment(offline_tools: Served) -> None:
-    tools = tool_pb2_grpc.ToolServiceStub(offline_tools.channel)
+    tools = offline_tools.stub(tool_pb2_grpc.ToolServiceStub)
     with acting_as(new_actor()):
         tool = (
             await tools.CreateTool(
@@ -90,7 +90,7 @@ async def test_a_tool_imports_its_requirement_from_a_cached_environment(offline_
 
 
 async def test_a_requirement_that_cannot_be_installed_is_a_tool_error(offline_tools: Served) -> None:
-    tools = tool_pb2_grpc.ToolServiceStub(offline_tools.channel)
+    tools = offline_tools.stub(tool_pb2_grpc.ToolServiceStub)
     with acting_as(new_actor()):
         tool = (
             await tools.CreateTool(

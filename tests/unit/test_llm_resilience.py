@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from mnemo.rest.retry_after import retry_after_seconds
 from mnemo_core import errors
-from mnemo_core.retry_after import retry_after_seconds
 from mnemo_llm.providers import RETRY_AFTER_KEY, status_error
 from mnemo_llm.resilience import RetryPolicy, is_retryable
 

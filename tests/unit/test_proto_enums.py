@@ -13,9 +13,9 @@ from mnemo.agent.v1 import agent_pb2, batch_pb2, identity_pb2, run_pb2
 from mnemo.common.v1 import turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
+from mnemo.rest import agents, batches, runs
 from mnemo.tools.v1 import tool_pb2
 from mnemo_core.proto_enums import EnumNames
-from mnemo_gateway import schemas
 
 
 def test_a_values_name_is_its_suffix_after_the_enum_prefix_in_lower_case() -> None:
@@ -85,10 +85,10 @@ def test_an_enum_whose_values_do_not_carry_its_prefix_is_refused() -> None:
 @pytest.mark.parametrize(
     ("annotation", "enum"),
     [
-        (schemas.ToolRule.model_fields["type"].annotation, agent_pb2.ToolRuleType),
-        (schemas.AgentCreate.model_fields["agent_type"].annotation, agent_pb2.AgentType),
-        (schemas.Run.model_fields["status"].annotation, run_pb2.RunStatus),
-        (schemas.BatchMode, batch_pb2.BatchMode),
+        (agents.ToolRule.model_fields["type"].annotation, agent_pb2.ToolRuleType),
+        (agents.AgentCreate.model_fields["agent_type"].annotation, agent_pb2.AgentType),
+        (runs.Run.model_fields["status"].annotation, run_pb2.RunStatus),
+        (batches.BatchMode, batch_pb2.BatchMode),
     ],
 )
 def test_the_rest_vocabulary_is_the_contracts(annotation: object, enum: EnumTypeWrapper) -> None:

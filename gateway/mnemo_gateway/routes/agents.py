@@ -11,9 +11,25 @@ from fastapi.responses import StreamingResponse
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
+from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, SystemPrompt
+from mnemo.rest.blocks import Block
+from mnemo.rest.common import ErrorBody
+from mnemo.rest.messages import (
+    ContentDelta,
+    EphemeralRequest,
+    EphemeralResponse,
+    Message,
+    ReasoningDelta,
+    SendMessageRequest,
+    SendMessageResponse,
+    StopReason,
+    StreamStopReason,
+    SummarizeResponse,
+)
+from mnemo.rest.runs import Run
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import MnemoError
-from mnemo_gateway import convert, schemas
+from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
 from mnemo_gateway.errors import error_body
 
@@ -21,14 +37,14 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(a
 Mesh = Annotated[Backends, Depends(backends)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Agent)
-async def create_agent(body: schemas.AgentCreate, mesh: Mesh) -> schemas.Agent:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Agent)
+async def create_agent(body: AgentCreate, mesh: Mesh) -> Agent:
     """Creates an agent with its initial core memory blocks."""
     response = await mesh.agents.CreateAgent(convert.agent_in(body))
     return convert.agent_out(response.agent)
 
 
-@router.get("", response_model=list[schemas.Agent])
+@router.get("", response_model=list[Agent])
 async def list_agents(
     mesh: Mesh,
     response: Response,
@@ -36,7 +52,7 @@ async def list_agents(
     page_token: str = "",
     name: str = "",
     tags: Annotated[list[str] | None, Query()] = None,
-) -> list[schemas.Agent]:
+) -> list[Agent]:
     """Lists agents, newest first; the `X-Next-Page-Token` header continues the listing."""
     page = await mesh.agents.ListAgents(
         agent_pb2.ListAgentsRequest(page_size=limit, page_token=page_token, name=name, tags=tags or [])
@@ -46,8 +62,8 @@ async def list_agents(
     return [convert.agent_out(agent) for agent in page.agents]
 
 
-@router.post("/ephemeral/messages", response_model=schemas.EphemeralResponse)
-async def send_ephemeral_message(body: schemas.EphemeralRequest, mesh: Mesh) -> schemas.EphemeralResponse:
+@router.post("/ephemeral/messages", response_model=EphemeralResponse)
+async def send_ephemeral_message(body: EphemeralRequest, mesh: Mesh) -> EphemeralResponse:
     """Runs one turn of an agent given inline, with its context in the request. Nothing is stored.
 
     Core memory is read-only here: memory tools answer with an error the model sees.
@@ -70,22 +86,21 @@ async def send_ephemeral_message(body: schemas.EphemeralRequest, mesh: Mesh) -> 
             max_steps=body.max_steps,
         )
     )
-    return schemas.EphemeralResponse(
+    return EphemeralResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
+        stop_reason=StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
     )
 
 
-@router.get("/{agent_id}", response_model=schemas.Agent)
-async def get_agent(agent_id: str, mesh: Mesh) -> schemas.Agent:
+@router.get("/{agent_id}", response_model=Agent)
+async def get_agent(agent_id: str, mesh: Mesh) -> Agent:
     """Returns one agent with its core memory blocks."""
-    response = await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
-    return convert.agent_out(response.agent)
+    return convert.agent_out(await mesh.agent(agent_id))
 
 
-@router.patch("/{agent_id}", response_model=schemas.Agent)
-async def update_agent(agent_id: str, body: schemas.AgentUpdate, mesh: Mesh) -> schemas.Agent:
+@router.patch("/{agent_id}", response_model=Agent)
+async def update_agent(agent_id: str, body: AgentUpdate, mesh: Mesh) -> Agent:
     """Changes the given fields of an agent; its next turn uses them."""
     response = await mesh.agents.UpdateAgent(convert.agent_update_in(agent_id, body))
     return convert.agent_out(response.agent)
@@ -98,17 +113,16 @@ async def delete_agent(agent_id: str, mesh: Mesh) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{agent_id}/core-memory/blocks", response_model=list[schemas.Block])
-async def list_core_memory_blocks(agent_id: str, mesh: Mesh) -> list[schemas.Block]:
+@router.get("/{agent_id}/core-memory/blocks", response_model=list[Block])
+async def list_core_memory_blocks(agent_id: str, mesh: Mesh) -> list[Block]:
     """Lists the agent's core memory blocks."""
-    response = await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
-    return [convert.block_out(block) for block in response.agent.blocks]
+    return [convert.block_out(block) for block in (await mesh.agent(agent_id)).blocks]
 
 
-@router.post("/{agent_id}/messages", response_model=schemas.SendMessageResponse)
+@router.post("/{agent_id}/messages", response_model=SendMessageResponse)
 async def send_message(
     agent_id: str,
-    body: schemas.SendMessageRequest,
+    body: SendMessageRequest,
     mesh: Mesh,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
 ) -> Response:
@@ -124,9 +138,9 @@ async def send_message(
             idempotency_key=idempotency_key,
         )
     )
-    body_out = schemas.SendMessageResponse(
+    body_out = SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
+        stop_reason=StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
@@ -149,12 +163,12 @@ def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
     if kind == "delta":
         delta = event.delta
         if delta.kind == agent_pb2.DELTA_KIND_REASONING:
-            return [_sse(schemas.ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
-        return [_sse(schemas.ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
+            return [_sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
+        return [_sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
     outcome = event.outcome
     return [
         _sse(
-            schemas.StreamStopReason(
+            StreamStopReason(
                 stop_reason=convert.STOP_REASONS.name(outcome.stop_reason) or "error", run_id=outcome.run_id
             )
         ),
@@ -169,7 +183,7 @@ def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
 )
 async def stream_message(
     agent_id: str,
-    body: schemas.SendMessageRequest,
+    body: SendMessageRequest,
     mesh: Mesh,
     actor: Annotated[Actor, Depends(acting_actor)],
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
@@ -203,7 +217,7 @@ async def stream_message(
                     for line in _event_json(event):
                         yield line
             except MnemoError as exc:
-                yield _sse(schemas.ErrorBody.model_validate(error_body(exc)))
+                yield _sse(ErrorBody.model_validate(error_body(exc)))
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
             yield "data: [DONE]\n\n"
@@ -211,13 +225,13 @@ async def stream_message(
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/{agent_id}/messages/async", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.Run)
+@router.post("/{agent_id}/messages/async", status_code=status.HTTP_202_ACCEPTED, response_model=Run)
 async def send_message_async(
     agent_id: str,
-    body: schemas.SendMessageRequest,
+    body: SendMessageRequest,
     mesh: Mesh,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=256)] = "",
-) -> schemas.Run:
+) -> Run:
     """Starts a turn in the background and returns its run at once; poll `GET /v1/runs/{run_id}`."""
     response = await mesh.agents.SendMessageAsync(
         agent_pb2.SendMessageAsyncRequest(
@@ -230,24 +244,24 @@ async def send_message_async(
     return convert.run_out(response.run)
 
 
-@router.post("/{agent_id}/summarize", response_model=schemas.SummarizeResponse)
-async def summarize(agent_id: str, mesh: Mesh) -> schemas.SummarizeResponse:
+@router.post("/{agent_id}/summarize", response_model=SummarizeResponse)
+async def summarize(agent_id: str, mesh: Mesh) -> SummarizeResponse:
     """Summarizes the oldest ~30 % of the agent's context window now (the messages stay in history)."""
     response = await mesh.agents.SummarizeAgent(agent_pb2.SummarizeAgentRequest(agent_id=agent_id))
-    return schemas.SummarizeResponse(
+    return SummarizeResponse(
         evicted_count=response.evicted_count,
         summary=convert.message_out(response.summary) if response.HasField("summary") else None,
     )
 
 
-@router.post("/{agent_id}/recompile", response_model=schemas.SystemPrompt)
-async def recompile(agent_id: str, mesh: Mesh) -> schemas.SystemPrompt:
+@router.post("/{agent_id}/recompile", response_model=SystemPrompt)
+async def recompile(agent_id: str, mesh: Mesh) -> SystemPrompt:
     """Compiles the agent's system prompt from its current memory (e.g. after blocks were edited)."""
     response = await mesh.agents.RecompileAgent(agent_pb2.RecompileAgentRequest(agent_id=agent_id))
-    return schemas.SystemPrompt(system_prompt=response.system_prompt)
+    return SystemPrompt(system_prompt=response.system_prompt)
 
 
-@router.get("/{agent_id}/messages", response_model=list[schemas.Message])
+@router.get("/{agent_id}/messages", response_model=list[Message])
 async def list_messages(
     agent_id: str,
     mesh: Mesh,
@@ -255,9 +269,9 @@ async def list_messages(
     before: str = "",
     after: str = "",
     order: Literal["asc", "desc"] = "asc",
-) -> list[schemas.Message]:
+) -> list[Message]:
     """Lists the agent's message history; page with `before` / `after` message ids."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     page = await mesh.messages.ListMessages(
         history_pb2.ListMessagesRequest(
             agent_id=agent_id,

@@ -9,19 +9,18 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.memory.v1 import passage_pb2
-from mnemo_core.errors import NotFound
+from mnemo.rest.archival import Passage, PassageCreate, PassageHit, PassageSearchResult
+from mnemo.rest.messages import MessageSearchResult
 from mnemo_core.wire import to_struct
 from mnemo_gateway import memory_convert as mc
-from mnemo_gateway import memory_schemas as ms
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.routes.core_memory import agent_of
 
 router = APIRouter(prefix="/v1/agents", tags=["archival memory"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
 Mode = Literal["hybrid", "vector", "keyword"]
 
 
-@router.get("/{agent_id}/archival-memory", response_model=list[ms.Passage])
+@router.get("/{agent_id}/archival-memory", response_model=list[Passage])
 async def list_passages(
     agent_id: str,
     mesh: Mesh,
@@ -29,9 +28,9 @@ async def list_passages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     page_token: str = "",
     order: Literal["asc", "desc"] = "asc",
-) -> list[ms.Passage]:
+) -> list[Passage]:
     """Lists the agent's own passages; `X-Next-Page-Token` continues the listing."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     page = await mesh.passages.ListPassages(
         passage_pb2.ListPassagesRequest(
             agent_id=agent_id,
@@ -47,12 +46,10 @@ async def list_passages(
     return [mc.passage_out(p) for p in page.passages]
 
 
-@router.post(
-    "/{agent_id}/archival-memory", status_code=status.HTTP_201_CREATED, response_model=list[ms.Passage]
-)
-async def insert_passage(agent_id: str, body: ms.PassageCreate, mesh: Mesh) -> list[ms.Passage]:
+@router.post("/{agent_id}/archival-memory", status_code=status.HTTP_201_CREATED, response_model=list[Passage])
+async def insert_passage(agent_id: str, body: PassageCreate, mesh: Mesh) -> list[Passage]:
     """Stores text in the agent's archival memory, embedded with the agent's model; long text is split."""
-    agent = await agent_of(mesh, agent_id)
+    agent = await mesh.agent(agent_id)
     created = await mesh.passages.CreatePassages(
         passage_pb2.CreatePassagesRequest(
             agent_id=agent_id,
@@ -67,7 +64,7 @@ async def insert_passage(agent_id: str, body: ms.PassageCreate, mesh: Mesh) -> l
     return [mc.passage_out(p) for p in created.passages]
 
 
-@router.get("/{agent_id}/archival-memory/search", response_model=ms.PassageSearchResult)
+@router.get("/{agent_id}/archival-memory/search", response_model=PassageSearchResult)
 async def search_passages(
     agent_id: str,
     mesh: Mesh,
@@ -79,9 +76,9 @@ async def search_passages(
     end: datetime | None = None,
     mode: Mode = "hybrid",
     include_sources: bool = True,
-) -> ms.PassageSearchResult:
+) -> PassageSearchResult:
     """Searches the agent's archival memory (and attached sources) by meaning and words."""
-    agent = await agent_of(mesh, agent_id)
+    agent = await mesh.agent(agent_id)
     found = await mesh.passages.SearchPassages(
         passage_pb2.SearchPassagesRequest(
             agent_id=agent_id,
@@ -96,10 +93,9 @@ async def search_passages(
             exclude_sources=not include_sources,
         )
     )
-    return ms.PassageSearchResult(
+    return PassageSearchResult(
         results=[
-            ms.PassageHit(passage=mc.passage_out(m.passage), score=mc.score_out(m.score))
-            for m in found.matches
+            PassageHit(passage=mc.passage_out(m.passage), score=mc.score_out(m.score)) for m in found.matches
         ],
         embedding_model=found.embedding_model,
     )
@@ -108,15 +104,14 @@ async def search_passages(
 @router.delete("/{agent_id}/archival-memory/{passage_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_passage(agent_id: str, passage_id: str, mesh: Mesh) -> Response:
     """Deletes one of the agent's passages."""
-    await agent_of(mesh, agent_id)
-    found = await mesh.passages.GetPassage(passage_pb2.GetPassageRequest(passage_id=passage_id))
-    if found.passage.agent_id != agent_id:
-        raise NotFound(f"passage {passage_id} not found in agent {agent_id}", reason="PASSAGE_NOT_FOUND")
-    await mesh.passages.DeletePassage(passage_pb2.DeletePassageRequest(passage_id=passage_id))
+    await mesh.agent(agent_id)
+    await mesh.passages.DeletePassage(
+        passage_pb2.DeletePassageRequest(passage_id=passage_id, agent_id=agent_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{agent_id}/messages/search", response_model=ms.MessageSearchResult)
+@router.get("/{agent_id}/messages/search", response_model=MessageSearchResult)
 async def search_messages(
     agent_id: str,
     mesh: Mesh,
@@ -129,9 +124,9 @@ async def search_messages(
     start: datetime | None = None,
     end: datetime | None = None,
     mode: Mode = "hybrid",
-) -> ms.MessageSearchResult:
+) -> MessageSearchResult:
     """Recall: searches the agent's whole history (evicted messages too) by words and meaning."""
-    await agent_of(mesh, agent_id)
+    await mesh.agent(agent_id)
     found = await mesh.messages.SearchMessages(
         history_pb2.SearchMessagesRequest(
             agent_id=agent_id,

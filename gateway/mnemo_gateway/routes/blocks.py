@@ -6,27 +6,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import block_pb2
-from mnemo_gateway import convert, schemas
+from mnemo.rest.blocks import Block, BlockCreateRequest, BlockUpdate, Template
+from mnemo_gateway import convert
 from mnemo_gateway import memory_convert as mc
-from mnemo_gateway import memory_schemas as ms
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
 router = APIRouter(prefix="/v1/blocks", tags=["blocks"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Block)
-async def create_block(body: ms.BlockCreateRequest, mesh: Mesh) -> schemas.Block:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Block)
+async def create_block(body: BlockCreateRequest, mesh: Mesh) -> Block:
     """Creates a block (attached to `agent_id` if given), a template (`is_template`), or a block from a template."""
     if body.agent_id:
-        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=body.agent_id))
+        await mesh.agent(body.agent_id)
     response = await mesh.blocks.CreateBlock(mc.block_create(body))
     return convert.block_out(response.block)
 
 
-@router.get("", response_model=list[schemas.Block])
+@router.get("", response_model=list[Block])
 async def list_blocks(
     mesh: Mesh,
     response: Response,
@@ -34,10 +33,10 @@ async def list_blocks(
     agent_id: str = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     page_token: str = "",
-) -> list[schemas.Block]:
+) -> list[Block]:
     """Lists blocks, oldest first, optionally by label or agent; `X-Next-Page-Token` continues."""
     if agent_id:
-        await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+        await mesh.agent(agent_id)
     page = await mesh.blocks.ListBlocks(
         block_pb2.ListBlocksRequest(agent_id=agent_id, label=label, page_size=limit, page_token=page_token)
     )
@@ -46,13 +45,13 @@ async def list_blocks(
     return [convert.block_out(block) for block in page.blocks]
 
 
-@router.get("/templates", response_model=list[ms.Template])
+@router.get("/templates", response_model=list[Template])
 async def list_templates(
     mesh: Mesh,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     page_token: str = "",
-) -> list[ms.Template]:
+) -> list[Template]:
     """Lists block templates: the organization's and the built-in ones (persona, human)."""
     page = await mesh.blocks.ListBlocks(
         block_pb2.ListBlocksRequest(templates=True, page_size=limit, page_token=page_token)
@@ -62,15 +61,15 @@ async def list_templates(
     return [mc.template_out(block) for block in page.blocks]
 
 
-@router.get("/{block_id}", response_model=schemas.Block)
-async def get_block(block_id: str, mesh: Mesh) -> schemas.Block:
+@router.get("/{block_id}", response_model=Block)
+async def get_block(block_id: str, mesh: Mesh) -> Block:
     """Returns one block (or template)."""
     response = await mesh.blocks.GetBlock(block_pb2.GetBlockRequest(block_id=block_id))
     return convert.block_out(response.block)
 
 
-@router.patch("/{block_id}", response_model=schemas.Block)
-async def update_block(block_id: str, body: ms.BlockUpdate, mesh: Mesh) -> schemas.Block:
+@router.patch("/{block_id}", response_model=Block)
+async def update_block(block_id: str, body: BlockUpdate, mesh: Mesh) -> Block:
     """Changes the fields given; the value must fit the limit. Every agent sharing it sees the change."""
     response = await mesh.blocks.UpdateBlock(mc.block_update(block_id, body))
     return convert.block_out(response.block)

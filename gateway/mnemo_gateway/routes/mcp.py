@@ -2,63 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
 
+from mnemo.rest.mcp import McpServer, McpServerCreate, McpServerWithTools
+from mnemo.rest.tools import Tool
 from mnemo.tools.v1 import mcp_pb2, tool_pb2
 from mnemo_core.wire import field_time
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.routes.tools import Tool, tool_out
+from mnemo_gateway.routes.tools import tool_out
 
 router = APIRouter(prefix="/v1/mcp-servers", tags=["mcp servers"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
-
-
-class McpServerCreate(BaseModel):
-    """An MCP server to register: a stdio command, or a streamable HTTP URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    transport: Literal["stdio", "streamable_http"]
-    command: str = Field(default="", description="stdio: the executable to start.")
-    args: list[str] = Field(default_factory=list, description="stdio: its arguments.")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="stdio: extra environment (never returned)."
-    )
-    cwd: str = ""
-    url: str = Field(default="", description="streamable_http: the endpoint, e.g. https://host/mcp.")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="streamable_http: extra headers (never returned)."
-    )
-    tool_prefix: str = Field(default="", description="Put in front of the server's tool names.")
-
-
-class McpServer(BaseModel):
-    """A registered MCP server; secrets are shown by name only."""
-
-    id: str
-    name: str
-    transport: str
-    command: str | None
-    args: list[str]
-    env_names: list[str]
-    cwd: str | None
-    url: str | None
-    header_names: list[str]
-    tool_prefix: str
-    tool_count: int
-    created_at: datetime | None
-    refreshed_at: datetime | None
-
-
-class McpServerWithTools(McpServer):
-    """A server and its tools."""
-
-    tools: list[Tool]
 
 
 def server_out(server: mcp_pb2.McpServer) -> McpServer:

@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
 
 from mnemo.llm.v1 import llm_pb2
+from mnemo.rest.models import Model, ModelList, UsageRow
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import to_timestamp
 from mnemo_gateway.backends import Backends, acting_actor, backends
@@ -18,37 +18,6 @@ Mesh = Annotated[Backends, Depends(backends)]
 
 _KINDS = EnumNames(llm_pb2.ModelKind)
 _DIMENSIONS = EnumNames(llm_pb2.UsageDimension)
-
-
-class Model(BaseModel):
-    """A model the mesh can reach."""
-
-    name: str = Field(description="As agents name it: 'provider/model'.")
-    provider: str
-    kind: Literal["chat", "embedding", "unknown"]
-    context_window: int = Field(description="Tokens; 0 when unknown.")
-    max_output_tokens: int = Field(description="Tokens; 0 when unknown.")
-    embedding_dimension: int = Field(description="For embedding models; 0 otherwise or when unknown.")
-    reported_by_provider: bool = Field(description="False: known from the catalogue only.")
-
-
-class ModelList(BaseModel):
-    """The models, and the providers that did not answer when asked for theirs."""
-
-    models: list[Model]
-    unreachable_providers: list[str]
-
-
-class UsageRow(BaseModel):
-    """Tokens summed over one group of model calls."""
-
-    agent_id: str | None = Field(default=None, description="When grouped by agent.")
-    model: str | None = Field(default=None, description="When grouped by model.")
-    day: str | None = Field(default=None, description="UTC day (YYYY-MM-DD), when grouped by day.")
-    request_count: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -7,7 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from mnemo.agent.v1 import batch_pb2, run_pb2
-from mnemo_gateway import convert, schemas
+from mnemo.rest.batches import Batch, BatchCreate
+from mnemo.rest.messages import Message, SendMessageResponse, StopReason
+from mnemo.rest.runs import Approval, Run
+from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
 router = APIRouter(tags=["runs"], dependencies=[Depends(acting_actor)])
@@ -15,7 +18,7 @@ Mesh = Annotated[Backends, Depends(backends)]
 RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
 
 
-@router.get("/v1/runs", response_model=list[schemas.Run])
+@router.get("/v1/runs", response_model=list[Run])
 async def list_runs(
     mesh: Mesh,
     response: Response,
@@ -23,7 +26,7 @@ async def list_runs(
     run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     page_token: str = "",
-) -> list[schemas.Run]:
+) -> list[Run]:
     """Lists runs, newest first; the `X-Next-Page-Token` header continues the listing."""
     page = await mesh.runs.ListRuns(
         run_pb2.ListRunsRequest(
@@ -38,21 +41,21 @@ async def list_runs(
     return [convert.run_out(run) for run in page.runs]
 
 
-@router.get("/v1/runs/{run_id}", response_model=schemas.Run)
-async def get_run(run_id: str, mesh: Mesh) -> schemas.Run:
+@router.get("/v1/runs/{run_id}", response_model=Run)
+async def get_run(run_id: str, mesh: Mesh) -> Run:
     """Returns one run: its status, stop reason, usage and message ids."""
     response = await mesh.runs.GetRun(run_pb2.GetRunRequest(run_id=run_id))
     return convert.run_out(response.run)
 
 
-@router.get("/v1/runs/{run_id}/messages", response_model=list[schemas.Message])
+@router.get("/v1/runs/{run_id}/messages", response_model=list[Message])
 async def list_run_messages(
     run_id: str,
     mesh: Mesh,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     page_token: str = "",
-) -> list[schemas.Message]:
+) -> list[Message]:
     """Lists the messages a run stored, oldest first (its input messages included)."""
     page = await mesh.runs.ListRunMessages(
         run_pb2.ListRunMessagesRequest(run_id=run_id, page_size=limit, page_token=page_token)
@@ -62,29 +65,29 @@ async def list_run_messages(
     return convert.messages_out(list(page.messages))
 
 
-@router.post("/v1/runs/{run_id}/cancel", response_model=schemas.Run)
-async def cancel_run(run_id: str, mesh: Mesh) -> schemas.Run:
+@router.post("/v1/runs/{run_id}/cancel", response_model=Run)
+async def cancel_run(run_id: str, mesh: Mesh) -> Run:
     """Cancels a run that has not finished (stored messages stay); a finished run is returned as is."""
     response = await mesh.runs.CancelRun(run_pb2.CancelRunRequest(run_id=run_id))
     return convert.run_out(response.run)
 
 
-@router.post("/v1/runs/{run_id}/approval", response_model=schemas.SendMessageResponse)
-async def approve_run(run_id: str, body: schemas.Approval, mesh: Mesh) -> schemas.SendMessageResponse:
+@router.post("/v1/runs/{run_id}/approval", response_model=SendMessageResponse)
+async def approve_run(run_id: str, body: Approval, mesh: Mesh) -> SendMessageResponse:
     """Approves or denies the tool calls a run waits for, resumes the turn and returns what it produced."""
     result = await mesh.runs.ApproveRun(
         run_pb2.ApproveRunRequest(run_id=run_id, approve=body.approve, reason=body.reason)
     )
-    return schemas.SendMessageResponse(
+    return SendMessageResponse(
         messages=convert.messages_out(list(result.messages)),
-        stop_reason=schemas.StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
+        stop_reason=StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
         run_id=result.run_id,
     )
 
 
-@router.post("/v1/batches", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.Batch)
-async def create_batch(body: schemas.BatchCreate, mesh: Mesh) -> schemas.Batch:
+@router.post("/v1/batches", status_code=status.HTTP_202_ACCEPTED, response_model=Batch)
+async def create_batch(body: BatchCreate, mesh: Mesh) -> Batch:
     """Submits many turns to run in the background (one agent's turns in order); their model calls go
     through the provider's batch API (`mode`: provider, or auto where every model's provider has one) or
     run as ordinary calls a few turns at a time."""
@@ -104,8 +107,8 @@ async def create_batch(body: schemas.BatchCreate, mesh: Mesh) -> schemas.Batch:
     return convert.batch_out(response.batch)
 
 
-@router.get("/v1/batches/{batch_id}", response_model=schemas.Batch)
-async def get_batch(batch_id: str, mesh: Mesh) -> schemas.Batch:
+@router.get("/v1/batches/{batch_id}", response_model=Batch)
+async def get_batch(batch_id: str, mesh: Mesh) -> Batch:
     """Returns a batch with the current state of its runs."""
     response = await mesh.batches.GetBatch(batch_pb2.GetBatchRequest(batch_id=batch_id))
     return convert.batch_out(response.batch)

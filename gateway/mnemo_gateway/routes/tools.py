@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from google.protobuf import field_mask_pb2
-from pydantic import BaseModel, ConfigDict, Field
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2
+from mnemo.rest.agents import Agent
+from mnemo.rest.tools import (
+    Tool,
+    ToolCreate,
+    ToolEnvironment,
+    ToolEnvironmentUpdate,
+    ToolRun,
+    ToolRunResult,
+    ToolType,
+    ToolUpdate,
+)
 from mnemo.tools.v1 import tool_pb2
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import field_time
-from mnemo_gateway import convert, schemas
+from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"], dependencies=[Depends(acting_actor)])
@@ -25,86 +34,6 @@ agent_tools_router = APIRouter(
 Mesh = Annotated[Backends, Depends(backends)]
 
 TOOL_TYPES = EnumNames(tool_pb2.ToolType)
-ToolType = Literal["memory", "custom", "mcp", "control"]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Tool(BaseModel):
-    """A function the model may call."""
-
-    id: str
-    name: str
-    description: str
-    tool_type: str
-    json_schema: dict[str, Any] = Field(
-        description="Parameters (JSON Schema, OpenAI function-calling format)."
-    )
-    source_code: str
-    tags: list[str]
-    return_char_limit: int
-    pip_requirements: list[str]
-    timeout_seconds: int
-    mcp_server_id: str | None
-    mcp_tool_name: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-class ToolCreate(_In):
-    """A custom tool: one Python function with type hints and a Google-style docstring."""
-
-    source_code: str = Field(description="Python source defining exactly one public function.")
-    tags: list[str] = Field(default_factory=list)
-    return_char_limit: int = Field(
-        default=0, ge=0, le=schemas.MAX_INT32, description="0 = the server default."
-    )
-    pip_requirements: list[str] = Field(
-        default_factory=list, description="e.g. ['humanize==4.9.0'] (wheels only)."
-    )
-    timeout_seconds: int = Field(default=0, ge=0, le=schemas.MAX_INT32, description="0 = the server default.")
-
-
-class ToolUpdate(_In):
-    """Fields of a tool to change; fields left out stay as they are."""
-
-    source_code: str | None = None
-    tags: list[str] | None = None
-    return_char_limit: int | None = Field(default=None, ge=0, le=schemas.MAX_INT32)
-    pip_requirements: list[str] | None = None
-    timeout_seconds: int | None = Field(default=None, ge=0, le=schemas.MAX_INT32)
-
-
-class ToolRun(_In):
-    """A direct run of a tool, for testing it."""
-
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    agent_id: str = Field(default="", description="Run with this agent's tool environment variables.")
-
-
-class ToolRunResult(BaseModel):
-    """The result of a run; a failing tool is status 'error', not an HTTP error."""
-
-    content: str
-    status: Literal["success", "error"]
-    stdout: str
-    stderr: str
-    duration_seconds: float
-
-
-class ToolEnvironmentUpdate(_In):
-    """Variables to set (name -> value) and names to remove."""
-
-    set: dict[str, str] = Field(default_factory=dict)
-    unset: list[str] = Field(default_factory=list)
-
-
-class ToolEnvironment(BaseModel):
-    """Names of an agent's tool environment variables (values are never returned)."""
-
-    names: list[str]
 
 
 def tool_out(tool: tool_pb2.Tool) -> Tool:
@@ -226,22 +155,22 @@ async def run_tool(tool_id: str, body: ToolRun, mesh: Mesh) -> ToolRunResult:
 @agent_tools_router.get("/{agent_id}/tools", response_model=list[Tool])
 async def list_agent_tools(agent_id: str, mesh: Mesh) -> list[Tool]:
     """Lists the tools the agent may call."""
-    agent = (await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))).agent
+    agent = await mesh.agent(agent_id)
     if not agent.tool_ids:
         return []
     found = await mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=list(agent.tool_ids)))
     return [tool_out(tool) for tool in found.tools]
 
 
-@agent_tools_router.patch("/{agent_id}/tools/attach/{tool_id}", response_model=schemas.Agent)
-async def attach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> schemas.Agent:
+@agent_tools_router.patch("/{agent_id}/tools/attach/{tool_id}", response_model=Agent)
+async def attach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> Agent:
     """Gives the agent a tool; attaching an attached tool changes nothing."""
     response = await mesh.agents.AttachTool(agent_pb2.AttachToolRequest(agent_id=agent_id, tool_id=tool_id))
     return convert.agent_out(response.agent)
 
 
-@agent_tools_router.patch("/{agent_id}/tools/detach/{tool_id}", response_model=schemas.Agent)
-async def detach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> schemas.Agent:
+@agent_tools_router.patch("/{agent_id}/tools/detach/{tool_id}", response_model=Agent)
+async def detach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> Agent:
     """Takes a tool away from the agent (also one that was deleted meanwhile)."""
     response = await mesh.agents.DetachTool(agent_pb2.DetachToolRequest(agent_id=agent_id, tool_id=tool_id))
     return convert.agent_out(response.agent)
@@ -250,7 +179,7 @@ async def detach_tool(agent_id: str, tool_id: str, mesh: Mesh) -> schemas.Agent:
 @agent_tools_router.get("/{agent_id}/tool-environment", response_model=ToolEnvironment)
 async def get_tool_environment(agent_id: str, mesh: Mesh) -> ToolEnvironment:
     """Names of the environment variables the agent's custom tools see."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     found = await mesh.tools.GetToolEnvironment(tool_pb2.GetToolEnvironmentRequest(agent_id=agent_id))
     return ToolEnvironment(names=list(found.names))
 
@@ -258,7 +187,7 @@ async def get_tool_environment(agent_id: str, mesh: Mesh) -> ToolEnvironment:
 @agent_tools_router.patch("/{agent_id}/tool-environment", response_model=ToolEnvironment)
 async def update_tool_environment(agent_id: str, body: ToolEnvironmentUpdate, mesh: Mesh) -> ToolEnvironment:
     """Sets and removes the agent's tool environment variables (for secrets); returns the names only."""
-    await mesh.agents.GetAgent(agent_pb2.GetAgentRequest(agent_id=agent_id))
+    await mesh.agent(agent_id)
     updated = await mesh.tools.UpdateToolEnvironment(
         tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent_id, set=body.set, unset=body.unset)
     )

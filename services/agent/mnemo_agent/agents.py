@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -15,12 +16,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Connection
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.models import AgentRow, AgentTagRow
+from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.tool_rules import check_rules
 from mnemo_core.actor import Actor, current_actor
 from mnemo_core.db import Database
@@ -87,7 +88,7 @@ class AgentSpec:
 class AgentView:
     """An agent with its core memory blocks."""
 
-    row: AgentRow
+    row: Agent
     blocks: list[block_pb2.Block]
 
 
@@ -126,6 +127,10 @@ def _check(values: dict[str, Any], max_steps_limit: int, prefix: str = "agent.")
         raise invalid(f"{prefix}sleeptime", "a sleep-time agent cannot have a sleep-time agent of its own")
 
 
+def _not_found(agent_id: str) -> NotFound:
+    return NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id})
+
+
 def _renamed_violations(exc: MnemoError, old: str, new: str) -> MnemoError:
     """The memory service names fields of its own request; callers know them by ours."""
     exc.violations = [FieldViolation(v.field.replace(old, new, 1), v.description) for v in exc.violations]
@@ -143,7 +148,7 @@ class Agents:
         # On SQLite this process is the only writer of its database, so a cache of agent rows that
         # this class invalidates on every change is exact. With Postgres (several replicas) every
         # turn reads the row.
-        self._rows: OrderedDict[str, AgentRow] | None = OrderedDict() if db.is_sqlite else None
+        self._rows: OrderedDict[str, Agent] | None = OrderedDict() if db.is_sqlite else None
         self._base_tools: dict[str, tuple[float, list[str]]] = {}
 
     @property
@@ -151,7 +156,7 @@ class Agents:
         """Whether this process is the only one that changes these agents (SQLite: one process per file)."""
         return self._rows is not None
 
-    def _remember(self, row: AgentRow) -> None:
+    def _remember(self, row: Agent) -> None:
         if self._rows is not None:
             self._rows[row.id] = row
             if len(self._rows) > ROW_CACHE_SIZE:
@@ -202,7 +207,7 @@ class Agents:
             await self._undo_blocks(agent_id, sleeptime_id)
             raise
         now = utcnow()
-        row = AgentRow(
+        row = Agent(
             id=agent_id,
             org_id=actor.org_id,
             created_by=actor.user_id,
@@ -230,7 +235,7 @@ class Agents:
         if sleeptime_id is not None:
             base_tools = await self._tool_ids([], True)
             rows.append(
-                AgentRow(
+                Agent(
                     id=sleeptime_id,
                     org_id=actor.org_id,
                     created_by=actor.user_id,
@@ -256,9 +261,7 @@ class Agents:
                 )
             )
         try:
-            async with self._db.write() as session:
-                session.add_all(rows)
-                session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(spec.tags))
+            await self._db.write(AgentQueries.insert, rows)
         except BaseException:
             if created:
                 await self._undo_blocks(agent_id, sleeptime_id)
@@ -294,20 +297,15 @@ class Agents:
         self._base_tools[org_id] = (time.monotonic(), ids)
         return ids
 
-    async def row(self, org_id: str, agent_id: str) -> AgentRow:
+    async def row(self, org_id: str, agent_id: str) -> Agent:
         """An agent's configuration; NOT_FOUND if it is not in the organization."""
         require_id(agent_id, "agent_id")
         cached = self._rows.get(agent_id) if self._rows is not None else None
         if cached is not None and cached.org_id == org_id:
             return cached
-        async with self._db.read() as session:
-            row = await session.scalar(
-                select(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id)
-            )
+        row = await self._db.read(AgentQueries.get, org_id, agent_id)
         if row is None:
-            raise NotFound(
-                f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-            )
+            raise _not_found(agent_id)
         self._remember(row)
         return row
 
@@ -329,32 +327,12 @@ class Agents:
         """Agents, newest first, with their blocks; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "agents")
-        query = select(AgentRow).where(AgentRow.org_id == org_id)
-        if name:
-            query = query.where(AgentRow.name == name)
-        if tags:
-            wanted = set(tags)
-            tagged = (
-                select(AgentTagRow.agent_id)
-                .where(AgentTagRow.tag.in_(wanted))
-                .group_by(AgentTagRow.agent_id)
-                .having(func.count(AgentTagRow.tag) == len(wanted))
+        after = None if position is None else (position.time("t"), position.text("i"))
+        rows = await self._db.read(
+            lambda conn: AgentQueries.page(
+                conn, org_id, name=name, tags=tags or [], after=after, limit=limit + 1
             )
-            query = query.where(AgentRow.id.in_(tagged))
-        if position is not None:
-            created, last_id = position.time("t"), position.text("i")
-            query = query.where(
-                or_(
-                    AgentRow.created_at < created,
-                    and_(AgentRow.created_at == created, AgentRow.id < last_id),
-                )
-            )
-        async with self._db.read() as session:
-            rows = list(
-                await session.scalars(
-                    query.order_by(AgentRow.created_at.desc(), AgentRow.id.desc()).limit(limit + 1)
-                )
-            )
+        )
         next_token = ""
         if len(rows) > limit:
             rows = rows[:limit]
@@ -373,16 +351,10 @@ class Agents:
         await self.row(org_id, agent_id)
         columns = {("metadata_json" if key == "metadata" else key): value for key, value in changes.items()}
         self._forget(agent_id)
-        async with self._db.write() as session:
-            row = await session.get(AgentRow, agent_id)
-            if row is None or row.org_id != org_id:
-                raise NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND")
-            for key, value in columns.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            if "tags" in changes:
-                await session.execute(delete(AgentTagRow).where(AgentTagRow.agent_id == agent_id))
-                session.add_all(AgentTagRow(agent_id=agent_id, tag=tag) for tag in set(changes["tags"]))
+        if not await self._db.write(
+            AgentQueries.update, org_id, agent_id, {**columns, "updated_at": utcnow()}
+        ):
+            raise NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND")
         self._forget(agent_id)
         return await self.get(org_id, agent_id)
 
@@ -402,8 +374,7 @@ class Agents:
             self._forget_tool_environment(agent_id),
         )
         self._forget(agent_id)
-        async with self._db.write() as session:
-            await session.execute(delete(AgentRow).where(AgentRow.id == agent_id, AgentRow.org_id == org_id))
+        await self._db.write(AgentQueries.delete, org_id, agent_id)
         self._forget(agent_id)
 
     async def _forget_tool_environment(self, agent_id: str) -> None:
@@ -436,12 +407,11 @@ class Agents:
         # Read-modify-write in one transaction with the row locked (SQLite: the single writer), so two
         # concurrent attaches both land.
         self._forget(agent_id)
-        async with self._db.write() as session:
-            row = await session.get(AgentRow, agent_id, with_for_update=True, populate_existing=True)
-            if row is None or row.org_id != org_id:
-                raise NotFound(
-                    f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
-                )
+
+        def tx(conn: Connection) -> Agent:
+            row = AgentQueries.get(conn, org_id, agent_id, lock=True)
+            if row is None:
+                raise _not_found(agent_id)
             current = list(row.tool_ids or [])
             changed = [i for i in current if i != remove]
             if add and add not in changed:
@@ -449,8 +419,12 @@ class Agents:
             # BatchGetTools takes at most 1000 ids, and every turn loads all of an agent's tools.
             if len(changed) > 1000:
                 raise invalid("tool_id", "an agent has at most 1000 tools")
-            if changed != current:
-                row.tool_ids = changed
-                row.updated_at = utcnow()
+            if changed == current:
+                return row
+            now = utcnow()
+            AgentQueries.update(conn, org_id, agent_id, {"tool_ids": changed, "updated_at": now})
+            return dataclasses.replace(row, tool_ids=changed, updated_at=now)
+
+        row = await self._db.write(tx)
         self._forget(agent_id)
         return AgentView(row, await self.blocks_of(agent_id))

@@ -25,11 +25,14 @@ from mnemo_agent.agents import Agents
 from mnemo_agent.batches import Batches
 from mnemo_agent.identity import Identities
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.models import RunRow
 from mnemo_agent.runs import Runs
-from mnemo_agent.servicer import AgentServicer, BatchServicer, IdentityServicer, RunServicer
+from mnemo_agent.servicers.agents import AgentServicer
+from mnemo_agent.servicers.batches import BatchServicer
+from mnemo_agent.servicers.identity import IdentityServicer
+from mnemo_agent.servicers.runs import RunServicer
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.sleeptime import Sleeptime
+from mnemo_agent.store import Run
 from mnemo_agent.turn import Turns
 from mnemo_core.actor import Actor
 from mnemo_core.db import Database
@@ -85,7 +88,7 @@ class AgentApp:
         """
         if not self.db.is_sqlite:
             return
-        batches: dict[str, list[RunRow]] = defaultdict(list)
+        batches: dict[str, list[Run]] = defaultdict(list)
         for run in await self.runs.interrupted_at_start():
             log.info("restarting background run %s interrupted by the last stop", run.id)
             if run.batch_id:

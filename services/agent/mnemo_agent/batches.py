@@ -20,15 +20,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import message_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_agent.chat_rounds import ChatCaller, ChatRounds, PendingRound
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.models import AgentRow, BatchRow, RunRow
 from mnemo_agent.runs import CREATED, FINISHED, Runs
+from mnemo_agent.store import AgentQueries, Batch, BatchQueries, Run
 from mnemo_agent.turn import Turns, check_inputs
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.db import Database
@@ -47,8 +45,8 @@ AUTO, CONCURRENT, PROVIDER = "auto", "concurrent", "provider"
 class BatchView:
     """A batch with its runs."""
 
-    row: BatchRow
-    runs: list[RunRow]
+    row: Batch
+    runs: list[Run]
 
     @property
     def completed(self) -> bool:
@@ -105,13 +103,7 @@ class Batches:
                 agent_pb2.SendMessageRequest(agent_id=agent_id, messages=inputs, max_steps=max_steps)
             )
         wanted = {r.agent_id for r in requests}
-        async with self._db.read() as session:
-            agents = {
-                row.id: row
-                for row in await session.scalars(
-                    select(AgentRow).where(AgentRow.org_id == actor.org_id, AgentRow.id.in_(wanted))
-                )
-            }
+        agents = await self._db.read(AgentQueries.in_org, actor.org_id, list(wanted))
         for i, request in enumerate(requests):
             if request.agent_id not in agents:
                 raise NotFound(
@@ -121,15 +113,7 @@ class Batches:
                 )
         resolved = await self._mode(mode, {agent.model for agent in agents.values()})
         now = utcnow()
-        batch = BatchRow(
-            id=new_id("batch"),
-            org_id=actor.org_id,
-            run_ids=[],
-            created_at=now,
-            mode=resolved,
-            pending_rounds=[],
-            round_count=0,
-        )
+        batch_id = new_id("batch")
         runs = []
         for request in requests:
             agent = agents[request.agent_id]
@@ -137,32 +121,22 @@ class Batches:
                 request.max_steps or agent.max_steps or self._turns.default_max_steps, self._max_steps_limit
             )
             runs.append(
-                RunRow(
+                Run(
                     id=new_id("run"),
                     org_id=actor.org_id,
                     agent_id=agent.id,
                     status=CREATED,
-                    stop_reason="",
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    total_tokens=0,
-                    step_count=0,
-                    idempotency_key=None,
-                    message_ids=[],
-                    error="",
                     created_at=now,
-                    cancel_requested=False,
                     max_steps=steps,
                     request=request.SerializeToString(),
-                    batch_id=batch.id,
-                    pending_approvals=[],
+                    batch_id=batch_id,
                     background=True,
                 )
             )
-        batch.run_ids = [run.id for run in runs]
-        async with self._db.write() as session:
-            session.add(batch)
-            session.add_all(runs)
+        batch = Batch(
+            id=batch_id, org_id=actor.org_id, created_at=now, run_ids=[run.id for run in runs], mode=resolved
+        )
+        await self._db.write(BatchQueries.insert, batch, runs)
         self.start(actor, batch, runs)
         return BatchView(batch, runs)
 
@@ -189,9 +163,9 @@ class Batches:
             return CONCURRENT
         return PROVIDER
 
-    def start(self, actor: Actor, batch: BatchRow, runs: Sequence[RunRow]) -> None:
+    def start(self, actor: Actor, batch: Batch, runs: Sequence[Run]) -> None:
         """Runs the given created runs in the background: per agent in order, across agents concurrently."""
-        by_agent: dict[str, list[RunRow]] = defaultdict(list)
+        by_agent: dict[str, list[Run]] = defaultdict(list)
         for run in runs:
             by_agent[run.agent_id].append(run)
         rounds = None
@@ -211,7 +185,7 @@ class Batches:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(self, actor: Actor, by_agent: list[list[RunRow]], rounds: ChatRounds | None) -> None:
+    async def _run_batch(self, actor: Actor, by_agent: list[list[Run]], rounds: ChatRounds | None) -> None:
         if rounds is None:
             await asyncio.gather(*(self._run_agent(actor, runs, None) for runs in by_agent))
             return
@@ -223,7 +197,7 @@ class Batches:
         finally:
             await rounds.aclose()
 
-    async def _run_agent(self, actor: Actor, runs: list[RunRow], rounds: ChatRounds | None) -> None:
+    async def _run_agent(self, actor: Actor, runs: list[Run], rounds: ChatRounds | None) -> None:
         with acting_as(actor):
             try:
                 for run in runs:
@@ -236,7 +210,7 @@ class Batches:
                 if rounds is not None:
                     rounds.leave()
 
-    async def _run(self, actor: Actor, run: RunRow, llm: ChatCaller | None) -> None:
+    async def _run(self, actor: Actor, run: Run, llm: ChatCaller | None) -> None:
         try:
             await self._turns.run_background(actor, run, llm=llm)
         except MnemoError as exc:
@@ -246,20 +220,12 @@ class Batches:
 
     async def _record_rounds(self, batch_id: str, pending: list[PendingRound], count: int) -> None:
         """Keeps the rounds waiting for a provider on the batch's record, for a restart to poll again."""
-        async with self._db.write() as session:
-            await session.execute(
-                update(BatchRow)
-                .where(BatchRow.id == batch_id)
-                .values(
-                    pending_rounds=[{"chat_batch_id": p.chat_batch_id, "calls": p.calls} for p in pending],
-                    round_count=count,
-                )
-            )
+        rounds = [{"chat_batch_id": p.chat_batch_id, "calls": p.calls} for p in pending]
+        await self._db.write(BatchQueries.set_rounds, batch_id, rounds, count)
 
-    async def resume(self, actor: Actor, batch_id: str, runs: Sequence[RunRow]) -> None:
+    async def resume(self, actor: Actor, batch_id: str, runs: Sequence[Run]) -> None:
         """Starts a batch's runs again after a restart; provider mode polls the rounds it had submitted."""
-        async with self._db.read() as session:
-            batch = await session.scalar(select(BatchRow).where(BatchRow.id == batch_id))
+        batch = await self._db.read(BatchQueries.get, batch_id)
         if batch is None:
             return
         order = {run_id: i for i, run_id in enumerate(batch.run_ids)}
@@ -268,10 +234,7 @@ class Batches:
     async def get(self, org_id: str, batch_id: str) -> BatchView:
         """A batch with the current state of its runs."""
         require_id(batch_id, "batch_id")
-        async with self._db.read() as session:
-            row = await session.scalar(
-                select(BatchRow).where(BatchRow.id == batch_id, BatchRow.org_id == org_id)
-            )
+        row = await self._db.read(BatchQueries.get, batch_id, org_id)
         if row is None:
             raise NotFound(
                 f"batch {batch_id} not found", reason="BATCH_NOT_FOUND", metadata={"batch_id": batch_id}

@@ -7,14 +7,22 @@ non-root caller. A key's secret is returned once, at creation; only its SHA-256 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from mnemo_agent.models import AgentRow, ApiKeyRow, OrganizationRow, UserRow
+from mnemo_agent.identity_store import (
+    ApiKey,
+    KeyQueries,
+    Organization,
+    OrganizationQueries,
+    User,
+    UserQueries,
+)
 from mnemo_core.actor import ADMIN, MEMBER, Actor
 from mnemo_core.api_keys import KEY_PREFIX, could_be_key, key_digest, new_key
 from mnemo_core.db import Database
@@ -36,14 +44,23 @@ KEY_ROLES = (ADMIN, MEMBER)
 # Characters of a secret shown to recognise a key: the fixed prefix plus 6 random ones.
 DISPLAY_PREFIX_CHARS = len(KEY_PREFIX) + 6
 
-RowT = TypeVar("RowT", OrganizationRow, UserRow, ApiKeyRow)
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+
+ListedT = TypeVar("ListedT", bound=_Listed)
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     """A new key and its secret, which exists nowhere else."""
 
-    row: ApiKeyRow
+    row: ApiKey
     secret: str
 
 
@@ -71,21 +88,49 @@ def _name(value: str, field: str) -> str:
 
 
 async def _page(
-    session: AsyncSession, query: Select[RowT], model: Any, listing: str, size: int, token: str
-) -> tuple[list[RowT], str]:
-    """One page of `query`, oldest first, and the token of the next one."""
+    db: Database,
+    read: Callable[[Connection, tuple[datetime, str] | None, int], Sequence[ListedT]],
+    listing: str,
+    size: int,
+    token: str,
+) -> tuple[list[ListedT], str]:
+    """One page of what `read` lists (oldest first, after a position, at most a limit), and the next token."""
     limit = page_size(size)
     position = decode_token(token, listing)
-    if position is not None:
-        created, last_id = position.time("t"), position.text("i")
-        query = query.where(
-            or_(model.created_at > created, and_(model.created_at == created, model.id > last_id))
-        )
-    rows = list(await session.scalars(query.order_by(model.created_at, model.id).limit(limit + 1)))
+    after = None if position is None else (position.time("t"), position.text("i"))
+    rows = list(await db.read(read, after, limit + 1))
     if len(rows) <= limit:
         return rows, ""
     rows = rows[:limit]
     return rows, encode_token(listing, t=rows[-1].created_at.isoformat(), i=rows[-1].id)
+
+
+def _managed_org(conn: Connection, actor: Actor, org_id: str) -> str:
+    """The organization a user or key call is about (empty: the actor's), if the actor manages it."""
+    if not actor.is_admin:
+        raise PermissionDenied("only an admin key manages users and API keys", reason="ADMIN_ROLE_REQUIRED")
+    org_id = require_id(org_id, "org_id") if org_id else actor.org_id
+    if org_id != actor.org_id and not actor.is_root:
+        raise _org_not_found(org_id)
+    if OrganizationQueries.get(conn, org_id) is None:
+        raise _org_not_found(org_id)
+    return org_id
+
+
+def _user(conn: Connection, org_id: str, user_id: str, field: str) -> User:
+    require_id(user_id, field)
+    user = UserQueries.get(conn, org_id, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
+    return user
+
+
+def _key(conn: Connection, org_id: str, key_id: str) -> ApiKey:
+    require_id(key_id, "key_id")
+    key = KeyQueries.active(conn, org_id, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found", reason="API_KEY_NOT_FOUND")
+    return key
 
 
 class Identities:
@@ -94,49 +139,44 @@ class Identities:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def _managed_org(self, session: AsyncSession, actor: Actor, org_id: str) -> str:
-        """The organization a user or key call is about (empty: the actor's), if the actor manages it."""
-        if not actor.is_admin:
-            raise PermissionDenied(
-                "only an admin key manages users and API keys", reason="ADMIN_ROLE_REQUIRED"
-            )
-        org_id = require_id(org_id, "org_id") if org_id else actor.org_id
-        if org_id != actor.org_id and not actor.is_root:
-            raise _org_not_found(org_id)
-        if await session.get(OrganizationRow, org_id) is None:
-            raise _org_not_found(org_id)
-        return org_id
-
     # Organizations
 
-    async def create_organization(self, actor: Actor, name: str) -> OrganizationRow:
+    async def create_organization(self, actor: Actor, name: str) -> Organization:
         _require_root(actor)
         name = _name(name, "organization.name")
-        row = OrganizationRow(id=new_id("org"), name=name, created_at=utcnow())
-        try:
-            async with self._db.write() as session:
-                if await session.scalar(select(OrganizationRow.id).where(OrganizationRow.name == name)):
-                    raise AlreadyExists(f"an organization named {name!r} exists", reason="NAME_TAKEN")
-                session.add(row)
-        except IntegrityError:
-            raise AlreadyExists(f"an organization named {name!r} exists", reason="NAME_TAKEN") from None
-        return row
+        org = Organization(id=new_id("org"), name=name, created_at=utcnow())
+        taken = AlreadyExists(f"an organization named {name!r} exists", reason="NAME_TAKEN")
 
-    async def get_organization(self, actor: Actor, org_id: str) -> OrganizationRow:
+        def tx(conn: Connection) -> None:
+            if OrganizationQueries.named(conn, name):
+                raise taken
+            OrganizationQueries.insert(conn, org)
+
+        try:
+            await self._db.write(tx)
+        except IntegrityError:
+            raise taken from None
+        return org
+
+    async def get_organization(self, actor: Actor, org_id: str) -> Organization:
         _require_root(actor)
         require_id(org_id, "org_id")
-        async with self._db.read() as session:
-            row = await session.get(OrganizationRow, org_id)
-        if row is None:
+        org = await self._db.read(OrganizationQueries.get, org_id)
+        if org is None:
             raise _org_not_found(org_id)
-        return row
+        return org
 
     async def list_organizations(
         self, actor: Actor, *, size: int = 0, token: str = ""
-    ) -> tuple[list[OrganizationRow], str]:
+    ) -> tuple[list[Organization], str]:
         _require_root(actor)
-        async with self._db.read() as session:
-            return await _page(session, select(OrganizationRow), OrganizationRow, "orgs", size, token)
+        return await _page(
+            self._db,
+            lambda conn, after, limit: OrganizationQueries.page(conn, after=after, limit=limit),
+            "orgs",
+            size,
+            token,
+        )
 
     async def delete_organization(self, actor: Actor, org_id: str) -> None:
         """Deletes an organization with its users and keys; refused while it has agents."""
@@ -146,66 +186,67 @@ class Identities:
             raise FailedPrecondition(
                 "the default organization cannot be deleted", reason="DEFAULT_ORGANIZATION"
             )
-        async with self._db.write() as session:
-            if await session.get(OrganizationRow, org_id) is None:
+
+        def tx(conn: Connection) -> None:
+            if OrganizationQueries.get(conn, org_id) is None:
                 raise _org_not_found(org_id)
-            agents = await session.scalar(select(func.count()).where(AgentRow.org_id == org_id))
+            agents = OrganizationQueries.agent_count(conn, org_id)
             if agents:
                 raise FailedPrecondition(
                     f"organization {org_id} still has {agents} agents; delete them first",
                     reason="ORGANIZATION_HAS_AGENTS",
                     metadata={"agents": str(agents)},
                 )
-            await session.execute(delete(ApiKeyRow).where(ApiKeyRow.org_id == org_id))
-            await session.execute(delete(UserRow).where(UserRow.org_id == org_id))
-            await session.execute(delete(OrganizationRow).where(OrganizationRow.id == org_id))
+            OrganizationQueries.delete(conn, org_id)
+
+        await self._db.write(tx)
 
     # Users
 
-    async def create_user(self, actor: Actor, org_id: str, name: str) -> UserRow:
+    async def create_user(self, actor: Actor, org_id: str, name: str) -> User:
         name = _name(name, "user.name")
         taken = AlreadyExists(f"a user named {name!r} exists in the organization", reason="NAME_TAKEN")
+
+        def tx(conn: Connection) -> User:
+            managed = _managed_org(conn, actor, org_id)
+            if UserQueries.named(conn, managed, name):
+                raise taken
+            user = User(id=new_id("user"), org_id=managed, name=name, created_at=utcnow())
+            UserQueries.insert(conn, user)
+            return user
+
         try:
-            async with self._db.write() as session:
-                org_id = await self._managed_org(session, actor, org_id)
-                existing = select(UserRow.id).where(UserRow.org_id == org_id, UserRow.name == name)
-                if await session.scalar(existing):
-                    raise taken
-                row = UserRow(id=new_id("user"), org_id=org_id, name=name, created_at=utcnow())
-                session.add(row)
+            return await self._db.write(tx)
         except IntegrityError:
             raise taken from None
-        return row
 
-    async def _user(self, session: AsyncSession, org_id: str, user_id: str, field: str) -> UserRow:
-        require_id(user_id, field)
-        row = await session.get(UserRow, user_id)
-        if row is None or row.org_id != org_id:
-            raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
-        return row
-
-    async def get_user(self, actor: Actor, org_id: str, user_id: str) -> UserRow:
-        async with self._db.read() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            return await self._user(session, org_id, user_id, "user_id")
+    async def get_user(self, actor: Actor, org_id: str, user_id: str) -> User:
+        return await self._db.read(
+            lambda conn: _user(conn, _managed_org(conn, actor, org_id), user_id, "user_id")
+        )
 
     async def list_users(
         self, actor: Actor, org_id: str, *, size: int = 0, token: str = ""
-    ) -> tuple[list[UserRow], str]:
-        async with self._db.read() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            query = select(UserRow).where(UserRow.org_id == org_id)
-            return await _page(session, query, UserRow, f"users:{org_id}", size, token)
+    ) -> tuple[list[User], str]:
+        managed = await self._db.read(_managed_org, actor, org_id)
+        return await _page(
+            self._db,
+            lambda conn, after, limit: UserQueries.page(conn, managed, after=after, limit=limit),
+            f"users:{managed}",
+            size,
+            token,
+        )
 
     async def delete_user(self, actor: Actor, org_id: str, user_id: str) -> None:
         """Deletes a user and its keys."""
-        async with self._db.write() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            await self._user(session, org_id, user_id, "user_id")
+
+        def tx(conn: Connection) -> None:
+            _user(conn, _managed_org(conn, actor, org_id), user_id, "user_id")
             if user_id == DEFAULT_USER:
                 raise FailedPrecondition("the default user cannot be deleted", reason="DEFAULT_USER")
-            await session.execute(delete(ApiKeyRow).where(ApiKeyRow.user_id == user_id))
-            await session.execute(delete(UserRow).where(UserRow.id == user_id))
+            UserQueries.delete(conn, user_id)
+
+        await self._db.write(tx)
 
     # API keys
 
@@ -216,72 +257,67 @@ class Identities:
             raise invalid("api_key.role", f"must be one of {', '.join(KEY_ROLES)}")
         taken = AlreadyExists(f"an active API key named {name!r} exists", reason="NAME_TAKEN")
         secret = new_key()
+
+        def tx(conn: Connection) -> ApiKey:
+            managed = _managed_org(conn, actor, org_id)
+            holder = user_id
+            if not holder:
+                if managed != actor.org_id:
+                    raise invalid("api_key.user_id", "required for a key of another organization")
+                holder = actor.user_id
+            _user(conn, managed, holder, "api_key.user_id")
+            if KeyQueries.named(conn, managed, name):
+                raise taken
+            key = ApiKey(
+                id=new_id("key"),
+                org_id=managed,
+                user_id=holder,
+                name=name,
+                role=role,
+                display_prefix=secret[:DISPLAY_PREFIX_CHARS],
+                secret_sha256=key_digest(secret),
+                created_at=utcnow(),
+            )
+            KeyQueries.insert(conn, key)
+            return key
+
         try:
-            async with self._db.write() as session:
-                org_id = await self._managed_org(session, actor, org_id)
-                if not user_id:
-                    if org_id != actor.org_id:
-                        raise invalid("api_key.user_id", "required for a key of another organization")
-                    user_id = actor.user_id
-                await self._user(session, org_id, user_id, "api_key.user_id")
-                existing = select(ApiKeyRow.id).where(
-                    ApiKeyRow.org_id == org_id, ApiKeyRow.name == name, ApiKeyRow.revoked_at.is_(None)
-                )
-                if await session.scalar(existing):
-                    raise taken
-                row = ApiKeyRow(
-                    id=new_id("key"),
-                    org_id=org_id,
-                    user_id=user_id,
-                    name=name,
-                    role=role,
-                    display_prefix=secret[:DISPLAY_PREFIX_CHARS],
-                    secret_sha256=key_digest(secret),
-                    created_at=utcnow(),
-                )
-                session.add(row)
+            key = await self._db.write(tx)
         except IntegrityError:
             raise taken from None
-        return CreatedKey(row=row, secret=secret)
+        return CreatedKey(row=key, secret=secret)
 
-    async def _key(self, session: AsyncSession, org_id: str, key_id: str) -> ApiKeyRow:
-        require_id(key_id, "key_id")
-        row = await session.get(ApiKeyRow, key_id)
-        if row is None or row.org_id != org_id or row.revoked_at is not None:
-            raise NotFound(f"API key {key_id} not found", reason="API_KEY_NOT_FOUND")
-        return row
-
-    async def get_key(self, actor: Actor, org_id: str, key_id: str) -> ApiKeyRow:
-        async with self._db.read() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            return await self._key(session, org_id, key_id)
+    async def get_key(self, actor: Actor, org_id: str, key_id: str) -> ApiKey:
+        return await self._db.read(lambda conn: _key(conn, _managed_org(conn, actor, org_id), key_id))
 
     async def list_keys(
         self, actor: Actor, org_id: str, *, size: int = 0, token: str = ""
-    ) -> tuple[list[ApiKeyRow], str]:
+    ) -> tuple[list[ApiKey], str]:
         """The organization's active keys."""
-        async with self._db.read() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            query = select(ApiKeyRow).where(ApiKeyRow.org_id == org_id, ApiKeyRow.revoked_at.is_(None))
-            return await _page(session, query, ApiKeyRow, f"keys:{org_id}", size, token)
+        managed = await self._db.read(_managed_org, actor, org_id)
+        return await _page(
+            self._db,
+            lambda conn, after, limit: KeyQueries.page(conn, managed, after=after, limit=limit),
+            f"keys:{managed}",
+            size,
+            token,
+        )
 
     async def revoke_key(self, actor: Actor, org_id: str, key_id: str) -> None:
         """Revokes a key; the row stays (without a usable secret) as a record."""
-        async with self._db.write() as session:
-            org_id = await self._managed_org(session, actor, org_id)
-            await self._key(session, org_id, key_id)
-            await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(revoked_at=utcnow()))
+
+        def tx(conn: Connection) -> None:
+            _key(conn, _managed_org(conn, actor, org_id), key_id)
+            KeyQueries.revoke(conn, key_id, utcnow())
+
+        await self._db.write(tx)
 
     async def authenticate(self, secret: str) -> KeyHolder:
         """Whom an active key acts for; UNAUTHENTICATED for anything else (never saying why)."""
         refused = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
         if not could_be_key(secret):
             raise refused
-        query = select(ApiKeyRow).where(
-            ApiKeyRow.secret_sha256 == key_digest(secret), ApiKeyRow.revoked_at.is_(None)
-        )
-        async with self._db.read() as session:
-            row = await session.scalar(query)
-        if row is None:
+        key = await self._db.read(KeyQueries.by_digest, key_digest(secret))
+        if key is None:
             raise refused
-        return KeyHolder(org_id=row.org_id, user_id=row.user_id, key_id=row.id, role=row.role)
+        return KeyHolder(org_id=key.org_id, user_id=key.user_id, key_id=key.id, role=key.role)

@@ -13,13 +13,23 @@ import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from mnemo.common.v1 import turn_pb2
-from mnemo_agent.models import RunRow
+from mnemo_agent.store import (
+    ACTIVE,
+    AWAITING_APPROVAL,
+    CANCELLED,
+    COMPLETED,
+    CREATED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    Run,
+    RunQueries,
+)
 from mnemo_core.db import Database
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_core.ids import new_id, require_id
@@ -27,17 +37,23 @@ from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.wire import utcnow
 
-CREATED, RUNNING, COMPLETED, FAILED, CANCELLED, AWAITING_APPROVAL = (
-    "created",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "awaiting_approval",
-)
-ACTIVE = (RUNNING, AWAITING_APPROVAL)
+__all__ = [
+    "ACTIVE",
+    "AWAITING_APPROVAL",
+    "CANCELLED",
+    "COMPLETED",
+    "CREATED",
+    "FAILED",
+    "FINISHED",
+    "INTERRUPTED",
+    "RUNNING",
+    "STOP_REASONS",
+    "AgentBusy",
+    "RunStart",
+    "Runs",
+]
+
 FINISHED = (COMPLETED, FAILED, CANCELLED)
-INTERRUPTED = "interrupted: the agent service stopped during the turn; retry with the same idempotency key"
 
 # Runs store a stop reason by its name in the contract ("end_turn", ...).
 STOP_REASONS = EnumNames(turn_pb2.StopReason)
@@ -51,32 +67,8 @@ class AgentBusy(Exception):
 class RunStart:
     """The run a turn records into; `existing` is set when an idempotency key matched an earlier run."""
 
-    run: RunRow
+    run: Run
     existing: bool
-
-
-# Core statements for the two writes of every turn (start, finish), built once: no ORM unit of work
-# and no statement construction on the hot path.
-_RUNS = cast(Table, RunRow.__table__)
-_INSERT = _RUNS.insert()
-_FINISHED_FIELDS = (
-    "status",
-    "stop_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "step_count",
-    "message_ids",
-    "error",
-    "lease_expires_at",
-    "pending_approvals",
-    "completed_at",
-)
-_FINISH = (
-    _RUNS.update()
-    .where(_RUNS.c.id == bindparam("run_id"))
-    .values({name: bindparam(name, type_=_RUNS.c[name].type) for name in _FINISHED_FIELDS})
-)
 
 
 def _not_found(run_id: str) -> NotFound:
@@ -115,57 +107,35 @@ class Runs:
         Raises AgentBusy when a new running run cannot hold the agent yet.
         """
         now = self._now()
-        values = {
-            "id": run_id or new_id("run"),
-            "org_id": org_id,
-            "agent_id": agent_id,
-            "status": status,
-            "stop_reason": "",
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "total_tokens": 0,
-            "step_count": 0,
-            "idempotency_key": idempotency_key or None,
-            "message_ids": [],
-            "error": "",
-            "created_at": now,
-            "lease_expires_at": self._lease(now) if status == RUNNING else None,
-            "cancel_requested": False,
-            "max_steps": max_steps,
-            "request": request,
-            "batch_id": batch_id,
-            "pending_approvals": [],
-            "background": background,
-        }
+        run = Run(
+            id=run_id or new_id("run"),
+            org_id=org_id,
+            agent_id=agent_id,
+            status=status,
+            created_at=now,
+            idempotency_key=idempotency_key or None,
+            lease_expires_at=self._lease(now) if status == RUNNING else None,
+            max_steps=max_steps,
+            request=request,
+            batch_id=batch_id,
+            background=background,
+        )
         for _ in range(3):
             try:
-                await self._db.run_write(lambda connection: connection.execute(_INSERT, [values]))
+                await self._db.write(RunQueries.insert, [run])
             except IntegrityError:
                 if idempotency_key:
-                    found = await self._by_key(org_id, agent_id, idempotency_key)
+                    found = await self._db.read(RunQueries.by_key, org_id, agent_id, idempotency_key)
                     if found is not None:
                         return RunStart(found, existing=True)
                 await self._release_orphan(agent_id)
                 continue
-            return RunStart(RunRow(**values), existing=False)
+            return RunStart(run, existing=False)
         raise AgentBusy(agent_id)
 
-    async def _by_key(self, org_id: str, agent_id: str, key: str) -> RunRow | None:
-        async with self._db.read() as session:
-            found: RunRow | None = await session.scalar(
-                select(RunRow).where(
-                    RunRow.agent_id == agent_id, RunRow.org_id == org_id, RunRow.idempotency_key == key
-                )
-            )
-        return found
-
-    async def active(self, agent_id: str) -> RunRow | None:
+    async def active(self, agent_id: str) -> Run | None:
         """The run that holds the agent now, if any."""
-        async with self._db.read() as session:
-            found: RunRow | None = await session.scalar(
-                select(RunRow).where(RunRow.agent_id == agent_id, RunRow.status.in_(ACTIVE))
-            )
-        return found
+        return await self._db.read(RunQueries.active, agent_id)
 
     async def _release_orphan(self, agent_id: str) -> None:
         """Fails the agent's active run if its lease ran out; raises when the agent is legitimately held."""
@@ -186,12 +156,13 @@ class Runs:
 
     async def fail_orphan(self, run_id: str) -> None:
         """Marks a run whose holder is gone as failed (a retry with its key resumes it)."""
-        async with self._db.write() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == RUNNING)
-                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=self._now())
-            )
+        values = {
+            "status": FAILED,
+            "error": INTERRUPTED,
+            "lease_expires_at": None,
+            "completed_at": self._now(),
+        }
+        await self._db.write(RunQueries.change, run_id, [RUNNING], values)
 
     async def take(self, run_id: str, agent_id: str, *, from_statuses: Sequence[str]) -> bool:
         """Makes a run running again (resume, approval, background start).
@@ -199,39 +170,29 @@ class Runs:
         False if it was in none of `from_statuses`; raises AgentBusy while another run holds the agent.
         """
         for attempt in range(2):
+            values = {
+                "status": RUNNING,
+                "error": "",
+                "lease_expires_at": self._lease(self._now()),
+                "completed_at": None,
+            }
             try:
-                async with self._db.write() as session:
-                    result = await session.execute(
-                        update(RunRow)
-                        .where(RunRow.id == run_id, RunRow.status.in_(from_statuses))
-                        .values(
-                            status=RUNNING,
-                            error="",
-                            lease_expires_at=self._lease(self._now()),
-                            completed_at=None,
-                        )
-                    )
+                return await self._db.write(RunQueries.change, run_id, from_statuses, values)
             except IntegrityError:
                 if attempt:
                     raise AgentBusy(agent_id) from None
                 await self._release_orphan(agent_id)
-                continue
-            return bool(result.rowcount)  # type: ignore[attr-defined]
         raise AgentBusy(agent_id)
 
     async def heartbeat(self, run_id: str) -> None:
         """Extends a running run's lease."""
-        async with self._db.write() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == RUNNING)
-                .values(lease_expires_at=self._lease(self._now()))
-            )
+        await self._db.write(
+            RunQueries.change, run_id, [RUNNING], {"lease_expires_at": self._lease(self._now())}
+        )
 
     async def cancel_requested(self, run_id: str) -> bool:
         """Whether someone asked to cancel the run (a replica other than its holder)."""
-        async with self._db.read() as session:
-            return bool(await session.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+        return await self._db.read(RunQueries.cancel_requested, run_id)
 
     async def finish(
         self,
@@ -246,7 +207,6 @@ class Runs:
     ) -> None:
         """Records the outcome (or the approval stop) of a run."""
         values = {
-            "run_id": run_id,
             "status": status,
             "stop_reason": STOP_REASONS.name(stop_reason),
             "prompt_tokens": usage.prompt_tokens,
@@ -259,86 +219,57 @@ class Runs:
             "pending_approvals": pending_approvals or [],
             "completed_at": None if status == AWAITING_APPROVAL else self._now(),
         }
-        await self._db.run_write(lambda connection: connection.execute(_FINISH, values))
+        await self._db.write(RunQueries.finish, run_id, values)
 
     async def cancel_unstarted(self, run_id: str) -> bool:
         """Cancels a run that was created but has not started; False if it had started."""
-        async with self._db.write() as session:
-            result = await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == CREATED)
-                .values(
-                    status=CANCELLED,
-                    stop_reason=STOP_REASONS.name(turn_pb2.STOP_REASON_CANCELLED),
-                    completed_at=self._now(),
-                )
-            )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        values = {
+            "status": CANCELLED,
+            "stop_reason": STOP_REASONS.name(turn_pb2.STOP_REASON_CANCELLED),
+            "completed_at": self._now(),
+        }
+        return await self._db.write(RunQueries.change, run_id, [CREATED], values)
 
     async def request_cancel(self, run_id: str) -> None:
         """Asks the holder of a running run (maybe another replica) to cancel it."""
-        async with self._db.write() as session:
-            await session.execute(update(RunRow).where(RunRow.id == run_id).values(cancel_requested=True))
+        await self._db.write(RunQueries.change, run_id, [], {"cancel_requested": True})
 
-    async def get(self, org_id: str, run_id: str) -> RunRow:
+    async def get(self, org_id: str, run_id: str) -> Run:
         """One run of the organization."""
         require_id(run_id, "run_id")
-        async with self._db.read() as session:
-            row: RunRow | None = await session.scalar(
-                select(RunRow).where(RunRow.id == run_id, RunRow.org_id == org_id)
-            )
-        if row is None:
+        run = await self._db.read(RunQueries.get, org_id, run_id)
+        if run is None:
             raise _not_found(run_id)
-        return row
+        return run
 
     async def completed_count(self, agent_id: str) -> int:
         """How many turns of the agent completed (kept across restarts and shared by replicas)."""
-        async with self._db.read() as session:
-            count = await session.scalar(
-                select(func.count()).where(RunRow.agent_id == agent_id, RunRow.status == COMPLETED)
-            )
-        return int(count or 0)
+        return await self._db.read(RunQueries.completed_count, agent_id)
 
-    async def many(self, org_id: str, run_ids: Sequence[str]) -> builtins.list[RunRow]:
+    async def many(self, org_id: str, run_ids: Sequence[str]) -> builtins.list[Run]:
         """Runs by id, in the given order (unknown ids are skipped)."""
-        async with self._db.read() as session:
-            rows = {
-                row.id: row
-                for row in await session.scalars(
-                    select(RunRow).where(RunRow.org_id == org_id, RunRow.id.in_(list(run_ids)))
-                )
-            }
-        return [rows[i] for i in run_ids if i in rows]
+        runs = await self._db.read(RunQueries.many, org_id, run_ids)
+        return [runs[i] for i in run_ids if i in runs]
 
     async def list(
         self, org_id: str, *, agent_id: str = "", status: str = "", size: int = 0, token: str = ""
-    ) -> tuple[list[RunRow], str]:
+    ) -> tuple[builtins.list[Run], str]:
         """Runs, newest first; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "runs")
-        query = select(RunRow).where(RunRow.org_id == org_id)
-        if agent_id:
-            query = query.where(RunRow.agent_id == agent_id)
-        if status:
-            query = query.where(RunRow.status == status)
-        if position is not None:
-            created, last_id = position.time("t"), position.text("i")
-            query = query.where(
-                or_(RunRow.created_at < created, and_(RunRow.created_at == created, RunRow.id < last_id))
+        after = None if position is None else (position.time("t"), position.text("i"))
+        runs = await self._db.read(
+            lambda conn: RunQueries.page(
+                conn, org_id, agent_id=agent_id, status=status, after=after, limit=limit + 1
             )
-        async with self._db.read() as session:
-            rows = list(
-                await session.scalars(
-                    query.order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit + 1)
-                )
-            )
+        )
         next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_token = encode_token("runs", t=rows[-1].created_at.isoformat(), i=rows[-1].id)
-        return rows, next_token
+        if len(runs) > limit:
+            runs = runs[:limit]
+            next_token = encode_token("runs", t=runs[-1].created_at.isoformat(), i=runs[-1].id)
+        return runs, next_token
 
-    async def orphaned_background(self, limit: int = 100) -> builtins.list[RunRow]:
+    async def orphaned_background(self, limit: int = 100) -> builtins.list[Run]:
         """Async-send runs whose replica is gone (replicas sharing a database), to be started again.
 
         Fails the running ones whose lease ran out (as interrupted), then returns those and the ones
@@ -346,51 +277,24 @@ class Runs:
         stay with their batch (ADR 0404).
         """
         now = self._now()
-        async with self._db.write() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.status == RUNNING, RunRow.background.is_(True), RunRow.lease_expires_at < now)
-                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=now)
-            )
-            rows = await session.scalars(
-                select(RunRow)
-                .where(
-                    RunRow.background.is_(True),
-                    RunRow.batch_id.is_(None),
-                    RunRow.request.is_not(None),
-                    or_(
-                        and_(RunRow.status == FAILED, RunRow.error == INTERRUPTED),
-                        and_(
-                            RunRow.status == CREATED,
-                            RunRow.created_at < now - timedelta(seconds=self.lease_seconds),
-                        ),
-                    ),
-                )
-                .order_by(RunRow.created_at)
-                .limit(limit)
-            )
-            return list(rows)
+        lease = timedelta(seconds=self.lease_seconds)
 
-    async def interrupted_at_start(self) -> builtins.list[RunRow]:
+        def tx(conn: Connection) -> builtins.list[Run]:
+            RunQueries.fail_interrupted(conn, now, background_lease_before=True)
+            return RunQueries.restartable(conn, now, lease, limit)
+
+        return await self._db.write(tx)
+
+    async def interrupted_at_start(self) -> builtins.list[Run]:
         """Releases every run a previous process left running (single-process databases only).
 
         Returns the background runs (async and batch turns) that should be started again.
         """
-        async with self._db.write() as session:
-            rows = list(
-                await session.scalars(
-                    select(RunRow).where(
-                        or_(
-                            RunRow.status.in_((RUNNING, CREATED)),
-                            # Stopped by the last shutdown, or by a crash another turn noticed.
-                            and_(RunRow.status == FAILED, RunRow.error == INTERRUPTED),
-                        )
-                    )
-                )
-            )
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.status == RUNNING)
-                .values(status=FAILED, error=INTERRUPTED, lease_expires_at=None, completed_at=self._now())
-            )
-        return [row for row in rows if row.background and row.request is not None]
+        now = self._now()
+
+        def tx(conn: Connection) -> builtins.list[Run]:
+            runs = RunQueries.unfinished(conn)
+            RunQueries.fail_interrupted(conn, now, background_lease_before=False)
+            return runs
+
+        return [run for run in await self._db.write(tx) if run.background and run.request is not None]

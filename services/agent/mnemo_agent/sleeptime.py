@@ -17,8 +17,8 @@ from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_agent.context_window import clip_middle, transcript
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.models import AgentRow
 from mnemo_agent.runs import Runs
+from mnemo_agent.store import Agent
 from mnemo_agent.turn import TurnRequest, TurnResult, Turns
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import MnemoError
@@ -41,14 +41,14 @@ class Sleeptime:
         self._counting = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def after_turn(self, actor: Actor, agent: AgentRow, result: TurnResult) -> None:
+    def after_turn(self, actor: Actor, agent: Agent, result: TurnResult) -> None:
         """Starts the primary's sleep-time agent when it is due (never blocks the primary's turn)."""
         if agent.sleeptime_agent_id:
             task = asyncio.create_task(self._when_due(actor, agent))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _when_due(self, actor: Actor, agent: AgentRow) -> None:
+    async def _when_due(self, actor: Actor, agent: Agent) -> None:
         frequency = int((agent.sleeptime or {}).get("frequency") or self._default_frequency)
         try:
             async with self._counting:
@@ -63,7 +63,7 @@ class Sleeptime:
         if count // frequency > seen // frequency:
             await self._reorganise(actor, agent, frequency)
 
-    async def _reorganise(self, actor: Actor, agent: AgentRow, turns: int) -> None:
+    async def _reorganise(self, actor: Actor, agent: Agent, turns: int) -> None:
         assert agent.sleeptime_agent_id is not None
         with acting_as(actor):
             try:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import cast
-
-from sqlalchemy import Table, select, update
 
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
@@ -23,7 +20,6 @@ from mnemo_core.ids import new_id, require_id
 from mnemo_core.rpc_errors import status_code_of
 from mnemo_core.validation import invalid
 from mnemo_core.wire import to_timestamp, utcnow
-from mnemo_llm.models import ChatBatchRow
 from mnemo_llm.providers import (
     FINISHED_BATCH_STATES,
     BatchItem,
@@ -34,6 +30,7 @@ from mnemo_llm.providers import (
     not_run_error,
 )
 from mnemo_llm.resilience import RetryPolicy
+from mnemo_llm.store import BatchQueries, ChatBatchRecord
 from mnemo_llm.usage import UsageLedger
 
 MAX_BATCH_REQUESTS = 10_000
@@ -44,7 +41,6 @@ _STATE_NAMES = {
 }
 _STATES = {name: value for value, name in _STATE_NAMES.items()}
 _FINISHED_NAMES = tuple(_STATE_NAMES[state] for state in FINISHED_BATCH_STATES)
-_TABLE = cast(Table, ChatBatchRow.__table__)
 
 
 def batch_error(exc: errors.MnemoError) -> llm_pb2.ChatBatchError:
@@ -102,7 +98,7 @@ class ChatBatches:
             deadline, lambda budget: provider.submit_batch(items, time_budget=budget)
         )
         actor = current_actor()
-        row = ChatBatchRow(
+        row = ChatBatchRecord(
             id=new_id("chatbatch"),
             org_id=actor.org_id,
             user_id=actor.user_id,
@@ -119,8 +115,7 @@ class ChatBatches:
             created_at=utcnow(),
             ended_at=None,
         )
-        async with self._db.write() as session:
-            session.add(row)
+        await self._db.write(BatchQueries.insert, row)
         return await self._advance(row, progress)
 
     async def get(self, batch_id: str, deadline: float | None) -> llm_pb2.ChatBatch:
@@ -155,24 +150,19 @@ class ChatBatches:
             return await self.get(batch_id, deadline)
         return await self._advance(row, progress)
 
-    def _provider_of(self, row: ChatBatchRow) -> BatchProvider:
+    def _provider_of(self, row: ChatBatchRecord) -> BatchProvider:
         return self._providers.resolve_batch(str(row.requests[0]["model"]))
 
-    async def _row(self, batch_id: str) -> ChatBatchRow:
+    async def _row(self, batch_id: str) -> ChatBatchRecord:
         require_id(batch_id, "id")
-        async with self._db.read() as session:
-            row: ChatBatchRow | None = await session.scalar(
-                select(ChatBatchRow).where(
-                    ChatBatchRow.id == batch_id, ChatBatchRow.org_id == current_actor().org_id
-                )
-            )
+        row = await self._db.read(BatchQueries.get, current_actor().org_id, batch_id)
         if row is None:
             raise errors.NotFound(
                 f"chat batch {batch_id} not found", reason="CHAT_BATCH_NOT_FOUND", metadata={"id": batch_id}
             )
         return row
 
-    async def _advance(self, row: ChatBatchRow, progress: BatchProgress) -> llm_pb2.ChatBatch:
+    async def _advance(self, row: ChatBatchRecord, progress: BatchProgress) -> llm_pb2.ChatBatch:
         """Stores what the provider reported; a batch that finished gets its results and usage, once."""
         values: dict[str, object] = {
             "state": _STATE_NAMES[progress.state],
@@ -186,20 +176,14 @@ class ChatBatches:
             values["ended_at"] = utcnow()
             values["succeeded_count"] = sum(1 for r in outcome.results if r.HasField("response"))
             values["failed_count"] = sum(1 for r in outcome.results if r.HasField("error"))
-        async with self._db.write() as session:
-            # Only a batch that has not finished is changed: whoever finishes it records its usage.
-            result = await session.execute(
-                update(_TABLE)
-                .where(_TABLE.c.id == row.id, _TABLE.c.state.not_in(_FINISHED_NAMES))
-                .values(values)
-            )
-            changed = bool(result.rowcount)  # type: ignore[attr-defined]
+        # Only a batch that has not finished is changed: whoever finishes it records its usage.
+        changed = await self._db.write(BatchQueries.advance, row.id, _FINISHED_NAMES, values)
         if outcome is not None and changed:
             self._record_usage(row, outcome)
         return self._to_proto(await self._row(row.id))
 
     @staticmethod
-    def _outcome(row: ChatBatchRow, progress: BatchProgress) -> llm_pb2.ChatBatch:
+    def _outcome(row: ChatBatchRecord, progress: BatchProgress) -> llm_pb2.ChatBatch:
         """The finished batch's results in request order (and its error when it failed as a whole)."""
         found = progress.results or {}
         outcome = llm_pb2.ChatBatch()
@@ -218,7 +202,7 @@ class ChatBatches:
                 outcome.results.add(error=batch_error(result or missing))
         return outcome
 
-    def _record_usage(self, row: ChatBatchRow, outcome: llm_pb2.ChatBatch) -> None:
+    def _record_usage(self, row: ChatBatchRecord, outcome: llm_pb2.ChatBatch) -> None:
         if self._ledger is None:
             return
         for request, result in zip(row.requests, outcome.results, strict=False):
@@ -233,7 +217,7 @@ class ChatBatches:
                 )
 
     @staticmethod
-    def _to_proto(row: ChatBatchRow) -> llm_pb2.ChatBatch:
+    def _to_proto(row: ChatBatchRecord) -> llm_pb2.ChatBatch:
         batch = llm_pb2.ChatBatch()
         if row.outcome:
             batch.ParseFromString(row.outcome)

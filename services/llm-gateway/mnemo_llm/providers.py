@@ -14,10 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
+from mnemo.rest.retry_after import retry_after_seconds
 from mnemo_core import errors
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_core.proto_enums import EnumNames
-from mnemo_core.retry_after import retry_after_seconds
 from mnemo_core.validation import invalid
 
 # ErrorInfo reasons of provider failures. CONTEXT_WINDOW_EXCEEDED is what the agent summarizes on.

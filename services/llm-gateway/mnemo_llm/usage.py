@@ -13,14 +13,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
-
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import current_actor_or_none
 from mnemo_core.db import Database
 from mnemo_core.wire import utcnow
-from mnemo_llm.models import UsageRow
 from mnemo_llm.providers import usage
+from mnemo_llm.store import UsageFilter, UsageQueries
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +100,7 @@ class UsageLedger:
                     }
                     for e in batch
                 ]
-                async with self._db.write() as session:
-                    await session.execute(insert(UsageRow), rows)
+                await self._db.write(UsageQueries.insert, rows)
                 # Only once written: a failed write keeps the batch for the next flush.
                 del self._pending[: len(batch)]
 
@@ -111,33 +108,20 @@ class UsageLedger:
         """Sums of the organization's entries matching `query`, one row per group."""
         await self.flush()
         columns = {
-            llm_pb2.USAGE_DIMENSION_AGENT: UsageRow.agent_id,
-            llm_pb2.USAGE_DIMENSION_MODEL: UsageRow.model,
-            llm_pb2.USAGE_DIMENSION_DAY: UsageRow.day,
+            llm_pb2.USAGE_DIMENSION_AGENT: "agent_id",
+            llm_pb2.USAGE_DIMENSION_MODEL: "model",
+            llm_pb2.USAGE_DIMENSION_DAY: "day",
         }
-        groups = [columns[llm_pb2.UsageDimension.ValueType(d)] for d in dict.fromkeys(query.group_by)]
-        statement = select(
-            *groups,
-            func.count(UsageRow.id),
-            func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
-            func.coalesce(func.sum(UsageRow.completion_tokens), 0),
-        ).where(UsageRow.org_id == query.org_id)
-        if query.agent_id:
-            statement = statement.where(UsageRow.agent_id == query.agent_id)
-        if query.model:
-            statement = statement.where(UsageRow.model == query.model)
-        if query.start is not None:
-            statement = statement.where(UsageRow.created_at >= query.start)
-        if query.end is not None:
-            statement = statement.where(UsageRow.created_at < query.end)
-        if groups:
-            statement = statement.group_by(*groups).order_by(*groups)
-        async with self._db.read() as session:
-            rows = (await session.execute(statement)).all()
+        where = UsageFilter(
+            org_id=query.org_id,
+            group_by=[columns[llm_pb2.UsageDimension.ValueType(d)] for d in query.group_by],
+            agent_id=query.agent_id,
+            model=query.model,
+            start=query.start,
+            end=query.end,
+        )
         summaries = []
-        for row in rows:
-            keys = dict(zip((c.key for c in groups), row[: len(groups)], strict=True))
-            count, prompt, completion = row[len(groups) :]
+        for keys, count, prompt, completion in await self._db.read(UsageQueries.sums, where):
             if not count:
                 continue
             summaries.append(

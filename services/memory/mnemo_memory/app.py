@@ -29,10 +29,12 @@ from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
 from mnemo_memory.recall import MessageEmbedder, MessageIndex, Recall, SqliteMessageIndex
 from mnemo_memory.recall_pg import PgMessageIndex
-from mnemo_memory.servicer import BlockServicer, MessageServicer, PassageServicer, SourceServicer
+from mnemo_memory.servicers.blocks import BlockServicer
+from mnemo_memory.servicers.messages import MessageServicer
+from mnemo_memory.servicers.passages import PassageServicer
+from mnemo_memory.servicers.sources import SourceServicer
 from mnemo_memory.settings import MemorySettings
 from mnemo_memory.sources import FileJobs, Sources
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import VectorCache
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,9 +44,9 @@ class MemoryApp:
     """The memory service's servicers, their database and their background tasks."""
 
     def __init__(self, db: Database, settings: MemorySettings) -> None:
-        self.db = SqlRunner(db)
+        self.db = db
         self._peers = Peers(settings)
-        self.embedder = Embedder(llm_pb2_grpc.LlmServiceStub(self._peers.channel("llm")))
+        self.embedder = Embedder(self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub))
         self.vectors = VectorCache(settings.vector_cache_mb * 1024 * 1024)
         # SQLite: one process owns the file, so vectors are searched in memory; Postgres: searched in SQL
         # (pgvector), nothing kept in the process, so replicas can share the database.
@@ -97,7 +99,7 @@ class MemoryApp:
         await self.jobs.stop()
         await self._peers.aclose()
         self.vectors.close()
-        await self.db.aclose()
+        await self.db.dispose()
 
 
 async def build(settings: MemorySettings) -> MemoryApp:

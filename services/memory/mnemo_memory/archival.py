@@ -132,10 +132,10 @@ class ArchivalMemory:
             ],
         )
 
-    async def get(self, org_id: str, passage_id: str) -> Passage:
-        """One passage of the organization."""
+    async def get(self, org_id: str, passage_id: str, *, agent_id: str = "") -> Passage:
+        """One passage of the organization (of the agent `agent_id`, when given)."""
         require_id(passage_id, "passage_id")
-        return await self._store.get(org_id, passage_id)
+        return await self._store.get(org_id, passage_id, agent_id=agent_id)
 
     async def page(
         self, org_id: str, *, agent_id: str, source_id: str, size: int, token: str, descending: bool

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import BlockQueries as Q
 from mnemo_memory.templates import BUILTIN_TEMPLATES
 
@@ -85,7 +85,7 @@ def _from_template(spec: BlockSpec, template: Block) -> BlockSpec:
 class CoreMemory:
     """Blocks of one organization at a time (the org comes with every call)."""
 
-    def __init__(self, db: SqlRunner, *, default_limit: int) -> None:
+    def __init__(self, db: Database, *, default_limit: int) -> None:
         self._db = db
         self._default_limit = default_limit
 
@@ -192,10 +192,13 @@ class CoreMemory:
         order = {label: i for i, label in enumerate(labels)}
         return sorted((b for b in created if b.label in order), key=lambda b: order[b.label])
 
-    async def get(self, org_id: str, block_id: str) -> Block:
-        """One block; NOT_FOUND when it does not exist in this organization."""
-        require_id(block_id, "block_id")
-        return await self._db.read(Q.get, org_id, block_id)
+    async def get(self, org_id: str, block_id: str, *, agent_id: str = "", label: str = "") -> Block:
+        """One block; NOT_FOUND when it does not exist in this organization.
+
+        With `agent_id`, only a block attached to that agent; with `label` instead of `block_id`, the agent's
+        block with that label.
+        """
+        return await self._db.read(self._addressed, org_id, block_id, agent_id, label)
 
     async def of_agent(self, org_id: str, agent_id: str) -> list[Block]:
         """Every block attached to an agent, oldest first (the hot path of every turn)."""
@@ -239,17 +242,21 @@ class CoreMemory:
             return blocks[:limit], encode_token(listing, t=last.created_at.isoformat(), i=last.id)
         return blocks, ""
 
-    async def update(self, org_id: str, block_id: str, changes: dict[str, Any]) -> Block:
-        """Changes the given fields; the new value must fit the (possibly new) limit."""
-        require_id(block_id, "block_id")
+    async def update(
+        self, org_id: str, block_id: str, changes: dict[str, Any], *, agent_id: str = "", label: str = ""
+    ) -> Block:
+        """Changes the given fields; the new value must fit the (possibly new) limit.
+
+        The block is addressed as `get` does it, in the transaction that changes it.
+        """
         unknown = set(changes) - UPDATABLE_FIELDS
         if unknown:
             raise invalid("update_mask", f"cannot update {', '.join(sorted(unknown))}")
 
         def tx(conn: Connection) -> Block:
-            current = Q.get(conn, org_id, block_id)
+            current = self._addressed(conn, org_id, block_id, agent_id, label)
             _unchangeable(current)
-            label = _check_label(changes.get("label", current.label), "block.label")
+            new_label = _check_label(changes.get("label", current.label), "block.label")
             limit = _check_limit(changes.get("limit", current.limit), self._default_limit, "block.limit")
             value = check_text(changes.get("value", current.value), "block.value", max_chars=MAX_LIMIT)
             description = check_text(
@@ -257,16 +264,16 @@ class CoreMemory:
                 "block.description",
                 max_chars=MAX_DESCRIPTION,
             )
-            check_fits(label, value, limit, "block.value")
-            if label != current.label:
-                for agent_id in current.agent_ids:
-                    if Q.label_taken(conn, org_id, agent_id, label):
-                        raise _label_taken(agent_id, label)
+            check_fits(new_label, value, limit, "block.value")
+            if new_label != current.label:
+                for holder in current.agent_ids:
+                    if Q.label_taken(conn, org_id, holder, new_label):
+                        raise _label_taken(holder, new_label)
             Q.update_block(
                 conn,
                 org_id,
-                block_id,
-                label=label,
+                current.id,
+                label=new_label,
                 value=value,
                 limit=limit,
                 description=description,
@@ -274,7 +281,7 @@ class CoreMemory:
                 metadata=changes.get("metadata", current.metadata),
                 now=utcnow(),
             )
-            return Q.get(conn, org_id, block_id)
+            return Q.get(conn, org_id, current.id)
 
         return await self._db.write(tx)
 
@@ -326,16 +333,6 @@ class CoreMemory:
 
         return await self._db.write(tx)
 
-    async def get_by_label(self, org_id: str, agent_id: str, label: str) -> Block:
-        """An agent's block by label; NOT_FOUND names the labels it has."""
-        require_id(agent_id, "agent_id")
-        _check_label(label, "label")
-
-        def read(conn: Connection) -> Block:
-            return self._by_label(conn, org_id, agent_id, label)
-
-        return await self._db.read(read)
-
     async def append(self, org_id: str, agent_id: str, label: str, content: str) -> Block:
         """Appends `content` on a new line of the agent's block `label` (core_memory_append)."""
         check_text(content, "content", max_chars=MAX_LIMIT, allow_empty=False)
@@ -377,6 +374,21 @@ class CoreMemory:
         """Detaches every block from a removed agent; deletes the ones made for it and used nowhere else."""
         require_id(agent_id, "agent_id")
         return await self._db.write(Q.detach_agent, org_id, agent_id)
+
+    def _addressed(self, conn: Connection, org_id: str, block_id: str, agent_id: str, label: str) -> Block:
+        """The block by id (attached to `agent_id` when given), or by `agent_id` and `label`."""
+        if not block_id and agent_id:
+            require_id(agent_id, "agent_id")
+            return self._by_label(conn, org_id, agent_id, label)
+        require_id(block_id, "block_id")
+        block = Q.get(conn, org_id, block_id)
+        if agent_id and agent_id not in block.agent_ids:
+            raise NotFound(
+                f"block {block_id} is not attached to agent {agent_id}",
+                reason="BLOCK_NOT_FOUND",
+                metadata={"block_id": block_id, "agent_id": agent_id},
+            )
+        return block
 
     @staticmethod
     def _by_label(conn: Connection, org_id: str, agent_id: str, label: str) -> Block:

@@ -15,12 +15,12 @@ from sqlalchemy import Connection
 
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
+from mnemo_core.db import Database
 from mnemo_core.errors import Aborted, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import HistoryState, MessageQueries, NewMessage
 
 MAX_BATCH = 1000
@@ -94,7 +94,7 @@ class ContextWindow:
 class History:
     """Message histories of one organization at a time."""
 
-    def __init__(self, db: SqlRunner, *, on_append: Callable[[], None] | None = None) -> None:
+    def __init__(self, db: Database, *, on_append: Callable[[], None] | None = None) -> None:
         self._db = db
         # Called after new messages are committed (wakes the background embedder).
         self._on_append = on_append

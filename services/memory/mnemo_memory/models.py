@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -288,8 +287,3 @@ class JobRow(MemoryBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-
-
-def table_of(model: type[MemoryBase]) -> Table:
-    """The Core table of a mapped class, for column-level statements."""
-    return cast(Table, model.__table__)

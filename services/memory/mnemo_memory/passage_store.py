@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import Connection, Select, and_, delete, func, insert, select, text, update
 
+from mnemo_core.db import Database, table_of
 from mnemo_core.errors import FailedPrecondition, NotFound
-from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow, table_of
+from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow
 from mnemo_memory.ranking import fts5_any, scope_token, scoped_match
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
 passages_t = table_of(PassageRow)
@@ -161,8 +161,8 @@ class PassageStore(Protocol):
         """(key, text) of a file's passages still waiting for a vector, in order."""
         ...
 
-    async def get(self, org_id: str, passage_id: str) -> Passage:
-        """One passage; NOT_FOUND when it is not in the organization."""
+    async def get(self, org_id: str, passage_id: str, *, agent_id: str = "") -> Passage:
+        """One passage; NOT_FOUND when it is not in the organization (or not `agent_id`'s, when given)."""
         ...
 
     async def page(
@@ -176,7 +176,7 @@ class PassageStore(Protocol):
         ...
 
     async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
-        """Deletes one of an agent's passages."""
+        """Deletes one of an agent's passages (only `agent_id`'s, when given: checked in the same transaction)."""
         ...
 
     async def purge(
@@ -222,6 +222,18 @@ class PassageStore(Protocol):
         ...
 
 
+def _owned_row(conn: Connection, org_id: str, passage_id: str, agent_id: str) -> Any:
+    """The passage's row; NOT_FOUND when it is not in the organization, or not `agent_id`'s when given."""
+    row = conn.execute(
+        select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
+    ).first()
+    if row is None or (agent_id and row.agent_id != agent_id):
+        raise NotFound(
+            f"passage {passage_id} not found", reason="PASSAGE_NOT_FOUND", metadata={"passage_id": passage_id}
+        )
+    return row
+
+
 class SqlPassages:
     """Passage rows by portable SQLAlchemy Core: everything but the searches, shared by the SQL stores.
 
@@ -229,7 +241,7 @@ class SqlPassages:
     through the `_after_*` hooks, called once the write is committed.
     """
 
-    def __init__(self, db: SqlRunner) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def _after_insert(self, org_id: str, stored: list[Passage], passages: Sequence[NewPassage]) -> None:
@@ -351,20 +363,8 @@ class SqlPassages:
 
         return await self._db.read(read)
 
-    async def get(self, org_id: str, passage_id: str) -> Passage:
-        def read(conn: Connection) -> Passage:
-            row = conn.execute(
-                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
-            ).first()
-            if row is None:
-                raise NotFound(
-                    f"passage {passage_id} not found",
-                    reason="PASSAGE_NOT_FOUND",
-                    metadata={"passage_id": passage_id},
-                )
-            return _passage(row)
-
-        return await self._db.read(read)
+    async def get(self, org_id: str, passage_id: str, *, agent_id: str = "") -> Passage:
+        return _passage(await self._db.read(_owned_row, org_id, passage_id, agent_id))
 
     async def page(
         self, org_id: str, scope: Scope, *, after_pk: int | None, descending: bool, limit: int
@@ -391,15 +391,7 @@ class SqlPassages:
 
     async def delete(self, org_id: str, passage_id: str, *, agent_id: str) -> None:
         def tx(conn: Connection) -> Passage:
-            row = conn.execute(
-                select(*_COLUMNS).where(passages_t.c.id == passage_id, passages_t.c.org_id == org_id)
-            ).first()
-            if row is None or (agent_id and row.agent_id != agent_id):
-                raise NotFound(
-                    f"passage {passage_id} not found",
-                    reason="PASSAGE_NOT_FOUND",
-                    metadata={"passage_id": passage_id},
-                )
+            row = _owned_row(conn, org_id, passage_id, agent_id)
             if not row.agent_id:
                 raise FailedPrecondition(
                     f"passage {passage_id} belongs to source {row.source_id}; delete its file instead",
@@ -476,7 +468,7 @@ class SqlPassages:
 class SqlitePassageStore(SqlPassages):
     """Passages in the memory service's SQLite file; words in FTS5, vectors searched in memory."""
 
-    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+    def __init__(self, db: Database, vectors: VectorCache) -> None:
         super().__init__(db)
         self._vectors = vectors
 

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import Connection, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
+from mnemo_core.db import Database
 from mnemo_memory.passage_store import PassageFilter, Scope, SqlPassages, passages_t, scope_clause, tagged
 from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats
 
 
@@ -36,7 +36,7 @@ def _filters(org_id: str, scopes: Sequence[Scope], where: PassageFilter) -> list
 class PgPassageStore(SqlPassages):
     """Passages in the memory service's Postgres schema, searched by pgvector and full-text search."""
 
-    def __init__(self, db: SqlRunner, *, exact_limit: int = EXACT_LIMIT) -> None:
+    def __init__(self, db: Database, *, exact_limit: int = EXACT_LIMIT) -> None:
         super().__init__(db)
         self._exact_limit = exact_limit
 

@@ -25,13 +25,14 @@ from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_core.actor import Actor, acting_as
+from mnemo_core.db import Database, table_of
 from mnemo_core.errors import MnemoError
 from mnemo_core.ids import require_id
 from mnemo_core.proto_enums import EnumNames
 from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import parse_messages
-from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorRow, table_of
+from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorRow
 from mnemo_memory.passage_store import newest_matches_from
 from mnemo_memory.ranking import (
     Ranked,
@@ -43,7 +44,6 @@ from mnemo_memory.ranking import (
     scoped_match,
     vector_only,
 )
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.store import MessageQueries, wait_for_appends
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
@@ -109,7 +109,7 @@ class MessageHit:
 class MessageEmbedder:
     """Embeds appended messages in the background, in order, resuming after a restart."""
 
-    def __init__(self, db: SqlRunner, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
+    def __init__(self, db: Database, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
         self._db = db
         self._embedder = embedder
         self._index = index
@@ -245,7 +245,7 @@ def store_vectors(conn: Connection, results: list[Embedded], last: int, top: int
 class Recall:
     """Searches of message histories, one organization at a time."""
 
-    def __init__(self, db: SqlRunner, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
+    def __init__(self, db: Database, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
         self._db = db
         self._embedder = embedder
         self._index = index
@@ -312,7 +312,7 @@ class Recall:
 class SqliteMessageIndex:
     """Recall on SQLite: words in the FTS5 index, vectors in memory (one index per agent and model)."""
 
-    def __init__(self, db: SqlRunner, vectors: VectorCache) -> None:
+    def __init__(self, db: Database, vectors: VectorCache) -> None:
         self._db = db
         self._vectors = vectors
 

@@ -10,16 +10,16 @@ from typing import Any
 from sqlalchemy import Connection, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from mnemo_core.db import Database
 from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
 from mnemo_memory.recall import MESSAGE_KINDS, Embedded, MessageFilter, messages_t, vectors_t
-from mnemo_memory.sql import SqlRunner
 from mnemo_memory.vectors import Floats
 
 
 class PgMessageIndex:
     """Searches of message histories in the memory service's Postgres schema."""
 
-    def __init__(self, db: SqlRunner, *, exact_limit: int = EXACT_LIMIT) -> None:
+    def __init__(self, db: Database, *, exact_limit: int = EXACT_LIMIT) -> None:
         self._db = db
         self._exact_limit = exact_limit
 

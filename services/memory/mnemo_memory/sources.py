@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from mnemo_core.actor import Actor, acting_as
+from mnemo_core.db import Database, table_of
 from mnemo_core.errors import AlreadyExists, MnemoError, NotFound, Unavailable
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
@@ -26,9 +27,8 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.files import FileUnreadable, check_text_content, content_type_of, extract_text
-from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow, table_of
+from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow
 from mnemo_memory.passage_store import NewPassage, PassageStore, Scope, passages_t
-from mnemo_memory.sql import SqlRunner
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,12 @@ class SourceQueries:
         ]
 
     @staticmethod
-    def file(conn: Connection, org_id: str, file_id: str) -> File:
-        found = SourceQueries.files(conn, org_id, files_t.c.id == file_id, 1)
+    def file(conn: Connection, org_id: str, file_id: str, source_id: str = "") -> File:
+        """The file; NOT_FOUND when it is not in the organization, or not in `source_id` when given."""
+        where = files_t.c.id == file_id
+        if source_id:
+            where = and_(where, files_t.c.source_id == source_id)
+        found = SourceQueries.files(conn, org_id, where, 1)
         if not found:
             raise _not_found("file", file_id)
         return found[0]
@@ -220,7 +224,7 @@ class Sources:
 
     def __init__(
         self,
-        db: SqlRunner,
+        db: Database,
         passages: PassageStore,
         embedder: Embedder,
         *,
@@ -422,9 +426,10 @@ class Sources:
         self._jobs.enqueue(org_id, job_id)
         return stored
 
-    async def get_file(self, org_id: str, file_id: str) -> File:
+    async def get_file(self, org_id: str, file_id: str, *, source_id: str = "") -> File:
+        """One file (of the source `source_id`, when given)."""
         require_id(file_id, "file_id")
-        return await self._db.read(SourceQueries.file, org_id, file_id)
+        return await self._db.read(SourceQueries.file, org_id, file_id, source_id)
 
     async def list_files(
         self, org_id: str, source_id: str, *, size: int, token: str
@@ -453,14 +458,26 @@ class Sources:
             return files[:limit], encode_token("files", t=last.created_at.isoformat(), i=last.id)
         return files, ""
 
-    async def delete_file(self, org_id: str, file_id: str) -> None:
-        """Deletes a file, its job and its passages at once (a running job stops at its next batch)."""
-        found = await self.get_file(org_id, file_id)
+    async def delete_file(self, org_id: str, file_id: str, *, source_id: str = "") -> None:
+        """Deletes a file, its job and its passages at once (a running job stops at its next batch).
+
+        With `source_id`, only a file of that source: the file row is deleted in the transaction that deletes
+        its passages, and when it is not there (another source's, or gone) nothing is deleted.
+        """
+        require_id(file_id, "file_id")
+        if not source_id:
+            source_id = (await self.get_file(org_id, file_id)).source_id
 
         def also(conn: Connection) -> None:
-            conn.execute(delete(files_t).where(files_t.c.id == file_id, files_t.c.org_id == org_id))
+            deleted = conn.execute(
+                delete(files_t).where(
+                    files_t.c.id == file_id, files_t.c.org_id == org_id, files_t.c.source_id == source_id
+                )
+            )
+            if not deleted.rowcount:
+                raise _not_found("file", file_id)
 
-        await self._passages.purge(org_id, Scope("source", found.source_id), file_id=file_id, also=also)
+        await self._passages.purge(org_id, Scope("source", source_id), file_id=file_id, also=also)
 
     async def get_job(self, org_id: str, job_id: str) -> Job:
         require_id(job_id, "job_id")
@@ -474,7 +491,7 @@ class _ParsedElsewhere(Exception):
 class FileJobs:
     """Processes uploaded files one at a time in the background."""
 
-    def __init__(self, db: SqlRunner, passages: PassageStore, embedder: Embedder) -> None:
+    def __init__(self, db: Database, passages: PassageStore, embedder: Embedder) -> None:
         self._db = db
         self._passages = passages
         self._embedder = embedder
@@ -510,10 +527,6 @@ class FileJobs:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    async def idle(self) -> None:
-        """Waits until every queued job is done (tests and benchmarks)."""
-        await self._queue.join()
 
     async def _serve(self) -> None:
         while True:

@@ -1,7 +1,7 @@
 """SQL for blocks and message histories. No business rules here: callers validate, this reads and writes.
 
 Every function takes a sync SQLAlchemy `Connection` and is run as part of one unit of work by
-`SqlRunner` (one hop off the event loop per RPC). Statements are Core selects of the needed
+`Database` (one hop off the event loop per RPC). Statements are Core selects of the needed
 columns (no ORM entities to materialise), built once at import so their compiled form is cached.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
 
+from mnemo_core.db import table_of
 from mnemo_core.errors import NotFound
 from mnemo_memory.blocks import Block, BlockSpec
-from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow, table_of
+from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow
 from mnemo_memory.ranking import scope_token
 
 BUILTIN_ORG = ""

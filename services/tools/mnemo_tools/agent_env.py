@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection
 
 from mnemo_core.db import Database
 from mnemo_core.ids import require_id
 from mnemo_core.validation import invalid
 from mnemo_core.wire import utcnow
-from mnemo_tools.models import ToolEnvRow
+from mnemo_tools.store import EnvQueries
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_VARIABLES = 100
@@ -42,34 +42,14 @@ class AgentEnvironments:
         if overlap:
             raise invalid("unset", f"{', '.join(sorted(overlap))} cannot be both set and unset")
         now = utcnow()
-        async with self._db.write() as session:
-            if unset:
-                await session.execute(
-                    delete(ToolEnvRow).where(
-                        ToolEnvRow.org_id == org_id,
-                        ToolEnvRow.agent_id == agent_id,
-                        ToolEnvRow.name.in_(list(unset)),
-                    )
-                )
-            for name, value in set_.items():
-                row = await session.get(ToolEnvRow, (org_id, agent_id, name))
-                if row is None:
-                    session.add(
-                        ToolEnvRow(org_id=org_id, agent_id=agent_id, name=name, value=value, updated_at=now)
-                    )
-                else:
-                    row.value, row.updated_at = value, now
-            await session.flush()
-            names = list(
-                await session.scalars(
-                    select(ToolEnvRow.name)
-                    .where(ToolEnvRow.org_id == org_id, ToolEnvRow.agent_id == agent_id)
-                    .order_by(ToolEnvRow.name)
-                )
-            )
+
+        def tx(conn: Connection) -> list[str]:
+            names = EnvQueries.change(conn, org_id, agent_id, set_, unset, now)
             if len(names) > MAX_VARIABLES:
                 raise invalid("set", f"an agent has at most {MAX_VARIABLES} tool variables")
-        return names
+            return names
+
+        return await self._db.write(tx)
 
     async def names(self, org_id: str, agent_id: str) -> list[str]:
         """The names of an agent's variables, sorted."""
@@ -80,8 +60,4 @@ class AgentEnvironments:
         """An agent's variables, for its sandbox runs only."""
         if not agent_id:
             return {}
-        async with self._db.read() as session:
-            rows = await session.scalars(
-                select(ToolEnvRow).where(ToolEnvRow.org_id == org_id, ToolEnvRow.agent_id == agent_id)
-            )
-            return {row.name: row.value for row in rows}
+        return await self._db.read(EnvQueries.values, org_id, agent_id)

@@ -18,7 +18,8 @@ from mnemo_tools.mcp_connections import McpConnections
 from mnemo_tools.mcp_servers import McpServers
 from mnemo_tools.registry import Registry
 from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
-from mnemo_tools.servicer import McpServicer, ToolServicer
+from mnemo_tools.servicers.mcp import McpServicer
+from mnemo_tools.servicers.tools import ToolServicer
 from mnemo_tools.settings import ToolsSettings
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments, RequirementsUnavailable
 from mnemo_tools.mcp_connections import McpConnections, McpFailure
 from mnemo_tools.mcp_servers import McpServers
-from mnemo_tools.models import ToolRow
 from mnemo_tools.registry import Registry
 from mnemo_tools.sandbox.runner import SandboxJob, SandboxLimits, SandboxRunner
+from mnemo_tools.store import Tool
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -117,7 +117,7 @@ class ToolExecutor:
             return result
 
     async def _run_custom(
-        self, org_id: str, tool: ToolRow, arguments: dict[str, Any], agent_id: str, started: float
+        self, org_id: str, tool: Tool, arguments: dict[str, Any], agent_id: str, started: float
     ) -> RunResult:
         if self._require_isolation:
             missing = [k for k in ("network", "mount") if not self._sandbox.capabilities.get(k)]
@@ -173,9 +173,7 @@ class ToolExecutor:
             duration_seconds=time.monotonic() - started,
         )
 
-    async def _run_mcp(
-        self, org_id: str, tool: ToolRow, arguments: dict[str, Any], started: float
-    ) -> RunResult:
+    async def _run_mcp(self, org_id: str, tool: Tool, arguments: dict[str, Any], started: float) -> RunResult:
         endpoint = await self._servers.endpoint(org_id, tool.mcp_server_id)
         try:
             result = await self._connections.call_tool(

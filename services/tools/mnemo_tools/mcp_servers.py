@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unavailable
@@ -22,8 +22,7 @@ from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_tools.builtin import BUILTIN_TOOLS
 from mnemo_tools.mcp_connections import McpConnections, McpEndpoint, McpFailure, McpToolInfo
-from mnemo_tools.models import McpServerRow, ToolRow, ToolTagRow
-from mnemo_tools.registry import replace_tags
+from mnemo_tools.store import McpServer, ServerQueries, Tool, ToolQueries
 
 PREFIX = re.compile(r"^[A-Za-z0-9_]{0,32}$")
 HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
@@ -49,20 +48,20 @@ class McpServerSpec:
 class McpServerView:
     """A server with the number of its tools."""
 
-    row: McpServerRow
+    server: McpServer
     tool_count: int
 
 
-def endpoint_of(row: McpServerRow) -> McpEndpoint:
+def endpoint_of(server: McpServer) -> McpEndpoint:
     """How to reach a stored server."""
     return McpEndpoint(
-        server_id=row.id,
-        transport=row.transport,
-        command=row.command,
-        args=tuple(row.args or []),
-        cwd=row.cwd,
-        url=row.url,
-        secrets=tuple(sorted((str(k), str(v)) for k, v in (row.secrets or {}).items())),
+        server_id=server.id,
+        transport=server.transport,
+        command=server.command,
+        args=tuple(server.args),
+        cwd=server.cwd,
+        url=server.url,
+        secrets=tuple(sorted(server.secrets.items())),
     )
 
 
@@ -129,18 +128,13 @@ class McpServers:
         except McpFailure as exc:
             raise Unavailable(str(exc), reason="MCP_SERVER_UNREACHABLE") from exc
 
-    async def create(self, org_id: str, spec: McpServerSpec) -> tuple[McpServerView, list[ToolRow]]:
+    async def create(self, org_id: str, spec: McpServerSpec) -> tuple[McpServerView, list[Tool]]:
         """Registers a server and its tools; nothing is stored when it cannot be reached."""
         self._check(spec)
-        async with self._db.read() as session:
-            if await session.scalar(
-                select(McpServerRow.id).where(McpServerRow.org_id == org_id, McpServerRow.name == spec.name)
-            ):
-                raise AlreadyExists(
-                    f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN"
-                )
+        if await self._db.read(ServerQueries.name_taken, org_id, spec.name):
+            raise AlreadyExists(f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN")
         now = utcnow()
-        row = McpServerRow(
+        server = McpServer(
             id=new_id("mcp"),
             org_id=org_id,
             name=spec.name,
@@ -155,39 +149,31 @@ class McpServers:
             updated_at=now,
             refreshed_at=now,
         )
-        listed = await self._list_tools(endpoint_of(row))
+        listed = await self._list_tools(endpoint_of(server))
+
+        def tx(conn: Connection) -> list[Tool]:
+            ServerQueries.insert(conn, server)
+            return self._sync_tools(conn, server, listed)
+
         try:
-            async with self._db.write() as session:
-                session.add(row)
-                await session.flush()
-                tools = await self._sync_tools(session, row, listed)
+            tools = await self._db.write(tx)
         except IntegrityError:
-            await self._connections.forget(row.id)
+            await self._connections.forget(server.id)
             raise AlreadyExists(
                 f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN"
             ) from None
         except BaseException:
-            await self._connections.forget(row.id)
+            await self._connections.forget(server.id)
             raise
-        return McpServerView(row, len(tools)), tools
+        return McpServerView(server, len(tools)), tools
 
-    async def _sync_tools(
-        self, session: AsyncSession, server: McpServerRow, listed: list[McpToolInfo]
-    ) -> list[ToolRow]:
+    def _sync_tools(self, conn: Connection, server: McpServer, listed: list[McpToolInfo]) -> list[Tool]:
         """Makes the stored tools of `server` match `listed`, keeping the ids of tools that stay."""
         wanted: dict[str, McpToolInfo] = {}
         for info in listed:
             wanted.setdefault(tool_name(server.tool_prefix, info.name), info)
         builtin = sorted(set(wanted) & {tool.name for tool in BUILTIN_TOOLS})
-        others = list(
-            await session.scalars(
-                select(ToolRow.name).where(
-                    ToolRow.org_id == server.org_id,
-                    ToolRow.name.in_(list(wanted)),
-                    ToolRow.mcp_server_id != server.id,
-                )
-            )
-        )
+        others = ToolQueries.names_taken(conn, server.org_id, list(wanted), not_of_server=server.id)
         clashes = sorted({*builtin, *others})
         if clashes:
             raise AlreadyExists(
@@ -195,74 +181,64 @@ class McpServers:
                 reason="TOOL_NAME_TAKEN",
                 metadata={"names": ",".join(clashes)},
             )
-        existing = {
-            row.name: row
-            for row in await session.scalars(select(ToolRow).where(ToolRow.mcp_server_id == server.id))
-        }
-        gone = [row.id for name, row in existing.items() if name not in wanted]
-        if gone:
-            await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id.in_(gone)))
-            await session.execute(delete(ToolRow).where(ToolRow.id.in_(gone)))
+        existing = {tool.name: tool for tool in ToolQueries.of_server(conn, server.id)}
+        ToolQueries.delete(
+            conn, server.org_id, [tool.id for name, tool in existing.items() if name not in wanted]
+        )
         now = utcnow()
-        rows = []
+        tools = []
         for name, info in sorted(wanted.items()):
-            row = existing.get(name)
-            if row is None:
-                row = ToolRow(
+            schema = json.dumps(_parameters(info.input_schema), separators=(",", ":"))
+            stored = existing.get(name)
+            if stored is None:
+                tool = Tool(
                     id=new_id("tool"),
                     org_id=server.org_id,
                     name=name,
+                    description=info.description,
+                    json_schema=schema,
                     tool_type="mcp",
-                    source_code="",
+                    created_at=now,
+                    updated_at=now,
                     tags=["mcp", server.name[:200]],
                     return_char_limit=self._default_limit,
                     mcp_server_id=server.id,
-                    pip_requirements=[],
-                    timeout_seconds=0,
-                    is_async=False,
-                    created_at=now,
+                    mcp_tool_name=info.name,
                 )
-                session.add(row)
-            row.description = info.description
-            row.json_schema = json.dumps(_parameters(info.input_schema), separators=(",", ":"))
-            row.mcp_tool_name = info.name
-            row.updated_at = now
-            if name not in existing:
-                await session.flush()
-                replace_tags(session, row.id, row.tags)
-            rows.append(row)
-        return rows
+                ToolQueries.insert(conn, tool)
+            else:
+                tool = dataclasses.replace(
+                    stored,
+                    description=info.description,
+                    json_schema=schema,
+                    mcp_tool_name=info.name,
+                    updated_at=now,
+                )
+                ToolQueries.save(conn, tool)
+            tools.append(tool)
+        return tools
 
-    async def row(self, org_id: str, server_id: str) -> McpServerRow:
+    async def server(self, org_id: str, server_id: str) -> McpServer:
         """A stored server of the organization."""
         require_id(server_id, "mcp_server_id")
-        async with self._db.read() as session:
-            row = await session.scalar(
-                select(McpServerRow).where(McpServerRow.id == server_id, McpServerRow.org_id == org_id)
-            )
-        if row is None:
+        server = await self._db.read(ServerQueries.get, org_id, server_id)
+        if server is None:
             raise NotFound(
                 f"MCP server {server_id} not found",
                 reason="MCP_SERVER_NOT_FOUND",
                 metadata={"mcp_server_id": server_id},
             )
-        return row
+        return server
 
     async def _counts(self, server_ids: list[str]) -> dict[str, int]:
         if not server_ids:
             return {}
-        async with self._db.read() as session:
-            rows = await session.execute(
-                select(ToolRow.mcp_server_id, func.count(ToolRow.id))
-                .where(ToolRow.mcp_server_id.in_(server_ids))
-                .group_by(ToolRow.mcp_server_id)
-            )
-            return {server_id: int(count) for server_id, count in rows}
+        return await self._db.read(ToolQueries.counts_by_server, server_ids)
 
     async def get(self, org_id: str, server_id: str) -> McpServerView:
         """A server with its tool count."""
-        row = await self.row(org_id, server_id)
-        return McpServerView(row, (await self._counts([row.id])).get(row.id, 0))
+        server = await self.server(org_id, server_id)
+        return McpServerView(server, (await self._counts([server.id])).get(server.id, 0))
 
     async def list_page(
         self, org_id: str, *, size: int = 0, token: str = ""
@@ -270,48 +246,43 @@ class McpServers:
         """Servers by name; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "mcp-servers")
-        query = select(McpServerRow).where(McpServerRow.org_id == org_id)
-        if position is not None:
-            query = query.where(McpServerRow.name > position.text("n"))
-        async with self._db.read() as session:
-            rows = list(await session.scalars(query.order_by(McpServerRow.name).limit(limit + 1)))
-        next_token = encode_token("mcp-servers", n=rows[limit - 1].name) if len(rows) > limit else ""
-        rows = rows[:limit]
-        counts = await self._counts([row.id for row in rows])
-        return [McpServerView(row, counts.get(row.id, 0)) for row in rows], next_token
+        after = None if position is None else position.text("n")
+        servers = await self._db.read(
+            lambda conn: ServerQueries.page(conn, org_id, after_name=after, limit=limit + 1)
+        )
+        next_token = encode_token("mcp-servers", n=servers[limit - 1].name) if len(servers) > limit else ""
+        servers = servers[:limit]
+        counts = await self._counts([server.id for server in servers])
+        return [McpServerView(server, counts.get(server.id, 0)) for server in servers], next_token
 
-    async def refresh(self, org_id: str, server_id: str) -> tuple[McpServerView, list[ToolRow]]:
+    async def refresh(self, org_id: str, server_id: str) -> tuple[McpServerView, list[Tool]]:
         """Lists the server's tools again and stores the changes."""
-        row = await self.row(org_id, server_id)
-        await self._connections.forget(row.id)
-        listed = await self._list_tools(endpoint_of(row))
-        async with self._db.write() as session:
-            stored = await session.get(McpServerRow, server_id, with_for_update=True)
-            if stored is None or stored.org_id != org_id:
+        server = await self.server(org_id, server_id)
+        await self._connections.forget(server.id)
+        listed = await self._list_tools(endpoint_of(server))
+
+        def tx(conn: Connection) -> tuple[McpServer, list[Tool]]:
+            stored = ServerQueries.get(conn, org_id, server_id, lock=True)
+            if stored is None:
                 raise NotFound(f"MCP server {server_id} not found", reason="MCP_SERVER_NOT_FOUND")
-            tools = await self._sync_tools(session, stored, listed)
-            stored.refreshed_at = utcnow()
-        return McpServerView(stored, len(tools)), tools
+            tools = self._sync_tools(conn, stored, listed)
+            refreshed = dataclasses.replace(stored, refreshed_at=utcnow())
+            ServerQueries.refreshed(conn, server_id, refreshed.refreshed_at)
+            return refreshed, tools
+
+        refreshed, tools = await self._db.write(tx)
+        return McpServerView(refreshed, len(tools)), tools
 
     async def delete(self, org_id: str, server_id: str) -> None:
         """Deletes a server and its tools, and closes its connection."""
-        await self.row(org_id, server_id)
-        async with self._db.write() as session:
-            tool_ids = list(
-                await session.scalars(select(ToolRow.id).where(ToolRow.mcp_server_id == server_id))
-            )
-            if tool_ids:
-                await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id.in_(tool_ids)))
-                await session.execute(delete(ToolRow).where(ToolRow.id.in_(tool_ids)))
-            await session.execute(
-                delete(McpServerRow).where(McpServerRow.id == server_id, McpServerRow.org_id == org_id)
-            )
+        await self.server(org_id, server_id)
+        await self._db.write(ServerQueries.delete, org_id, server_id)
         await self._connections.forget(server_id)
 
     async def endpoint(self, org_id: str, server_id: str) -> McpEndpoint:
         """How to reach a server, for running one of its tools."""
         try:
-            return endpoint_of(await self.row(org_id, server_id))
+            return endpoint_of(await self.server(org_id, server_id))
         except NotFound:
             raise FailedPrecondition(
                 f"the tool's MCP server {server_id} no longer exists", reason="MCP_SERVER_NOT_FOUND"

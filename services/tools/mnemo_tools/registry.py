@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mnemo.tools.v1 import tool_pb2
 from mnemo_core.db import Database
@@ -21,8 +21,9 @@ from mnemo_core.validation import invalid
 from mnemo_core.wire import utcnow
 from mnemo_tools.builtin import BUILTIN_TOOLS
 from mnemo_tools.environments import check_requirements
-from mnemo_tools.models import BUILTIN_ORG, ToolRow, ToolTagRow
+from mnemo_tools.models import BUILTIN_ORG
 from mnemo_tools.source_analysis import ToolDefinition, analyze_source
+from mnemo_tools.store import Tool, ToolQueries
 
 # Tool rows keep their type by its name in the contract ("memory", "custom", ...).
 TOOL_TYPES = EnumNames(tool_pb2.ToolType)
@@ -56,9 +57,20 @@ def not_found(tool_id: str) -> NotFound:
     return NotFound(f"tool {tool_id} not found", reason="TOOL_NOT_FOUND", metadata={"tool_ids": tool_id})
 
 
-def replace_tags(session: AsyncSession, tool_id: str, tags: Sequence[str]) -> None:
-    """Queues the tag rows of a tool (after its old ones were deleted or for a new tool)."""
-    session.add_all(ToolTagRow(tool_id=tool_id, tag=tag) for tag in set(tags))
+def _check_name_free(conn: Connection, org_id: str, name: str, tool_id: str = "") -> None:
+    if any(tool.name == name for tool in BUILTIN_TOOLS):
+        raise AlreadyExists(
+            f"'{name}' is the name of a built-in tool; rename the function",
+            reason="TOOL_NAME_TAKEN",
+            metadata={"name": name},
+        )
+    taken = ToolQueries.named(conn, org_id, name, other_than=tool_id)
+    if taken is not None:
+        raise AlreadyExists(
+            f"a tool named '{name}' exists ({taken})",
+            reason="TOOL_NAME_TAKEN",
+            metadata={"name": name, "tool_id": taken},
+        )
 
 
 class Registry:
@@ -72,45 +84,40 @@ class Registry:
     async def install_builtins(self) -> None:
         """Writes the built-in tool definitions, replacing older versions of them."""
         now = utcnow()
-        async with self._db.write() as session:
-            for tool in BUILTIN_TOOLS:
-                row = await session.get(ToolRow, tool.id)
-                if row is None:
-                    row = ToolRow(id=tool.id, org_id=BUILTIN_ORG, name=tool.name, created_at=now)
-                    session.add(row)
-                tags = ["builtin", TOOL_TYPES.name(tool.tool_type)]
-                row.description = tool.description
-                row.json_schema = tool.json_schema
-                row.tool_type = TOOL_TYPES.name(tool.tool_type)
-                row.source_code = ""
-                row.tags = tags
-                row.return_char_limit = self.default_limit
-                row.mcp_server_id = ""
-                row.pip_requirements = []
-                row.timeout_seconds = 0
-                row.is_async = False
-                row.mcp_tool_name = ""
-                row.updated_at = now
-                await session.flush()
-                await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id == tool.id))
-                replace_tags(session, tool.id, tags)
+        tools = [
+            Tool(
+                id=tool.id,
+                org_id=BUILTIN_ORG,
+                name=tool.name,
+                description=tool.description,
+                json_schema=tool.json_schema,
+                tool_type=TOOL_TYPES.name(tool.tool_type),
+                created_at=now,
+                updated_at=now,
+                tags=["builtin", TOOL_TYPES.name(tool.tool_type)],
+                return_char_limit=self.default_limit,
+            )
+            for tool in BUILTIN_TOOLS
+        ]
 
-    async def get(self, org_id: str, tool_id: str) -> ToolRow:
+        def tx(conn: Connection) -> None:
+            for tool in tools:
+                ToolQueries.upsert(conn, tool)
+
+        await self._db.write(tx)
+
+    async def get(self, org_id: str, tool_id: str) -> Tool:
         """One tool visible to the organization."""
         require_id(tool_id, "tool_id")
         return (await self.batch_get(org_id, [tool_id]))[0]
 
-    async def batch_get(self, org_id: str, tool_ids: Sequence[str]) -> list[ToolRow]:
+    async def batch_get(self, org_id: str, tool_ids: Sequence[str]) -> list[Tool]:
         """Several tools, in the order asked; NOT_FOUND names the ids that are missing."""
         if len(tool_ids) > MAX_BATCH:
             raise invalid("tool_ids", f"at most {MAX_BATCH} ids")
         if not tool_ids:
             return []
-        async with self._db.read() as session:
-            rows = await session.scalars(
-                select(ToolRow).where(ToolRow.id.in_(tool_ids), ToolRow.org_id.in_([org_id, BUILTIN_ORG]))
-            )
-            by_id = {row.id: row for row in rows}
+        by_id = await self._db.read(ToolQueries.by_ids, org_id, tool_ids)
         missing = [tool_id for tool_id in tool_ids if tool_id not in by_id]
         if missing:
             raise NotFound(
@@ -130,32 +137,24 @@ class Registry:
         mcp_server_id: str = "",
         size: int = 0,
         token: str = "",
-    ) -> tuple[list[ToolRow], str]:
+    ) -> tuple[list[Tool], str]:
         """Tools by name; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "tools")
-        query = select(ToolRow).where(ToolRow.org_id.in_([org_id, BUILTIN_ORG]))
-        if tool_type:
-            query = query.where(ToolRow.tool_type == tool_type)
-        if names:
-            query = query.where(ToolRow.name.in_(list(names)))
-        if mcp_server_id:
-            query = query.where(ToolRow.mcp_server_id == mcp_server_id)
-        if tags:
-            wanted = set(tags)
-            tagged = (
-                select(ToolTagRow.tool_id)
-                .where(ToolTagRow.tag.in_(wanted))
-                .group_by(ToolTagRow.tool_id)
-                .having(func.count(ToolTagRow.tag) == len(wanted))
+        tools = await self._db.read(
+            lambda conn: ToolQueries.page(
+                conn,
+                org_id,
+                tool_type=tool_type,
+                names=names,
+                tags=tags,
+                mcp_server_id=mcp_server_id,
+                after_name=None if position is None else position.text("n"),
+                limit=limit + 1,
             )
-            query = query.where(ToolRow.id.in_(tagged))
-        if position is not None:
-            query = query.where(ToolRow.name > position.text("n"))
-        async with self._db.read() as session:
-            rows = list(await session.scalars(query.order_by(ToolRow.name).limit(limit + 1)))
-        next_token = encode_token("tools", n=rows[limit - 1].name) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        )
+        next_token = encode_token("tools", n=tools[limit - 1].name) if len(tools) > limit else ""
+        return tools[:limit], next_token
 
     def _limits(self, values: dict[str, Any]) -> None:
         if "return_char_limit" in values and not 0 <= values["return_char_limit"] <= MAX_RETURN_CHAR_LIMIT:
@@ -167,62 +166,41 @@ class Registry:
                 "tool.timeout_seconds", f"must be between 0 (server default) and {self._max_timeout:g}"
             )
 
-    async def _check_name_free(
-        self, session: AsyncSession, org_id: str, name: str, tool_id: str = ""
-    ) -> None:
-        if any(tool.name == name for tool in BUILTIN_TOOLS):
-            raise AlreadyExists(
-                f"'{name}' is the name of a built-in tool; rename the function",
-                reason="TOOL_NAME_TAKEN",
-                metadata={"name": name},
-            )
-        taken = await session.scalar(
-            select(ToolRow.id).where(ToolRow.org_id == org_id, ToolRow.name == name, ToolRow.id != tool_id)
-        )
-        if taken is not None:
-            raise AlreadyExists(
-                f"a tool named '{name}' exists ({taken})",
-                reason="TOOL_NAME_TAKEN",
-                metadata={"name": name, "tool_id": taken},
-            )
-
-    async def create(self, org_id: str, spec: ToolSpec, *, validate_only: bool = False) -> ToolRow:
+    async def create(self, org_id: str, spec: ToolSpec, *, validate_only: bool = False) -> Tool:
         """Creates a custom tool from source (or, with validate_only, returns it unsaved)."""
         definition = analyze_source(spec.source_code, "tool.source_code")
         tags = check_tags(spec.tags)
         requirements = check_requirements(spec.pip_requirements, "tool.pip_requirements")
         self._limits({"return_char_limit": spec.return_char_limit, "timeout_seconds": spec.timeout_seconds})
         now = utcnow()
-        row = ToolRow(
+        tool = Tool(
             id=new_id("tool"),
             org_id=org_id,
             tool_type="custom",
             source_code=spec.source_code,
             tags=tags,
             return_char_limit=spec.return_char_limit or self.default_limit,
-            mcp_server_id="",
             pip_requirements=requirements,
             timeout_seconds=spec.timeout_seconds,
-            mcp_tool_name="",
             created_at=now,
             updated_at=now,
+            **_defined(definition),
         )
-        _apply_definition(row, definition)
         if validate_only:
-            async with self._db.read() as session:
-                await self._check_name_free(session, org_id, row.name)
-            return row
-        try:
-            async with self._db.write() as session:
-                await self._check_name_free(session, org_id, row.name)
-                session.add(row)
-                await session.flush()
-                replace_tags(session, row.id, tags)
-        except IntegrityError:
-            raise AlreadyExists(f"a tool named '{row.name}' exists", reason="TOOL_NAME_TAKEN") from None
-        return row
+            await self._db.read(_check_name_free, org_id, tool.name)
+            return tool
 
-    async def update(self, org_id: str, tool_id: str, changes: dict[str, Any]) -> ToolRow:
+        def tx(conn: Connection) -> None:
+            _check_name_free(conn, org_id, tool.name)
+            ToolQueries.insert(conn, tool)
+
+        try:
+            await self._db.write(tx)
+        except IntegrityError:
+            raise AlreadyExists(f"a tool named '{tool.name}' exists", reason="TOOL_NAME_TAKEN") from None
+        return tool
+
+    async def update(self, org_id: str, tool_id: str, changes: dict[str, Any]) -> Tool:
         """Changes the given fields of a custom tool (tags and return limit of an MCP tool)."""
         require_id(tool_id, "tool.id")
         current = await self.get(org_id, tool_id)
@@ -246,41 +224,42 @@ class Registry:
             )
         if changes.get("return_char_limit") == 0:
             changes["return_char_limit"] = self.default_limit
+
+        def tx(conn: Connection) -> Tool:
+            stored = ToolQueries.for_update(conn, org_id, tool_id)
+            if stored is None:
+                raise not_found(tool_id)
+            values = dict(changes, updated_at=utcnow())
+            if definition is not None:
+                _check_name_free(conn, org_id, definition.name, tool_id)
+                values.update(_defined(definition))
+            changed = dataclasses.replace(stored, **values)
+            ToolQueries.save(conn, changed)
+            return changed
+
         try:
-            async with self._db.write() as session:
-                row = await session.get(ToolRow, tool_id, with_for_update=True)
-                if row is None or row.org_id != org_id:
-                    raise not_found(tool_id)
-                if definition is not None:
-                    await self._check_name_free(session, org_id, definition.name, tool_id)
-                    _apply_definition(row, definition)
-                for key, value in changes.items():
-                    setattr(row, key, value)
-                row.updated_at = utcnow()
-                if "tags" in changes:
-                    await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id == tool_id))
-                    replace_tags(session, tool_id, changes["tags"])
+            return await self._db.write(tx)
         except IntegrityError:
             raise AlreadyExists("a tool with that name exists", reason="TOOL_NAME_TAKEN") from None
-        return row
 
     async def delete(self, org_id: str, tool_id: str) -> None:
         """Deletes a custom tool (MCP tools go with their server; built-ins stay)."""
-        row = await self.get(org_id, tool_id)
-        if row.org_id == BUILTIN_ORG:
+        tool = await self.get(org_id, tool_id)
+        if tool.org_id == BUILTIN_ORG:
             raise PermissionDenied("built-in tools cannot be deleted", reason="BUILTIN_TOOL_READ_ONLY")
-        if row.tool_type == "mcp":
+        if tool.tool_type == "mcp":
             raise FailedPrecondition(
-                f"'{row.name}' belongs to MCP server {row.mcp_server_id}; delete or refresh the server instead",
+                f"'{tool.name}' belongs to MCP server {tool.mcp_server_id}; delete or refresh the server instead",
                 reason="MCP_TOOL_MANAGED_BY_SERVER",
             )
-        async with self._db.write() as session:
-            await session.execute(delete(ToolTagRow).where(ToolTagRow.tool_id == tool_id))
-            await session.execute(delete(ToolRow).where(ToolRow.id == tool_id, ToolRow.org_id == org_id))
+        await self._db.write(ToolQueries.delete, org_id, [tool_id])
 
 
-def _apply_definition(row: ToolRow, definition: ToolDefinition) -> None:
-    row.name = definition.name
-    row.description = definition.description
-    row.json_schema = json.dumps(definition.parameters, separators=(",", ":"))
-    row.is_async = definition.is_async
+def _defined(definition: ToolDefinition) -> dict[str, Any]:
+    """The fields of a tool that come from its source."""
+    return {
+        "name": definition.name,
+        "description": definition.description,
+        "json_schema": json.dumps(definition.parameters, separators=(",", ":")),
+        "is_async": definition.is_async,
+    }

@@ -22,8 +22,8 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.memory_tools import AgentIdentity, ToolError
-from mnemo_agent.models import AgentRow
 from mnemo_agent.runs import Runs
+from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.turn import Turns, TurnSettings
 from mnemo_agent.turn.ports import Window
 from mnemo_core.db import Database
@@ -343,7 +343,7 @@ class ModelFake:
 class AgentsFake:
     """One replica's view of the agents' rows (which every replica of a test shares)."""
 
-    def __init__(self, rows: dict[str, AgentRow], *, single_writer: bool) -> None:
+    def __init__(self, rows: dict[str, Agent], *, single_writer: bool) -> None:
         self._rows = rows
         self._single_writer = single_writer
 
@@ -351,7 +351,7 @@ class AgentsFake:
     def single_writer(self) -> bool:
         return self._single_writer
 
-    async def row(self, org_id: str, agent_id: str) -> AgentRow:
+    async def row(self, org_id: str, agent_id: str) -> Agent:
         row = self._rows.get(agent_id)
         if row is None or row.org_id != org_id:
             raise NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND")
@@ -381,7 +381,7 @@ class Mesh:
     tools: ToolsFake = field(default_factory=ToolsFake)
     model: ModelFake = field(default_factory=ModelFake)
     memory_tools: MemoryToolsFake = field(init=False)
-    rows: dict[str, AgentRow] = field(default_factory=dict)
+    rows: dict[str, Agent] = field(default_factory=dict)
     replicas: list[Turns] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -401,7 +401,7 @@ class Mesh:
         self.replicas.append(turns)
         return turns
 
-    async def agent(self, org_id: str, **fields: Any) -> AgentRow:
+    async def agent(self, org_id: str, **fields: Any) -> Agent:
         """A new agent (in the database too: runs refer to it), with an empty `human` block."""
         now = utcnow()
         values: dict[str, Any] = {
@@ -423,9 +423,8 @@ class Mesh:
             "embedding_model": "",
         }
         values.update(fields)
-        async with self.db.write() as session:
-            session.add(AgentRow(**values))
-        row = AgentRow(**values)
+        row = Agent(**values)
+        await self.db.write(AgentQueries.insert, [row])
         self.rows[row.id] = row
         self.memory.add_block(row.id, "human", limit=100)
         return row

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mnemo.common.v1 import message_pb2, turn_pb2
-from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, INTERRUPTED, RUNNING
+from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn import Decision, RunStarted, TurnRequest, TurnResult, Turns
 from mnemo_core.actor import Actor
 from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -23,7 +23,7 @@ def user(text: str) -> message_pb2.Message:
     return message_pb2.Message(user=message_pb2.UserContent(text=text))
 
 
-def request(agent: AgentRow, text: str = "hi", **fields: Any) -> TurnRequest:
+def request(agent: Agent, text: str = "hi", **fields: Any) -> TurnRequest:
     return TurnRequest(agent.id, [user(text)], **fields)
 
 
@@ -36,7 +36,7 @@ async def echo(arguments: dict[str, Any]) -> str:
 
 
 async def hanging(
-    fakes: Mesh, turns: Turns, actor: Actor, agent: AgentRow, **fields: Any
+    fakes: Mesh, turns: Turns, actor: Actor, agent: Agent, **fields: Any
 ) -> asyncio.Task[TurnResult]:
     """A turn whose model call never answers, once the call is made (its run is recorded by then)."""
     calls_before = len(fakes.model.of())
@@ -46,7 +46,7 @@ async def hanging(
     return sent
 
 
-async def holder(fakes: Mesh, agent: AgentRow) -> RunRow:
+async def holder(fakes: Mesh, agent: Agent) -> Run:
     """The run that holds the agent now."""
     run = await fakes.runs.active(agent.id)
     assert run is not None

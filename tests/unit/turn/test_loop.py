@@ -9,8 +9,8 @@ import pytest
 
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
-from mnemo_agent.models import AgentRow
 from mnemo_agent.runs import COMPLETED, FAILED
+from mnemo_agent.store import Agent
 from mnemo_agent.tool_rules import ToolRules
 from mnemo_agent.turn import (
     AgentConfig,
@@ -37,7 +37,7 @@ def answer(text: str) -> message_pb2.Message:
     return message_pb2.Message(assistant=message_pb2.AssistantContent(text=text))
 
 
-async def send(turns: Turns, actor: Actor, agent: AgentRow, text: str = "hi", **fields: Any) -> TurnResult:
+async def send(turns: Turns, actor: Actor, agent: Agent, text: str = "hi", **fields: Any) -> TurnResult:
     return await turns.send(actor, TurnRequest(agent.id, [user(text)], **fields))
 
 
@@ -370,7 +370,7 @@ def exchanges(count: int, size: int = 100) -> list[message_pb2.Message]:
     return messages
 
 
-async def nearly_full(fakes: Mesh, actor: Actor) -> AgentRow:
+async def nearly_full(fakes: Mesh, actor: Actor) -> Agent:
     """An agent whose next request fills 97 % of its 1,000-token window."""
     agent = await fakes.agent(actor.org_id, context_window=1000)
     fakes.memory.seed(agent.id, exchanges(15))

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from mnemo_core.retry_after import retry_after_seconds
+from mnemo.rest.retry_after import retry_after_seconds
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The typed results of the client: the gateway's own response models (the JSON contract), re-exported."""
+"""The typed results of the client: the REST contract's models (`mnemo.rest`, which the gateway serves), re-exported."""
 
 from __future__ import annotations
 
@@ -8,28 +8,18 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import Field
 
-from mnemo_gateway.identity_schemas import ApiKey, ApiKeyCreated, Organization, User
-from mnemo_gateway.memory_schemas import (
-    File,
-    Job,
-    Passage,
-    PassageHit,
-    PassageSearchResult,
-    Source,
-    Upload,
-)
-from mnemo_gateway.schemas import (
-    Agent,
+from mnemo.rest.agents import Agent
+from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
+from mnemo.rest.blocks import Block, BlockCreate
+from mnemo.rest.identity import ApiKey, ApiKeyCreated, Organization, User
+from mnemo.rest.messages import (
     AssistantMessage,
-    Block,
-    BlockCreate,
     ContentDelta,
     EventMessage,
     Message,
     MessageCreate,
     ReasoningDelta,
     ReasoningMessage,
-    Run,
     SendMessageResponse,
     StopReason,
     StreamStopReason,
@@ -40,6 +30,8 @@ from mnemo_gateway.schemas import (
     Usage,
     UserMessage,
 )
+from mnemo.rest.runs import Run
+from mnemo.rest.sources import File, Job, Source, Upload
 
 __all__ = [
     "Agent",

@@ -1,6 +1,6 @@
 """The API's resources, each method written once as the `Call` it makes (see transport.py).
 
-Tools have no response model in the gateway's schema modules: their methods return the JSON object as a dict.
+Tool methods return the JSON object as a dict (as they always have); everything else a model of `mnemo.rest`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ from mnemo.client.transport import (
     parse_page,
     streaming,
 )
-from mnemo_gateway.identity_schemas import (
+from mnemo.rest.agents import AgentCreate, AgentUpdate
+from mnemo.rest.archival import PassageCreate
+from mnemo.rest.batches import Batch, BatchCreate, BatchTurn
+from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate
+from mnemo.rest.identity import (
     ApiKey,
     ApiKeyCreate,
     ApiKeyCreated,
@@ -49,25 +53,15 @@ from mnemo_gateway.identity_schemas import (
     User,
     UserCreate,
 )
-from mnemo_gateway.memory_schemas import (
-    BlockCreateRequest,
-    BlockUpdate,
-    MessageSearchResult,
-    PassageCreate,
-    SourceCreate,
-)
-from mnemo_gateway.schemas import (
-    AgentCreate,
-    AgentUpdate,
-    Approval,
-    Batch,
-    BatchCreate,
-    BatchTurn,
+from mnemo.rest.messages import (
     EphemeralAgent,
     EphemeralRequest,
     EphemeralResponse,
+    MessageSearchResult,
     SendMessageRequest,
 )
+from mnemo.rest.runs import Approval
+from mnemo.rest.sources import SourceCreate
 
 JsonObject = dict[str, Any]
 RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]

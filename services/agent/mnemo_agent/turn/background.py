@@ -14,8 +14,8 @@ from collections.abc import Callable
 from mnemo.agent.v1 import agent_pb2
 from mnemo.common.v1 import turn_pb2
 from mnemo_agent.chat_rounds import ChatCaller
-from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.runs import CREATED, FAILED, AgentBusy, Runs
+from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn.events import TurnResult
 from mnemo_agent.turn.lifecycle import Execution, RunLifecycle, key_reused
 from mnemo_agent.turn.ports import AgentRows
@@ -27,7 +27,7 @@ from mnemo_core.validation import check_text
 log = logging.getLogger(__name__)
 
 # Told of every turn that ended (sleep-time agents count them).
-TurnEnded = Callable[[Actor, AgentRow, TurnResult], None]
+TurnEnded = Callable[[Actor, Agent, TurnResult], None]
 
 
 class BackgroundRuns:
@@ -48,7 +48,7 @@ class BackgroundRuns:
         self._settings = settings
         self._on_turn_end = on_turn_end
 
-    async def send(self, actor: Actor, request: TurnRequest) -> RunRow:
+    async def send(self, actor: Actor, request: TurnRequest) -> Run:
         """Records a run for a turn and starts it in the background; returns the run at once."""
         inputs = check_inputs(request.messages)
         check_text(request.idempotency_key, "idempotency_key", max_chars=256)
@@ -72,7 +72,7 @@ class BackgroundRuns:
             self.launch(actor, start.run)
         return start.run
 
-    def launch(self, actor: Actor, run: RunRow) -> asyncio.Task[None]:
+    def launch(self, actor: Actor, run: Run) -> asyncio.Task[None]:
         """Executes a created (or interrupted) background run in its own task."""
 
         async def background() -> None:
@@ -86,7 +86,7 @@ class BackgroundRuns:
 
         return self._lifecycle.spawn(background())
 
-    async def run(self, actor: Actor, run: RunRow, *, llm: ChatCaller | None = None) -> TurnResult | None:
+    async def run(self, actor: Actor, run: Run, *, llm: ChatCaller | None = None) -> TurnResult | None:
         """Executes a background run now (async sends and batches); `llm` takes its model calls. None when
         there was nothing to execute (cancelled before it started, already done, or its agent is gone)."""
         request = agent_pb2.SendMessageRequest.FromString(run.request or b"")

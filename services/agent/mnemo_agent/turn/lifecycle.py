@@ -21,7 +21,6 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.chat_rounds import ChatCaller
-from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.runs import (
     AWAITING_APPROVAL,
     CANCELLED,
@@ -34,6 +33,7 @@ from mnemo_agent.runs import (
     Runs,
     RunStart,
 )
+from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn.caches import ToolCatalog, WindowCache
 from mnemo_agent.turn.context import ContextFitter
 from mnemo_agent.turn.events import Sink, TurnResult
@@ -65,8 +65,8 @@ class AgentMemory:
 class Execution:
     """One execution of a run: a new turn, a resumed one, or one that goes on after an approval request."""
 
-    agent: AgentRow
-    run: RunRow
+    agent: Agent
+    run: Run
     max_steps: int
     inputs: Sequence[message_pb2.Message] = ()
     # Continue from the steps the run stored (a retry, an approval, a restart).
@@ -159,7 +159,7 @@ class RunLifecycle:
 
     # ----- recording a run -----
 
-    async def start(self, actor: Actor, agent: AgentRow, key: str, steps: int, request: bytes) -> RunStart:
+    async def start(self, actor: Actor, agent: Agent, key: str, steps: int, request: bytes) -> RunStart:
         """A running run for the turn (or the earlier run of `key`); waits while another replica holds
         the agent, as long as the caller's deadline allows."""
         delay = 0.02
@@ -178,7 +178,7 @@ class RunLifecycle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    async def take(self, run: RunRow, *, from_statuses: Sequence[str]) -> None:
+    async def take(self, run: Run, *, from_statuses: Sequence[str]) -> None:
         """Makes an existing run running again in this process, or says why it cannot be."""
         if run.status == RUNNING and run.lease_expires_at is not None and run.lease_expires_at > utcnow():
             raise Aborted("a turn with this idempotency key is still running", reason="RUN_IN_PROGRESS")
@@ -189,7 +189,7 @@ class RunLifecycle:
         if not taken:
             raise Aborted("the agent is held by another turn; retry later", reason="AGENT_BUSY")
 
-    async def replay(self, run: RunRow) -> TurnResult:
+    async def replay(self, run: Run) -> TurnResult:
         """The result of a run that ended (or waits for approval), from what it stored."""
         wanted = set(run.message_ids)
         usage = turn_pb2.Usage(
@@ -213,7 +213,7 @@ class RunLifecycle:
             if not token:
                 return messages
 
-    async def memory_of(self, agent: AgentRow) -> AgentMemory:
+    async def memory_of(self, agent: Agent) -> AgentMemory:
         """The agent's core memory blocks and tools, read together."""
         blocks, tools = await asyncio.gather(
             self._memory.blocks(agent.id), self._catalog.tools(list(agent.tool_ids or []))
@@ -373,7 +373,7 @@ class RunLifecycle:
 
     # ----- summaries -----
 
-    async def summarize(self, agent: AgentRow) -> tuple[int, message_pb2.Message | None]:
+    async def summarize(self, agent: Agent) -> tuple[int, message_pb2.Message | None]:
         """Summarizes the oldest part of an agent's context window now; returns how many messages left
         it and the summary in front of it."""
         async with self.locks.hold(agent.id):
@@ -396,7 +396,7 @@ class RunLifecycle:
         )
         return evicted, summary
 
-    def _compact_later(self, agent: AgentRow, turn: TurnState) -> None:
+    def _compact_later(self, agent: Agent, turn: TurnState) -> None:
         """Summarizes a voice agent's window after its turn (never before its first model call)."""
         stored = sum(cw.message_tokens(m) for m in turn.history)
         if current_actor_or_none() is None or stored < cw.PROACTIVE_THRESHOLD * turn.window_tokens:

@@ -16,7 +16,7 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.context_window import ChatModel
 from mnemo_agent.memory_tools import AgentIdentity
-from mnemo_agent.models import AgentRow
+from mnemo_agent.store import Agent
 from mnemo_agent.turn.recorders import Recorder
 
 
@@ -78,5 +78,5 @@ class AgentRows(Protocol):
     def single_writer(self) -> bool:
         """Whether this process alone runs these agents' turns (SQLite), so caches of their state are exact."""
 
-    async def row(self, org_id: str, agent_id: str) -> AgentRow:
+    async def row(self, org_id: str, agent_id: str) -> Agent:
         """An agent of the organization; NotFound otherwise."""

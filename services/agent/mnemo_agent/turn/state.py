@@ -13,7 +13,7 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.conversation import ChatHistory
-from mnemo_agent.models import AgentRow
+from mnemo_agent.store import Agent
 from mnemo_agent.tool_rules import ToolRules
 from mnemo_agent.turn.events import MessagesStored, Sink, TurnEvent, TurnResult
 from mnemo_agent.turn.recorders import Recorder
@@ -35,7 +35,7 @@ class AgentConfig:
     embedding_model: str = ""
 
     @classmethod
-    def of(cls, row: AgentRow) -> AgentConfig:
+    def of(cls, row: Agent) -> AgentConfig:
         return cls(
             id=row.id,
             embedding_model=row.embedding_model or "",

@@ -19,10 +19,10 @@ from mnemo_agent import context_window as cw
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.memory_tools import MemoryTools
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.models import AgentRow, RunRow
 from mnemo_agent.prompt import compile_system_prompt
 from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, FINISHED, RUNNING, Runs
 from mnemo_agent.settings import AgentSettings
+from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn.background import BackgroundRuns, TurnEnded
 from mnemo_agent.turn.caches import ToolCatalog
 from mnemo_agent.turn.context import ContextFitter
@@ -132,16 +132,16 @@ class Turns:
                 with contextlib.suppress(asyncio.CancelledError, MnemoError):
                     await task
 
-    async def send_async(self, actor: Actor, request: TurnRequest) -> RunRow:
+    async def send_async(self, actor: Actor, request: TurnRequest) -> Run:
         """Records a run for a turn and starts it in the background; returns the run at once."""
         return await self._background.send(actor, request)
 
-    def launch(self, actor: Actor, run: RunRow) -> asyncio.Task[None]:
+    def launch(self, actor: Actor, run: Run) -> asyncio.Task[None]:
         """Executes a created (or interrupted) background run in its own task, free of any caller deadline."""
         return self._background.launch(actor, run)
 
     async def run_background(
-        self, actor: Actor, run: RunRow, *, llm: ChatCaller | None = None
+        self, actor: Actor, run: Run, *, llm: ChatCaller | None = None
     ) -> TurnResult | None:
         """Executes a background run now (used by batches); `llm` takes its model calls."""
         return await self._background.run(actor, run, llm=llm)
@@ -167,7 +167,7 @@ class Turns:
 
         return await asyncio.create_task(resume())
 
-    async def cancel(self, actor: Actor, run_id: str) -> RunRow:
+    async def cancel(self, actor: Actor, run_id: str) -> Run:
         """Cancels a run that has not finished; returns the run as it is afterwards."""
         run = await self._runs.get(actor.org_id, run_id)
         if run.status in FINISHED:
@@ -268,7 +268,7 @@ class Turns:
     async def _turn(
         self,
         actor: Actor,
-        agent: AgentRow,
+        agent: Agent,
         inputs: list[message_pb2.Message],
         steps: int,
         key: str,
@@ -309,7 +309,7 @@ class Turns:
         self._ended(actor, agent, result)
         return result
 
-    async def _again(self, run: RunRow, sink: Sink | None) -> TurnResult | None:
+    async def _again(self, run: Run, sink: Sink | None) -> TurnResult | None:
         """A turn sent again with its idempotency key: the run's result when it ended (or waits for
         approval), else None once the run is taken over to resume it."""
         if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL):
@@ -322,6 +322,6 @@ class Turns:
         await self._lifecycle.take(run, from_statuses=(FAILED, RUNNING, CREATED))
         return None
 
-    def _ended(self, actor: Actor, agent: AgentRow, result: TurnResult) -> None:
+    def _ended(self, actor: Actor, agent: Agent, result: TurnResult) -> None:
         if self.after_turn is not None and result.stop_reason != turn_pb2.STOP_REASON_CANCELLED:
             self.after_turn(actor, agent, result)

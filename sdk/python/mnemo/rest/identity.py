@@ -1,13 +1,17 @@
-"""REST shapes of identities: organizations, users and API keys (secrets only in `ApiKeyCreated`)."""
+"""Identities: organizations, users and API keys (secrets only in `ApiKeyCreated`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from mnemo.rest.common import RequestBody
 
 Name = Annotated[str, Field(min_length=1, max_length=200, description="1-200 characters.")]
+
+
 OrgId = Annotated[
     str,
     Field(
@@ -17,11 +21,7 @@ OrgId = Annotated[
 ]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OrganizationCreate(_In):
+class OrganizationCreate(RequestBody):
     """An organization to create (root key only)."""
 
     name: Name
@@ -35,7 +35,7 @@ class Organization(BaseModel):
     created_at: datetime | None
 
 
-class UserCreate(_In):
+class UserCreate(RequestBody):
     """A user to create; its name is unique within the organization."""
 
     name: Name
@@ -51,7 +51,7 @@ class User(BaseModel):
     created_at: datetime | None
 
 
-class ApiKeyCreate(_In):
+class ApiKeyCreate(RequestBody):
     """An API key to create; its name is unique among the organization's active keys."""
 
     name: Name

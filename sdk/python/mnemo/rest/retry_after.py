@@ -1,4 +1,8 @@
-"""The `Retry-After` header (and OpenAI's `retry-after-ms`), read the same way wherever an answer carries it."""
+"""The `Retry-After` header (and OpenAI's `retry-after-ms`), read the same way wherever an answer carries it.
+
+It lives with the REST contract because both sides of HTTP need it and the client cannot depend on the server:
+the client reads it from the gateway's 429/503 answers, the llm-gateway from the model providers'.
+"""
 
 from __future__ import annotations
 

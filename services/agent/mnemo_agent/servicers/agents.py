@@ -1,30 +1,16 @@
-"""gRPC servicer of the agent service: proto <-> domain."""
+"""AgentService: proto <-> agents and turns (send, stream, ephemeral, summarize)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from typing import Any, assert_never
 
-from mnemo.agent.v1 import (
-    agent_pb2,
-    agent_pb2_grpc,
-    batch_pb2,
-    batch_pb2_grpc,
-    identity_pb2,
-    identity_pb2_grpc,
-    run_pb2,
-    run_pb2_grpc,
-)
-from mnemo.common.v1 import message_pb2, turn_pb2
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo_agent.agents import AGENT_TYPES, Agents, AgentSpec, AgentView
-from mnemo_agent.batches import AUTO, CONCURRENT, PROVIDER, Batches, BatchView
-from mnemo_agent.identity import Identities
-from mnemo_agent.models import ApiKeyRow, OrganizationRow, RunRow, UserRow
-from mnemo_agent.runs import STOP_REASONS, Runs
+from mnemo_agent.servicers.runs import run_to_proto
 from mnemo_agent.tool_rules import ToolRules, check_rules
 from mnemo_agent.turn import (
     AgentConfig,
-    Decision,
     MessagesStored,
     RunStarted,
     TokenDelta,
@@ -33,7 +19,7 @@ from mnemo_agent.turn import (
     TurnResult,
     Turns,
 )
-from mnemo_core.actor import ADMIN, MEMBER, current_actor
+from mnemo_core.actor import current_actor
 from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import invalid, masked_changes
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
@@ -41,11 +27,10 @@ from mnemo_core.wire import from_struct, to_struct, to_timestamp
 Context = Any
 
 _AGENT_TYPES = EnumNames(agent_pb2.AgentType)
+
 assert set(_AGENT_TYPES.names) == set(AGENT_TYPES)
+
 _RULE_TYPES = EnumNames(agent_pb2.ToolRuleType)
-_RUN_STATUSES = EnumNames(run_pb2.RunStatus)
-_BATCH_MODES = EnumNames(batch_pb2.BatchMode)
-_ROLES = EnumNames(identity_pb2.Role)
 
 
 def _tool_rules(rules: Any) -> list[dict[str, Any]]:
@@ -117,29 +102,6 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
     )
 
 
-def run_to_proto(row: RunRow) -> run_pb2.Run:
-    """The wire form of a run."""
-    return run_pb2.Run(
-        id=row.id,
-        agent_id=row.agent_id,
-        status=_RUN_STATUSES.value(row.status),
-        stop_reason=STOP_REASONS.value(row.stop_reason),
-        usage=turn_pb2.Usage(
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            total_tokens=row.total_tokens,
-            step_count=row.step_count,
-        ),
-        idempotency_key=row.idempotency_key or "",
-        message_ids=list(row.message_ids or []),
-        error=row.error or "",
-        create_time=to_timestamp(row.created_at),
-        complete_time=to_timestamp(row.completed_at),
-        pending_approvals=[message_pb2.ToolCall(**call) for call in row.pending_approvals or []],
-        batch_id=row.batch_id or "",
-    )
-
-
 _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
     "name": lambda a: a.name,
     "description": lambda a: a.description,
@@ -179,92 +141,6 @@ def _stream_responses(event: TurnEvent) -> list[agent_pb2.StreamMessageResponse]
             ]
         case _:
             assert_never(event)
-
-
-class RunServicer(run_pb2_grpc.RunServiceServicer):
-    """RunService over Runs and Turns."""
-
-    def __init__(self, runs: Runs, turns: Turns) -> None:
-        self._runs = runs
-        self._turns = turns
-
-    async def GetRun(self, request: run_pb2.GetRunRequest, context: Context) -> run_pb2.GetRunResponse:
-        return run_pb2.GetRunResponse(
-            run=run_to_proto(await self._runs.get(current_actor().org_id, request.run_id))
-        )
-
-    async def ListRuns(self, request: run_pb2.ListRunsRequest, context: Context) -> run_pb2.ListRunsResponse:
-        rows, token = await self._runs.list(
-            current_actor().org_id,
-            agent_id=request.agent_id,
-            status=_RUN_STATUSES.name(request.status),
-            size=request.page_size,
-            token=request.page_token,
-        )
-        return run_pb2.ListRunsResponse(runs=[run_to_proto(row) for row in rows], next_page_token=token)
-
-    async def ListRunMessages(
-        self, request: run_pb2.ListRunMessagesRequest, context: Context
-    ) -> run_pb2.ListRunMessagesResponse:
-        messages, token = await self._turns.run_messages(
-            current_actor(), request.run_id, size=request.page_size, token=request.page_token
-        )
-        return run_pb2.ListRunMessagesResponse(messages=messages, next_page_token=token)
-
-    async def CancelRun(
-        self, request: run_pb2.CancelRunRequest, context: Context
-    ) -> run_pb2.CancelRunResponse:
-        return run_pb2.CancelRunResponse(
-            run=run_to_proto(await self._turns.cancel(current_actor(), request.run_id))
-        )
-
-    async def ApproveRun(
-        self, request: run_pb2.ApproveRunRequest, context: Context
-    ) -> run_pb2.ApproveRunResponse:
-        result = await self._turns.approve(
-            current_actor(), request.run_id, Decision(approve=request.approve, reason=request.reason)
-        )
-        return run_pb2.ApproveRunResponse(
-            messages=result.messages, usage=result.usage, stop_reason=result.stop_reason, run_id=result.run_id
-        )
-
-
-def batch_to_proto(view: BatchView) -> batch_pb2.Batch:
-    """The wire form of a batch."""
-    return batch_pb2.Batch(
-        id=view.row.id,
-        status=batch_pb2.BATCH_STATUS_COMPLETED if view.completed else batch_pb2.BATCH_STATUS_RUNNING,
-        runs=[run_to_proto(run) for run in view.runs],
-        create_time=to_timestamp(view.row.created_at),
-        mode=_BATCH_MODES.value(view.row.mode),
-        chat_batch_ids=[r["chat_batch_id"] for r in view.row.pending_rounds or []],
-        provider_round_count=view.row.round_count or 0,
-    )
-
-
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
-    """BatchService over Batches."""
-
-    def __init__(self, batches: Batches) -> None:
-        self._batches = batches
-
-    async def CreateBatch(
-        self, request: batch_pb2.CreateBatchRequest, context: Context
-    ) -> batch_pb2.CreateBatchResponse:
-        mode = AUTO if request.mode == batch_pb2.BATCH_MODE_UNSPECIFIED else _BATCH_MODES.name(request.mode)
-        if mode not in (AUTO, CONCURRENT, PROVIDER):
-            raise invalid("mode", "must be AUTO, CONCURRENT or PROVIDER")
-        view = await self._batches.create(
-            current_actor(), [(t.agent_id, list(t.messages), t.max_steps) for t in request.turns], mode=mode
-        )
-        return batch_pb2.CreateBatchResponse(batch=batch_to_proto(view))
-
-    async def GetBatch(
-        self, request: batch_pb2.GetBatchRequest, context: Context
-    ) -> batch_pb2.GetBatchResponse:
-        return batch_pb2.GetBatchResponse(
-            batch=batch_to_proto(await self._batches.get(current_actor().org_id, request.batch_id))
-        )
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -434,133 +310,3 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.DetachToolResponse:
         view = await self._agents.detach_tool(current_actor().org_id, request.agent_id, request.tool_id)
         return agent_pb2.DetachToolResponse(agent=agent_to_proto(view))
-
-
-def organization_to_proto(row: OrganizationRow) -> identity_pb2.Organization:
-    """The wire form of an organization."""
-    return identity_pb2.Organization(id=row.id, name=row.name, create_time=to_timestamp(row.created_at))
-
-
-def user_to_proto(row: UserRow) -> identity_pb2.User:
-    """The wire form of a user."""
-    return identity_pb2.User(
-        id=row.id, org_id=row.org_id, name=row.name, create_time=to_timestamp(row.created_at)
-    )
-
-
-def api_key_to_proto(row: ApiKeyRow) -> identity_pb2.ApiKey:
-    """The wire form of an API key: never its secret (which is not stored)."""
-    return identity_pb2.ApiKey(
-        id=row.id,
-        org_id=row.org_id,
-        user_id=row.user_id,
-        name=row.name,
-        role=_ROLES.value(row.role),
-        display_prefix=row.display_prefix,
-        create_time=to_timestamp(row.created_at),
-    )
-
-
-class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    """IdentityService over Identities."""
-
-    def __init__(self, identities: Identities) -> None:
-        self._identities = identities
-
-    async def CreateOrganization(
-        self, request: identity_pb2.CreateOrganizationRequest, context: Context
-    ) -> identity_pb2.CreateOrganizationResponse:
-        row = await self._identities.create_organization(current_actor(), request.organization.name)
-        return identity_pb2.CreateOrganizationResponse(organization=organization_to_proto(row))
-
-    async def GetOrganization(
-        self, request: identity_pb2.GetOrganizationRequest, context: Context
-    ) -> identity_pb2.GetOrganizationResponse:
-        row = await self._identities.get_organization(current_actor(), request.org_id)
-        return identity_pb2.GetOrganizationResponse(organization=organization_to_proto(row))
-
-    async def ListOrganizations(
-        self, request: identity_pb2.ListOrganizationsRequest, context: Context
-    ) -> identity_pb2.ListOrganizationsResponse:
-        rows, token = await self._identities.list_organizations(
-            current_actor(), size=request.page_size, token=request.page_token
-        )
-        return identity_pb2.ListOrganizationsResponse(
-            organizations=[organization_to_proto(row) for row in rows], next_page_token=token
-        )
-
-    async def DeleteOrganization(
-        self, request: identity_pb2.DeleteOrganizationRequest, context: Context
-    ) -> identity_pb2.DeleteOrganizationResponse:
-        await self._identities.delete_organization(current_actor(), request.org_id)
-        return identity_pb2.DeleteOrganizationResponse()
-
-    async def CreateUser(
-        self, request: identity_pb2.CreateUserRequest, context: Context
-    ) -> identity_pb2.CreateUserResponse:
-        row = await self._identities.create_user(current_actor(), request.org_id, request.user.name)
-        return identity_pb2.CreateUserResponse(user=user_to_proto(row))
-
-    async def GetUser(
-        self, request: identity_pb2.GetUserRequest, context: Context
-    ) -> identity_pb2.GetUserResponse:
-        row = await self._identities.get_user(current_actor(), request.org_id, request.user_id)
-        return identity_pb2.GetUserResponse(user=user_to_proto(row))
-
-    async def ListUsers(
-        self, request: identity_pb2.ListUsersRequest, context: Context
-    ) -> identity_pb2.ListUsersResponse:
-        rows, token = await self._identities.list_users(
-            current_actor(), request.org_id, size=request.page_size, token=request.page_token
-        )
-        return identity_pb2.ListUsersResponse(
-            users=[user_to_proto(row) for row in rows], next_page_token=token
-        )
-
-    async def DeleteUser(
-        self, request: identity_pb2.DeleteUserRequest, context: Context
-    ) -> identity_pb2.DeleteUserResponse:
-        await self._identities.delete_user(current_actor(), request.org_id, request.user_id)
-        return identity_pb2.DeleteUserResponse()
-
-    async def CreateApiKey(
-        self, request: identity_pb2.CreateApiKeyRequest, context: Context
-    ) -> identity_pb2.CreateApiKeyResponse:
-        given = request.api_key.role
-        role = MEMBER if given == identity_pb2.ROLE_UNSPECIFIED else _ROLES.name(given)
-        if role not in (MEMBER, ADMIN):
-            raise invalid("api_key.role", "must be ROLE_MEMBER or ROLE_ADMIN")
-        created = await self._identities.create_key(
-            current_actor(), request.org_id, request.api_key.user_id, request.api_key.name, role
-        )
-        return identity_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(created.row), secret=created.secret)
-
-    async def GetApiKey(
-        self, request: identity_pb2.GetApiKeyRequest, context: Context
-    ) -> identity_pb2.GetApiKeyResponse:
-        row = await self._identities.get_key(current_actor(), request.org_id, request.key_id)
-        return identity_pb2.GetApiKeyResponse(api_key=api_key_to_proto(row))
-
-    async def ListApiKeys(
-        self, request: identity_pb2.ListApiKeysRequest, context: Context
-    ) -> identity_pb2.ListApiKeysResponse:
-        rows, token = await self._identities.list_keys(
-            current_actor(), request.org_id, size=request.page_size, token=request.page_token
-        )
-        return identity_pb2.ListApiKeysResponse(
-            api_keys=[api_key_to_proto(row) for row in rows], next_page_token=token
-        )
-
-    async def DeleteApiKey(
-        self, request: identity_pb2.DeleteApiKeyRequest, context: Context
-    ) -> identity_pb2.DeleteApiKeyResponse:
-        await self._identities.revoke_key(current_actor(), request.org_id, request.key_id)
-        return identity_pb2.DeleteApiKeyResponse()
-
-    async def AuthenticateApiKey(
-        self, request: identity_pb2.AuthenticateApiKeyRequest, context: Context
-    ) -> identity_pb2.AuthenticateApiKeyResponse:
-        holder = await self._identities.authenticate(request.secret)
-        return identity_pb2.AuthenticateApiKeyResponse(
-            org_id=holder.org_id, user_id=holder.user_id, key_id=holder.key_id, role=_ROLES.value(holder.role)
-        )

@@ -1,1 +1,0 @@
-"""mnemo: the Python package of the mnemo API (generated gRPC stubs) and the `mnemo` command."""

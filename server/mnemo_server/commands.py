@@ -1,0 +1,107 @@
+"""`mnemo server` and `mnemo providers`: the commands the server distribution adds to the client's `mnemo`.
+
+Registered through the `mnemo.cli` entry point group; the client's command loads them when this distribution
+is installed. Everything heavy is imported inside the commands, so the client commands start as fast without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from mnemo_server.supervisor import Child
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the server's commands to `app`."""
+    app.command()(server)
+    app.command()(providers)
+
+
+def server(
+    ready_timeout: float = typer.Option(60.0, help="Seconds to wait for every service to be healthy."),
+    fork: bool = typer.Option(
+        True, help="Fork services from preloaded modules (faster); --no-fork execs each."
+    ),
+) -> None:
+    """Start the whole mesh (agent, memory, tools, llm-gateway, REST gateway) on this machine."""
+    started = time.monotonic()
+    from mnemo_core.lifecycle import follow_parent
+
+    follow_parent()
+    from mnemo_gateway.auth import api_key_file, ensure_api_key
+    from mnemo_gateway.settings import GatewaySettings
+    from mnemo_llm.configuration import describe_providers
+    from mnemo_llm.settings import LlmSettings
+    from mnemo_server.supervisor import (
+        child_env,
+        fork_children,
+        start_children,
+        stop_children,
+        supervise,
+        wait_healthy,
+    )
+
+    settings = GatewaySettings()
+    llm = LlmSettings()
+    key = ensure_api_key(settings)
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    # Forking must happen before the event loop (or any thread) exists.
+    forked = fork_children(child_env()) if fork else None
+
+    async def run() -> int:
+        children = forked if forked is not None else await start_children(child_env())
+        try:
+            return await ready_then_supervise(children)
+        finally:
+            await stop_children(children)
+
+    async def ready_then_supervise(children: list[Child]) -> int:
+        try:
+            await wait_healthy(settings, url, children, ready_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            typer.echo(f"mnemo: {exc}", err=True)
+            return 1
+        configured = describe_providers(llm)
+        provider = "\n               ".join(configured) or (
+            "none configured (set OPENAI_API_KEY, ANTHROPIC_API_KEY or MNEMO_OLLAMA_BASE_URL, "
+            "or `make run` to install the offline model)"
+        )
+        key_source = "MNEMO_API_KEY" if settings.api_key else str(api_key_file(settings))
+        typer.echo(
+            "\n".join(
+                [
+                    f"mnemo is ready in {time.monotonic() - started:.1f} s",
+                    f"  REST API     {url}   (docs: {url}/docs)",
+                    f"  API key      {key}   (from {key_source})",
+                    *(
+                        f"  gRPC {name:<7} {settings.address_of(name)}"
+                        for name in ("agent", "memory", "tools", "llm")
+                    ),
+                    f"  data         {settings.home}",
+                    f"  LLM provider {provider}",
+                    "Press Ctrl-C to stop.",
+                ]
+            )
+        )
+        return await supervise(children)
+
+    sys.exit(asyncio.run(run()))
+
+
+def providers(
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing; only the exit code."),
+) -> None:
+    """List the model providers the configuration sets up; exit code 1 when there is none."""
+    from mnemo_llm.configuration import describe_providers
+    from mnemo_llm.settings import LlmSettings
+
+    configured = describe_providers(LlmSettings())
+    if not quiet:
+        typer.echo("\n".join(configured) if configured else "no model provider configured")
+    raise typer.Exit(0 if configured else 1)

@@ -1,0 +1,1 @@
+"""The memory service's gRPC servicers, one per file: proto <-> domain, nothing else."""

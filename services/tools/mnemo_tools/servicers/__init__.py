@@ -1,0 +1,1 @@
+"""The tools service's gRPC servicers, one per file: proto <-> domain, nothing else."""
