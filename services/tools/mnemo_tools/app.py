@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -17,6 +18,7 @@ from mnemo_tools.execution import ToolExecutor
 from mnemo_tools.mcp_connections import McpConnections
 from mnemo_tools.mcp_servers import McpServers
 from mnemo_tools.registry import Registry
+from mnemo_tools.sandbox import cgroups
 from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
 from mnemo_tools.servicers.mcp import McpServicer
 from mnemo_tools.servicers.tools import ToolServicer
@@ -64,6 +66,34 @@ class ToolsApp:
         await self.db.dispose()
 
 
+def log_isolation(capabilities: dict[str, Any], *, allow_unisolated: bool) -> None:
+    """One line at start when tool runs are less isolated than the sandbox can make them."""
+    if not capabilities.get("isolated"):
+        reason = capabilities.get("error") or "no namespaces"
+        if allow_unisolated:
+            log.warning(
+                "tool runs are NOT isolated on this machine (%s); sandbox_allow_unisolated is on, so custom "
+                "tools run as this service's user and can read and write what it can",
+                reason,
+            )
+        else:
+            log.warning(
+                "tool runs cannot be isolated on this machine (%s): custom tools are refused; "
+                "see docs/adr/0300-tool-sandbox.md",
+                reason,
+            )
+        return
+    missing = [
+        name
+        for key, name in (("proc", "a fresh /proc"), ("seccomp", "a seccomp filter"))
+        if not capabilities.get(key)
+    ]
+    if missing:
+        log.warning(
+            "tool runs are isolated, but without %s; see docs/adr/0300-tool-sandbox.md", " and ".join(missing)
+        )
+
+
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
     db = Database(settings.resolved_database_url(), schema="tools")
@@ -77,21 +107,16 @@ async def build(settings: ToolsSettings) -> ToolsApp:
     await registry.install_builtins()
     sandbox = SandboxRunner(
         slots=max(1, settings.sandbox_concurrency),
+        slots_per_org=settings.sandbox_org_concurrency,
+        max_waiting_per_org=settings.sandbox_org_queue,
+        command_slots=max(0, settings.mcp_stdio_max_servers),
         uid_base=settings.sandbox_uid_base,
         fallback_workdir=settings.home / "sandbox" / "work",
+        hidden_paths=[settings.home],
+        allow_unisolated=settings.sandbox_allow_unisolated,
+        cgroup=cgroups.prepare(settings.sandbox_cgroup),
     )
-    capabilities = await sandbox.start()
-    missing = [k for k in ("network", "mount", "pid", "setuid") if not capabilities.get(k)]
-    if missing:
-        log.warning(
-            "tool runs are not fully isolated on this machine (no %s); see docs/adr/0300-tool-sandbox.md",
-            ", ".join(missing),
-        )
-        if settings.sandbox_require_isolation and not (
-            capabilities.get("network") and capabilities.get("mount")
-        ):
-            # The service still serves (tool definitions, MCP tools); custom tool runs are refused.
-            log.warning("sandbox_require_isolation is on: custom tool runs will be refused")
+    log_isolation(await sandbox.start(), allow_unisolated=settings.sandbox_allow_unisolated)
     connections = McpConnections(timeout=settings.mcp_timeout_seconds, log_dir=settings.home / "logs" / "mcp")
     servers = McpServers(
         db,
@@ -125,6 +150,5 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         ),
         max_timeout_seconds=settings.sandbox_max_timeout_seconds,
         mcp_timeout_seconds=settings.mcp_timeout_seconds,
-        require_isolation=settings.sandbox_require_isolation,
     )
     return ToolsApp(db, registry, executor, environments, servers, sandbox, connections)

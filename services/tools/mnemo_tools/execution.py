@@ -77,7 +77,6 @@ class ToolExecutor:
         limits: SandboxLimits,
         max_timeout_seconds: float,
         mcp_timeout_seconds: float,
-        require_isolation: bool,
     ) -> None:
         self._registry = registry
         self._environments = environments
@@ -88,7 +87,6 @@ class ToolExecutor:
         self._limits = limits
         self._max_timeout = max_timeout_seconds
         self._mcp_timeout = mcp_timeout_seconds
-        self._require_isolation = require_isolation
 
     async def run(self, org_id: str, tool_id: str, arguments_json: str, agent_id: str) -> RunResult:
         """Runs a tool with the model's arguments, on behalf of `agent_id` (may be empty)."""
@@ -119,16 +117,7 @@ class ToolExecutor:
     async def _run_custom(
         self, org_id: str, tool: Tool, arguments: dict[str, Any], agent_id: str, started: float
     ) -> RunResult:
-        if self._require_isolation:
-            missing = [k for k in ("network", "mount") if not self._sandbox.capabilities.get(k)]
-            if missing:
-                raise FailedPrecondition(
-                    f"this machine cannot isolate tool runs (no {' or '.join(missing)} namespace) and "
-                    "sandbox_require_isolation is on: run the tools service as root (see "
-                    "docs/adr/0300-tool-sandbox.md) or turn sandbox_require_isolation off",
-                    reason="SANDBOX_ISOLATION_UNAVAILABLE",
-                    metadata={"missing": ",".join(missing)},
-                )
+        self._sandbox.check_runnable()
         site_dirs: tuple[str, ...] = ()
         if tool.pip_requirements:
             try:
@@ -155,7 +144,8 @@ class ToolExecutor:
                 return_chars=tool.return_char_limit,
                 is_async=tool.is_async,
                 site_dirs=site_dirs,
-            )
+            ),
+            org_id,
         )
         if not outcome.ok:
             return RunResult(
