@@ -186,7 +186,7 @@ def test_rest_tools_lifecycle_and_direct_runs(api: httpx.Client) -> None:
     assert ran.json()["content"] == "Rome: sunny for 1 day(s) (station none)"
     assert bad_args.status_code == 200
     assert bad_args.json()["status"] == "error"
-    assert "'city' is a required property" in bad_args.json()["content"]
+    assert '"city" is a required property' in bad_args.json()["content"]
     assert patched.json()["tags"] == ["e2e", "changed"]
     assert deleted.status_code == 204
     assert gone.status_code == 404

@@ -56,7 +56,14 @@ class SandboxPromise:
 
 ROOT = SandboxPromise(
     mode="root: full isolation, a uid per run",
-    capabilities={"root": True, "isolated": True, "user_namespace": False, "own_uid": True, "proc": True, "seccomp": True},
+    capabilities={
+        "root": True,
+        "isolated": True,
+        "user_namespace": False,
+        "own_uid": True,
+        "proc": True,
+        "seccomp": True,
+    },
     start_warning=None,
     runs_by_default=True,
     network_blocked=True,
@@ -74,7 +81,14 @@ UNPRIVILEGED = dataclasses.replace(
 
 UNPRIVILEGED_WITHOUT_USER_NAMESPACES = SandboxPromise(
     mode="unprivileged without user namespaces: refused, or nothing isolated when allowed",
-    capabilities={"root": False, "isolated": False, "user_namespace": False, "own_uid": False, "proc": False, "seccomp": True},
+    capabilities={
+        "root": False,
+        "isolated": False,
+        "user_namespace": False,
+        "own_uid": False,
+        "proc": False,
+        "seccomp": True,
+    },
     start_warning="tool runs cannot be isolated on this machine",
     runs_by_default=False,
     network_blocked=False,

@@ -65,12 +65,19 @@ async def tools_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 
 async def create_source(
-    tools: Tools, name: str, body: str, params: str = "", timeout: float = TIMEOUT, requirements: tuple[str, ...] = ()
+    tools: Tools,
+    name: str,
+    body: str,
+    params: str = "",
+    timeout: float = TIMEOUT,
+    requirements: tuple[str, ...] = (),
 ) -> tool_pb2.Tool:
     code = f'def {name}({params}):\n    """Hostile."""\n' + textwrap.indent(textwrap.dedent(body), "    ")
     created = await tools.CreateTool(
         tool_pb2.CreateToolRequest(
-            tool=tool_pb2.Tool(source_code=code, timeout_seconds=int(timeout), pip_requirements=list(requirements))
+            tool=tool_pb2.Tool(
+                source_code=code, timeout_seconds=int(timeout), pip_requirements=list(requirements)
+            )
         )
     )
     return created.tool
@@ -86,7 +93,9 @@ async def run_source(
     requirements: tuple[str, ...] = (),
 ) -> tool_pb2.RunToolResponse:
     tool = await create_source(tools, name, body, params, timeout, requirements)
-    return await tools.RunTool(tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps(args or {})))
+    return await tools.RunTool(
+        tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=json.dumps(args or {}))
+    )
 
 
 def on_host(path: str) -> bool:
@@ -370,8 +379,12 @@ async def test_mnemo_home_its_api_key_and_databases_are_not_in_the_run(
     os.chmod(readable, 0o644)
     paths = [str(api_key), str(readable), str(home / "data" / "tools.db")]
     with acting_as(actor):
-        read = await run_source(tools, "peek", TRY_PATHS, "paths: list[str], write: bool", {"paths": paths, "write": False})
-        written = await run_source(tools, "poke", TRY_PATHS, "paths: list[str], write: bool", {"paths": paths, "write": True})
+        read = await run_source(
+            tools, "peek", TRY_PATHS, "paths: list[str], write: bool", {"paths": paths, "write": False}
+        )
+        written = await run_source(
+            tools, "poke", TRY_PATHS, "paths: list[str], write: bool", {"paths": paths, "write": True}
+        )
 
     read_outcomes, write_outcomes = json.loads(read.content), json.loads(written.content)
     if promised().private_filesystem:
@@ -381,7 +394,11 @@ async def test_mnemo_home_its_api_key_and_databases_are_not_in_the_run(
         assert api_key.read_text() == "mnemo-root-key"
     else:
         # Documented: an unisolated run is the service's user and reads and writes its secrets and databases.
-        assert read_outcomes == {paths[0]: "mnemo-root-key", paths[1]: "# mnemo-config\n", paths[2]: "SQLite format 3"}
+        assert read_outcomes == {
+            paths[0]: "mnemo-root-key",
+            paths[1]: "# mnemo-config\n",
+            paths[2]: "SQLite format 3",
+        }
         assert write_outcomes == dict.fromkeys(paths, "written")
 
 
@@ -545,7 +562,7 @@ async def test_custom_tools_are_refused_by_default_exactly_where_runs_cannot_be_
 async def test_a_member_cannot_register_a_stdio_server_and_its_command_never_runs(
     tools_service: Served, tmp_path: Path
 ) -> None:
-    mcp = mcp_pb2_grpc.McpServiceStub(tools_service.channel)
+    mcp = tools_service.stub(mcp_pb2_grpc.McpServiceStub)
     marker = tmp_path / "ran"
     os.chmod(tmp_path, 0o777)
     command = ["-c", f"open({str(marker)!r}, 'w').write('ran')"]
@@ -554,7 +571,9 @@ async def test_a_member_cannot_register_a_stdio_server_and_its_command_never_run
     with acting_as(member), pytest.raises(PermissionDenied) as refused:
         await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
     # An admin may register stdio servers, but only with the operator's commands.
-    elsewhere = mcp_pb2.McpServer(name="evil", stdio=mcp_pb2.StdioTransport(command=sys.executable, args=command))
+    elsewhere = mcp_pb2.McpServer(
+        name="evil", stdio=mcp_pb2.StdioTransport(command=sys.executable, args=command)
+    )
     with acting_as(Actor(member.org_id, "admin-1", ADMIN)), pytest.raises(PermissionDenied) as unlisted:
         await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=elsewhere))
 

@@ -299,8 +299,8 @@ async def test_a_raising_tool_is_an_error_result_with_its_traceback(tools: Tools
     [
         ("{not json", "not valid JSON"),
         ("[1]", "must be a JSON object"),
-        ('{"a": "one", "b": 2}', "a: 'one' is not of type 'number'"),
-        ('{"a": 1}', "'b' is a required property"),
+        ('{"a": "one", "b": 2}', 'a: "one" is not of type "number"'),
+        ('{"a": 1}', '"b" is a required property'),
         ('{"a": 1, "b": 2, "c": 3}', "Additional properties are not allowed ('c' was unexpected)"),
     ],
 )

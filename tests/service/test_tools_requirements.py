@@ -16,6 +16,7 @@ from mnemo_tools.settings import ToolsSettings
 from tests.fakes.wheels import GREETING, build_wheel
 from tests.service.conftest import Served, clean_environment, new_actor, serving
 
+
 @pytest.fixture
 async def offline_tools(tmp_path: Path) -> AsyncIterator[Served]:
     wheels = tmp_path / "wheels"

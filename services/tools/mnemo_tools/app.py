@@ -15,8 +15,10 @@ from mnemo_core.migrations import upgrade
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
 from mnemo_tools.execution import ToolExecutor
+from mnemo_tools.mcp_addresses import AddressPolicy
 from mnemo_tools.mcp_connections import McpConnections
 from mnemo_tools.mcp_servers import McpServers
+from mnemo_tools.mcp_stdio import StdioPolicy
 from mnemo_tools.registry import Registry
 from mnemo_tools.sandbox import cgroups
 from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
@@ -117,12 +119,28 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         cgroup=cgroups.prepare(settings.sandbox_cgroup),
     )
     log_isolation(await sandbox.start(), allow_unisolated=settings.sandbox_allow_unisolated)
-    connections = McpConnections(timeout=settings.mcp_timeout_seconds, log_dir=settings.home / "logs" / "mcp")
+    stdio = StdioPolicy(
+        enabled=settings.stdio_enabled,
+        commands=tuple(settings.mcp_stdio_commands),
+        paths=tuple(settings.mcp_stdio_paths),
+        network=settings.stdio_network,
+    )
+    addresses = AddressPolicy(settings.mcp_http_allowed_networks)
+    connections = McpConnections(
+        timeout=settings.mcp_timeout_seconds,
+        log_dir=settings.home / "logs" / "mcp",
+        sandbox=sandbox,
+        stdio=stdio,
+        addresses=addresses,
+        max_response_bytes=settings.mcp_max_response_bytes,
+    )
     servers = McpServers(
         db,
         connections,
-        stdio_enabled=settings.mcp_stdio_enabled,
+        stdio=stdio,
+        addresses=addresses,
         default_return_char_limit=settings.default_return_char_limit,
+        schema_max_bytes=settings.tool_schema_max_bytes,
     )
     environments = AgentEnvironments(db)
     packages = PackageEnvironments(
@@ -150,5 +168,6 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         ),
         max_timeout_seconds=settings.sandbox_max_timeout_seconds,
         mcp_timeout_seconds=settings.mcp_timeout_seconds,
+        argument_check_seconds=settings.argument_check_seconds,
     )
     return ToolsApp(db, registry, executor, environments, servers, sandbox, connections)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from mnemo_core.errors import FailedPrecondition
 from mnemo_core.telemetry import tracer
 from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 from mnemo_tools.agent_env import AgentEnvironments
+from mnemo_tools.argument_checks import argument_problems
 from mnemo_tools.environments import PackageEnvironments, RequirementsUnavailable
 from mnemo_tools.mcp_connections import McpConnections, McpFailure
 from mnemo_tools.mcp_servers import McpServers
@@ -44,24 +44,6 @@ def _error(text: str, started: float, stdout: str = "", stderr: str = "") -> Run
     )
 
 
-def argument_problems(schema_json: str, arguments: dict[str, Any]) -> list[str]:
-    """What is wrong with `arguments` for a tool's JSON schema, in words the model can act on."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        schema = json.loads(schema_json or "{}")
-        validator = Draft202012Validator(schema)
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    except (ValueError, SchemaError):
-        return []
-    problems = []
-    for error in errors[:10]:
-        where = ".".join(str(p) for p in error.absolute_path)
-        problems.append(f"{where}: {error.message}" if where else error.message)
-    return problems
-
-
 class ToolExecutor:
     """Runs tools for RunTool."""
 
@@ -77,6 +59,7 @@ class ToolExecutor:
         limits: SandboxLimits,
         max_timeout_seconds: float,
         mcp_timeout_seconds: float,
+        argument_check_seconds: float,
     ) -> None:
         self._registry = registry
         self._environments = environments
@@ -87,6 +70,7 @@ class ToolExecutor:
         self._limits = limits
         self._max_timeout = max_timeout_seconds
         self._mcp_timeout = mcp_timeout_seconds
+        self._argument_check_seconds = argument_check_seconds
 
     async def run(self, org_id: str, tool_id: str, arguments_json: str, agent_id: str) -> RunResult:
         """Runs a tool with the model's arguments, on behalf of `agent_id` (may be empty)."""
@@ -104,7 +88,7 @@ class ToolExecutor:
                 arguments = parse_arguments(arguments_json)
             except ArgumentsInvalid as exc:
                 return _error(str(exc), started)
-            problems = argument_problems(tool.json_schema, arguments)
+            problems = await argument_problems(tool.json_schema, arguments, self._argument_check_seconds)
             if problems:
                 return _error(f"invalid arguments for '{tool.name}': " + "; ".join(problems), started)
             if tool.tool_type == "custom":

@@ -55,15 +55,19 @@ class ToolsSettings(ServiceSettings):
     sandbox_pip_offline: bool = False
     sandbox_pip_timeout_seconds: float = 300.0
 
+    # A single-user install (`mnemo server` sets MNEMO_SINGLE_USER=true for its services): the one user
+    # is also the operator, so stdio MCP servers are on and reach the network unless set otherwise.
+    single_user: bool = False
     # MCP stdio servers: commands started in the tool sandbox. Registering one is for admins, off
-    # unless enabled (`mnemo server`, the single-user install, enables it), and limited to these commands
-    # (names looked up on the sandbox's PATH, or absolute paths), which must be visible in the sandbox:
-    # under /usr, /bin, /lib or one of mcp_stdio_paths (host paths a server may read).
-    mcp_stdio_enabled: bool = False
+    # unless enabled (unset: on in a single-user install only), and limited to these commands (names
+    # looked up on the sandbox's PATH, or absolute paths), which must be visible in the sandbox: under
+    # /usr, /bin, /lib or one of mcp_stdio_paths (host paths a server may read).
+    mcp_stdio_enabled: bool | None = None
     mcp_stdio_commands: list[str] = Field(default_factory=lambda: ["npx", "uvx", "node", "python3"])
     mcp_stdio_paths: list[str] = Field(default_factory=list)
-    # Whether stdio servers reach the network (off: a network namespace of their own, like tool runs).
-    mcp_stdio_network: bool = False
+    # Whether stdio servers reach the network (off: a network namespace of their own, like tool runs;
+    # unset: on in a single-user install only).
+    mcp_stdio_network: bool | None = None
     # stdio server processes this service runs at once.
     mcp_stdio_max_servers: int = 16
     # Streamable HTTP servers: URLs that resolve to loopback, private, link-local or other non-public
@@ -77,3 +81,13 @@ class ToolsSettings(ServiceSettings):
     # it may take.
     tool_schema_max_bytes: int = 64 << 10
     argument_check_seconds: float = 2.0
+
+    @property
+    def stdio_enabled(self) -> bool:
+        """Whether stdio MCP servers may be registered and started."""
+        return self.single_user if self.mcp_stdio_enabled is None else self.mcp_stdio_enabled
+
+    @property
+    def stdio_network(self) -> bool:
+        """Whether stdio MCP servers reach the network."""
+        return self.single_user if self.mcp_stdio_network is None else self.mcp_stdio_network
