@@ -10,8 +10,10 @@ from typing import Any
 import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
+from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
+from mnemo_tools.agent_directory import AgentDirectory
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
 from mnemo_tools.execution import ToolExecutor
@@ -43,6 +45,7 @@ class ToolsApp:
         servers: McpServers,
         sandbox: SandboxRunner,
         connections: McpConnections,
+        peers: Peers,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -51,6 +54,7 @@ class ToolsApp:
         self.servers = servers
         self.sandbox = sandbox
         self.connections = connections
+        self.peers = peers
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         tool_pb2_grpc.add_ToolServiceServicer_to_server(
@@ -65,6 +69,7 @@ class ToolsApp:
     async def aclose(self) -> None:
         await self.connections.aclose()
         await self.sandbox.aclose()
+        await self.peers.aclose()
         await self.db.dispose()
 
 
@@ -142,7 +147,8 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         default_return_char_limit=settings.default_return_char_limit,
         schema_max_bytes=settings.tool_schema_max_bytes,
     )
-    environments = AgentEnvironments(db)
+    peers = Peers(settings)
+    environments = AgentEnvironments(db, AgentDirectory(peers))
     packages = PackageEnvironments(
         settings.home / "sandbox" / "packages",
         find_links=settings.sandbox_pip_find_links.split(),
@@ -170,4 +176,4 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         mcp_timeout_seconds=settings.mcp_timeout_seconds,
         argument_check_seconds=settings.argument_check_seconds,
     )
-    return ToolsApp(db, registry, executor, environments, servers, sandbox, connections)
+    return ToolsApp(db, registry, executor, environments, servers, sandbox, connections, peers)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mnemo_core.actor import Actor
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.telemetry import tracer
 from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
@@ -72,8 +73,11 @@ class ToolExecutor:
         self._mcp_timeout = mcp_timeout_seconds
         self._argument_check_seconds = argument_check_seconds
 
-    async def run(self, org_id: str, tool_id: str, arguments_json: str, agent_id: str) -> RunResult:
-        """Runs a tool with the model's arguments, on behalf of `agent_id` (may be empty)."""
+    async def run(
+        self, actor: Actor, tool_id: str, arguments_json: str, agent_id: str = "", run_id: str = ""
+    ) -> RunResult:
+        """Runs a tool with the model's arguments, on behalf of `agent_id` in its run `run_id` (may be empty)."""
+        org_id = actor.org_id
         tool = await self._registry.get(org_id, tool_id)
         if tool.tool_type not in ("custom", "mcp"):
             raise FailedPrecondition(
@@ -92,14 +96,15 @@ class ToolExecutor:
             if problems:
                 return _error(f"invalid arguments for '{tool.name}': " + "; ".join(problems), started)
             if tool.tool_type == "custom":
-                result = await self._run_custom(org_id, tool, arguments, agent_id, started)
+                env = await self._environments.for_run(actor, agent_id, tool.id, run_id)
+                result = await self._run_custom(org_id, tool, arguments, env, started)
             else:
                 result = await self._run_mcp(org_id, tool, arguments, started)
             span.set_attribute("tool.ok", result.ok)
             return result
 
     async def _run_custom(
-        self, org_id: str, tool: Tool, arguments: dict[str, Any], agent_id: str, started: float
+        self, org_id: str, tool: Tool, arguments: dict[str, Any], env: dict[str, str], started: float
     ) -> RunResult:
         self._sandbox.check_runnable()
         site_dirs: tuple[str, ...] = ()
@@ -123,7 +128,7 @@ class ToolExecutor:
                 source=tool.source_code,
                 function=tool.name,
                 arguments=arguments,
-                env=await self._environments.values(org_id, agent_id),
+                env=env,
                 limits=limits,
                 return_chars=tool.return_char_limit,
                 is_async=tool.is_async,
