@@ -21,12 +21,9 @@ CONTROLLERS = ("memory", "pids")
 
 @dataclass(frozen=True, slots=True)
 class CgroupParent:
-    """The cgroup under which each job gets its own."""
+    """The cgroup under which each job gets its own (the fork server names them)."""
 
     path: Path
-
-    def run_path(self, run_id: int) -> Path:
-        return self.path / f"job-{os.getpid()}-{run_id}"
 
 
 def own_cgroup(proc_self_cgroup: str) -> str | None:

@@ -24,6 +24,7 @@ import array
 import asyncio
 import base64  # noqa: F401
 import collections  # noqa: F401
+import contextlib
 import ctypes
 import dataclasses  # noqa: F401
 import datetime  # noqa: F401
@@ -49,7 +50,7 @@ import sys
 import textwrap  # noqa: F401
 import time
 import traceback
-import typing  # noqa: F401
+import typing
 import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
 
@@ -84,8 +85,9 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# Where a job's root is assembled, in the supervisor's own mount namespace, before it is pivoted to.
-STAGING = "/tmp"
+# Where a job's root is assembled, in the supervisor's own mount namespace, before it is pivoted to: a
+# directory no path a job may need lives under (its package environment may be under /tmp).
+STAGING = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 WORKDIR = "/tmp/work"
 # What a job's root holds: the system's programs and libraries, read-only. Nothing else of the host's
 # file system is there: no /home, /root, /var, /srv, /opt, /mnt or /run, so no MNEMO_HOME.
@@ -124,6 +126,8 @@ DEVICE_LINKS = {
 HIDDEN_UNDER_STDLIB = ("site-packages", "dist-packages")
 # Where the supervisor keeps the job's descriptors, clear of 0-3 which the sandboxed process uses.
 HIGH_FD = 100
+# Descriptors one job message may carry: its payload, three streams and its status.
+MAX_FDS = 8
 # The interpreter's own library directories (python -I -S: the standard library only).
 STDLIB_DIRS = [path for path in sys.path if os.path.isdir(path)]
 # System calls a sandboxed process never needs: new namespaces and mounts, reading or changing other
@@ -414,18 +418,16 @@ def _is_dir(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
-def _build_root(job: dict[str, object], uid: int) -> None:
-    """Assembles the job's root under STAGING: the system's directories, the interpreter's library, a
-    private /tmp and /dev, and the job's own read-only paths. The sandboxed process pivots into it."""
-    limits = job["limits"]
-    assert isinstance(limits, dict)
-    readonly = [str(p) for p in job.get("readonly_paths", [])]  # type: ignore[attr-defined]
-    hidden = [str(p) for p in job.get("hidden_paths", [])]  # type: ignore[attr-defined]
-    # Opened before STAGING is covered: any of these may live under the host's /tmp.
-    sources: dict[str, int | None] = {}
-    for path in (*SYSTEM_DIRS, *STDLIB_DIRS, *readonly):
-        if path not in sources and not os.path.islink(path):
-            sources[path] = _open_path(path)
+# What the service said at start: paths hidden in every job's root (its MNEMO_HOME) and the cgroup
+# under which each job gets one of its own.
+CONFIG: dict[str, object] = {"hidden_paths": [], "cgroup_parent": ""}
+
+
+def _build_root() -> None:
+    """Assembles the part of a job's root that every job shares, under STAGING: the system's directories,
+    the interpreter's library and /dev. `_furnish` adds the job's own part when the job arrives."""
+    hidden = [str(p) for p in CONFIG["hidden_paths"]]  # type: ignore[attr-defined]
+    sources = {path: _open_path(path) for path in (*SYSTEM_DIRS, *STDLIB_DIRS) if not os.path.islink(path)}
     etc = {name: _open_path(f"/etc/{name}") for name in ETC_ENTRIES if not os.path.islink(f"/etc/{name}")}
     devices = {name: _open_path(f"/dev/{name}") for name in DEVICES}
     _mount("tmpfs", STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
@@ -445,12 +447,6 @@ def _build_root(job: dict[str, object], uid: int) -> None:
             os.symlink(os.readlink(f"/etc/{name}"), target)
         elif (fd := etc.get(name)) is not None:
             _bind_new(fd, target)
-    with open(f"{STAGING}/etc/passwd", "w") as f:
-        f.write(
-            f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{uid}:{uid}::{WORKDIR}:/usr/sbin/nologin\n"
-        )
-    with open(f"{STAGING}/etc/group", "w") as f:
-        f.write(f"root:x:0:\nsandbox:x:{uid}:\n")
     for path in STDLIB_DIRS:
         fd = sources.get(path)
         if not _covered(path, bound) and fd is not None:
@@ -462,16 +458,6 @@ def _build_root(job: dict[str, object], uid: int) -> None:
     for path in hidden:
         if _covered(path, bound) and os.path.isdir(STAGING + path):
             _mask(STAGING + path)
-    workdir_bytes = int(limits["workdir_bytes"])
-    os.mkdir(f"{STAGING}/tmp", 0o755)
-    _mount("tmpfs", f"{STAGING}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={workdir_bytes},mode=1777")
-    os.mkdir(STAGING + WORKDIR, 0o700)
-    os.chown(STAGING + WORKDIR, uid, uid)
-    # After /tmp: a package environment may live under the host's /tmp too.
-    for path in readonly:
-        fd = sources.get(path)
-        if fd is not None and not _covered(path, bound):
-            _bind_new(fd, STAGING + path)
     os.mkdir(f"{STAGING}/dev", 0o755)
     _mount("tmpfs", f"{STAGING}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755")
     for name, fd in devices.items():
@@ -481,12 +467,35 @@ def _build_root(job: dict[str, object], uid: int) -> None:
     for name, destination in DEVICE_LINKS.items():
         os.symlink(destination, f"{STAGING}/dev/{name}")
     os.mkdir(f"{STAGING}/dev/shm", 0o755)
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _mount("tmpfs", f"{STAGING}/dev/shm", "tmpfs", flags, f"size={workdir_bytes},mode=1777")
     _mount(None, f"{STAGING}/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+    os.mkdir(f"{STAGING}/tmp", 0o755)
     os.mkdir(f"{STAGING}/proc", 0o555)
     for fd in (*sources.values(), *etc.values(), *devices.values()):
         if fd is not None:
+            os.close(fd)
+
+
+def _furnish(job: dict[str, object], uid: int, readonly: list[str]) -> None:
+    """The job's own part of its root: a private /tmp (its working directory is /tmp/work) and /dev/shm
+    of its size, its user in /etc/passwd, and its read-only paths."""
+    limits = job["limits"]
+    assert isinstance(limits, dict)
+    size = int(limits["workdir_bytes"])
+    _mount("tmpfs", f"{STAGING}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    os.mkdir(STAGING + WORKDIR, 0o700)
+    os.chown(STAGING + WORKDIR, uid, uid)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _mount("tmpfs", f"{STAGING}/dev/shm", "tmpfs", flags, f"size={size},mode=1777")
+    with open(f"{STAGING}/etc/passwd", "w") as f:
+        f.write(
+            f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{uid}:{uid}::{WORKDIR}:/usr/sbin/nologin\n"
+        )
+    with open(f"{STAGING}/etc/group", "w") as f:
+        f.write(f"root:x:0:\nsandbox:x:{uid}:\n")
+    for path in readonly:
+        fd = _open_path(path) if os.path.isabs(path) and ".." not in path.split("/") else None
+        if fd is not None:
+            _bind_new(fd, STAGING + os.path.normpath(path))
             os.close(fd)
 
 
@@ -500,21 +509,13 @@ def _bind_new(fd: int, target: str) -> None:
     _bind(fd, target)
 
 
-def _pivot() -> bool:
-    """In the sandboxed process (pid 1 of the new pid namespace): a fresh /proc, then the job's root
-    becomes "/", read-only. Returns whether /proc could be mounted (a container's masked /proc forbids it
-    in a user namespace; the process then has none)."""
-    try:
-        _mount("proc", f"{STAGING}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        proc = True
-    except OSError:
-        proc = False
+def _pivot() -> None:
+    """In the sandboxed process: the job's root becomes "/", read-only, and the host's is gone."""
     os.chdir(STAGING)
     _check(_libc.pivot_root(b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return proc
 
 
 def _move_fds(fds: list[int], first: int) -> list[int]:
@@ -537,29 +538,91 @@ def _open_fds() -> list[int]:
         return list(range(3, 1024))
 
 
-def _sandboxed(job: dict[str, object], stdio: list[int], uid: int, proc_report: int) -> None:
-    """Runs as the sandboxed process: finish the sandbox, drop every privilege, then do the job."""
+def _send(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sock.sendmsg([json.dumps(message).encode()], ancillary)
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
+    """One message and its descriptors; (None, []) when the other end is gone."""
+    fds = array.array("i")
+    while True:
+        try:
+            data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+            break
+        except InterruptedError:
+            continue
+    for level, kind, cmsg in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cmsg[: len(cmsg) - (len(cmsg) % fds.itemsize)])
+    return (json.loads(data) if data else None), list(fds)
+
+
+def _read_payload(fd: int) -> dict[str, typing.Any]:
+    """The job in a payload memfd (read from its start: its offset is shared with other readers)."""
+    job: dict[str, typing.Any] = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
+    return job
+
+
+def _start_pid1() -> tuple[int, socket.socket]:
+    """Forks the sandboxed process ahead of its job: pid 1 of the new pid namespace mounts its /proc
+    (while the host's is still there, as the kernel requires in a user namespace) and waits for the job."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            code = _pid1(theirs)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, ours
+
+
+def _pid1(sock: socket.socket) -> int:
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        _mount("proc", f"{STAGING}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        proc = True
+    except OSError:
+        proc = False  # a container's masked /proc forbids a new one in a user namespace: none, then
+    sock.send(b"1" if proc else b"0")
+    message, fds = _receive(sock)
+    if message is None:
+        return 0
+    sock.close()
+    job = _read_payload(fds[0])
+    os.close(fds[0])
+    job.update(message)
+    _sandboxed(job, fds[1:], True)
+    return 0
+
+
+def _sandboxed(job: dict[str, object], stdio: list[int], isolated: bool) -> None:
+    """Runs as the sandboxed process: finish the sandbox, drop every privilege, then do the job."""
     limits = job["limits"]
     assert isinstance(limits, dict)
-    isolated = bool(job.get("isolate"))
     root = os.geteuid() == 0
+    uid = int(job["uid"])  # type: ignore[call-overload]
     if isolated:
-        proc = _pivot()
-        os.write(proc_report, b"1" if proc else b"0")
-    os.close(proc_report)
+        _pivot()
     devnull = os.open(os.devnull, os.O_RDONLY)
-    for target, fd in enumerate([devnull if stdio[0] < 0 else stdio[0], *stdio[1:]]):
+    if job["kind"] == "function":
+        stdio = [devnull, *stdio]
+    for target, fd in enumerate(stdio):
         os.dup2(fd, target)
     keep = set(range(len(stdio)))
     for fd in _open_fds():
         if fd not in keep:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for name, kind in (
@@ -657,25 +720,32 @@ def _call(job: dict[str, object]) -> dict[str, object]:
         return {"ok": False, "error": detail, "traceback": lines[-4000:], "kind": "exception"}
 
 
-def _enter_cgroup(spec: object) -> str | None:
-    """Puts the supervisor (and so the job) into a new cgroup with the job's memory and pids limits."""
-    if not isinstance(spec, dict):
+def _enter_cgroup() -> str | None:
+    """Puts this supervisor (and so its job) into a cgroup of its own under the delegated one."""
+    parent = str(CONFIG.get("cgroup_parent") or "")
+    if not parent:
         return None
-    path = str(spec["path"])
+    path = f"{parent}/job-{os.getpid()}"
     try:
         os.mkdir(path, 0o755)
-        for name, value in (
-            ("memory.max", spec["memory_bytes"]),
-            ("memory.swap.max", 0),
-            ("pids.max", spec["processes"]),
-        ):
-            with open(f"{path}/{name}", "w") as f:
-                f.write(str(value))
         with open(f"{path}/cgroup.procs", "w") as f:
             f.write("0")
     except OSError:
         return None
     return path
+
+
+def _limit_cgroup(path: str | None, limits: dict[str, object]) -> None:
+    """The job's memory and process limits for its cgroup as a whole."""
+    if path is None:
+        return
+    for name, value in (
+        ("memory.max", limits.get("memory_bytes") or "max"),
+        ("memory.swap.max", 0),
+        ("pids.max", limits.get("processes") or "max"),
+    ):
+        with contextlib.suppress(OSError), open(f"{path}/{name}", "w") as f:
+            f.write(str(value))
 
 
 def _oom_kills(path: str | None) -> int:
@@ -692,82 +762,104 @@ def _oom_kills(path: str | None) -> int:
     return 0
 
 
-def _supervise(header: dict[str, object], fds: list[int], control: int) -> int:
-    """Runs in the supervisor: read the job, isolate, start the sandboxed process, time it, report."""
+class _Prepared:
+    """A supervisor that has entered its namespaces and built the shared part of a job's root, with the
+    sandboxed process (pid 1 of its pid namespace) forked and waiting."""
+
+    def __init__(self, network: bool) -> None:
+        self.cgroup = _enter_cgroup()
+        _enter_namespaces(os.geteuid() == 0, network)
+        _build_root()
+        self.pid, self.sock = _start_pid1()
+        self.proc = self.sock.recv(1) == b"1"
+
+
+def _supervise(header: dict[str, object], fds: list[int], prepared: _Prepared | None = None) -> int:
+    """Runs in the supervisor: read the job, isolate (unless `prepared` already did), start the sandboxed
+    process, time it, report."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGTERM, _on_term)
-    os.close(control)
     moved = _move_fds(fds, HIGH_FD)
-    payload, stdio, status = moved[0], moved[1:-1], moved[-1]
-    with os.fdopen(payload, "rb") as f:
-        job = json.loads(f.read())
-    uid = int(header["uid"])  # type: ignore[call-overload]
+    streams = int(header.get("streams", 3))  # type: ignore[call-overload]
+    payload, stdio, status = moved[0], moved[1 : 1 + streams], moved[1 + streams]
+    readonly = [str(p) for p in header.get("readonly_paths", [])]  # type: ignore[attr-defined]
+    job = _read_payload(payload)
     root = os.geteuid() == 0
-    if not root:
-        uid = os.getuid()
-    if job["kind"] == "function":
-        stdio = [-1, *stdio]  # stdin is /dev/null
-    limits = job["limits"]
+    uid = int(header["uid"]) if root else os.getuid()  # type: ignore[call-overload]
+    isolated = bool(job.get("isolate"))
     report: dict[str, object] = {}
     started = time.monotonic()
-    cgroup = _enter_cgroup(header.get("cgroup"))
-    isolated = bool(job.get("isolate"))
+    extra = {"uid": uid}
     try:
         if isolated:
-            _enter_namespaces(root, bool(job.get("network")))
-            _build_root(job, uid)
-            job["workdir"] = WORKDIR
+            prepared = prepared or _Prepared(bool(job.get("network")))
+            _limit_cgroup(prepared.cgroup, job["limits"])
+            _furnish(job, uid, readonly)
+            extra["workdir"] = WORKDIR
         else:
             import tempfile
 
-            job["workdir"] = tempfile.mkdtemp(
+            extra["workdir"] = tempfile.mkdtemp(
                 prefix="mnemo-tool-", dir=str(job.get("fallback_workdir") or None)
             )
             if root:
-                os.chown(str(job["workdir"]), uid, uid)
+                os.chown(str(extra["workdir"]), uid, uid)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError as exc:
         _report(status, {"setup_error": f"cannot isolate the run: {exc}"})
         return 0
-    proc_read, proc_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(proc_read)
-            _sandboxed(job, stdio, uid, proc_write)
-            code = 0
-        except BaseException:
+    if prepared is not None:
+        pid = prepared.pid
+        _send(prepared.sock, extra, [payload, *stdio])
+        prepared.sock.close()
+        report["proc"] = prepared.proc
+    else:
+        job.update(extra)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
             try:
-                traceback.print_exc()
+                _sandboxed(job, stdio, False)
+                code = 0
             except BaseException:
-                pass
-        finally:
-            os._exit(code)
-    os.close(proc_write)
+                with contextlib.suppress(BaseException):
+                    traceback.print_exc()
+            finally:
+                os._exit(code)
+    os.close(payload)
     for fd in stdio:
-        if fd >= 0:
-            os.close(fd)
-    timeout = limits.get("timeout_seconds")
+        os.close(fd)
+    timeout = job["limits"].get("timeout_seconds")
     report.update(_wait(pid, float(timeout) if timeout else None, wake_read))
     report["duration"] = time.monotonic() - started
-    report["proc"] = os.read(proc_read, 1) == b"1"
-    os.close(proc_read)
-    report["oom_kills"] = _oom_kills(cgroup)
+    report["oom_kills"] = _oom_kills(prepared.cgroup if prepared else None)
     if not isolated:
         # Without a pid namespace, whatever the process started is still alive: end it.
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
         import shutil
 
-        shutil.rmtree(str(job["workdir"]), ignore_errors=True)
+        shutil.rmtree(str(extra["workdir"]), ignore_errors=True)
     _report(status, report)
     return 0
+
+
+def _spare(sock: socket.socket) -> int:
+    """A supervisor prepared before its job (off the job's critical path), waiting for the fork server
+    to hand it one."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        prepared = _Prepared(network=False)
+    except OSError:
+        return 1
+    message, fds = _receive(sock)
+    if message is None:
+        return 0
+    sock.close()
+    return _supervise(message, fds, prepared)
 
 
 def _wait(pid: int, timeout: float | None, wake: int) -> dict[str, object]:
@@ -788,10 +880,8 @@ def _wait(pid: int, timeout: float | None, wake: int) -> dict[str, object]:
         if pidfd in ready:
             break
         if wake in ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(wake, 4096)
-            except BlockingIOError:
-                pass
     _, status, usage = os.wait4(pid, 0)
     os.close(pidfd)
     if os.WIFSIGNALED(status):
@@ -840,11 +930,10 @@ def _probe(uid: int) -> dict[str, object]:
         "arguments": {},
         "env": {},
         "return_chars": 65536,
-        "limits": {"timeout_seconds": 30, "workdir_bytes": 1 << 20, "processes": 0},
+        "limits": {"timeout_seconds": 30, "workdir_bytes": 1 << 20},
     }
     memfd = os.memfd_create("mnemo-probe", os.MFD_CLOEXEC)
     os.write(memfd, json.dumps(job).encode())
-    os.lseek(memfd, 0, os.SEEK_SET)
     pipes = [os.pipe() for _ in range(4)]
     pid = os.fork()
     if pid == 0:
@@ -852,9 +941,7 @@ def _probe(uid: int) -> dict[str, object]:
         try:
             for read, _ in pipes:
                 os.close(read)
-            code = _supervise(
-                {"uid": uid}, [memfd, *(write for _, write in pipes)], os.open(os.devnull, os.O_RDONLY)
-            )
+            code = _supervise({"uid": uid}, [memfd, *(write for _, write in pipes)])
         finally:
             os._exit(code)
     os.close(memfd)
@@ -886,6 +973,90 @@ def _probe(uid: int) -> dict[str, object]:
     return found
 
 
+class _Server:
+    """The fork server's state: the jobs running (by id), the spare supervisor, the cgroups to remove."""
+
+    def __init__(self, control: socket.socket, isolated: bool) -> None:
+        self.control = control
+        self.isolated = isolated
+        self.running: dict[int, int] = {}
+        self.cgroups: dict[int, str] = {}
+        self.spare: tuple[int, socket.socket] | None = None
+
+    def start_spare(self) -> None:
+        if not self.isolated or self.spare is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self._fork(lambda: _spare(theirs), close=[ours])
+        theirs.close()
+        self.spare = (pid, ours)
+
+    def _fork(self, body: typing.Callable[[], int], close: list[socket.socket]) -> int:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for sock in (self.control, *close):
+                    sock.close()
+                if self.spare is not None:
+                    self.spare[1].close()
+                code = body()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        if CONFIG.get("cgroup_parent"):
+            self.cgroups[pid] = f"{CONFIG['cgroup_parent']}/job-{pid}"
+        return pid
+
+    def run(self, message: dict[str, object], fds: list[int]) -> None:
+        """Hands the job to the spare when it suits (isolated, no network), else to a new supervisor."""
+        pid = None
+        if self.spare is not None and message.get("spare"):
+            pid, sock = self.spare
+            self.spare = None
+            try:
+                _send(sock, message, fds)
+            except OSError:
+                pid = None  # the spare could not isolate (it has ended): a supervisor of its own
+            sock.close()
+        if pid is None:
+            pid = self._fork(lambda: _supervise(message, fds), close=[])
+        self.running[int(message["id"])] = pid  # type: ignore[call-overload]
+        for fd in fds:
+            os.close(fd)
+
+    def stop(self, run_id: int) -> None:
+        pid = self.running.get(run_id)
+        if pid is not None:
+            _signal(pid, signal.SIGTERM)
+
+    def close(self) -> None:
+        for pid in self.running.values():
+            _signal(pid, signal.SIGTERM)
+        if self.spare is not None:
+            _signal(self.spare[0], signal.SIGKILL)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for run_id, child in list(self.running.items()):
+                if child == pid:
+                    del self.running[run_id]
+            if self.spare is not None and self.spare[0] == pid:
+                self.spare[1].close()
+                self.spare = None
+            cgroup = self.cgroups.pop(pid, None)
+            if cgroup is not None:
+                with contextlib.suppress(OSError):
+                    os.rmdir(cgroup)
+
+
 def serve(control: int) -> None:
     """The fork server's loop: start jobs, stop them on request, reap supervisors."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -896,80 +1067,38 @@ def serve(control: int) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     hello = json.loads(sock.recv(65536))
-    sock.send(json.dumps({"op": "ready", "capabilities": _probe(int(hello["probe_uid"]))}).encode())
-    running: dict[int, int] = {}
-    cgroups: dict[int, str] = {}
+    CONFIG.update(
+        hidden_paths=list(hello.get("hidden_paths", [])), cgroup_parent=hello.get("cgroup_parent", "")
+    )
+    capabilities = _probe(int(hello["probe_uid"]))
+    sock.send(json.dumps({"op": "ready", "capabilities": capabilities}).encode())
+    server = _Server(sock, bool(capabilities["isolated"]))
+    server.start_spare()
     while True:
         try:
             ready, _, _ = select.select([sock.fileno(), wake_read], [], [])
         except InterruptedError:
             continue
         if wake_read in ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(wake_read, 4096)
-            except BlockingIOError:
-                pass
-            _reap(running, cgroups)
+            server.reap()
         if sock.fileno() not in ready:
             continue
-        fds = array.array("i")
-        try:
-            data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(8 * fds.itemsize))
-        except InterruptedError:
-            continue
-        for level, kind, cmsg in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(cmsg[: len(cmsg) - (len(cmsg) % fds.itemsize)])
-        if not data:
-            for pid in running.values():
-                _signal(pid, signal.SIGTERM)
+        message, fds = _receive(sock)
+        if message is None:
+            server.close()
             return
-        message = json.loads(data)
         if message["op"] == "run":
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    code = _supervise(message, list(fds), control)
-                except BaseException:
-                    traceback.print_exc()
-                finally:
-                    os._exit(code)
-            running[int(message["id"])] = pid
-            if isinstance(message.get("cgroup"), dict):
-                cgroups[pid] = str(message["cgroup"]["path"])
-            for fd in fds:
-                os.close(fd)
+            server.run(message, fds)
+            server.start_spare()
         elif message["op"] == "stop":
-            pid_to_stop = running.get(int(message["id"]))
-            if pid_to_stop is not None:
-                _signal(pid_to_stop, signal.SIGTERM)
+            server.stop(int(message["id"]))  # type: ignore[call-overload]
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _reap(running: dict[int, int], cgroups: dict[int, str]) -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        for run_id, child in list(running.items()):
-            if child == pid:
-                del running[run_id]
-        cgroup = cgroups.pop(pid, None)
-        if cgroup is not None:
-            try:
-                os.rmdir(cgroup)
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":

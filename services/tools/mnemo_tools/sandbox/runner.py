@@ -222,7 +222,12 @@ class SandboxRunner:
             ours.setblocking(False)
             self._sock = ours
             loop = asyncio.get_running_loop()
-            await loop.sock_sendall(ours, json.dumps({"probe_uid": self._uid_base}).encode())
+            config = {
+                "probe_uid": self._uid_base,
+                "hidden_paths": self._hidden,
+                "cgroup_parent": str(self._cgroup.path) if self._cgroup is not None else "",
+            }
+            await loop.sock_sendall(ours, json.dumps(config).encode())
             try:
                 hello = await asyncio.wait_for(loop.sock_recv(ours, 65536), 30)
             except TimeoutError:
@@ -261,22 +266,19 @@ class SandboxRunner:
         finally:
             self._slots.release(org_id, slot)
 
-    def _header(self, run_id: int, slot: int, memory_bytes: int, processes: int) -> dict[str, Any]:
-        header: dict[str, Any] = {"op": "run", "id": run_id, "uid": self._uid_base + 1 + slot}
-        if self._cgroup is not None:
-            header["cgroup"] = {
-                "path": str(self._cgroup.run_path(run_id)),
-                "memory_bytes": memory_bytes or "max",
-                "processes": processes,
-            }
-        return header
+    def _header(self, run_id: int, slot: int, network: bool, readonly: Sequence[str]) -> dict[str, Any]:
+        return {
+            "op": "run",
+            "id": run_id,
+            "uid": self._uid_base + 1 + slot,
+            # A job without the network suits the supervisor the fork server prepared ahead of time.
+            "spare": self.isolated and not network,
+            "streams": 3,
+            "readonly_paths": list(readonly),
+        }
 
     def _isolation(self) -> dict[str, Any]:
-        return {
-            "isolate": self.isolated,
-            "hidden_paths": self._hidden,
-            "fallback_workdir": str(self._fallback_workdir),
-        }
+        return {"isolate": self.isolated, "fallback_workdir": str(self._fallback_workdir)}
 
     async def _run(self, job: SandboxJob, slot: int) -> SandboxOutcome:
         run_id = next(self._ids)
@@ -291,7 +293,6 @@ class SandboxRunner:
             "is_async": job.is_async,
             "return_chars": job.return_chars,
             "site_dirs": list(job.site_dirs),
-            "readonly_paths": list(job.site_dirs),
             "limits": {
                 "timeout_seconds": limits.timeout_seconds,
                 "cpu_seconds": max(1, int(limits.timeout_seconds + 0.999)),
@@ -302,8 +303,7 @@ class SandboxRunner:
                 "open_files": _OPEN_FILES,
             },
         }
-        # The whole run may use what one of its processes may (the cgroup bounds their sum).
-        header = self._header(run_id, slot, limits.memory_bytes, limits.processes)
+        header = self._header(run_id, slot, False, job.site_dirs)
         out_fd, err_fd, res_fd, status_fd = await self._launch(header, payload, 4, [])
         started = time.monotonic()
         overflow = asyncio.Event()
@@ -349,7 +349,6 @@ class SandboxRunner:
         ours = [write if i in readers_first else read for i, (read, write) in enumerate(made)]
         try:
             _write_all(memfd, json.dumps(payload).encode())
-            os.lseek(memfd, 0, os.SEEK_SET)
             await self._send(header, [memfd, *theirs])
         except BaseException:
             for read, write in made:
@@ -380,7 +379,6 @@ class SandboxRunner:
                 "argv": list(command.argv),
                 "env": command.env,
                 "cwd": command.cwd,
-                "readonly_paths": list(command.readonly_paths),
                 "limits": {
                     "memory_bytes": command.memory_bytes,
                     "processes": command.processes,
@@ -389,7 +387,7 @@ class SandboxRunner:
                     "open_files": 4096,
                 },
             }
-            header = self._header(run_id, slot, 0, command.processes)
+            header = self._header(run_id, slot, command.network, command.readonly_paths)
             fds = await self._launch(header, payload, 4, [0])
         except BaseException:
             self._command_uids.append(slot)
