@@ -955,6 +955,9 @@ def _probe(uid: int) -> dict[str, object]:
         os.close(read)
         outputs.append(b"".join(chunks))
     os.waitpid(pid, 0)
+    if CONFIG.get("cgroup_parent"):
+        with contextlib.suppress(OSError):
+            os.rmdir(f"{CONFIG['cgroup_parent']}/job-{pid}")
     _, err, result, status = outputs
     try:
         report = json.loads(status or b"{}")
