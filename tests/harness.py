@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from mnemo_server.supervisor import Child, child_env, start_children, stop_child
 from tests.fakes.llm_provider import free_port
 
 API_KEY = "test-key-0123456789"
+FAKES = Path(__file__).parent / "fakes"
 
 
 @dataclass
@@ -56,6 +59,12 @@ def mesh_env(
             **{f"MNEMO_{service.upper()}_PORT": str(free_port()) for service in GRPC_SERVICES},
             "MNEMO_PROVIDER_MAX_RETRIES": "0",
             "MNEMO_LOG_LEVEL": "WARNING",
+            # The tests' MCP servers: stdio ones are this interpreter running a script of tests/fakes (what
+            # it imports made visible in their sandbox); HTTP ones listen on loopback.
+            "MNEMO_MCP_STDIO_ENABLED": "true",
+            "MNEMO_MCP_STDIO_COMMANDS": json.dumps([sys.executable]),
+            "MNEMO_MCP_STDIO_PATHS": json.dumps(sorted({sys.prefix, sys.base_prefix, str(FAKES)})),
+            "MNEMO_MCP_HTTP_ALLOWED_NETWORKS": json.dumps(["127.0.0.0/8"]),
         }
     )
     if provider_url:

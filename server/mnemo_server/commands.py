@@ -7,6 +7,7 @@ is installed. Everything heavy is imported inside the commands, so the client co
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -51,11 +52,13 @@ def server(
     llm = LlmSettings()
     key = ensure_api_key(settings)
     url = f"http://{settings.http_host}:{settings.http_port}"
+    # One machine, one user: the services may trust that user as their operator (stdio MCP servers).
+    env = child_env({"MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true")})
     # Forking must happen before the event loop (or any thread) exists.
-    forked = fork_children(child_env()) if fork else None
+    forked = fork_children(env) if fork else None
 
     async def run() -> int:
-        children = forked if forked is not None else await start_children(child_env())
+        children = forked if forked is not None else await start_children(env)
         try:
             return await ready_then_supervise(children)
         finally:

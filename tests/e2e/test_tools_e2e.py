@@ -15,7 +15,7 @@ import httpx
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
-from mnemo_core.actor import ORG_KEY, USER_KEY
+from mnemo_core.actor import MEMBER, ORG_KEY, ROLE_KEY, USER_KEY
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from tests.fakes.llm_provider import FakeProvider, reply, tool_calls
 from tests.harness import RunningMesh
@@ -186,7 +186,7 @@ def test_rest_tools_lifecycle_and_direct_runs(api: httpx.Client) -> None:
     assert ran.json()["content"] == "Rome: sunny for 1 day(s) (station none)"
     assert bad_args.status_code == 200
     assert bad_args.json()["status"] == "error"
-    assert "'city' is a required property" in bad_args.json()["content"]
+    assert '"city" is a required property' in bad_args.json()["content"]
     assert patched.json()["tags"] == ["e2e", "changed"]
     assert deleted.status_code == 204
     assert gone.status_code == 404
@@ -271,3 +271,47 @@ def test_deleting_an_agent_deletes_its_tool_secrets(api: httpx.Client, mesh: Run
             tool_pb2.GetToolEnvironmentRequest(agent_id=agent["id"]), metadata=metadata
         )
     assert list(left.names) == []
+
+
+def test_an_agents_secrets_reach_only_its_own_turns_and_admins(
+    api: httpx.Client, mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    name = unique("token")
+    tool = create_tool(
+        api,
+        f'import os\n\ndef {name}() -> str:\n    """Tells TOKEN."""\n    return os.environ.get("TOKEN", "none")\n',
+    )
+    agent = create_agent(api, tool_ids=[tool["id"]])
+    other = create_agent(api)
+    for owner, secret in ((agent, "s3cret"), (other, "other-s3cret")):
+        set_env = api.patch(f"/v1/agents/{owner['id']}/tool-environment", json={"set": {"TOKEN": secret}})
+        assert set_env.status_code == 200, set_env.text
+    key = api.post("/v1/api-keys", json={"name": unique("member"), "role": "member"})
+    assert key.status_code == 201, key.text
+    llm.script(tool_calls([(name, {}, "call_token")]), reply("done"))
+
+    def direct(client: httpx.Client, agent_id: str) -> str:
+        ran = client.post(f"/v1/tools/{tool['id']}/run", json={"agent_id": agent_id})
+        assert ran.status_code == 200, ran.text
+        return str(ran.json()["content"])
+
+    with httpx.Client(
+        base_url=mesh.http_url, headers={"Authorization": f"Bearer {key.json()['secret']}"}
+    ) as member:
+        members_direct = direct(member, agent["id"])
+        turn = member.post(
+            f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "?"}]}
+        )
+    admins_direct, admins_unattached = direct(api, agent["id"]), direct(api, other["id"])
+    # A member calling RunTool itself, naming the agent's (finished) run: not a current turn.
+    metadata = ((ORG_KEY, DEFAULT_ACTOR.org_id), (USER_KEY, "user-default"), (ROLE_KEY, MEMBER))
+    with grpc.insecure_channel(mesh.address("tools")) as channel:
+        forged = tool_pb2_grpc.ToolServiceStub(channel).RunTool(
+            tool_pb2.RunToolRequest(tool_id=tool["id"], agent_id=agent["id"], run_id=turn.json()["run_id"]),
+            metadata=metadata,
+        )
+
+    returned = [m for m in turn.json()["messages"] if m["message_type"] == "tool_return_message"]
+    assert [m["tool_return"] for m in returned] == ["s3cret"]
+    assert admins_direct == "s3cret"
+    assert members_direct == admins_unattached == forged.content == "none"

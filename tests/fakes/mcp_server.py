@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
+from pydantic import Field
 
 server = MCPServer("mnemo-test-server")
 
@@ -34,6 +36,16 @@ def read_env(name: str) -> str:
 
 
 @server.tool()
+def read_file(path: str) -> str:
+    """Return the start of a file, or the name of the error reading it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).decode("latin-1")
+    except OSError as exc:
+        return type(exc).__name__
+
+
+@server.tool()
 def fail(message: str) -> str:
     """Always fails with the message."""
     raise ValueError(message)
@@ -44,6 +56,12 @@ def slow(seconds: float) -> str:
     """Sleep, then answer."""
     time.sleep(seconds)
     return "done"
+
+
+@server.tool()
+def match(text: Annotated[str, Field(pattern="^(a+)+$")]) -> str:
+    """Accept a run of a's (the pattern backtracks catastrophically in engines that backtrack)."""
+    return "matched"
 
 
 @server.tool()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,10 @@ from tests.service.conftest import DEFAULT_BLOCK_LIMIT, Served, clean_environmen
 
 
 @contextlib.asynccontextmanager
-async def memory_with_llm(home: Path, llm_address: str, database_url: str = "") -> AsyncIterator[Served]:
-    """A memory service embedding through the llm-gateway at `llm_address`.
+async def memory_with_llm(
+    home: Path, llm_address: str, database_url: str = "", **overrides: Any
+) -> AsyncIterator[Served]:
+    """A memory service embedding through the llm-gateway at `llm_address`, with `overrides` of its settings.
 
     Its database is `database_url`, or by default its own SQLite file under `home`.
     """
@@ -32,6 +35,7 @@ async def memory_with_llm(home: Path, llm_address: str, database_url: str = "") 
             default_block_limit=DEFAULT_BLOCK_LIMIT,
             llm_addr=llm_address,
             database_url=database_url,
+            **overrides,
         )
     app = await build_memory(settings)
     async with serving(app) as served:

@@ -1,14 +1,18 @@
 """What the tool sandbox promises on the machine running the tests: the one place that says it per mode.
 
-The sandbox isolates as much as the tools service's privileges allow (docs/adr/0300-tool-sandbox.md):
-- as root, every run gets its own mount, network, IPC, UTS and pid namespaces, a private /tmp and a uid
-  of its own;
-- as an ordinary user, runs get a network namespace (through an unprivileged user namespace, where the
-  kernel allows them) and nothing else: they run as the service's user, in the host's /tmp and /proc.
+The sandbox isolates runs in every mode the machine allows (docs/adr/0300-tool-sandbox.md):
+- as root, every run gets new mount, pid, network, IPC, UTS and cgroup namespaces, a minimal read-only
+  root of its own (system directories, the interpreter's library, a private /tmp, /dev and a fresh
+  /proc), no capabilities, a seccomp filter, rlimits, and a uid of its own;
+- as an ordinary user with unprivileged user namespaces, exactly the same, except that the run's uid on
+  the host is the service's (it owns nothing the run can see);
+- as an ordinary user without user namespaces, nothing can be isolated: custom tools are refused unless
+  `sandbox_allow_unisolated` is set, and then they run as the service's user with rlimits, a scrubbed
+  environment, a throwaway working directory and the seccomp filter only.
 
 The hostile-code tests assert the promise of the mode they run in, from the table below; no mode is
-skipped. Tightening a mode (e.g. a real user-namespace sandbox for ordinary users) means changing its
-row here, and the same tests then demand the stronger containment.
+skipped. In the mode without user namespaces they run with `sandbox_allow_unisolated` on and assert its
+holes, and one test asserts the default refusal.
 """
 
 from __future__ import annotations
@@ -33,55 +37,64 @@ class SandboxPromise:
     capabilities: dict[str, bool]
     # The line the tools service logs at start (None: it logs none about isolation).
     start_warning: str | None
-    # Connections to any address, loopback included, fail with "Network is unreachable".
+    # Custom tools run without `sandbox_allow_unisolated` (else: FAILED_PRECONDITION).
+    runs_by_default: bool
+    # Connections to any address, loopback and the mesh's ports included, fail with "Network is unreachable".
     network_blocked: bool
-    # /tmp is a private tmpfs, the working directory is /tmp/work, and nothing a run writes reaches the host.
+    # The run's root is its own: read-only system directories, a private /tmp (the working directory is
+    # /tmp/work); MNEMO_HOME, the service's files and other runs' files are not in it at all.
     private_filesystem: bool
-    # A pid namespace and a private /proc: a run sees only its own processes, and they end with it.
+    # A pid namespace and a fresh /proc: a run sees only its own processes, and they end with it.
     private_processes: bool
-    # A uid of its own: never the service's, so the service's private (0600) files are not the run's,
-    # and the process limit counts that run's processes alone.
+    # A uid of its own: never the service's, and the process limit counts that run's processes alone.
     own_uid: bool
 
     @property
-    def refuses_required_isolation(self) -> bool:
-        """Whether `sandbox_require_isolation=true` makes the service refuse custom tool runs."""
-        return not (self.network_blocked and self.private_filesystem)
+    def isolated(self) -> bool:
+        return self.private_filesystem
 
 
 ROOT = SandboxPromise(
-    mode="root: full isolation",
-    capabilities={"root": True, "mount": True, "network": True, "pid": True, "setuid": True},
+    mode="root: full isolation, a uid per run",
+    capabilities={
+        "root": True,
+        "isolated": True,
+        "user_namespace": False,
+        "own_uid": True,
+        "proc": True,
+        "seccomp": True,
+    },
     start_warning=None,
+    runs_by_default=True,
     network_blocked=True,
     private_filesystem=True,
     private_processes=True,
     own_uid=True,
 )
 
-UNPRIVILEGED = SandboxPromise(
-    mode="unprivileged: network namespace only (user namespaces allowed)",
-    capabilities={"root": False, "mount": False, "network": True, "pid": False, "setuid": False},
-    start_warning=(
-        "tool runs are not fully isolated on this machine (no mount, pid, setuid); "
-        "see docs/adr/0300-tool-sandbox.md"
-    ),
-    network_blocked=True,
-    private_filesystem=False,
-    private_processes=False,
+UNPRIVILEGED = dataclasses.replace(
+    ROOT,
+    mode="unprivileged with user namespaces: full isolation, the service's uid",
+    capabilities={**ROOT.capabilities, "root": False, "user_namespace": True, "own_uid": False},
     own_uid=False,
 )
 
-# Without unprivileged user namespaces there is no network namespace either.
-UNPRIVILEGED_WITHOUT_USER_NAMESPACES = dataclasses.replace(
-    UNPRIVILEGED,
-    mode="unprivileged: no isolation (user namespaces not allowed)",
-    capabilities={**UNPRIVILEGED.capabilities, "network": False},
-    start_warning=(
-        "tool runs are not fully isolated on this machine (no network, mount, pid, setuid); "
-        "see docs/adr/0300-tool-sandbox.md"
-    ),
+UNPRIVILEGED_WITHOUT_USER_NAMESPACES = SandboxPromise(
+    mode="unprivileged without user namespaces: refused, or nothing isolated when allowed",
+    capabilities={
+        "root": False,
+        "isolated": False,
+        "user_namespace": False,
+        "own_uid": False,
+        "proc": False,
+        "seccomp": True,
+    },
+    start_warning="tool runs cannot be isolated on this machine",
+    runs_by_default=False,
     network_blocked=False,
+    private_filesystem=False,
+    private_processes=False,
+    own_uid=False,
 )
 
 

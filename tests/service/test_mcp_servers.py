@@ -1,36 +1,75 @@
-"""MCP servers over real gRPC, against real MCP servers written with the SDK (stdio and streamable HTTP)."""
+"""MCP servers over real gRPC, against real MCP servers written with the SDK (stdio servers in the tool
+sandbox, and streamable HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from mnemo.common.v1 import message_pb2
-from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2
-from mnemo_core.actor import Actor, acting_as
-from mnemo_core.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
+from mnemo_core.actor import ADMIN, Actor, acting_as
+from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from mnemo_tools.app import build as build_tools
+from mnemo_tools.mcp_addresses import REFUSED_URL
+from mnemo_tools.settings import ToolsSettings
 from tests.fakes.llm_provider import free_port
-from tests.service.conftest import Served, new_actor
+from tests.service.conftest import Served, clean_environment, new_actor, serving
 
 if TYPE_CHECKING:
     from mnemo.tools.v1.mcp_pb2_grpc import McpServiceAsyncStub as Mcp
     from mnemo.tools.v1.tool_pb2_grpc import ToolServiceAsyncStub as Tools
 
-SERVER_SCRIPT = str(Path(__file__).parents[1] / "fakes" / "mcp_server.py")
-SERVER_TOOLS = ["add", "crash", "fail", "read_env", "shout", "slow"]
+FAKES = Path(__file__).parents[1] / "fakes"
+SERVER_SCRIPT = str(FAKES / "mcp_server.py")
+SERVER_TOOLS = ["add", "crash", "fail", "match", "read_env", "read_file", "shout", "slow"]
+
+
+def mcp_settings(home: Path, **overrides: Any) -> ToolsSettings:
+    """stdio servers on (this interpreter and what it imports visible in their sandbox), and the
+    loopback network allowed for HTTP servers: the test servers listen there."""
+    with clean_environment(home):
+        return ToolsSettings(
+            home=home,
+            mcp_stdio_enabled=True,
+            mcp_stdio_commands=[sys.executable, "true", "/nonexistent/mcp-server", "no-such-mcp-server"],
+            mcp_stdio_paths=sorted({sys.prefix, sys.base_prefix, str(FAKES)}),
+            mcp_http_allowed_networks=["127.0.0.0/8"],
+            **overrides,
+        )
+
+
+@pytest.fixture(scope="module")
+async def mcp_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    async with serving(await build_tools(mcp_settings(tmp_path_factory.mktemp("mcp")))) as served:
+        yield served
 
 
 @pytest.fixture
-def mcp(tools_service: Served) -> Mcp:
-    return tools_service.stub(mcp_pb2_grpc.McpServiceStub)
+def mcp(mcp_service: Served) -> Mcp:
+    return mcp_service.stub(mcp_pb2_grpc.McpServiceStub)
+
+
+@pytest.fixture
+def tools(mcp_service: Served) -> Tools:
+    return mcp_service.stub(tool_pb2_grpc.ToolServiceStub)
+
+
+@pytest.fixture
+def actor() -> Actor:
+    """An admin of an organization of its own: stdio servers are for admins."""
+    member = new_actor()
+    return Actor(member.org_id, "admin-1", ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +153,7 @@ async def test_mcp_tools_run_through_run_tool(mcp: Mcp, tools: Tools, actor: Act
     assert failed.status == message_pb2.TOOL_RETURN_STATUS_ERROR
     assert failed.content.startswith("Error: ")
     assert bad_args.status == message_pb2.TOOL_RETURN_STATUS_ERROR
-    assert "'two' is not of type 'integer'" in bad_args.content
+    assert '"two" is not of type "integer"' in bad_args.content
 
 
 async def test_a_server_that_dies_mid_call_is_a_tool_error_and_the_next_call_reconnects(
@@ -180,6 +219,8 @@ async def test_unreachable_server_is_unavailable_and_nothing_is_stored(mcp: Mcp,
         listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
 
     assert down.value.reason == exits.value.reason == "MCP_SERVER_UNREACHABLE"
+    # How it failed (connection refused, no MCP server) is logged, not told.
+    assert down.value.message == exits.value.message == "cannot connect to the MCP server"
     assert list(listed.servers) == []
 
 
@@ -203,14 +244,16 @@ async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor)
     ("server", "field"),
     [
         (mcp_pb2.McpServer(name="x"), "server.transport"),
-        (mcp_pb2.McpServer(name="", stdio=mcp_pb2.StdioTransport(command="x")), "server.name"),
+        (mcp_pb2.McpServer(name="", stdio=mcp_pb2.StdioTransport(command=sys.executable)), "server.name"),
         (mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="")), "server.stdio.command"),
         (
             mcp_pb2.McpServer(name="x", streamable_http=mcp_pb2.StreamableHttpTransport(url="ftp://x")),
             "server.streamable_http.url",
         ),
         (
-            mcp_pb2.McpServer(name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command="x")),
+            mcp_pb2.McpServer(
+                name="x", tool_prefix="bad prefix!", stdio=mcp_pb2.StdioTransport(command=sys.executable)
+            ),
             "server.tool_prefix",
         ),
         (
@@ -222,7 +265,9 @@ async def test_a_server_whose_tools_clash_needs_a_prefix(mcp: Mcp, actor: Actor)
             "server.stdio.command",
         ),
         (
-            mcp_pb2.McpServer(name="x", stdio=mcp_pb2.StdioTransport(command="python3", cwd="/nonexistent")),
+            mcp_pb2.McpServer(
+                name="x", stdio=mcp_pb2.StdioTransport(command=sys.executable, cwd="/nonexistent")
+            ),
             "server.stdio.cwd",
         ),
     ],
@@ -265,3 +310,168 @@ async def test_concurrent_calls_share_one_connection(mcp: Mcp, tools: Tools, act
         results = await asyncio.gather(*(run(tools, add.id, {"a": i, "b": i}) for i in range(8)))
 
     assert [r.content for r in results] == [str(2 * i) for i in range(8)]
+
+
+async def test_a_stdio_server_runs_in_the_sandbox_with_its_registrations_environment_only(
+    mcp: Mcp, tools: Tools, actor: Actor, mcp_service: Served
+) -> None:
+    home = Path(mcp_service.app.db.url.split("///", 1)[1]).parent.parent  # type: ignore[attr-defined]
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(
+            mcp_pb2.CreateMcpServerRequest(server=stdio_server(env={"MNEMO_MCP_TOKEN": "t0ken"}))
+        )
+        by_name = {t.name: t for t in created.tools}
+        seen = {
+            name: (await run(tools, by_name["read_env"].id, {"name": name})).content
+            for name in ("MNEMO_MCP_TOKEN", "MNEMO_HOME", "MNEMO_CONFIG", "HOME")
+        }
+        database = await run(tools, by_name["read_file"].id, {"path": str(home / "data" / "tools.db")})
+        processes = await run(tools, by_name["read_file"].id, {"path": f"/proc/{os.getpid()}/environ"})
+
+    assert seen == {
+        "MNEMO_MCP_TOKEN": "t0ken",
+        "MNEMO_HOME": "<unset>",
+        "MNEMO_CONFIG": "<unset>",
+        "HOME": "/tmp/work",
+    }
+    assert database.content == processes.content == "FileNotFoundError"
+
+
+async def test_a_backtracking_pattern_in_a_servers_schema_is_checked_in_linear_time(
+    mcp: Mcp, tools: Tools, actor: Actor
+) -> None:
+    with acting_as(actor):
+        created = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
+        match = next(t for t in created.tools if t.name == "match")
+        # 40 characters: a backtracking engine would take days on this.
+        hostile = await tools.RunTool(
+            tool_pb2.RunToolRequest(tool_id=match.id, arguments_json=json.dumps({"text": "a" * 40 + "!"})),
+            timeout=30,
+        )
+        fine = await run(tools, match.id, {"text": "a" * 40})
+
+    assert json.loads(match.json_schema)["properties"]["text"]["pattern"] == "^(a+)+$"
+    assert hostile.status == message_pb2.TOOL_RETURN_STATUS_ERROR
+    assert (
+        hostile.content
+        == f'Error: invalid arguments for \'match\': text: "{"a" * 40}!" does not match "^(a+)+$"'
+    )
+    assert fine.content == "matched"
+
+
+async def test_a_server_whose_schemas_are_too_large_is_refused(tmp_path: Path, actor: Actor) -> None:
+    async with serving(await build_tools(mcp_settings(tmp_path, tool_schema_max_bytes=60))) as served:
+        mcp = served.stub(mcp_pb2_grpc.McpServiceStub)
+        with acting_as(actor), pytest.raises(FailedPrecondition) as refused:
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=stdio_server()))
+        with acting_as(actor):
+            listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
+
+    assert refused.value.reason == "MCP_TOOL_SCHEMA_REFUSED"
+    assert "at most 60 are accepted" in refused.value.message
+    assert list(listed.servers) == []
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A loopback TCP listener that records whether anything connected."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.setblocking(False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/mcp",
+        "http://localhost:{port}/mcp",
+        "http://[::1]:{port}/mcp",
+        "http://0.0.0.0:{port}/mcp",
+        "http://2130706433:{port}/mcp",
+        "http://[::ffff:127.0.0.1]:{port}/mcp",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/mcp",
+        "http://10.0.0.1/mcp",
+        "http://172.16.0.1/mcp",
+        "http://192.168.0.1/mcp",
+        "http://100.64.0.1/mcp",
+        "http://224.0.0.1/mcp",
+        "http://no-such-host.invalid/mcp",
+        "file:///etc/passwd",
+    ],
+)
+async def test_urls_of_the_services_own_network_are_refused_without_connecting(
+    tools_service: Served, listener: socket.socket, url: str
+) -> None:
+    mcp = tools_service.stub(mcp_pb2_grpc.McpServiceStub)
+    target = url.format(port=listener.getsockname()[1])
+    server = mcp_pb2.McpServer(name="probe", streamable_http=mcp_pb2.StreamableHttpTransport(url=target))
+    with acting_as(new_actor()), pytest.raises(InvalidArgument) as refused:
+        await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
+
+    assert refused.value.reason == "MCP_URL_NOT_ALLOWED"
+    assert refused.value.violations[0].field == "server.streamable_http.url"
+    assert refused.value.violations[0].description == REFUSED_URL
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+async def test_connection_failures_are_told_in_one_generic_message(
+    mcp: Mcp, actor: Actor, listener: socket.socket
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/mcp"
+    silent = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+
+    async def hang_up() -> None:
+        # Whatever connects gets its connection closed unanswered.
+        loop = asyncio.get_running_loop()
+        while True:
+            connection, _ = await loop.sock_accept(listener)
+            connection.close()
+
+    hanging_up = asyncio.ensure_future(hang_up())
+    messages = []
+    try:
+        with acting_as(actor):
+            for name, url in (("closed", closed), ("silent", silent)):
+                server = mcp_pb2.McpServer(
+                    name=name, streamable_http=mcp_pb2.StreamableHttpTransport(url=url)
+                )
+                with pytest.raises(Unavailable) as failed:
+                    await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
+                messages.append(failed.value.message)
+    finally:
+        hanging_up.cancel()
+
+    assert messages == ["cannot connect to the MCP server"] * 2
+
+
+async def test_a_response_beyond_the_cap_ends_the_connection(tmp_path: Path, actor: Actor) -> None:
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b" " * (1 << 20)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        writer.write(b"content-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    flooder = await asyncio.start_server(flood, "127.0.0.1", 0)
+    port = flooder.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        async with serving(
+            await build_tools(mcp_settings(tmp_path, mcp_max_response_bytes=64 << 10))
+        ) as served:
+            mcp = served.stub(mcp_pb2_grpc.McpServiceStub)
+            server = mcp_pb2.McpServer(name="flood", streamable_http=mcp_pb2.StreamableHttpTransport(url=url))
+            with acting_as(actor), pytest.raises(Unavailable) as failed:
+                await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
+    finally:
+        flooder.close()
+
+    assert failed.value.message == "cannot connect to the MCP server"

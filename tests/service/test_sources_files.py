@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,6 +282,70 @@ async def test_a_pdf_without_text_fails_its_job_with_a_clear_error(sources: Sour
     assert "no text" in job.error
 
 
+async def store_source(served: Served, actor: Actor, source_id: str, name: str) -> None:
+    """Stores a source directly: creating one through the API resolves its model through the gateway."""
+    now = utcnow()
+    await memory_app(served).db.write(
+        lambda conn: conn.execute(
+            insert(sources_t).values(
+                id=source_id,
+                org_id=actor.org_id,
+                name=name,
+                description="",
+                embedding_model="local/all-minilm-l6-v2",
+                embedding_dim=384,
+                metadata_json={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    )
+
+
+def blank_pdf(pages: int) -> bytes:
+    """A PDF of `pages` empty pages."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(612, 792)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+async def parse_in(served: Served, name: str, content: bytes) -> source_pb2.Job:
+    stub = served.stub(source_pb2_grpc.SourceServiceStub)
+    actor = new_actor()
+    source_id = f"source-{name.replace('.', '-')}-{uuid.uuid4().hex[:8]}"
+    await store_source(served, actor, source_id, name)
+    with acting_as(actor):
+        uploaded = await upload(stub, source_id, name, content)
+        return await finished(stub, uploaded.job.id, timeout=120)
+
+
+async def test_hostile_files_fail_their_jobs_at_the_parsing_limits_and_the_service_goes_on(
+    tmp_path: Path, llm_service: Served, memory_database: str
+) -> None:
+    # 16 MB of HTML: over a second of CPU, and more than 64 MiB of memory to parse.
+    heavy = ("<html><body>" + "<div><p>word word</p></div>" * 600_000 + "</body></html>").encode()
+    limits = {"file_parse_seconds": 1, "file_parse_max_pages": 2}
+    async with memory_with_llm(tmp_path / "cpu", llm_service.address, memory_database, **limits) as served:
+        slow = await parse_in(served, "slow.html", heavy)
+        long = await parse_in(served, "long.pdf", blank_pdf(3))
+    async with memory_with_llm(
+        tmp_path / "memory", llm_service.address, memory_database, file_parse_memory_mb=64
+    ) as served:
+        greedy = await parse_in(served, "greedy.html", heavy)
+        fine = await parse_in(served, "fine.md", MANUAL.encode())
+
+    assert slow.status == long.status == greedy.status == source_pb2.JOB_STATUS_FAILED
+    assert slow.error.startswith("the file could not be parsed within 1 s")
+    assert long.error == "the PDF has 3 pages; at most 2 are read, split it"
+    assert greedy.error == "parsing the file needed more than 64 MiB of memory; split it"
+    assert fine.status == source_pb2.JOB_STATUS_COMPLETED
+
+
 async def test_sources_files_and_jobs_of_another_org_are_not_found(sources: Sources) -> None:
     with acting_as(new_actor()):
         source = await new_source(sources)
@@ -321,23 +387,7 @@ async def test_a_job_cut_off_by_a_restart_is_resumed_and_completes(
     # First run: the llm-gateway is unreachable, so the job parses the file and then waits to embed.
     async with memory_with_llm(tmp_path, f"127.0.0.1:{free_port()}", memory_database) as first:
         stub = first.stub(source_pb2_grpc.SourceServiceStub)
-        # Creating a source resolves its model through the gateway; store this one directly instead.
-        now = utcnow()
-        await memory_app(first).db.write(
-            lambda conn: conn.execute(
-                insert(sources_t).values(
-                    id=source_id,
-                    org_id=actor.org_id,
-                    name="restart",
-                    description="",
-                    embedding_model="local/all-minilm-l6-v2",
-                    embedding_dim=384,
-                    metadata_json={},
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        )
+        await store_source(first, actor, source_id, "restart")
         with acting_as(actor):
             uploaded = await upload(stub, source_id, "m.md", MANUAL.encode())
             for _ in range(250):

@@ -72,18 +72,34 @@ def test_pods_run_unprivileged_with_the_secret_and_the_image(overlay: str) -> No
     for name, deployment in by_kind(render(overlay), "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        if name == "mnemo-tools":
-            # The sandbox supervisor is root so that each tool run gets its own namespaces and uid.
-            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-            assert "SYS_ADMIN" in container["securityContext"]["capabilities"]["add"]
-            assert {"name": "MNEMO_SANDBOX_REQUIRE_ISOLATION", "value": "true"} in container["env"]
-        else:
-            assert pod["securityContext"]["runAsNonRoot"] is True
-            assert "add" not in container["securityContext"]["capabilities"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["image"] == "ghcr.io/mnemo-dev/mnemo:0.1.0"
-        assert {"secretRef": {"name": "mnemo-secrets"}} in container["envFrom"]
+        if name != "mnemo-tools":
+            assert {"secretRef": {"name": "mnemo-secrets"}} in container["envFrom"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_tools_pod_gets_only_its_secrets_and_runs_no_stdio_mcp_servers(overlay: str) -> None:
+    container = by_kind(render(overlay), "Deployment")["mnemo-tools"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    secrets = {
+        entry["name"]: entry["valueFrom"]["secretKeyRef"]
+        for entry in container["env"]
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+
+    assert all("secretRef" not in source for source in container["envFrom"])
+    assert set(secrets) == {"MNEMO_INTERNAL_TOKEN", "MNEMO_DATABASE_URL"}
+    assert secrets["MNEMO_DATABASE_URL"]["optional"] is True
+    assert {"name": "MNEMO_MCP_STDIO_ENABLED", "value": "false"} in container["env"]
+    # The sandbox needs unshare and mount in a user namespace, which the runtime's default profiles forbid;
+    # it filters the tool runs' system calls itself.
+    assert container["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
 
 
 def test_sqlite_overlay_gives_each_stateful_service_its_own_volume_and_one_writer() -> None:

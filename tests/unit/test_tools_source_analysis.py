@@ -6,7 +6,6 @@ import pytest
 
 from mnemo_core.errors import InvalidArgument
 from mnemo_tools.environments import check_requirements
-from mnemo_tools.execution import argument_problems
 from mnemo_tools.source_analysis import analyze_source
 
 
@@ -72,14 +71,6 @@ def test_keyword_only_parameters_with_defaults_are_optional() -> None:
 
     assert definition.parameters["required"] == ["a"]
     assert definition.parameters["properties"]["c"]["default"] == [1]
-
-
-def test_argument_problems_name_the_argument() -> None:
-    schema = '{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"],"additionalProperties":false}'
-
-    assert argument_problems(schema, {"n": 1}) == []
-    assert argument_problems(schema, {"n": "x"}) == ["n: 'x' is not of type 'integer'"]
-    assert argument_problems(schema, {}) == ["'n' is a required property"]
 
 
 def test_requirements_are_plain_pep508_names() -> None:

@@ -24,6 +24,7 @@ from mnemo_core.migrations import upgrade
 from mnemo_memory.archival import ArchivalMemory
 from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.embedding import Embedder
+from mnemo_memory.files import FileParser, ParseLimits
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
@@ -65,7 +66,15 @@ class MemoryApp:
         self.history = History(self.db, on_append=self.message_embedder.notify)
         self.recall = Recall(self.db, self.embedder, message_index, model=settings.recall_embedding_model)
         self.archival = ArchivalMemory(self.passage_store, self.embedder)
-        self.jobs = FileJobs(self.db, self.passage_store, self.embedder)
+        parser = FileParser(
+            ParseLimits(
+                seconds=settings.file_parse_seconds,
+                memory_bytes=settings.file_parse_memory_mb << 20,
+                max_pages=settings.file_parse_max_pages,
+                max_text_bytes=settings.file_text_max_bytes,
+            )
+        )
+        self.jobs = FileJobs(self.db, self.passage_store, self.embedder, parser)
         self.sources = Sources(
             self.db,
             self.passage_store,

@@ -27,3 +27,9 @@ class MemorySettings(ServiceSettings):
     vector_cache_mb: int = 1024
     # Largest file a source accepts (bytes).
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Parsing one PDF or HTML file, in a child process of its own: CPU seconds (and wall-clock seconds,
+    # plus a few), address space, pages of a PDF, and bytes of text it may produce.
+    file_parse_seconds: float = 120.0
+    file_parse_memory_mb: int = 1024
+    file_parse_max_pages: int = 2000
+    file_text_max_bytes: int = 64 * 1024 * 1024

@@ -26,7 +26,7 @@ from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
-from mnemo_memory.files import FileUnreadable, check_text_content, content_type_of, extract_text
+from mnemo_memory.files import FileParser, FileUnreadable, check_text_content, content_type_of
 from mnemo_memory.models import FileContentRow, FileRow, JobRow, SourceAttachmentRow, SourceRow
 from mnemo_memory.passage_store import NewPassage, PassageStore, Scope, passages_t
 
@@ -491,10 +491,11 @@ class _ParsedElsewhere(Exception):
 class FileJobs:
     """Processes uploaded files one at a time in the background."""
 
-    def __init__(self, db: Database, passages: PassageStore, embedder: Embedder) -> None:
+    def __init__(self, db: Database, passages: PassageStore, embedder: Embedder, parser: FileParser) -> None:
         self._db = db
         self._passages = passages
         self._embedder = embedder
+        self._parser = parser
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._retry_delay = 1.0
@@ -568,7 +569,7 @@ class FileJobs:
         job, content_type, model, content = started
         if content is not None:
             try:
-                text = await asyncio.to_thread(extract_text, content, content_type)
+                text = await self._parser.text(content, content_type)
             except FileUnreadable as exc:
                 await self._fail(job_id, str(exc))
                 return

@@ -1,16 +1,20 @@
 """Environment variables of an agent's custom tools (API keys and other secrets).
 
-Values are stored by the tools service and handed only to the sandbox of that agent's runs; no API
-returns them, only their names.
+Values are stored by the tools service and handed only to the sandbox of runs that may have them: runs
+of a tool attached to the agent, started by one of the agent's own turns or by an admin. Every other
+run, a member's direct run naming the agent included, gets none. No API returns them, only their names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from sqlalchemy import Connection
 
+from mnemo_core.actor import Actor
 from mnemo_core.db import Database
 from mnemo_core.ids import require_id
 from mnemo_core.validation import invalid
@@ -22,11 +26,20 @@ MAX_VARIABLES = 100
 MAX_VALUE_CHARS = 32_768
 
 
+class Agents(Protocol):
+    """What the agent service says about an agent (agent_directory.py)."""
+
+    async def tool_attached(self, agent_id: str, tool_id: str) -> bool: ...
+
+    async def current_turn(self, agent_id: str, run_id: str) -> bool: ...
+
+
 class AgentEnvironments:
     """Reads and writes the variables of one organization's agents."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, agents: Agents) -> None:
         self._db = db
+        self._agents = agents
 
     async def update(
         self, org_id: str, agent_id: str, set_: Mapping[str, str], unset: Sequence[str]
@@ -55,6 +68,19 @@ class AgentEnvironments:
         """The names of an agent's variables, sorted."""
         require_id(agent_id, "agent_id")
         return sorted((await self.values(org_id, agent_id)).keys())
+
+    async def for_run(self, actor: Actor, agent_id: str, tool_id: str, run_id: str) -> dict[str, str]:
+        """The variables a run of `tool_id` on behalf of `agent_id` gets: the agent's, if the tool is
+        attached to it and the run is the agent's own turn (`run_id`) or an admin's; else none."""
+        if not agent_id or not (actor.is_admin or run_id):
+            return {}
+        values = await self.values(actor.org_id, agent_id)
+        if not values:
+            return {}
+        checks = [self._agents.tool_attached(agent_id, tool_id)]
+        if not actor.is_admin:
+            checks.append(self._agents.current_turn(agent_id, run_id))
+        return values if all(await asyncio.gather(*checks)) else {}
 
     async def values(self, org_id: str, agent_id: str) -> dict[str, str]:
         """An agent's variables, for its sandbox runs only."""

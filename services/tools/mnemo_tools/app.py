@@ -5,18 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
+from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
+from mnemo_tools.agent_directory import AgentDirectory
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
 from mnemo_tools.execution import ToolExecutor
+from mnemo_tools.mcp_addresses import AddressPolicy
 from mnemo_tools.mcp_connections import McpConnections
 from mnemo_tools.mcp_servers import McpServers
+from mnemo_tools.mcp_stdio import StdioPolicy
 from mnemo_tools.registry import Registry
+from mnemo_tools.sandbox import cgroups
 from mnemo_tools.sandbox.runner import SandboxLimits, SandboxRunner
 from mnemo_tools.servicers.mcp import McpServicer
 from mnemo_tools.servicers.tools import ToolServicer
@@ -39,6 +45,7 @@ class ToolsApp:
         servers: McpServers,
         sandbox: SandboxRunner,
         connections: McpConnections,
+        peers: Peers,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -47,6 +54,7 @@ class ToolsApp:
         self.servers = servers
         self.sandbox = sandbox
         self.connections = connections
+        self.peers = peers
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         tool_pb2_grpc.add_ToolServiceServicer_to_server(
@@ -61,7 +69,36 @@ class ToolsApp:
     async def aclose(self) -> None:
         await self.connections.aclose()
         await self.sandbox.aclose()
+        await self.peers.aclose()
         await self.db.dispose()
+
+
+def log_isolation(capabilities: dict[str, Any], *, allow_unisolated: bool) -> None:
+    """One line at start when tool runs are less isolated than the sandbox can make them."""
+    if not capabilities.get("isolated"):
+        reason = capabilities.get("error") or "no namespaces"
+        if allow_unisolated:
+            log.warning(
+                "tool runs are NOT isolated on this machine (%s); sandbox_allow_unisolated is on, so custom "
+                "tools run as this service's user and can read and write what it can",
+                reason,
+            )
+        else:
+            log.warning(
+                "tool runs cannot be isolated on this machine (%s): custom tools are refused; "
+                "see docs/adr/0300-tool-sandbox.md",
+                reason,
+            )
+        return
+    missing = [
+        name
+        for key, name in (("proc", "a fresh /proc"), ("seccomp", "a seccomp filter"))
+        if not capabilities.get(key)
+    ]
+    if missing:
+        log.warning(
+            "tool runs are isolated, but without %s; see docs/adr/0300-tool-sandbox.md", " and ".join(missing)
+        )
 
 
 async def build(settings: ToolsSettings) -> ToolsApp:
@@ -77,29 +114,41 @@ async def build(settings: ToolsSettings) -> ToolsApp:
     await registry.install_builtins()
     sandbox = SandboxRunner(
         slots=max(1, settings.sandbox_concurrency),
+        slots_per_org=settings.sandbox_org_concurrency,
+        max_waiting_per_org=settings.sandbox_org_queue,
+        command_slots=max(0, settings.mcp_stdio_max_servers),
         uid_base=settings.sandbox_uid_base,
         fallback_workdir=settings.home / "sandbox" / "work",
+        hidden_paths=[settings.home],
+        allow_unisolated=settings.sandbox_allow_unisolated,
+        cgroup=cgroups.prepare(settings.sandbox_cgroup),
     )
-    capabilities = await sandbox.start()
-    missing = [k for k in ("network", "mount", "pid", "setuid") if not capabilities.get(k)]
-    if missing:
-        log.warning(
-            "tool runs are not fully isolated on this machine (no %s); see docs/adr/0300-tool-sandbox.md",
-            ", ".join(missing),
-        )
-        if settings.sandbox_require_isolation and not (
-            capabilities.get("network") and capabilities.get("mount")
-        ):
-            # The service still serves (tool definitions, MCP tools); custom tool runs are refused.
-            log.warning("sandbox_require_isolation is on: custom tool runs will be refused")
-    connections = McpConnections(timeout=settings.mcp_timeout_seconds, log_dir=settings.home / "logs" / "mcp")
+    log_isolation(await sandbox.start(), allow_unisolated=settings.sandbox_allow_unisolated)
+    stdio = StdioPolicy(
+        enabled=settings.stdio_enabled,
+        commands=tuple(settings.mcp_stdio_commands),
+        paths=tuple(settings.mcp_stdio_paths),
+        network=settings.stdio_network,
+    )
+    addresses = AddressPolicy(settings.mcp_http_allowed_networks)
+    connections = McpConnections(
+        timeout=settings.mcp_timeout_seconds,
+        log_dir=settings.home / "logs" / "mcp",
+        sandbox=sandbox,
+        stdio=stdio,
+        addresses=addresses,
+        max_response_bytes=settings.mcp_max_response_bytes,
+    )
     servers = McpServers(
         db,
         connections,
-        stdio_enabled=settings.mcp_stdio_enabled,
+        stdio=stdio,
+        addresses=addresses,
         default_return_char_limit=settings.default_return_char_limit,
+        schema_max_bytes=settings.tool_schema_max_bytes,
     )
-    environments = AgentEnvironments(db)
+    peers = Peers(settings)
+    environments = AgentEnvironments(db, AgentDirectory(peers))
     packages = PackageEnvironments(
         settings.home / "sandbox" / "packages",
         find_links=settings.sandbox_pip_find_links.split(),
@@ -125,6 +174,6 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         ),
         max_timeout_seconds=settings.sandbox_max_timeout_seconds,
         mcp_timeout_seconds=settings.mcp_timeout_seconds,
-        require_isolation=settings.sandbox_require_isolation,
+        argument_check_seconds=settings.argument_check_seconds,
     )
-    return ToolsApp(db, registry, executor, environments, servers, sandbox, connections)
+    return ToolsApp(db, registry, executor, environments, servers, sandbox, connections, peers)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from mnemo_core.actor import Actor
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.telemetry import tracer
 from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 from mnemo_tools.agent_env import AgentEnvironments
+from mnemo_tools.argument_checks import argument_problems
 from mnemo_tools.environments import PackageEnvironments, RequirementsUnavailable
 from mnemo_tools.mcp_connections import McpConnections, McpFailure
 from mnemo_tools.mcp_servers import McpServers
@@ -44,24 +45,6 @@ def _error(text: str, started: float, stdout: str = "", stderr: str = "") -> Run
     )
 
 
-def argument_problems(schema_json: str, arguments: dict[str, Any]) -> list[str]:
-    """What is wrong with `arguments` for a tool's JSON schema, in words the model can act on."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        schema = json.loads(schema_json or "{}")
-        validator = Draft202012Validator(schema)
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    except (ValueError, SchemaError):
-        return []
-    problems = []
-    for error in errors[:10]:
-        where = ".".join(str(p) for p in error.absolute_path)
-        problems.append(f"{where}: {error.message}" if where else error.message)
-    return problems
-
-
 class ToolExecutor:
     """Runs tools for RunTool."""
 
@@ -77,7 +60,7 @@ class ToolExecutor:
         limits: SandboxLimits,
         max_timeout_seconds: float,
         mcp_timeout_seconds: float,
-        require_isolation: bool,
+        argument_check_seconds: float,
     ) -> None:
         self._registry = registry
         self._environments = environments
@@ -88,10 +71,13 @@ class ToolExecutor:
         self._limits = limits
         self._max_timeout = max_timeout_seconds
         self._mcp_timeout = mcp_timeout_seconds
-        self._require_isolation = require_isolation
+        self._argument_check_seconds = argument_check_seconds
 
-    async def run(self, org_id: str, tool_id: str, arguments_json: str, agent_id: str) -> RunResult:
-        """Runs a tool with the model's arguments, on behalf of `agent_id` (may be empty)."""
+    async def run(
+        self, actor: Actor, tool_id: str, arguments_json: str, agent_id: str = "", run_id: str = ""
+    ) -> RunResult:
+        """Runs a tool with the model's arguments, on behalf of `agent_id` in its run `run_id` (may be empty)."""
+        org_id = actor.org_id
         tool = await self._registry.get(org_id, tool_id)
         if tool.tool_type not in ("custom", "mcp"):
             raise FailedPrecondition(
@@ -106,29 +92,21 @@ class ToolExecutor:
                 arguments = parse_arguments(arguments_json)
             except ArgumentsInvalid as exc:
                 return _error(str(exc), started)
-            problems = argument_problems(tool.json_schema, arguments)
+            problems = await argument_problems(tool.json_schema, arguments, self._argument_check_seconds)
             if problems:
                 return _error(f"invalid arguments for '{tool.name}': " + "; ".join(problems), started)
             if tool.tool_type == "custom":
-                result = await self._run_custom(org_id, tool, arguments, agent_id, started)
+                env = await self._environments.for_run(actor, agent_id, tool.id, run_id)
+                result = await self._run_custom(org_id, tool, arguments, env, started)
             else:
                 result = await self._run_mcp(org_id, tool, arguments, started)
             span.set_attribute("tool.ok", result.ok)
             return result
 
     async def _run_custom(
-        self, org_id: str, tool: Tool, arguments: dict[str, Any], agent_id: str, started: float
+        self, org_id: str, tool: Tool, arguments: dict[str, Any], env: dict[str, str], started: float
     ) -> RunResult:
-        if self._require_isolation:
-            missing = [k for k in ("network", "mount") if not self._sandbox.capabilities.get(k)]
-            if missing:
-                raise FailedPrecondition(
-                    f"this machine cannot isolate tool runs (no {' or '.join(missing)} namespace) and "
-                    "sandbox_require_isolation is on: run the tools service as root (see "
-                    "docs/adr/0300-tool-sandbox.md) or turn sandbox_require_isolation off",
-                    reason="SANDBOX_ISOLATION_UNAVAILABLE",
-                    metadata={"missing": ",".join(missing)},
-                )
+        self._sandbox.check_runnable()
         site_dirs: tuple[str, ...] = ()
         if tool.pip_requirements:
             try:
@@ -150,12 +128,13 @@ class ToolExecutor:
                 source=tool.source_code,
                 function=tool.name,
                 arguments=arguments,
-                env=await self._environments.values(org_id, agent_id),
+                env=env,
                 limits=limits,
                 return_chars=tool.return_char_limit,
                 is_async=tool.is_async,
                 site_dirs=site_dirs,
-            )
+            ),
+            org_id,
         )
         if not outcome.ok:
             return RunResult(

@@ -3,7 +3,9 @@
 A connection lives in a task of its own (the SDK's transports must be entered and left by the same task);
 calls from RPC handlers use its session. Anything that goes wrong on the way (the server exits, the HTTP
 endpoint disappears, a call times out) is raised as `McpFailure` and the connection is dropped, so the
-next call reconnects.
+next call reconnects. stdio servers run in the tool sandbox (mcp_stdio.py); HTTP servers are reached
+through the address checks and caps of mcp_http.py. What went wrong is logged here, never told to the
+caller: an error that says "connection refused" or "timed out" would make the service a port scanner.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from mnemo_core.errors import MnemoError
+from mnemo_tools.mcp_addresses import AddressPolicy
+from mnemo_tools.mcp_stdio import StdioPolicy, sandboxed_stdio
+from mnemo_tools.sandbox.runner import SandboxRunner
 
 if TYPE_CHECKING:
     import mcp_types
@@ -24,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 100
+MAX_TOOLS = 1000
+CANNOT_CONNECT = "cannot connect to the MCP server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,37 +90,50 @@ class _Connection:
 class McpConnections:
     """The open connections of this process, by server id."""
 
-    def __init__(self, *, timeout: float, log_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        log_dir: Path,
+        sandbox: SandboxRunner,
+        stdio: StdioPolicy,
+        addresses: AddressPolicy,
+        max_response_bytes: int,
+    ) -> None:
         self._timeout = timeout
         self._log_dir = log_dir
+        self._sandbox = sandbox
+        self._stdio = stdio
+        self._addresses = addresses
+        self._max_response_bytes = max_response_bytes
         self._connections: dict[str, _Connection] = {}
         self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def _open(self, endpoint: McpEndpoint) -> AsyncIterator[Client]:
         # The SDK is imported on first use: it is large, and most deployments start with no MCP server.
-        import httpx2
-        from mcp import Client, StdioServerParameters
-        from mcp.client.stdio import stdio_client
+        from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
+
+        from mnemo_tools.mcp_http import guarded_client
 
         secrets = dict(endpoint.secrets)
         if endpoint.transport == "stdio":
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            with (self._log_dir / f"{endpoint.server_id}.log").open("a", encoding="utf-8") as errlog:
-                params = StdioServerParameters(
-                    command=endpoint.command,
-                    args=list(endpoint.args),
-                    env=secrets or None,
-                    cwd=endpoint.cwd or None,
-                )
-                transport = stdio_client(params, errlog=cast(TextIO, errlog))
-                async with Client(cast(Any, transport), read_timeout_seconds=self._timeout) as client:
-                    yield client
+            # The operator may have withdrawn the command (or stdio altogether) since it was registered.
+            refusal = self._stdio.refusal(endpoint.command)
+            if refusal is not None:
+                raise McpFailure(refusal.message)
+            process = await self._sandbox.spawn(
+                self._stdio.command_of(endpoint.command, endpoint.args, secrets, endpoint.cwd)
+            )
+            transport = sandboxed_stdio(
+                process, self._log_dir / f"{endpoint.server_id}.log", self._max_response_bytes
+            )
+            async with Client(cast(Any, transport), read_timeout_seconds=self._timeout) as client:
+                yield client
             return
-        timeout = httpx2.Timeout(self._timeout)
         async with (
-            httpx2.AsyncClient(headers=secrets, timeout=timeout) as http,
+            guarded_client(self._addresses, secrets, self._timeout, self._max_response_bytes) as http,
             Client(
                 cast(Any, streamable_http_client(endpoint.url, http_client=http)),
                 read_timeout_seconds=self._timeout,
@@ -148,11 +170,15 @@ class McpConnections:
             await asyncio.wait_for(connection.ready.wait(), self._timeout)
         except TimeoutError:
             await self.forget(endpoint.server_id)
-            raise McpFailure(f"the MCP server did not connect within {self._timeout:g} s") from None
+            log.info("MCP server %s did not connect within %g s", endpoint.server_id, self._timeout)
+            raise McpFailure(CANNOT_CONNECT) from None
         if connection.client is None:
             await self.forget(endpoint.server_id)
             error = connection.error
-            raise McpFailure(f"cannot connect to the MCP server: {describe(error) if error else 'closed'}")
+            # Only the service's own refusals are told; how a connection failed stays in the log.
+            if isinstance(error, McpFailure | MnemoError):
+                raise McpFailure(str(error) if isinstance(error, McpFailure) else error.message)
+            raise McpFailure(CANNOT_CONNECT)
         return connection, connection.client
 
     async def list_tools(self, endpoint: McpEndpoint) -> list[McpToolInfo]:
@@ -169,12 +195,17 @@ class McpConnections:
                     McpToolInfo(t.name, t.description or t.title or "", dict(t.input_schema or {}))
                     for t in page.tools
                 ]
+                if len(tools) > MAX_TOOLS:
+                    raise McpFailure(f"the MCP server lists more than {MAX_TOOLS} tools")
                 cursor = page.next_cursor
                 if not cursor:
                     break
         except Exception as exc:
             await self.forget(endpoint.server_id)
-            raise McpFailure(f"the MCP server could not list its tools: {describe(exc)}") from exc
+            if isinstance(exc, McpFailure):
+                raise
+            log.info("MCP server %s could not list its tools: %s", endpoint.server_id, describe(exc))
+            raise McpFailure("the MCP server could not list its tools") from exc
         del connection
         return tools
 
@@ -192,7 +223,8 @@ class McpConnections:
             raise McpFailure(f"the MCP server did not answer within {timeout:g} s") from None
         except Exception as exc:
             await self.forget(endpoint.server_id)
-            raise McpFailure(f"the MCP call failed: {describe(exc)}") from exc
+            log.info("MCP call %s of server %s failed: %s", name, endpoint.server_id, describe(exc))
+            raise McpFailure("the MCP call failed") from exc
         return McpCallResult(text=result_text(result), is_error=bool(result.is_error))
 
     async def forget(self, server_id: str) -> None:

@@ -6,22 +6,24 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from mnemo_core.actor import Actor
 from mnemo_core.db import Database
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
+from mnemo_tools.argument_checks import schema_problem
 from mnemo_tools.builtin import BUILTIN_TOOLS
+from mnemo_tools.mcp_addresses import AddressPolicy
 from mnemo_tools.mcp_connections import McpConnections, McpEndpoint, McpFailure, McpToolInfo
+from mnemo_tools.mcp_stdio import StdioPolicy
 from mnemo_tools.store import McpServer, ServerQueries, Tool, ToolQueries
 
 PREFIX = re.compile(r"^[A-Za-z0-9_]{0,32}$")
@@ -78,49 +80,66 @@ class McpServers:
         db: Database,
         connections: McpConnections,
         *,
-        stdio_enabled: bool,
+        stdio: StdioPolicy,
+        addresses: AddressPolicy,
         default_return_char_limit: int,
+        schema_max_bytes: int,
     ) -> None:
         self._db = db
         self._connections = connections
-        self._stdio_enabled = stdio_enabled
+        self._stdio = stdio
+        self._addresses = addresses
         self._default_limit = default_return_char_limit
+        self._schema_max_bytes = schema_max_bytes
 
-    def _check(self, spec: McpServerSpec) -> None:
+    async def _check(self, actor: Actor, spec: McpServerSpec) -> None:
+        """Refuses what the caller may not register, before anything connects or runs."""
+        if spec.transport == "stdio":
+            # A command the tools service starts: admins only, and only the operator's commands.
+            if not actor.is_admin:
+                raise PermissionDenied(
+                    "only an admin may register stdio MCP servers", reason="ADMIN_ROLE_REQUIRED"
+                )
+            check_text(spec.command, "server.stdio.command", max_chars=4096, allow_empty=False)
+            refusal = self._stdio.refusal(spec.command)
+            if refusal is not None:
+                raise refusal
         check_text(spec.name, "server.name", max_chars=200, allow_empty=False)
         if not PREFIX.match(spec.tool_prefix):
             raise invalid("server.tool_prefix", "at most 32 letters, digits or '_'")
         if spec.transport == "stdio":
-            if not self._stdio_enabled:
-                raise PermissionDenied(
-                    "this server does not allow stdio MCP servers (mcp_stdio_enabled is off)",
-                    reason="MCP_STDIO_DISABLED",
-                )
-            check_text(spec.command, "server.stdio.command", max_chars=4096, allow_empty=False)
-            if len(spec.args) > 100 or any("\x00" in a or len(a) > 4096 for a in spec.args):
-                raise invalid("server.stdio.args", "at most 100 arguments of at most 4096 characters")
-            check_text(spec.cwd, "server.stdio.cwd", max_chars=4096)
-            if spec.cwd and not os.path.isdir(spec.cwd):
-                raise invalid("server.stdio.cwd", "no such directory on the tools service's host")
-            if not _executable(spec.command, spec.cwd, spec.secrets.get("PATH")):
-                raise invalid(
-                    "server.stdio.command",
-                    "no such executable on the tools service's host (a name on its PATH or a path to a file)",
-                )
-            for name, value in spec.secrets.items():
-                if not ENV_NAME.match(name) or "\x00" in value:
-                    raise invalid(
-                        f"server.stdio.env[{name}]", "names are letters, digits and '_'; no NUL in values"
-                    )
+            self._check_stdio(spec)
         elif spec.transport == "streamable_http":
-            parts = urlsplit(spec.url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise invalid("server.streamable_http.url", "must be an http:// or https:// URL")
             for name, value in spec.secrets.items():
                 if not HEADER.match(name) or any(c in value for c in "\r\n\x00"):
                     raise invalid(f"server.streamable_http.headers[{name}]", "not a valid HTTP header")
+            check_text(spec.url, "server.streamable_http.url", max_chars=4096, allow_empty=False)
+            await self._addresses.check_url(spec.url, "server.streamable_http.url")
         else:
             raise invalid("server.transport", "set stdio or streamable_http")
+
+    def _check_stdio(self, spec: McpServerSpec) -> None:
+        if len(spec.args) > 100 or any("\x00" in a or len(a) > 4096 for a in spec.args):
+            raise invalid("server.stdio.args", "at most 100 arguments of at most 4096 characters")
+        for name, value in spec.secrets.items():
+            if not ENV_NAME.match(name) or "\x00" in value:
+                raise invalid(
+                    f"server.stdio.env[{name}]", "names are letters, digits and '_'; no NUL in values"
+                )
+        check_text(spec.cwd, "server.stdio.cwd", max_chars=4096)
+        if spec.cwd and not (
+            os.path.isabs(spec.cwd) and os.path.isdir(spec.cwd) and self._stdio.visible(spec.cwd)
+        ):
+            raise invalid(
+                "server.stdio.cwd",
+                "must be a directory the sandbox shows servers (under one of mcp_stdio_paths)",
+            )
+        if not self._stdio.executable(spec.command, spec.secrets.get("PATH")):
+            raise invalid(
+                "server.stdio.command",
+                "no such executable in the sandbox of stdio servers (a name on its PATH, or a path under "
+                "/usr, /bin, /lib or one of mcp_stdio_paths)",
+            )
 
     async def _list_tools(self, endpoint: McpEndpoint) -> list[McpToolInfo]:
         try:
@@ -128,9 +147,10 @@ class McpServers:
         except McpFailure as exc:
             raise Unavailable(str(exc), reason="MCP_SERVER_UNREACHABLE") from exc
 
-    async def create(self, org_id: str, spec: McpServerSpec) -> tuple[McpServerView, list[Tool]]:
+    async def create(self, actor: Actor, spec: McpServerSpec) -> tuple[McpServerView, list[Tool]]:
         """Registers a server and its tools; nothing is stored when it cannot be reached."""
-        self._check(spec)
+        await self._check(actor, spec)
+        org_id = actor.org_id
         if await self._db.read(ServerQueries.name_taken, org_id, spec.name):
             raise AlreadyExists(f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN")
         now = utcnow()
@@ -172,6 +192,14 @@ class McpServers:
         wanted: dict[str, McpToolInfo] = {}
         for info in listed:
             wanted.setdefault(tool_name(server.tool_prefix, info.name), info)
+        for info in wanted.values():
+            problem = schema_problem(json.dumps(_parameters(info.input_schema)), self._schema_max_bytes)
+            if problem is not None:
+                raise FailedPrecondition(
+                    f"the server's tool '{info.name}' cannot be used: {problem}",
+                    reason="MCP_TOOL_SCHEMA_REFUSED",
+                    metadata={"tool": info.name[:200]},
+                )
         builtin = sorted(set(wanted) & {tool.name for tool in BUILTIN_TOOLS})
         others = ToolQueries.names_taken(conn, server.org_id, list(wanted), not_of_server=server.id)
         clashes = sorted({*builtin, *others})
@@ -296,12 +324,3 @@ def _parameters(schema: Mapping[str, object]) -> dict[str, object]:
     parameters.setdefault("properties", {})
     parameters.pop("title", None)
     return parameters
-
-
-def _executable(command: str, cwd: str, path: str | None) -> bool:
-    """Whether the tools service could start `command` the way the MCP client does (PATH lookup for a
-    bare name, a file relative to `cwd` otherwise)."""
-    if "/" not in command:
-        return shutil.which(command, path=path) is not None
-    file = command if os.path.isabs(command) or not cwd else os.path.join(cwd, command)
-    return os.path.isfile(file) and os.access(file, os.X_OK)

@@ -218,7 +218,7 @@ class ToolsFake:
         return [self.tools[i] for i in tool_ids]
 
     async def run(
-        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str
+        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str, run_id: str = ""
     ) -> message_pb2.ToolReturnContent:
         arguments = json.loads(arguments_json)
         self.runs.append((tool.name, arguments, agent_id))

@@ -59,7 +59,11 @@ class ToolRun(RequestBody):
     """A direct run of a tool, for testing it."""
 
     arguments: dict[str, Any] = Field(default_factory=dict)
-    agent_id: str = Field(default="", description="Run with this agent's tool environment variables.")
+    agent_id: str = Field(
+        default="",
+        description="Run on behalf of this agent: its tool environment variables reach the run only for "
+        "an admin's key and a tool attached to the agent.",
+    )
 
 
 class ToolRunResult(BaseModel):

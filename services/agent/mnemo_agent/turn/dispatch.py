@@ -118,7 +118,9 @@ class ToolDispatch:
                     blocks[i] = changed
             return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
         if tool.tool_type in (tool_pb2.TOOL_TYPE_CUSTOM, tool_pb2.TOOL_TYPE_MCP):
-            return await self._tools.run(tool, call.arguments or "{}", "" if turn.ephemeral else agent.id)
+            if turn.ephemeral:
+                return await self._tools.run(tool, call.arguments or "{}", "")
+            return await self._tools.run(tool, call.arguments or "{}", agent.id, turn.run_id)
         raise ToolError(
             f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run"
         )

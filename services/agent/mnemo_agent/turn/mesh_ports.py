@@ -71,10 +71,13 @@ class MeshTools:
         return list(found.tools)
 
     async def run(
-        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str
+        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str, run_id: str = ""
     ) -> message_pb2.ToolReturnContent:
+        # The run id lets the tools service give the agent's environment variables to its own turns only.
         result = await self._tools.RunTool(
-            tool_pb2.RunToolRequest(tool_id=tool.id, arguments_json=arguments_json, agent_id=agent_id)
+            tool_pb2.RunToolRequest(
+                tool_id=tool.id, arguments_json=arguments_json, agent_id=agent_id, run_id=run_id
+            )
         )
         return message_pb2.ToolReturnContent(
             content=result.content, status=result.status, stdout=result.stdout, stderr=result.stderr

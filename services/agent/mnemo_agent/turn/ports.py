@@ -50,9 +50,9 @@ class ToolSource(Protocol):
         """Tools by id, in any order; raises NotFound when one does not exist."""
 
     async def run(
-        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str
+        self, tool: tool_pb2.Tool, arguments_json: str, agent_id: str, run_id: str = ""
     ) -> message_pb2.ToolReturnContent:
-        """Runs a custom or MCP tool for the agent ("" in ephemeral turns); failures are results."""
+        """Runs a custom or MCP tool for the agent in its run ("" in ephemeral turns); failures are results."""
 
 
 class MemoryToolRunner(Protocol):

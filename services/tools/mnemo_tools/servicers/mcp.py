@@ -66,7 +66,7 @@ class McpServicer(mcp_pb2_grpc.McpServiceServicer):
             )
         else:
             raise invalid("server.transport", "set stdio or streamable_http")
-        view, tools = await self._servers.create(current_actor().org_id, spec)
+        view, tools = await self._servers.create(current_actor(), spec)
         return mcp_pb2.CreateMcpServerResponse(
             server=server_to_proto(view), tools=[tool_to_proto(t) for t in tools]
         )

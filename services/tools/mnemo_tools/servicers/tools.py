@@ -83,7 +83,7 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
 
     async def RunTool(self, request: tool_pb2.RunToolRequest, context: Context) -> tool_pb2.RunToolResponse:
         result = await self._executor.run(
-            current_actor().org_id, request.tool_id, request.arguments_json, request.agent_id
+            current_actor(), request.tool_id, request.arguments_json, request.agent_id, request.run_id
         )
         return tool_pb2.RunToolResponse(
             content=result.content,
