@@ -22,7 +22,8 @@ started=$SECONDS
 
 id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
 home=$(getent passwd "$user" | cut -d: -f6)
-copy=$home/mnemo
+# One copy per checkout, so that runs started from two checkouts at once do not overwrite each other's.
+copy=$home/mnemo-$(printf %s "$root" | sha1sum | cut -c1-12)
 # The checkout's tracked and untracked files, not ignored ones (caches, generated stubs); the copy's venv is
 # kept from run to run (deleting a venv costs more than updating it).
 mkdir -p "$copy"
