@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,6 +309,12 @@ class Agents:
             raise _not_found(agent_id)
         self._remember(row)
         return row
+
+    async def tagged(self, org_id: str, tags: Sequence[str], limit: int) -> list[Agent]:
+        """Up to `limit` agents of the organization that have every one of `tags`, newest first."""
+        return await self._db.read(
+            lambda conn: AgentQueries.page(conn, org_id, name="", tags=list(tags), after=None, limit=limit)
+        )
 
     async def blocks_of(self, agent_id: str) -> list[block_pb2.Block]:
         """An agent's core memory blocks."""
