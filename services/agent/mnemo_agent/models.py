@@ -119,7 +119,7 @@ class RunRow(AgentBase):
     batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Tool calls waiting for approval: [{"id", "name", "arguments"}].
     pending_approvals: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
-    # Agent-to-agent messages (mnemo_agent.messaging): the run that sent the message, the first run of
+    # Agent-to-agent messages (mnemo_agent.turn.messaging): the run that sent the message, the first run of
     # the chain (its budget is counted over the runs of the chain), how deep in it this run is, and the
     # agents whose turns wait for this one's reply.
     parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

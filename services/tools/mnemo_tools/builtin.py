@@ -1,5 +1,5 @@
 """Built-in tools every agent can be given. Memory tools run against the memory service; the agent-to-agent
-(control) tools are run by the agent service itself (mnemo_agent.messaging)."""
+(control) tools are run by the agent service itself (mnemo_agent.turn.messaging)."""
 
 from __future__ import annotations
 

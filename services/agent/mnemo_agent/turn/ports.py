@@ -85,7 +85,7 @@ class Caller:
 
 
 class Messenger(Protocol):
-    """Runs the built-in agent-to-agent tools (mnemo_agent.messaging)."""
+    """Runs the built-in agent-to-agent tools (mnemo_agent.turn.messaging)."""
 
     names: frozenset[str]
 

@@ -19,7 +19,6 @@ from mnemo_agent import context_window as cw
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.memory_tools import MemoryTools
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.messaging import AgentMessaging
 from mnemo_agent.prompt import compile_system_prompt
 from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, FINISHED, RUNNING, Runs
 from mnemo_agent.settings import AgentSettings
@@ -32,6 +31,7 @@ from mnemo_agent.turn.events import MessagesStored, RunStarted, Sink, TurnEvent,
 from mnemo_agent.turn.lifecycle import Execution, RunLifecycle
 from mnemo_agent.turn.loop import StepLoop
 from mnemo_agent.turn.mesh_ports import MeshMemory, MeshModel, MeshTools
+from mnemo_agent.turn.messaging import AgentMessaging
 from mnemo_agent.turn.model_calls import ModelCalls
 from mnemo_agent.turn.ports import AgentRows, Memory, MemoryToolRunner, Model, ToolSource
 from mnemo_agent.turn.recorders import EphemeralRecorder
