@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from mnemo.agent.v1 import agent_pb2
@@ -32,6 +32,7 @@ from mnemo_core.errors import MnemoError
 from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
 from mnemo_gateway.errors import error_body
+from mnemo_gateway.routes.agent_files import AGENT_FILE_BODY, AGENT_FILE_RESPONSE, agent_file_of
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -91,6 +92,32 @@ async def send_ephemeral_message(body: EphemeralRequest, mesh: Mesh) -> Ephemera
         stop_reason=StopReason(stop_reason=convert.STOP_REASONS.name(result.stop_reason) or "error"),
         usage=convert.usage_out(result.usage),
     )
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Agent,
+    openapi_extra={"requestBody": AGENT_FILE_BODY},
+)
+async def import_agent(request: Request, mesh: Mesh) -> Agent:
+    """Imports an agent file (the JSON body, or a multipart `file`): every agent in it is created anew, all
+    or nothing. Answers the new agent (the file's first). Files of earlier versions are upgraded; newer
+    ones are refused (422 AGENT_FILE_VERSION_UNSUPPORTED)."""
+    response = await mesh.agents.ImportAgent(
+        agent_pb2.ImportAgentRequest(agent_file=await agent_file_of(request))
+    )
+    return convert.agent_out(response.agent)
+
+
+@router.get("/{agent_id}/export", response_class=Response, responses={200: AGENT_FILE_RESPONSE})
+async def export_agent(agent_id: str, mesh: Mesh, include_passages: bool = False) -> Response:
+    """The agent as one agent file (docs/schemas/agent-file.v1.json): configuration, blocks, tools with their
+    source, tool rules, MCP tool references, history, sources and, with `include_passages`, archival memory."""
+    response = await mesh.agents.ExportAgent(
+        agent_pb2.ExportAgentRequest(agent_id=agent_id, include_passages=include_passages)
+    )
+    return Response(response.agent_file, media_type="application/json")
 
 
 @router.get("/{agent_id}", response_model=Agent)

@@ -416,11 +416,11 @@ class GroupTurns:
 
     # ----- runs -----
 
-    async def get_run(self, org_id: str, run_id: str) -> GroupRun:
-        """One group run of the organization."""
+    async def get_run(self, org_id: str, run_id: str, group_id: str = "") -> GroupRun:
+        """One group run of the organization (and of the group, when given)."""
         require_id(run_id, "group_run_id")
         run = await self._db.read(GroupRunQueries.get, org_id, run_id)
-        if run is None:
+        if run is None or (group_id and run.group_id != group_id):
             raise NotFound(
                 f"group run {run_id} not found",
                 reason="GROUP_RUN_NOT_FOUND",
@@ -445,9 +445,9 @@ class GroupTurns:
             next_token = encode_token("group_runs", t=runs[-1].created_at.isoformat(), i=runs[-1].id)
         return runs, next_token
 
-    async def cancel(self, actor: Actor, run_id: str) -> GroupRun:
+    async def cancel(self, actor: Actor, run_id: str, group_id: str = "") -> GroupRun:
         """Cancels a group run that has not finished; returns it as it is afterwards."""
-        run = await self.get_run(actor.org_id, run_id)
+        run = await self.get_run(actor.org_id, run_id, group_id)
         if run.status in FINISHED:
             return run
         active = self._active.get(run.id)

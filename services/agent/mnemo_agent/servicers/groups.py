@@ -189,7 +189,7 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
     async def GetGroupRun(
         self, request: group_pb2.GetGroupRunRequest, context: Context
     ) -> group_pb2.GetGroupRunResponse:
-        run = await self._turns.get_run(current_actor().org_id, request.group_run_id)
+        run = await self._turns.get_run(current_actor().org_id, request.group_run_id, request.group_id)
         return group_pb2.GetGroupRunResponse(run=group_run_to_proto(run))
 
     async def ListGroupRuns(
@@ -205,7 +205,7 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
     async def CancelGroupRun(
         self, request: group_pb2.CancelGroupRunRequest, context: Context
     ) -> group_pb2.CancelGroupRunResponse:
-        run = await self._turns.cancel(current_actor(), request.group_run_id)
+        run = await self._turns.cancel(current_actor(), request.group_run_id, request.group_id)
         return group_pb2.CancelGroupRunResponse(run=group_run_to_proto(run))
 
     async def ExportGroup(
