@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -13,7 +11,6 @@ from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, SystemPrompt
 from mnemo.rest.blocks import Block
-from mnemo.rest.common import ErrorBody
 from mnemo.rest.messages import (
     ContentDelta,
     EphemeralRequest,
@@ -27,12 +24,11 @@ from mnemo.rest.messages import (
     SummarizeResponse,
 )
 from mnemo.rest.runs import Run
-from mnemo_core.actor import Actor, acting_as
-from mnemo_core.errors import MnemoError
+from mnemo_core.actor import Actor
 from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.errors import error_body
 from mnemo_gateway.routes.agent_files import AGENT_FILE_BODY, AGENT_FILE_RESPONSE, agent_file_of
+from mnemo_gateway.sse import event_stream, sse
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -175,31 +171,26 @@ async def send_message(
     return Response(body_out.model_dump_json(), media_type="application/json")
 
 
-def _sse(payload: Any) -> str:
-    text = payload.model_dump_json() if hasattr(payload, "model_dump_json") else payload
-    return f"data: {text}\n\n"
-
-
 def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
     kind = event.WhichOneof("event")
     if kind == "run_id":
         return []  # the stop_reason event names the run
     if kind == "message":
         out = convert.message_out(event.message)
-        return [] if out is None else [_sse(out)]
+        return [] if out is None else [sse(out)]
     if kind == "delta":
         delta = event.delta
         if delta.kind == agent_pb2.DELTA_KIND_REASONING:
-            return [_sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
-        return [_sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
+            return [sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
+        return [sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
     outcome = event.outcome
     return [
-        _sse(
+        sse(
             StreamStopReason(
                 stop_reason=convert.STOP_REASONS.name(outcome.stop_reason) or "error", run_id=outcome.run_id
             )
         ),
-        _sse(convert.usage_out(outcome.usage)),
+        sse(convert.usage_out(outcome.usage)),
     ]
 
 
@@ -222,7 +213,7 @@ async def stream_message(
     `"stream_tokens": true`, then `stop_reason` (with the run id) and `usage_statistics`, then
     `data: [DONE]`. A client that disconnects cancels the turn; its run records that.
     """
-    events = mesh.agents.StreamMessage(
+    call = mesh.agents.StreamMessage(
         agent_pb2.StreamMessageRequest(
             agent_id=agent_id,
             messages=[convert.message_in(m) for m in body.messages],
@@ -230,26 +221,8 @@ async def stream_message(
             idempotency_key=idempotency_key,
             stream_tokens=body.stream_tokens,
         )
-    ).__aiter__()
-    # The first event (the run id, sent once the turn is accepted) is awaited here, so that a refused
-    # turn (unknown agent, bad input) is an HTTP error rather than an event.
-    first = await events.__anext__()
-
-    async def sse() -> AsyncIterator[str]:
-        with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
-            try:
-                for line in _event_json(first):
-                    yield line
-                async for event in events:
-                    for line in _event_json(event):
-                        yield line
-            except MnemoError as exc:
-                yield _sse(ErrorBody.model_validate(error_body(exc)))
-            finally:
-                await events.aclose()  # type: ignore[attr-defined]
-            yield "data: [DONE]\n\n"
-
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    )
+    return await event_stream(call, actor, mesh, _event_json)
 
 
 @router.post("/{agent_id}/messages/async", status_code=status.HTTP_202_ACCEPTED, response_model=Run)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -21,12 +19,11 @@ from mnemo.rest.groups import (
     MemberTurn,
 )
 from mnemo.rest.messages import ContentDelta, ReasoningDelta, StopReason
-from mnemo_core.actor import Actor, acting_as
-from mnemo_core.errors import MnemoError
+from mnemo_core.actor import Actor
 from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.errors import error_body
 from mnemo_gateway.routes.agent_files import AGENT_FILE_BODY, AGENT_FILE_RESPONSE, agent_file_of
+from mnemo_gateway.sse import event_stream, sse
 
 router = APIRouter(prefix="/v1/groups", tags=["groups"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -104,26 +101,21 @@ async def send_group_message(
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-def _sse(payload: object) -> str:
-    text = payload.model_dump_json() if hasattr(payload, "model_dump_json") else payload
-    return f"data: {text}\n\n"
-
-
 def _event_json(event: group_pb2.StreamGroupMessageResponse) -> list[str]:
     kind = event.WhichOneof("event")
     if kind == "group_run_id":
         return []  # the stop_reason event names the group run
     if kind == "member_turn":
         turn = event.member_turn
-        return [_sse(MemberTurn(agent_id=turn.agent_id, run_id=turn.run_id, turn=turn.turn))]
+        return [sse(MemberTurn(agent_id=turn.agent_id, run_id=turn.run_id, turn=turn.turn))]
     if kind == "message":
         out = convert.message_out(event.message)
-        return [] if out is None else [_sse(out)]
+        return [] if out is None else [sse(out)]
     if kind == "delta":
         delta = event.delta
         if delta.kind == agent_pb2.DELTA_KIND_REASONING:
-            return [_sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
-        return [_sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
+            return [sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
+        return [sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
     outcome = event.outcome
     stop = GroupStopReason(
         stop_reason=convert.STOP_REASONS.name(outcome.stop_reason) or "error",
@@ -131,7 +123,7 @@ def _event_json(event: group_pb2.StreamGroupMessageResponse) -> list[str]:
         group_run_id=outcome.group_run_id,
         run_ids=list(outcome.run_ids),
     )
-    return [_sse(stop), _sse(convert.usage_out(outcome.usage))]
+    return [sse(stop), sse(convert.usage_out(outcome.usage))]
 
 
 @router.post(
@@ -150,7 +142,7 @@ async def stream_group_message(
     a member begins, its messages as each step is stored (with `agent_id`), token deltas with
     `"stream_tokens": true`, then `stop_reason` (with `group_run_id`) and `usage_statistics`, then
     `data: [DONE]`. A client that disconnects cancels the group run."""
-    events = mesh.groups.StreamGroupMessage(
+    call = mesh.groups.StreamGroupMessage(
         group_pb2.StreamGroupMessageRequest(
             group_id=group_id,
             messages=[convert.message_in(m) for m in body.messages],
@@ -158,25 +150,8 @@ async def stream_group_message(
             idempotency_key=idempotency_key,
             stream_tokens=body.stream_tokens,
         )
-    ).__aiter__()
-    # The first event (the group run id) is awaited here, so that a refused message is an HTTP error.
-    first = await events.__anext__()
-
-    async def sse() -> AsyncIterator[str]:
-        with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
-            try:
-                for line in _event_json(first):
-                    yield line
-                async for event in events:
-                    for line in _event_json(event):
-                        yield line
-            except MnemoError as exc:
-                yield _sse(ErrorBody.model_validate(error_body(exc)))
-            finally:
-                await events.aclose()  # type: ignore[attr-defined]
-            yield "data: [DONE]\n\n"
-
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    )
+    return await event_stream(call, actor, mesh, _event_json)
 
 
 @router.get("/{group_id}/runs", response_model=list[GroupRun])
