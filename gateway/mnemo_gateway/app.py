@@ -17,6 +17,7 @@ from mnemo_gateway.routes import (
     archival,
     blocks,
     core_memory,
+    groups,
     health,
     identity,
     mcp,
@@ -56,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(agents.router)
+    app.include_router(groups.router)
     app.include_router(tools.router)
     app.include_router(tools.agent_tools_router)
     app.include_router(mcp.router)

@@ -9,7 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, batch_pb2_grpc, identity_pb2_grpc, run_pb2_grpc
+from mnemo.agent.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    batch_pb2_grpc,
+    group_pb2_grpc,
+    identity_pb2_grpc,
+    run_pb2_grpc,
+)
 from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
@@ -30,6 +37,7 @@ class Backends:
         self.runs = self._peers.stub("agent", run_pb2_grpc.RunServiceStub)
         self.batches = self._peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
         self.identity = self._peers.stub("agent", identity_pb2_grpc.IdentityServiceStub)
+        self.groups = self._peers.stub("agent", group_pb2_grpc.GroupServiceStub)
         self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
         self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
         self.mcp = self._peers.stub("tools", mcp_pb2_grpc.McpServiceStub)

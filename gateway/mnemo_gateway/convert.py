@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from mnemo.agent.v1 import agent_pb2, batch_pb2, run_pb2
+from mnemo.agent.v1 import agent_pb2, batch_pb2, group_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, LlmOptions, SleeptimeConfig, ToolRule
 from mnemo.rest.batches import Batch
 from mnemo.rest.blocks import Block, BlockCreate
+from mnemo.rest.groups import Group, GroupCreate, GroupManager, GroupRun
 from mnemo.rest.messages import (
     AssistantMessage,
     ContextMessage,
@@ -32,6 +33,7 @@ TOOL_RULE_TYPES = EnumNames(agent_pb2.ToolRuleType)
 RUN_STATUSES = EnumNames(run_pb2.RunStatus)
 EVENT_TYPES = EnumNames(message_pb2.EventType)
 BATCH_MODES = EnumNames(batch_pb2.BatchMode)
+MANAGER_TYPES = EnumNames(group_pb2.ManagerType)
 
 
 def block_out(block: block_pb2.Block) -> Block:
@@ -187,6 +189,7 @@ def message_out(message: message_pb2.Message) -> Message | None:
         "date": field_time(message, "create_time"),
         "run_id": message.run_id,
         "step": message.step,
+        "agent_id": message.agent_id or None,
     }
     kind = message.WhichOneof("content")
     if kind == "user":
@@ -252,6 +255,8 @@ def run_out(run: run_pb2.Run) -> Run:
         batch_id=run.batch_id or None,
         created_at=field_time(run, "create_time"),
         completed_at=field_time(run, "complete_time"),
+        parent_run_id=run.parent_run_id or None,
+        group_run_id=run.group_run_id or None,
     )
 
 
@@ -311,3 +316,62 @@ def context_in(messages: list[ContextMessage]) -> list[message_pb2.Message]:
             item.run_id, item.step = "context", i
             result.append(item)
     return result
+
+
+def group_in(body: GroupCreate) -> group_pb2.CreateGroupRequest:
+    """The CreateGroup request for a REST body."""
+    manager = body.manager
+    return group_pb2.CreateGroupRequest(
+        group=group_pb2.Group(
+            name=body.name,
+            description=body.description,
+            agent_ids=body.agent_ids,
+            manager=group_pb2.GroupManager(
+                type=MANAGER_TYPES.value(manager.type),
+                manager_agent_id=manager.manager_agent_id,
+                max_turns=manager.max_turns,
+                termination_token=manager.termination_token,
+                sleeptime_frequency=manager.sleeptime_frequency,
+            ),
+            shared_block_ids=body.shared_block_ids,
+            metadata=to_struct(body.metadata),
+        ),
+        shared_blocks=[block_in(b) for b in body.shared_blocks],
+    )
+
+
+def group_out(group: group_pb2.Group) -> Group:
+    """The REST form of a group."""
+    manager = group.manager
+    return Group(
+        id=group.id,
+        name=group.name,
+        description=group.description,
+        agent_ids=list(group.agent_ids),
+        manager=GroupManager(
+            type=MANAGER_TYPES.name(manager.type) or "round_robin",
+            manager_agent_id=manager.manager_agent_id,
+            max_turns=manager.max_turns,
+            termination_token=manager.termination_token,
+            sleeptime_frequency=manager.sleeptime_frequency,
+        ),
+        shared_block_ids=list(group.shared_block_ids),
+        metadata=from_struct(group.metadata),
+        created_at=field_time(group, "create_time"),
+    )
+
+
+def group_run_out(run: group_pb2.GroupRun) -> GroupRun:
+    """The REST form of a group run."""
+    return GroupRun(
+        id=run.id,
+        group_id=run.group_id,
+        status=RUN_STATUSES.name(run.status) or "running",
+        stop_reason=STOP_REASONS.name(run.stop_reason) or None,
+        usage=usage_out(run.usage),
+        idempotency_key=run.idempotency_key or None,
+        run_ids=list(run.run_ids),
+        error=run.error or None,
+        created_at=field_time(run, "create_time"),
+        completed_at=field_time(run, "complete_time"),
+    )

@@ -288,3 +288,60 @@ async def test_a_background_run_stopped_by_a_graceful_shutdown_is_resumed_not_ca
 
         await wait_until_completed(client, run_id)
         await check_consistent(client, agent["id"], "deploy fact", "finished after the deploy")
+
+
+async def test_a_group_run_killed_mid_way_is_finished_by_a_retry_with_the_same_key(
+    crash_mesh: tuple[RunningMesh, dict[str, str]], llm: FakeProvider
+) -> None:
+    mesh, env = crash_mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as client:
+        llm.reset()
+        first, second = await create(client), await create(client)
+        team = (
+            await client.post("/v1/groups", json={"name": "crash", "agent_ids": [first["id"], second["id"]]})
+        ).json()
+        key = f"group-crash-{uuid.uuid4()}"
+        # The first member answers; the second member's model call is slow, and the agent service dies in it.
+        llm.script(reply("first answer"), reply("lost", delay=2.0))
+        interrupted = asyncio.create_task(
+            client.post(
+                f"/v1/groups/{team['id']}/messages",
+                json={"messages": [{"content": "hello"}]},
+                headers={"Idempotency-Key": key},
+            )
+        )
+        await wait_for_requests(llm, 2)
+        await kill(mesh, "agent")
+        assert (await interrupted).status_code == 503
+        await start(mesh, env, "agent")
+        llm.script(reply("second answer"))
+
+        for _ in range(60):
+            retried = await client.post(
+                f"/v1/groups/{team['id']}/messages",
+                json={"messages": [{"content": "hello"}]},
+                headers={"Idempotency-Key": key},
+            )
+            if retried.status_code != 503:
+                break
+            await asyncio.sleep(0.25)
+
+        assert retried.status_code == 200, retried.text
+        body = retried.json()
+        assert [(m["agent_id"], m["content"]) for m in body["messages"]] == [
+            (first["id"], "first answer"),
+            (second["id"], "second answer"),
+        ]
+        for member, answer in ((first, "first answer"), (second, "second answer")):
+            history = (await client.get(f"/v1/agents/{member['id']}/messages")).json()
+            assert [m["message_type"] for m in history][-1] == "assistant_message"
+            assert [m["content"] for m in history if m["message_type"] == "assistant_message"] == [answer]
+        assert len(llm.requests()) == 3  # the first member's turn was not taken again
+        runs = (await client.get(f"/v1/groups/{team['id']}/runs")).json()
+        assert [(r["status"], r["run_ids"]) for r in runs] == [("completed", body["run_ids"])]
+        again = await client.post(
+            f"/v1/groups/{team['id']}/messages",
+            json={"messages": [{"content": "hello"}]},
+            headers={"Idempotency-Key": key},
+        )
+        assert again.json() == body

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, SystemPrompt
 from mnemo.rest.blocks import Block
-from mnemo.rest.common import ErrorBody
 from mnemo.rest.messages import (
     ContentDelta,
     EphemeralRequest,
@@ -27,11 +24,11 @@ from mnemo.rest.messages import (
     SummarizeResponse,
 )
 from mnemo.rest.runs import Run
-from mnemo_core.actor import Actor, acting_as
-from mnemo_core.errors import MnemoError
+from mnemo_core.actor import Actor
 from mnemo_gateway import convert
 from mnemo_gateway.backends import Backends, acting_actor, backends
-from mnemo_gateway.errors import error_body
+from mnemo_gateway.routes.agent_files import AGENT_FILE_BODY, AGENT_FILE_RESPONSE, agent_file_of
+from mnemo_gateway.sse import event_stream, sse
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(acting_actor)])
 Mesh = Annotated[Backends, Depends(backends)]
@@ -93,6 +90,32 @@ async def send_ephemeral_message(body: EphemeralRequest, mesh: Mesh) -> Ephemera
     )
 
 
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Agent,
+    openapi_extra={"requestBody": AGENT_FILE_BODY},
+)
+async def import_agent(request: Request, mesh: Mesh) -> Agent:
+    """Imports an agent file (the JSON body, or a multipart `file`): every agent in it is created anew, all
+    or nothing. Answers the new agent (the file's first). Files of earlier versions are upgraded; newer
+    ones are refused (422 AGENT_FILE_VERSION_UNSUPPORTED)."""
+    response = await mesh.agents.ImportAgent(
+        agent_pb2.ImportAgentRequest(agent_file=await agent_file_of(request))
+    )
+    return convert.agent_out(response.agent)
+
+
+@router.get("/{agent_id}/export", response_class=Response, responses={200: AGENT_FILE_RESPONSE})
+async def export_agent(agent_id: str, mesh: Mesh, include_passages: bool = False) -> Response:
+    """The agent as one agent file (docs/schemas/agent-file.v1.json): configuration, blocks, tools with their
+    source, tool rules, MCP tool references, history, sources and, with `include_passages`, archival memory."""
+    response = await mesh.agents.ExportAgent(
+        agent_pb2.ExportAgentRequest(agent_id=agent_id, include_passages=include_passages)
+    )
+    return Response(response.agent_file, media_type="application/json")
+
+
 @router.get("/{agent_id}", response_model=Agent)
 async def get_agent(agent_id: str, mesh: Mesh) -> Agent:
     """Returns one agent with its core memory blocks."""
@@ -148,31 +171,26 @@ async def send_message(
     return Response(body_out.model_dump_json(), media_type="application/json")
 
 
-def _sse(payload: Any) -> str:
-    text = payload.model_dump_json() if hasattr(payload, "model_dump_json") else payload
-    return f"data: {text}\n\n"
-
-
 def _event_json(event: agent_pb2.StreamMessageResponse) -> list[str]:
     kind = event.WhichOneof("event")
     if kind == "run_id":
         return []  # the stop_reason event names the run
     if kind == "message":
         out = convert.message_out(event.message)
-        return [] if out is None else [_sse(out)]
+        return [] if out is None else [sse(out)]
     if kind == "delta":
         delta = event.delta
         if delta.kind == agent_pb2.DELTA_KIND_REASONING:
-            return [_sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
-        return [_sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
+            return [sse(ReasoningDelta(run_id=delta.run_id, step=delta.step, reasoning=delta.text))]
+        return [sse(ContentDelta(run_id=delta.run_id, step=delta.step, content=delta.text))]
     outcome = event.outcome
     return [
-        _sse(
+        sse(
             StreamStopReason(
                 stop_reason=convert.STOP_REASONS.name(outcome.stop_reason) or "error", run_id=outcome.run_id
             )
         ),
-        _sse(convert.usage_out(outcome.usage)),
+        sse(convert.usage_out(outcome.usage)),
     ]
 
 
@@ -195,7 +213,7 @@ async def stream_message(
     `"stream_tokens": true`, then `stop_reason` (with the run id) and `usage_statistics`, then
     `data: [DONE]`. A client that disconnects cancels the turn; its run records that.
     """
-    events = mesh.agents.StreamMessage(
+    call = mesh.agents.StreamMessage(
         agent_pb2.StreamMessageRequest(
             agent_id=agent_id,
             messages=[convert.message_in(m) for m in body.messages],
@@ -203,26 +221,8 @@ async def stream_message(
             idempotency_key=idempotency_key,
             stream_tokens=body.stream_tokens,
         )
-    ).__aiter__()
-    # The first event (the run id, sent once the turn is accepted) is awaited here, so that a refused
-    # turn (unknown agent, bad input) is an HTTP error rather than an event.
-    first = await events.__anext__()
-
-    async def sse() -> AsyncIterator[str]:
-        with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
-            try:
-                for line in _event_json(first):
-                    yield line
-                async for event in events:
-                    for line in _event_json(event):
-                        yield line
-            except MnemoError as exc:
-                yield _sse(ErrorBody.model_validate(error_body(exc)))
-            finally:
-                await events.aclose()  # type: ignore[attr-defined]
-            yield "data: [DONE]\n\n"
-
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    )
+    return await event_stream(call, actor, mesh, _event_json)
 
 
 @router.post("/{agent_id}/messages/async", status_code=status.HTTP_202_ACCEPTED, response_model=Run)

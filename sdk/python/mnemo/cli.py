@@ -23,7 +23,7 @@ def _root() -> None:
 
 
 # The client is imported inside each command: `mnemo server` starts without loading it.
-agents_app = typer.Typer(help="Create, list and delete agents.", no_args_is_help=True)
+agents_app = typer.Typer(help="Create, list, delete, export and import agents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 UrlOption = typer.Option(
     "http://127.0.0.1:8283", "--url", envvar="MNEMO_BASE_URL", help="The REST API of the mnemo server."
@@ -112,6 +112,54 @@ def agents_delete(
         except MnemoError as exc:
             raise _fail(exc) from exc
     typer.echo(f"deleted {agent_id}")
+
+
+@agents_app.command("export")
+def agents_export(
+    agent_id: str = typer.Argument(help="The agent to export."),
+    output: str = typer.Option("-", "--output", "-o", help="File to write; '-' writes to standard output."),
+    include_passages: bool = typer.Option(False, "--archival", help="Include the archival passages."),
+    url: str = UrlOption,
+    api_key: str | None = ApiKeyOption,
+) -> None:
+    """Export an agent as an agent file (JSON): configuration, memory, tools, rules, history."""
+    from mnemo.client import MnemoError
+
+    with _client(url, api_key) as client:
+        try:
+            document = client.agents.export(agent_id, include_passages=include_passages)
+        except MnemoError as exc:
+            raise _fail(exc) from exc
+    if output == "-":
+        typer.echo(document)
+    else:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(document)
+        typer.echo(f"exported {agent_id} to {output}", err=True)
+
+
+@agents_app.command("import")
+def agents_import(
+    path: str = typer.Argument(help="The agent file to import ('-' reads standard input)."),
+    url: str = UrlOption,
+    api_key: str | None = ApiKeyOption,
+) -> None:
+    """Import an agent file: its agents are created anew; prints the new agent's id."""
+    import sys
+
+    from mnemo.client import MnemoError
+
+    if path == "-":
+        document = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as file:
+            document = file.read()
+    with _client(url, api_key) as client:
+        try:
+            agent = client.agents.import_file(document)
+        except MnemoError as exc:
+            raise _fail(exc) from exc
+    typer.echo(agent.id)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,13 @@ from sqlalchemy import Connection
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2
 from mnemo.tools.v1 import tool_pb2
+from mnemo_agent.group_store import GroupQueries
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.tool_rules import check_rules
 from mnemo_core.actor import Actor, current_actor
 from mnemo_core.db import Database
-from mnemo_core.errors import FieldViolation, InvalidArgument, MnemoError, NotFound
+from mnemo_core.errors import FailedPrecondition, FieldViolation, InvalidArgument, MnemoError, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
@@ -174,14 +176,20 @@ class Agents:
         *,
         include_base_tools: bool,
         block_ids: list[str] | None = None,
+        populate: Callable[[str], Awaitable[None]] | None = None,
     ) -> AgentView:
-        """Creates an agent with new blocks and attached existing ones, all or nothing."""
+        """Creates an agent with new blocks and attached existing ones, all or nothing.
+
+        `populate`, given the new agent's id, fills in more of its memory (an import's history) after
+        the blocks and before the agent's row: the agent exists for callers only once it is complete.
+        """
         values = {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__}
         _check(values, self._max_steps_limit)
         tool_rules = values["tool_rules"]
         tool_ids = await self._tool_ids(spec.tool_ids, include_base_tools)
         agent_id = new_id("agent")
         sleeptime_id = new_id("agent") if spec.sleeptime.get("enabled") else None
+        rows = await self._rows_of(actor, spec, agent_id, sleeptime_id, tool_ids, tool_rules)
         created: list[block_pb2.Block] = []
         if blocks:
             try:
@@ -203,9 +211,24 @@ class Agents:
                     await self._mesh.blocks.AttachBlock(
                         block_pb2.AttachBlockRequest(block_id=block.id, agent_id=sleeptime_id)
                     )
+            if populate is not None:
+                await populate(agent_id)
+            await self._db.write(AgentQueries.insert, rows)
         except BaseException:
-            await self._undo_blocks(agent_id, sleeptime_id)
+            await asyncio.shield(self._undo_blocks(agent_id, sleeptime_id))
             raise
+        return AgentView(rows[0], created)
+
+    async def _rows_of(
+        self,
+        actor: Actor,
+        spec: AgentSpec,
+        agent_id: str,
+        sleeptime_id: str | None,
+        tool_ids: list[str],
+        tool_rules: list[dict[str, Any]],
+    ) -> list[Agent]:
+        """The rows of a new agent (and of its sleep-time agent)."""
         now = utcnow()
         row = Agent(
             id=agent_id,
@@ -260,13 +283,7 @@ class Agents:
                     primary_agent_id=agent_id,
                 )
             )
-        try:
-            await self._db.write(AgentQueries.insert, rows)
-        except BaseException:
-            if created:
-                await self._undo_blocks(agent_id, sleeptime_id)
-            raise
-        return AgentView(row, created)
+        return rows
 
     async def _undo_blocks(self, agent_id: str, sleeptime_id: str | None) -> None:
         """Detaches a failed create's blocks again (the sleep-time agent's first, so the primary's go)."""
@@ -308,6 +325,12 @@ class Agents:
             raise _not_found(agent_id)
         self._remember(row)
         return row
+
+    async def tagged(self, org_id: str, tags: Sequence[str], limit: int) -> list[Agent]:
+        """Up to `limit` agents of the organization that have every one of `tags`, newest first."""
+        return await self._db.read(
+            lambda conn: AgentQueries.page(conn, org_id, name="", tags=list(tags), after=None, limit=limit)
+        )
 
     async def blocks_of(self, agent_id: str) -> list[block_pb2.Block]:
         """An agent's core memory blocks."""
@@ -364,18 +387,31 @@ class Agents:
         An agent's sleep-time agent goes first, so the blocks they share are then the primary's alone.
         """
         row = await self.row(org_id, agent_id)
+        groups = await self._db.read(GroupQueries.of_agent, agent_id)
+        if groups:
+            raise FailedPrecondition(
+                f"agent {agent_id} belongs to group {groups[0]}; delete the group first",
+                reason="AGENT_IN_GROUP",
+                metadata={"group_id": groups[0]},
+            )
         if row.sleeptime_agent_id:
             with contextlib.suppress(NotFound):
                 await self.delete(org_id, row.sleeptime_agent_id)
         await asyncio.gather(
-            self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
-            self._mesh.passages.PurgeAgentPassages(passage_pb2.PurgeAgentPassagesRequest(agent_id=agent_id)),
+            self.purge_history(agent_id),
             self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id)),
             self._forget_tool_environment(agent_id),
         )
         self._forget(agent_id)
         await self._db.write(AgentQueries.delete, org_id, agent_id)
         self._forget(agent_id)
+
+    async def purge_history(self, agent_id: str) -> None:
+        """Deletes an agent's messages and archival passages (idempotent)."""
+        await asyncio.gather(
+            self._mesh.messages.PurgeAgentMessages(message_pb2.PurgeAgentMessagesRequest(agent_id=agent_id)),
+            self._mesh.passages.PurgeAgentPassages(passage_pb2.PurgeAgentPassagesRequest(agent_id=agent_id)),
+        )
 
     async def _forget_tool_environment(self, agent_id: str) -> None:
         # The agent's tool secrets live in the tools service; they must not outlive the agent.

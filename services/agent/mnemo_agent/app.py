@@ -16,18 +16,24 @@ from mnemo.agent.v1 import (
     agent_pb2_grpc,
     batch_pb2,
     batch_pb2_grpc,
+    group_pb2,
+    group_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
     run_pb2,
     run_pb2_grpc,
 )
+from mnemo_agent.agent_files import AgentFiles
 from mnemo_agent.agents import Agents
 from mnemo_agent.batches import Batches
+from mnemo_agent.group_turns import GroupTurns
+from mnemo_agent.groups import Groups
 from mnemo_agent.identity import Identities
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.runs import Runs
 from mnemo_agent.servicers.agents import AgentServicer
 from mnemo_agent.servicers.batches import BatchServicer
+from mnemo_agent.servicers.groups import GroupServicer
 from mnemo_agent.servicers.identity import IdentityServicer
 from mnemo_agent.servicers.runs import RunServicer
 from mnemo_agent.settings import AgentSettings
@@ -65,12 +71,27 @@ class AgentApp:
             self.turns, self.runs, mesh, default_frequency=settings.sleeptime_frequency
         )
         self.turns.after_turn = self.sleeptime.after_turn
+        self.groups = Groups(db, mesh, max_turns_limit=settings.group_max_turns_limit)
+        self.group_turns = GroupTurns(
+            db,
+            self.groups,
+            self.turns,
+            self.sleeptime,
+            lease_seconds=settings.run_lease_seconds,
+            single_writer=db.is_sqlite,
+        )
+        self.files = AgentFiles(self.agents, self.groups, mesh, max_bytes=settings.agent_file_max_bytes)
         self.identities = Identities(db)
         self._sweep_seconds = settings.run_sweep_seconds
         self._sweeper: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents, self.turns), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.agents, self.turns, self.files), server
+        )
+        group_pb2_grpc.add_GroupServiceServicer_to_server(
+            GroupServicer(self.groups, self.group_turns, self.files), server
+        )
         run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(self.runs, self.turns), server)
         batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(self.batches), server)
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities), server)
@@ -79,6 +100,7 @@ class AgentApp:
             run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
             batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
             identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+            group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
         ]
 
     async def recover(self) -> None:
@@ -88,6 +110,7 @@ class AgentApp:
         """
         if not self.db.is_sqlite:
             return
+        await self.group_turns.recover()
         batches: dict[str, list[Run]] = defaultdict(list)
         for run in await self.runs.interrupted_at_start():
             log.info("restarting background run %s interrupted by the last stop", run.id)
@@ -116,6 +139,7 @@ class AgentApp:
 
     async def aclose(self) -> None:
         self.turns.shutting_down()
+        await self.group_turns.aclose()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -78,6 +78,8 @@ class RunRow(AgentBase):
         Index("ix_runs_agent_created", "agent_id", "created_at"),
         Index("ix_runs_org_created", "org_id", "created_at", "id"),
         Index("ix_runs_batch", "batch_id"),
+        Index("ix_runs_root", "root_run_id"),
+        Index("ix_runs_group_run", "group_run_id"),
         # At most one turn of an agent holds it at a time, across every replica of the service:
         # inserting a second running run of the same agent fails (see mnemo_agent.runs).
         Index(
@@ -117,6 +119,15 @@ class RunRow(AgentBase):
     batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Tool calls waiting for approval: [{"id", "name", "arguments"}].
     pending_approvals: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Agent-to-agent messages (mnemo_agent.turn.messaging): the run that sent the message, the first run of
+    # the chain (its budget is counted over the runs of the chain), how deep in it this run is, and the
+    # agents whose turns wait for this one's reply.
+    parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    root_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    waiting_agent_ids: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # A member turn of a group run.
+    group_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class BatchRow(AgentBase):
@@ -135,6 +146,78 @@ class BatchRow(AgentBase):
     pending_rounds: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     # Provider mode: rounds submitted so far.
     round_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class GroupRow(AgentBase):
+    """A group of agents of one organization and the policy that says who speaks (mnemo_agent.groups)."""
+
+    __tablename__ = "groups"
+    __table_args__ = (Index("ix_groups_org_created", "org_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # "round_robin", "supervisor", "dynamic" or "sleeptime".
+    manager_type: Mapped[str] = mapped_column(String(32))
+    manager_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The members in speaking order.
+    agent_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    max_turns: Mapped[int] = mapped_column(Integer, default=0)
+    termination_token: Mapped[str] = mapped_column(String(200), default="")
+    sleeptime_frequency: Mapped[int] = mapped_column(Integer, default=0)
+    shared_block_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Blocks the group created (deleted with it) and attachments it made [[block_id, agent_id]] (undone).
+    owned_block_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attachments: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class GroupMemberRow(AgentBase):
+    """An agent's place in a group (its manager too): an agent in a group cannot be deleted."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="RESTRICT"), primary_key=True)
+
+
+class GroupRunRow(AgentBase):
+    """One message sent to a group; its member turns are runs with this group_run_id."""
+
+    __tablename__ = "group_runs"
+    __table_args__ = (
+        UniqueConstraint("group_id", "idempotency_key"),
+        Index("ix_group_runs_group_created", "group_id", "created_at", "id"),
+        # One group run at a time answers a group (its members' turns would interleave otherwise).
+        Index(
+            "uq_group_runs_one_running",
+            "group_id",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(32))
+    stop_reason: Mapped[str] = mapped_column(String(32), default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    step_count: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str] = mapped_column(Text, default="")
+    # The serialized SendGroupMessageRequest: a retry with the same key must repeat it.
+    request: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class OrganizationRow(AgentBase):

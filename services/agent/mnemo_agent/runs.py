@@ -31,7 +31,7 @@ from mnemo_agent.store import (
     RunQueries,
 )
 from mnemo_core.db import Database
-from mnemo_core.errors import FailedPrecondition, NotFound
+from mnemo_core.errors import FailedPrecondition, NotFound, ResourceExhausted
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.proto_enums import EnumNames
@@ -49,6 +49,7 @@ __all__ = [
     "RUNNING",
     "STOP_REASONS",
     "AgentBusy",
+    "Lineage",
     "RunStart",
     "Runs",
 ]
@@ -61,6 +62,45 @@ STOP_REASONS = EnumNames(turn_pb2.StopReason)
 
 class AgentBusy(Exception):
     """Another replica holds the agent (its run is active and its lease is live)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where a run stands among other runs: in a chain of agent-to-agent messages, in a group run.
+
+    A root run (a caller's message) has no parent. An agent-to-agent message makes a child one level
+    deeper in the same chain; `waiting` are the agents whose turns wait for the child's reply (a turn
+    of one of them cannot be asked for again: its agent is held until the reply comes).
+    """
+
+    root_run_id: str | None = None
+    parent_run_id: str | None = None
+    depth: int = 0
+    waiting: tuple[str, ...] = ()
+    group_run_id: str | None = None
+    # Most runs the chain may hold, checked when a run of it is recorded (0: no check).
+    budget: int = 0
+
+    @classmethod
+    def of(cls, run: Run) -> Lineage:
+        """The lineage a run was recorded with."""
+        return cls(
+            root_run_id=run.root_run_id,
+            parent_run_id=run.parent_run_id,
+            depth=run.depth,
+            waiting=tuple(run.waiting_agent_ids or ()),
+            group_run_id=run.group_run_id,
+        )
+
+    def child(self, run_id: str, agent_id: str, *, waits: bool, budget: int) -> Lineage:
+        """The lineage of a turn that the run `run_id` of `agent_id` asks another agent for."""
+        return Lineage(
+            root_run_id=self.root_run_id or run_id,
+            parent_run_id=run_id,
+            depth=self.depth + 1,
+            waiting=(*self.waiting, agent_id) if waits else (),
+            budget=budget,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +141,16 @@ class Runs:
         batch_id: str | None = None,
         run_id: str | None = None,
         background: bool = False,
+        lineage: Lineage | None = None,
     ) -> RunStart:
         """A new run (running, or created for a background turn), or the earlier run with the same key.
 
-        Raises AgentBusy when a new running run cannot hold the agent yet.
+        Raises AgentBusy when a new running run cannot hold the agent yet, and ResourceExhausted when the
+        chain of agent-to-agent messages it belongs to has taken its budget of turns.
         """
+        lineage = lineage or Lineage()
+        if lineage.root_run_id and lineage.budget:
+            await self._check_budget(org_id, agent_id, idempotency_key, lineage)
         now = self._now()
         run = Run(
             id=run_id or new_id("run"),
@@ -119,6 +164,11 @@ class Runs:
             request=request,
             batch_id=batch_id,
             background=background,
+            parent_run_id=lineage.parent_run_id,
+            root_run_id=lineage.root_run_id,
+            depth=lineage.depth,
+            waiting_agent_ids=list(lineage.waiting),
+            group_run_id=lineage.group_run_id,
         )
         for _ in range(3):
             try:
@@ -132,6 +182,27 @@ class Runs:
                 continue
             return RunStart(run, existing=False)
         raise AgentBusy(agent_id)
+
+    async def _check_budget(self, org_id: str, agent_id: str, key: str, lineage: Lineage) -> None:
+        """Refuses a new run of a chain that holds its budget already (a retry of a recorded one is fine).
+
+        Counted before the insert, not with it: calls of one step run at once and may overshoot the budget
+        by the rest of that step's calls, which is bounded; what matters is that the chain ends.
+        """
+        assert lineage.root_run_id is not None
+
+        def read(conn: Connection) -> tuple[Run | None, int]:
+            existing = RunQueries.by_key(conn, org_id, agent_id, key) if key else None
+            return existing, RunQueries.in_chain(conn, lineage.root_run_id or "")
+
+        existing, count = await self._db.read(read)
+        if existing is None and count >= lineage.budget:
+            raise ResourceExhausted(
+                f"this chain of agent-to-agent messages has taken its {lineage.budget} turns; "
+                "answer with what you have instead of sending more messages",
+                reason="MESSAGE_BUDGET_EXHAUSTED",
+                metadata={"root_run_id": lineage.root_run_id},
+            )
 
     async def active(self, agent_id: str) -> Run | None:
         """The run that holds the agent now, if any."""

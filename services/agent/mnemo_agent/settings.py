@@ -54,3 +54,11 @@ class AgentSettings(ServiceSettings):
     batch_poll_interval: float = Field(default=30.0, gt=0)
     # Sleep-time agents run after every this many turns of their primary agent, by default.
     sleeptime_frequency: int = 5
+    # Agent-to-agent messages (send_message_to_agent_*): how many hops a chain of messages may take, and
+    # how many turns all its agents may take in all, before the tools refuse (no unbounded ping-pong).
+    message_max_depth: int = Field(default=3, ge=1, le=20)
+    message_max_turns: int = Field(default=12, ge=1, le=1000)
+    # Groups: most member turns one group message may take, whatever it asks.
+    group_max_turns_limit: int = Field(default=50, ge=1, le=1000)
+    # Agent files: largest file an import accepts, in bytes.
+    agent_file_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

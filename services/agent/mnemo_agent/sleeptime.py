@@ -1,17 +1,20 @@
-"""Sleep-time agents: a background agent shares its primary's blocks and reorganises them between turns.
+"""Sleep-time agents: background agents that share a primary agent's blocks and reorganise them between turns.
 
-After every `frequency` completed turns of the primary (counted in the runs table, so restarts and
-replicas keep the rhythm), the sleep-time agent gets
-the primary's recent conversation as one message and runs a normal turn of its own, with the memory
-tools, in the background: the user's turn has already returned. Its edits land in the shared blocks,
-so the primary sees them on its next step. Work for one sleep-time agent never overlaps (its own
-per-agent lock), and a failure is logged, never surfaced to the primary's caller.
+Two things have them: an agent created with `sleeptime.enabled` (one sleep-time agent of its own), and a
+sleep-time group (its manager agent is the primary, its members the memory agents). After every
+`frequency` completed turns of the primary (counted in the runs table, so restarts and replicas keep the
+rhythm), each memory agent gets the primary's recent conversation as one message and runs a normal turn
+with the memory tools, as a background run: the user's turn has already returned. The run's key names
+the primary's count, so a trigger seen twice (two replicas, a retry) starts it once, and a restart
+resumes it like every background run. Its edits land in the shared blocks, so the primary sees them on
+its next step. A failure is logged, never surfaced to the primary's caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
@@ -35,59 +38,74 @@ class Sleeptime:
         self._turns = turns
         self._runs = runs
         self._mesh = mesh
-        self._default_frequency = max(1, default_frequency)
-        # Completed turns per primary when this process last looked; one lock keeps the checks in order.
+        self.default_frequency = max(1, default_frequency)
+        # Completed turns per rhythm when this process last looked; one lock keeps the checks in order.
         self._seen: dict[str, int] = {}
         self._counting = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def after_turn(self, actor: Actor, agent: Agent, result: TurnResult) -> None:
-        """Starts the primary's sleep-time agent when it is due (never blocks the primary's turn)."""
+        """Starts an agent's own sleep-time agent when it is due (never blocks the primary's turn)."""
         if agent.sleeptime_agent_id:
-            task = asyncio.create_task(self._when_due(actor, agent))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            frequency = int((agent.sleeptime or {}).get("frequency") or self.default_frequency)
+            self.schedule(actor, agent.id, agent.id, [agent.sleeptime_agent_id], frequency)
 
-    async def _when_due(self, actor: Actor, agent: Agent) -> None:
-        frequency = int((agent.sleeptime or {}).get("frequency") or self._default_frequency)
+    def schedule(
+        self, actor: Actor, rhythm: str, primary_id: str, helper_ids: Sequence[str], frequency: int
+    ) -> None:
+        """Starts the memory agents `helper_ids` of `primary_id` when its turns make them due; `rhythm`
+        names the count (one per primary agent, one per sleep-time group)."""
+        task = asyncio.create_task(self._when_due(actor, rhythm, primary_id, list(helper_ids), frequency))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _when_due(
+        self, actor: Actor, rhythm: str, primary_id: str, helper_ids: list[str], frequency: int
+    ) -> None:
+        frequency = max(1, frequency)
         try:
             async with self._counting:
-                count = await self._runs.completed_count(agent.id)
+                count = await self._runs.completed_count(primary_id)
                 # First look after a start: only this turn is new. Several turns may have completed since
                 # the last look: a multiple of `frequency` passed in between still counts.
-                seen = self._seen.get(agent.id, count - 1)
-                self._seen[agent.id] = count
+                seen = self._seen.get(rhythm, count - 1)
+                self._seen[rhythm] = count
         except Exception:
-            log.exception("counting the turns of %s failed", agent.id)
+            log.exception("counting the turns of %s failed", primary_id)
             return
         if count // frequency > seen // frequency:
-            await self._reorganise(actor, agent, frequency)
+            await self._reorganise(actor, rhythm, primary_id, helper_ids, count // frequency * frequency)
 
-    async def _reorganise(self, actor: Actor, agent: Agent, turns: int) -> None:
-        assert agent.sleeptime_agent_id is not None
+    async def _reorganise(
+        self, actor: Actor, rhythm: str, primary_id: str, helper_ids: list[str], due_at: int
+    ) -> None:
         with acting_as(actor):
             try:
                 window = await self._mesh.messages.GetContextWindow(
-                    history_pb2.GetContextWindowRequest(agent_id=agent.id)
+                    history_pb2.GetContextWindowRequest(agent_id=primary_id)
                 )
                 text = clip_middle(transcript(window.messages), TRANSCRIPT_CHARS)
                 message = message_pb2.Message(
                     user=message_pb2.UserContent(
                         text=(
-                            f"Recent conversation of your primary agent (its last {turns} turns and what is "
-                            f"still in its context):\n\n{text}\n\nReorganise the shared memory now."
+                            "Recent conversation of your primary agent (what is still in its context):"
+                            f"\n\n{text}\n\nReorganise the shared memory now."
                         ),
                         name="sleeptime",
                     )
                 )
-                await self._turns.send(actor, TurnRequest(agent.sleeptime_agent_id, [message]))
+                for helper_id in helper_ids:
+                    key = f"sleeptime:{rhythm}:{due_at}"
+                    await self._turns.send_async(
+                        actor, TurnRequest(helper_id, [message], idempotency_key=key)
+                    )
             except MnemoError as exc:
-                log.warning("sleep-time agent of %s failed: %s", agent.id, exc.message)
+                log.warning("sleep-time agents of %s failed: %s", primary_id, exc.message)
             except Exception:
-                log.exception("sleep-time agent of %s failed", agent.id)
+                log.exception("sleep-time agents of %s failed", primary_id)
 
     async def aclose(self) -> None:
-        """Stops sleep-time work in progress."""
+        """Stops sleep-time work in progress (background runs already recorded resume at the next start)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

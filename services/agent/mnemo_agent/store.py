@@ -97,6 +97,13 @@ class Run:
     batch_id: str | None = None
     # Tool calls waiting for approval: [{"id", "name", "arguments"}].
     pending_approvals: list[dict[str, str]] = field(default_factory=list)
+    # Agent-to-agent messages: the sending run, the chain's first run, the depth in the chain, the agents
+    # waiting for this run's reply. A member turn of a group carries its group run.
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    waiting_agent_ids: list[str] = field(default_factory=list)
+    group_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +292,11 @@ class RunQueries:
             query = query.where(runs_t.c.status == status)
         query = query.order_by(runs_t.c.created_at.desc(), runs_t.c.id.desc()).limit(limit)
         return [_run(row) for row in conn.execute(query)]
+
+    @staticmethod
+    def in_chain(conn: Connection, root_run_id: str) -> int:
+        """How many runs a chain of agent-to-agent messages started from `root_run_id` holds."""
+        return int(conn.scalar(select(func.count()).where(runs_t.c.root_run_id == root_run_id)) or 0)
 
     @staticmethod
     def completed_count(conn: Connection, agent_id: str) -> int:

@@ -1,4 +1,5 @@
-"""Built-in tools every agent can be given. Memory tools run against the memory service."""
+"""Built-in tools every agent can be given. Memory tools run against the memory service; the agent-to-agent
+(control) tools are run by the agent service itself (mnemo_agent.turn.messaging)."""
 
 from __future__ import annotations
 
@@ -134,5 +135,54 @@ BUILTIN_TOOLS: tuple[BuiltinTool, ...] = (
             ["query"],
         ),
         tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="send_message_to_agent_and_wait_for_reply",
+        description=(
+            "Send a message to another agent of your organization and wait for its reply, which is the "
+            "result of this call. Use it to ask an agent that knows something you do not."
+        ),
+        parameters=_object(
+            {
+                "agent_id": {"type": "string", "description": "Id of the agent, e.g. 'agent-...'."},
+                "message": {"type": "string", "description": "What to tell or ask it."},
+            },
+            ["agent_id", "message"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_CONTROL,
+    ),
+    BuiltinTool(
+        name="send_message_to_agent_async",
+        description=(
+            "Send a message to another agent of your organization without waiting: it reads the message in "
+            "a turn of its own, later. Its reply does not come back to this call."
+        ),
+        parameters=_object(
+            {
+                "agent_id": {"type": "string", "description": "Id of the agent, e.g. 'agent-...'."},
+                "message": {"type": "string", "description": "What to tell it."},
+            },
+            ["agent_id", "message"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_CONTROL,
+    ),
+    BuiltinTool(
+        name="send_message_to_agents_matching_tags",
+        description=(
+            "Send a message to every other agent of your organization that has all of the given tags, and "
+            "wait for their replies, which are the result of this call."
+        ),
+        parameters=_object(
+            {
+                "tags": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Tags an agent must all have, e.g. ['research'].",
+                },
+                "message": {"type": "string", "description": "What to tell or ask them."},
+            },
+            ["tags", "message"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_CONTROL,
     ),
 )

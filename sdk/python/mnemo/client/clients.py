@@ -14,6 +14,7 @@ from mnemo.client.resources import (
     Archival,
     Batches,
     Blocks,
+    Groups,
     Messages,
     Organizations,
     Runs,
@@ -58,6 +59,7 @@ class _Resources(Generic[TransportT]):
         self.users: Users[TransportT] = Users(transport)
         self.api_keys: ApiKeys[TransportT] = ApiKeys(transport)
         self.batches: Batches[TransportT] = Batches(transport)
+        self.groups: Groups[TransportT] = Groups(transport)
 
 
 class Mnemo(_Resources[SyncTransport]):

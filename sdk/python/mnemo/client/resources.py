@@ -44,6 +44,7 @@ from mnemo.rest.agents import AgentCreate, AgentUpdate
 from mnemo.rest.archival import PassageCreate
 from mnemo.rest.batches import Batch, BatchCreate, BatchTurn
 from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate
+from mnemo.rest.groups import Group, GroupCreate, GroupMessageRequest, GroupMessageResponse, GroupRun
 from mnemo.rest.identity import (
     ApiKey,
     ApiKeyCreate,
@@ -93,6 +94,14 @@ _EPHEMERAL = TypeAdapter(EphemeralResponse)
 _BATCH = TypeAdapter(Batch)
 _OBJECT = TypeAdapter(JsonObject)
 _OBJECTS = TypeAdapter(list[JsonObject])
+_GROUP = TypeAdapter(Group)
+_GROUPS = TypeAdapter(list[Group])
+_GROUP_RUN = TypeAdapter(GroupRun)
+_GROUP_ANSWER = TypeAdapter(GroupMessageResponse)
+
+
+def _text(response: Any) -> str:
+    return str(response.text)
 
 
 def _body(model: Any) -> Any:
@@ -169,6 +178,19 @@ class Agents(Resource[TransportT]):
     def delete(self, agent_id: str) -> Call[None]:
         """Deletes an agent with its history and the blocks made for it."""
         return Call("DELETE", f"/v1/agents/{agent_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def export(self, agent_id: str, *, include_passages: bool = False) -> Call[str]:
+        """The agent as an agent file (JSON text; `mnemo.rest.agent_files.loads` reads it)."""
+        params = {"include_passages": "true"} if include_passages else None
+        return Call("GET", f"/v1/agents/{agent_id}/export", _text, params=params, retry=True)
+
+    @endpoint
+    def import_file(self, agent_file: str | bytes) -> Call[Agent]:
+        """Creates the agents of an agent file anew; returns the first."""
+        content = agent_file.encode() if isinstance(agent_file, str) else agent_file
+        files = {"file": ("agent.json", content, "application/json")}
+        return Call("POST", "/v1/agents/import", parse_as(_AGENT), files=files)
 
 
 class Messages(Resource[TransportT]):
@@ -699,3 +721,88 @@ class Batches(Resource[TransportT]):
         """Polls the batch until every run has finished (provider batches can take hours: no timeout by default)."""
         done = Poll[Batch](lambda batch: batch.status == "completed", interval, timeout)
         return Call("GET", f"/v1/batches/{batch_id}", parse_as(_BATCH), retry=True, poll=done)
+
+
+class Groups(Resource[TransportT]):
+    """Groups of agents that answer together."""
+
+    @endpoint
+    def create(
+        self,
+        *,
+        name: str,
+        agent_ids: Sequence[str],
+        manager: Mapping[str, Any] | None = None,
+        shared_block_ids: Sequence[str] = (),
+        shared_blocks: Sequence[BlockCreate | Mapping[str, Any]] = (),
+        description: str = "",
+    ) -> Call[Group]:
+        """Creates a group; `manager` is {"type", "manager_agent_id", "max_turns", ...}."""
+        body = GroupCreate.model_validate(
+            {
+                "name": name,
+                "agent_ids": list(agent_ids),
+                "manager": dict(manager or {}),
+                "shared_block_ids": list(shared_block_ids),
+                "shared_blocks": list(shared_blocks),
+                "description": description,
+            }
+        )
+        return Call("POST", "/v1/groups", parse_as(_GROUP), json=_body(body))
+
+    @endpoint
+    def list(self, *, limit: int = 50, page_token: str = "") -> Call[Page[Group]]:
+        """One page of groups, newest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/groups", parse_page(_GROUPS), params=params, retry=True)
+
+    @endpoint
+    def get(self, group_id: str) -> Call[Group]:
+        """One group."""
+        return Call("GET", f"/v1/groups/{group_id}", parse_as(_GROUP), retry=True)
+
+    @endpoint
+    def delete(self, group_id: str) -> Call[None]:
+        """Deletes a group (its agents stay)."""
+        return Call("DELETE", f"/v1/groups/{group_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def send(
+        self,
+        group_id: str,
+        messages: str | Sequence[MessageCreate | Mapping[str, Any]],
+        *,
+        max_turns: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Call[GroupMessageResponse]:
+        """Sends a message to the group; a fresh idempotency key makes retries safe."""
+        body = GroupMessageRequest.model_validate(
+            {"messages": _turn(messages, 0).messages, "max_turns": max_turns}
+        )
+        return Call(
+            "POST",
+            f"/v1/groups/{group_id}/messages",
+            parse_as(_GROUP_ANSWER),
+            json=_body(body),
+            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            retry=True,
+        )
+
+    @endpoint
+    def cancel(self, group_id: str, group_run_id: str) -> Call[GroupRun]:
+        """Cancels a group run that has not finished."""
+        path = f"/v1/groups/{group_id}/runs/{group_run_id}/cancel"
+        return Call("POST", path, parse_as(_GROUP_RUN), retry=True)
+
+    @endpoint
+    def export(self, group_id: str, *, include_passages: bool = False) -> Call[str]:
+        """The group with its agents as an agent file (JSON text)."""
+        params = {"include_passages": "true"} if include_passages else None
+        return Call("GET", f"/v1/groups/{group_id}/export", _text, params=params, retry=True)
+
+    @endpoint
+    def import_file(self, agent_file: str | bytes) -> Call[Group]:
+        """Creates the group of an agent file with new agents."""
+        content = agent_file.encode() if isinstance(agent_file, str) else agent_file
+        files = {"file": ("group.json", content, "application/json")}
+        return Call("POST", "/v1/groups/import", parse_as(_GROUP), files=files)

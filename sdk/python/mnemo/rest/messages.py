@@ -50,6 +50,7 @@ class _MessageBase(BaseModel):
     date: datetime | None
     run_id: str
     step: int
+    agent_id: str | None = Field(default=None, description="The agent whose history holds the message.")
 
 
 class UserMessage(_MessageBase):

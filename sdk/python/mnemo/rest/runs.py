@@ -26,6 +26,10 @@ class Run(BaseModel):
     batch_id: str | None
     created_at: datetime | None
     completed_at: datetime | None
+    parent_run_id: str | None = Field(
+        default=None, description="The sending run, for agent-to-agent messages."
+    )
+    group_run_id: str | None = Field(default=None, description="The group run, for a member turn of a group.")
 
 
 class Approval(RequestBody):

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, assert_never
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
+from mnemo_agent.agent_files import AgentFiles
 from mnemo_agent.agents import AGENT_TYPES, Agents, AgentSpec, AgentView
 from mnemo_agent.servicers.runs import run_to_proto
 from mnemo_agent.tool_rules import ToolRules, check_rules
@@ -146,9 +147,10 @@ def _stream_responses(event: TurnEvent) -> list[agent_pb2.StreamMessageResponse]
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """AgentService over Agents and Turns."""
 
-    def __init__(self, agents: Agents, turns: Turns) -> None:
+    def __init__(self, agents: Agents, turns: Turns, files: AgentFiles) -> None:
         self._agents = agents
         self._turns = turns
+        self._files = files
 
     async def CreateAgent(
         self, request: agent_pb2.CreateAgentRequest, context: Context
@@ -310,3 +312,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.DetachToolResponse:
         view = await self._agents.detach_tool(current_actor().org_id, request.agent_id, request.tool_id)
         return agent_pb2.DetachToolResponse(agent=agent_to_proto(view))
+
+    async def ExportAgent(
+        self, request: agent_pb2.ExportAgentRequest, context: Context
+    ) -> agent_pb2.ExportAgentResponse:
+        document = await self._files.export_agent(
+            current_actor(), request.agent_id, include_passages=request.include_passages
+        )
+        return agent_pb2.ExportAgentResponse(agent_file=document)
+
+    async def ImportAgent(
+        self, request: agent_pb2.ImportAgentRequest, context: Context
+    ) -> agent_pb2.ImportAgentResponse:
+        views = await self._files.import_agents(current_actor(), request.agent_file)
+        agents = [agent_to_proto(view) for view in views]
+        return agent_pb2.ImportAgentResponse(agent=agents[0], agents=agents)

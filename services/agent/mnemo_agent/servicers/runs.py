@@ -38,6 +38,8 @@ def run_to_proto(row: Run) -> run_pb2.Run:
         complete_time=to_timestamp(row.completed_at),
         pending_approvals=[message_pb2.ToolCall(**call) for call in row.pending_approvals or []],
         batch_id=row.batch_id or "",
+        parent_run_id=row.parent_run_id or "",
+        group_run_id=row.group_run_id or "",
     )
 
 

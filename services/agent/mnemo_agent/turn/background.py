@@ -65,6 +65,7 @@ class BackgroundRuns:
             status=CREATED,
             request=serialized,
             background=True,
+            lineage=request.lineage,
         )
         if start.existing and start.run.request is not None and start.run.request != serialized:
             raise key_reused(start.run.id)

@@ -1,4 +1,5 @@
-"""Running a step's tool calls: memory tools here, custom and MCP tools in the tools service.
+"""Running a step's tool calls: memory and agent-to-agent tools here, custom and MCP tools in the tools
+service.
 
 Calls run concurrently and their results keep the call order. Memory tools run one after another in
 call order (they edit the same blocks). A call that breaks a tool rule, or that the user denied, gets
@@ -15,7 +16,7 @@ from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.memory_tools import MemoryTools, ToolError
-from mnemo_agent.turn.ports import MemoryToolRunner, ToolSource
+from mnemo_agent.turn.ports import Caller, MemoryToolRunner, Messenger, ToolSource
 from mnemo_agent.turn.request import Decision
 from mnemo_agent.turn.state import TurnState
 from mnemo_core.errors import (
@@ -46,9 +47,10 @@ _MODEL_FIXABLE = (
 class ToolDispatch:
     """Runs the tool calls of a turn's steps."""
 
-    def __init__(self, tools: ToolSource, memory_tools: MemoryToolRunner) -> None:
+    def __init__(self, tools: ToolSource, memory_tools: MemoryToolRunner, messenger: Messenger) -> None:
         self._tools = tools
         self._memory_tools = memory_tools
+        self._messenger = messenger
 
     async def run(
         self,
@@ -121,6 +123,12 @@ class ToolDispatch:
             if turn.ephemeral:
                 return await self._tools.run(tool, call.arguments or "{}", "")
             return await self._tools.run(tool, call.arguments or "{}", agent.id, turn.run_id)
+        if tool.tool_type == tool_pb2.TOOL_TYPE_CONTROL and tool.name in self._messenger.names:
+            if turn.ephemeral:
+                raise ToolError("an ephemeral turn cannot send messages to other agents")
+            caller = Caller(agent.id, agent.org_id, agent.name, turn.run_id, call.id, turn.lineage)
+            text = await self._messenger.run(caller, tool.name, args)
+            return message_pb2.ToolReturnContent(content=text, status=message_pb2.TOOL_RETURN_STATUS_SUCCESS)
         raise ToolError(
             f"tool '{tool.name}' is of type {tool_pb2.ToolType.Name(tool.tool_type)}, which this server cannot run"
         )

@@ -30,6 +30,7 @@ from mnemo_agent.runs import (
     RUNNING,
     STOP_REASONS,
     AgentBusy,
+    Lineage,
     Runs,
     RunStart,
 )
@@ -159,13 +160,17 @@ class RunLifecycle:
 
     # ----- recording a run -----
 
-    async def start(self, actor: Actor, agent: Agent, key: str, steps: int, request: bytes) -> RunStart:
+    async def start(
+        self, actor: Actor, agent: Agent, key: str, steps: int, request: bytes, lineage: Lineage
+    ) -> RunStart:
         """A running run for the turn (or the earlier run of `key`); waits while another replica holds
         the agent, as long as the caller's deadline allows."""
         delay = 0.02
         while True:
             try:
-                start = await self._runs.start(actor.org_id, agent.id, key, max_steps=steps, request=request)
+                start = await self._runs.start(
+                    actor.org_id, agent.id, key, max_steps=steps, request=request, lineage=lineage
+                )
                 if start.existing and start.run.request is not None and start.run.request != request:
                     raise key_reused(start.run.id)
                 return start
@@ -235,6 +240,7 @@ class RunLifecycle:
             stream_tokens=execution.stream_tokens,
             pending=list(execution.inputs),
             llm=execution.llm,
+            lineage=Lineage.of(run),
         )
         current = asyncio.current_task()
         assert current is not None

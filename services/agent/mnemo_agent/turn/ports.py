@@ -16,6 +16,7 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.context_window import ChatModel
 from mnemo_agent.memory_tools import AgentIdentity
+from mnemo_agent.runs import Lineage
 from mnemo_agent.store import Agent
 from mnemo_agent.turn.recorders import Recorder
 
@@ -71,6 +72,27 @@ class Model(ChatModel, Protocol):
         """Deltas as they come, then the `completed` reply; raises Unimplemented when it cannot stream."""
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The turn that calls an agent-to-agent tool: its agent, run, tool call and lineage."""
+
+    agent_id: str
+    org_id: str
+    name: str
+    run_id: str
+    call_id: str
+    lineage: Lineage
+
+
+class Messenger(Protocol):
+    """Runs the built-in agent-to-agent tools (mnemo_agent.turn.messaging)."""
+
+    names: frozenset[str]
+
+    async def run(self, caller: Caller, name: str, args: dict[str, Any]) -> str:
+        """The text the model is told; raises ToolError for what the model can fix."""
+
+
 class AgentRows(Protocol):
     """The agents' configuration (this service's own table)."""
 
@@ -80,3 +102,6 @@ class AgentRows(Protocol):
 
     async def row(self, org_id: str, agent_id: str) -> Agent:
         """An agent of the organization; NotFound otherwise."""
+
+    async def tagged(self, org_id: str, tags: Sequence[str], limit: int) -> list[Agent]:
+        """Up to `limit` agents of the organization that have every one of `tags`."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mnemo.common.v1 import message_pb2
+from mnemo_agent.runs import Lineage
 from mnemo_agent.settings import AgentSettings
 from mnemo_core.validation import check_text, invalid
 
@@ -27,6 +28,8 @@ class TurnRequest:
     idempotency_key: str = ""
     # Streams only: send the model's text as it is generated, not just each stored step.
     stream_tokens: bool = False
+    # Who asked for the turn, when another agent's run (or a group run) did.
+    lineage: Lineage = field(default_factory=Lineage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class TurnSettings:
     summarizer_timeout: float
     # With replicas sharing the database: how often a running turn looks for a cancel request.
     cancel_poll_seconds: float
+    # Agent-to-agent messages: how deep a chain may go, and how many turns it may take in all.
+    message_max_depth: int = 3
+    message_max_turns: int = 12
 
     @classmethod
     def of(cls, settings: AgentSettings) -> TurnSettings:
@@ -64,6 +70,8 @@ class TurnSettings:
             summarizer_input_tokens=settings.summarizer_input_tokens,
             summarizer_timeout=settings.summarizer_timeout,
             cancel_poll_seconds=settings.run_cancel_poll_seconds,
+            message_max_depth=settings.message_max_depth,
+            message_max_turns=settings.message_max_turns,
         )
 
     def steps(self, requested: int, agent_max_steps: int = 0) -> int:

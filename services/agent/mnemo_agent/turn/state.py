@@ -13,6 +13,7 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.conversation import ChatHistory
+from mnemo_agent.runs import Lineage
 from mnemo_agent.store import Agent
 from mnemo_agent.tool_rules import ToolRules
 from mnemo_agent.turn.events import MessagesStored, Sink, TurnEvent, TurnResult
@@ -33,11 +34,16 @@ class AgentConfig:
     llm_options: dict[str, Any]
     rules: ToolRules
     embedding_model: str = ""
+    # The organization and name of a stored agent (agent-to-agent messages name and scope by them).
+    org_id: str = ""
+    name: str = ""
 
     @classmethod
     def of(cls, row: Agent) -> AgentConfig:
         return cls(
             id=row.id,
+            org_id=row.org_id,
+            name=row.name,
             embedding_model=row.embedding_model or "",
             model=row.model,
             system=row.system,
@@ -87,6 +93,8 @@ class TurnState:
     chat: ChatHistory = field(default_factory=ChatHistory)
     # Where model calls go instead of the llm-gateway's Chat (a provider-mode batch), named "<run>:<step>".
     llm: ChatCaller | None = None
+    # Where the run stands in chains of agent-to-agent messages and group runs.
+    lineage: Lineage = field(default_factory=Lineage)
 
     @property
     def voice(self) -> bool:

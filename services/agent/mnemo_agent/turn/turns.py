@@ -31,6 +31,7 @@ from mnemo_agent.turn.events import MessagesStored, RunStarted, Sink, TurnEvent,
 from mnemo_agent.turn.lifecycle import Execution, RunLifecycle
 from mnemo_agent.turn.loop import StepLoop
 from mnemo_agent.turn.mesh_ports import MeshMemory, MeshModel, MeshTools
+from mnemo_agent.turn.messaging import AgentMessaging
 from mnemo_agent.turn.model_calls import ModelCalls
 from mnemo_agent.turn.ports import AgentRows, Memory, MemoryToolRunner, Model, ToolSource
 from mnemo_agent.turn.recorders import EphemeralRecorder
@@ -71,7 +72,8 @@ class Turns:
             ),
         )
         context = ContextFitter(memory, summarizer, settings)
-        self._loop = StepLoop(context, ToolDispatch(tools, memory_tools), ModelCalls(model))
+        messenger = AgentMessaging(self, agents, settings)
+        self._loop = StepLoop(context, ToolDispatch(tools, memory_tools, messenger), ModelCalls(model))
         self._lifecycle = RunLifecycle(agents, runs, memory, self._catalog, self._loop, context, settings)
         self._background = BackgroundRuns(agents, runs, self._lifecycle, settings, on_turn_end=self._ended)
         self.default_max_steps = settings.default_max_steps
@@ -106,7 +108,7 @@ class Turns:
         stream_tokens = request.stream_tokens or agent.agent_type == "voice"
         # The turn runs in its own task so that CancelRun can stop it and still record the outcome.
         return await asyncio.create_task(
-            self._turn(actor, agent, inputs, steps, request.idempotency_key, sink, stream_tokens)
+            self._turn(actor, agent, inputs, steps, request, sink, stream_tokens)
         )
 
     @contextlib.asynccontextmanager
@@ -271,7 +273,7 @@ class Turns:
         agent: Agent,
         inputs: list[message_pb2.Message],
         steps: int,
-        key: str,
+        turn_request: TurnRequest,
         sink: Sink | None,
         stream_tokens: bool,
     ) -> TurnResult:
@@ -282,7 +284,12 @@ class Turns:
             try:
                 request = agent_pb2.SendMessageRequest(agent_id=agent.id, messages=inputs, max_steps=steps)
                 start = await self._lifecycle.start(
-                    actor, agent, key, steps, request.SerializeToString(deterministic=True)
+                    actor,
+                    agent,
+                    turn_request.idempotency_key,
+                    steps,
+                    request.SerializeToString(deterministic=True),
+                    turn_request.lineage,
                 )
                 run = start.run
                 if sink is not None:
