@@ -88,9 +88,10 @@ class LocalProvider:
     def __init__(self, specs: list[LocalModelSpec], *, models_dir: Path, threads: int = 2) -> None:
         self._models = {spec.name.lower(): _Model(spec, models_dir, threads) for spec in specs}
         # llama.cpp's threads meet at an OpenMP barrier after every operation of every token. Spinning
-        # there (libgomp's default) makes a shared machine crawl: on 2 busy cores a 7-token answer took
-        # 13-31 s spinning and 1.4-3.8 s sleeping. libgomp reads this when llama.cpp is first loaded (on
-        # first use, after this); an operator's own OMP_WAIT_POLICY wins.
+        # there (libgomp's default) makes a shared machine crawl: on 2 cores busy with other work, a
+        # 7-token answer took 15-41 s spinning and 2-3 s sleeping, a 29-token one 65-129 s and 6-8 s
+        # (ADR 0104). libgomp reads this when llama.cpp is first loaded (on first use, after this); an
+        # operator's own OMP_WAIT_POLICY wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     def _model(self, name: str) -> _Model:
