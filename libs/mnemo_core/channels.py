@@ -20,10 +20,12 @@ from mnemo_core.settings import MnemoSettings, ServiceName
 
 StubT = TypeVar("StubT")
 
+# A call that stays silent this long (a slow model step) is pinged, so that a dead peer is noticed.
+KEEPALIVE_MS = 30_000
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
     ("grpc.enable_retries", 1),
 ]
 

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The shortest interval between a client's pings on a silent call that the server tolerates. gRPC's
+# default (5 minutes) counts the mesh's keepalive pings (every 30 s) as abuse and drops the connection
+# with "too many pings" about three minutes into a long call, such as a turn of the offline model on a
+# busy machine. Below the clients' keepalive, with room for timer jitter.
+MIN_PING_INTERVAL_MS = 10_000
 
 
 class GrpcApp(Protocol):
@@ -63,6 +68,7 @@ async def start_server(
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ],
     )
     names = list(app.register(server))

@@ -13,7 +13,16 @@ import httpx
 import psutil
 import pytest
 
+from mnemo_llm.local_model import BUNDLED_MODEL, bundled_weights_installed, llama_available
 from tests.harness import mesh_env
+
+# With no provider configured, the banner names the offline model where the `local` extra is installed
+# (as `make test` does) and says there is none elsewhere.
+NO_PROVIDER_BANNER = (
+    f"local/{BUNDLED_MODEL} (offline on this machine"
+    if llama_available() and bundled_weights_installed()
+    else "none configured"
+)
 
 
 def _start(home: Path, *options: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -61,7 +70,7 @@ def test_server_prints_where_it_listens_and_stops_every_process_on_signal(
         assert env["MNEMO_API_KEY"] in text
         for service in ("agent", "memory", "tools", "llm"):
             assert f"127.0.0.1:{env[f'MNEMO_{service.upper()}_PORT']}" in text
-        assert "none configured" in text
+        assert NO_PROVIDER_BANNER in text
         assert len(children) == 5
         health = httpx.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=5).json()
         assert health["status"] == "ok"

