@@ -51,13 +51,15 @@ class AgentRow(AgentBase):
     llm_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # [{"tool_name", "type", "max_calls"}]; see mnemo_agent.tool_rules.
+    # [{"tool_name", "type", ...}]; see mnemo_agent.tool_rules.
     tool_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     summarizer_model: Mapped[str] = mapped_column(String(200), default="")
     # {"enabled", "frequency", "model"} of the sleep-time agent.
     sleeptime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sleeptime_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     primary_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The built-in tools that edit core memory: "classic" or "lines" (mnemo_agent.memory_tools).
+    memory_tool_set: Mapped[str] = mapped_column(String(16), default="classic", server_default="classic")
 
 
 class AgentTagRow(AgentBase):

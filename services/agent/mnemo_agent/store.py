@@ -56,13 +56,15 @@ class Agent:
     metadata_json: dict[str, Any] = field(default_factory=dict)
     agent_type: str = "standard"
     llm_options: dict[str, Any] = field(default_factory=dict)
-    # [{"tool_name", "type", "max_calls"}]; see mnemo_agent.tool_rules.
+    # [{"tool_name", "type", ...}]; see mnemo_agent.tool_rules.
     tool_rules: list[dict[str, Any]] = field(default_factory=list)
     summarizer_model: str = ""
     # {"enabled", "frequency", "model"} of the sleep-time agent.
     sleeptime: dict[str, Any] = field(default_factory=dict)
     sleeptime_agent_id: str | None = None
     primary_agent_id: str | None = None
+    # The built-in tools that edit core memory: "classic" or "lines".
+    memory_tool_set: str = "classic"
 
 
 @dataclass(frozen=True, slots=True)

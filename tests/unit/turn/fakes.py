@@ -138,22 +138,27 @@ def _block_copy(block: block_pb2.Block) -> block_pb2.Block:
 
 
 class MemoryToolsFake:
-    """core_memory_append and core_memory_replace on the fake's blocks; counts how many ran at once."""
+    """core_memory_append, core_memory_replace and memory_finish_edits on the fake's blocks; counts how many
+    ran at once, and keeps the run each ran for."""
 
     def __init__(self, memory: MemoryFake) -> None:
         self._memory = memory
         self._running = 0
         self.most_at_once = 0
         self.ran: list[tuple[str, dict[str, Any]]] = []
+        self.runs: list[str] = []
 
     async def run(
-        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+        self, agent: AgentIdentity, name: str, args: dict[str, Any], *, run_id: str = ""
     ) -> tuple[str, block_pb2.Block | None]:
         self._running += 1
         self.most_at_once = max(self.most_at_once, self._running)
         try:
             await asyncio.sleep(0)  # where another call would slip in, were calls not in order
             self.ran.append((name, args))
+            self.runs.append(run_id)
+            if name == "memory_finish_edits":
+                return "Memory edits finished.", None
             if name not in ("core_memory_append", "core_memory_replace"):
                 raise ToolError(f"'{name}' is not a memory tool")
             block = self._memory.block(agent.id, str(args.get("label")))
@@ -187,7 +192,7 @@ class ToolsFake:
         self._functions: dict[str, ToolFunction] = {}
         self.runs: list[tuple[str, dict[str, Any], str]] = []
         self.gets = 0
-        for name in ("core_memory_append", "core_memory_replace"):
+        for name in ("core_memory_append", "core_memory_replace", "memory_finish_edits"):
             self.tools[f"tool-builtin-{name}"] = tool_pb2.Tool(
                 id=f"tool-builtin-{name}",
                 name=name,

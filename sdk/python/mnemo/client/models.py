@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mnemo.rest.agents import Agent
 from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
-from mnemo.rest.blocks import Block, BlockCreate
+from mnemo.rest.blocks import Block, BlockCreate, BlockVersion
 from mnemo.rest.identity import ApiKey, ApiKeyCreated, Organization, User
 from mnemo.rest.messages import (
     AssistantMessage,
@@ -40,6 +40,7 @@ __all__ = [
     "AssistantMessage",
     "Block",
     "BlockCreate",
+    "BlockVersion",
     "ContentDelta",
     "EventMessage",
     "File",

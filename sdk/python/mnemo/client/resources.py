@@ -17,6 +17,7 @@ from mnemo.client.models import (
     Agent,
     Block,
     BlockCreate,
+    BlockVersion,
     Job,
     Message,
     MessageCreate,
@@ -43,7 +44,7 @@ from mnemo.client.transport import (
 from mnemo.rest.agents import AgentCreate, AgentUpdate
 from mnemo.rest.archival import PassageCreate
 from mnemo.rest.batches import Batch, BatchCreate, BatchTurn
-from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate
+from mnemo.rest.blocks import BlockCreateRequest, BlockRestore, BlockUpdate
 from mnemo.rest.groups import Group, GroupCreate, GroupMessageRequest, GroupMessageResponse, GroupRun
 from mnemo.rest.identity import (
     ApiKey,
@@ -72,6 +73,7 @@ _AGENT = TypeAdapter(Agent)
 _AGENTS = TypeAdapter(list[Agent])
 _BLOCK = TypeAdapter(Block)
 _BLOCKS = TypeAdapter(list[Block])
+_BLOCK_VERSIONS = TypeAdapter(list[BlockVersion])
 _MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 _SEND = TypeAdapter(SendMessageResponse)
 _RUN = TypeAdapter(Run)
@@ -425,6 +427,30 @@ class Blocks(Resource[TransportT]):
         """Detaches a block from the agent; the block stays."""
         path = f"/v1/agents/{agent_id}/core-memory/blocks/detach/{block_id}"
         return Call("PATCH", path, parse_as(_BLOCK), retry=True)
+
+    @endpoint
+    def history(self, block_id: str, *, limit: int = 50, page_token: str = "") -> Call[Page[BlockVersion]]:
+        """The kept versions of the block's value, newest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call(
+            "GET", f"/v1/blocks/{block_id}/history", parse_page(_BLOCK_VERSIONS), params=params, retry=True
+        )
+
+    @endpoint
+    def undo(self, block_id: str) -> Call[Block]:
+        """Undoes the latest edit of the block's value that is not undone yet."""
+        return Call("POST", f"/v1/blocks/{block_id}/undo", parse_as(_BLOCK))
+
+    @endpoint
+    def redo(self, block_id: str) -> Call[Block]:
+        """Applies again the edit undone last."""
+        return Call("POST", f"/v1/blocks/{block_id}/redo", parse_as(_BLOCK))
+
+    @endpoint
+    def restore(self, block_id: str, version: int) -> Call[Block]:
+        """Gives the block the value of one of its kept versions again."""
+        body = BlockRestore(version=version)
+        return Call("POST", f"/v1/blocks/{block_id}/restore", parse_as(_BLOCK), json=_body(body))
 
 
 class Archival(Resource[TransportT]):

@@ -60,9 +60,10 @@ class MemoryToolRunner(Protocol):
     """Runs the built-in memory tools against the memory service."""
 
     async def run(
-        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+        self, agent: AgentIdentity, name: str, args: dict[str, Any], *, run_id: str = ""
     ) -> tuple[str, block_pb2.Block | None]:
-        """The text the model is told, and the core memory block the tool changed (if any)."""
+        """The text the model is told, and the core memory block the tool changed (if any); `run_id` is the
+        turn's run, kept in the history of the blocks it edits."""
 
 
 class Model(ChatModel, Protocol):

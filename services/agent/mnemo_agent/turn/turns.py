@@ -216,6 +216,7 @@ class Turns:
             history_count=window.history_count,
             in_context_count=len(window.messages),
             now=utcnow(),
+            memory_tool_set=agent.memory_tool_set,
         )
 
     async def run_messages(
