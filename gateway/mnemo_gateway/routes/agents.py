@@ -49,10 +49,13 @@ async def list_agents(
     page_token: str = "",
     name: str = "",
     tags: Annotated[list[str] | None, Query()] = None,
+    identity_id: Annotated[str, Query(description="Only the agents of this identity (end user).")] = "",
 ) -> list[Agent]:
     """Lists agents, newest first; the `X-Next-Page-Token` header continues the listing."""
     page = await mesh.agents.ListAgents(
-        agent_pb2.ListAgentsRequest(page_size=limit, page_token=page_token, name=name, tags=tags or [])
+        agent_pb2.ListAgentsRequest(
+            page_size=limit, page_token=page_token, name=name, tags=tags or [], end_user_id=identity_id
+        )
     )
     if page.next_page_token:
         response.headers["X-Next-Page-Token"] = page.next_page_token

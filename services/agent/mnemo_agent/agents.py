@@ -373,15 +373,28 @@ class Agents:
         return AgentView(row, await self.blocks_of(agent_id))
 
     async def list(
-        self, org_id: str, *, name: str = "", tags: list[str] | None = None, size: int = 0, token: str = ""
+        self,
+        org_id: str,
+        *,
+        name: str = "",
+        tags: list[str] | None = None,
+        end_user_id: str = "",
+        size: int = 0,
+        token: str = "",
     ) -> tuple[list[AgentView], str]:
-        """Agents, newest first, with their blocks; returns (page, next token)."""
+        """Agents, newest first (of one end user, when given), with their blocks; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "agents")
         after = None if position is None else (position.time("t"), position.text("i"))
         rows = await self._db.read(
             lambda conn: AgentQueries.page(
-                conn, org_id, name=name, tags=tags or [], after=after, limit=limit + 1
+                conn,
+                org_id,
+                name=name,
+                tags=tags or [],
+                after=after,
+                limit=limit + 1,
+                end_user_id=end_user_id,
             )
         )
         next_token = ""

@@ -11,6 +11,7 @@ from pydantic import Field
 from mnemo.rest.agents import Agent
 from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
 from mnemo.rest.blocks import Block, BlockCreate, BlockVersion
+from mnemo.rest.identities import Identity
 from mnemo.rest.identity import ApiKey, ApiKeyCreated, Organization, User
 from mnemo.rest.messages import (
     AssistantMessage,
@@ -44,6 +45,7 @@ __all__ = [
     "ContentDelta",
     "EventMessage",
     "File",
+    "Identity",
     "Job",
     "Message",
     "MessageCreate",

@@ -225,6 +225,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             current_actor().org_id,
             name=request.name,
             tags=list(request.tags),
+            end_user_id=request.end_user_id,
             size=request.page_size,
             token=request.page_token,
         )
