@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
-from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, SystemPrompt
+from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, ContextBreakdown, SystemPrompt
 from mnemo.rest.blocks import Block
 from mnemo.rest.messages import (
     ContentDelta,
@@ -285,3 +285,23 @@ async def list_messages(
         )
     )
     return convert.messages_out(list(page.messages))
+
+
+@router.get("/{agent_id}/context", response_model=ContextBreakdown)
+async def get_agent_context(agent_id: str, mesh: Mesh) -> ContextBreakdown:
+    """How the agent's next model call would fill its context window now: tokens per section (system
+    prompt, core memory, tool schemas, summary, messages), counted for its model, and the window size."""
+    found = (await mesh.agents.GetAgentContext(agent_pb2.GetAgentContextRequest(agent_id=agent_id))).context
+    return ContextBreakdown(
+        context_window=found.context_window,
+        model_context_window=found.model_context_window,
+        total_tokens=found.total_tokens,
+        system_tokens=found.system_tokens,
+        core_memory_tokens=found.core_memory_tokens,
+        tool_schema_tokens=found.tool_schema_tokens,
+        summary_tokens=found.summary_tokens,
+        message_tokens=found.message_tokens,
+        message_count=found.message_count,
+        exact=found.exact,
+        method=found.method,
+    )

@@ -25,7 +25,7 @@ from mnemo_agent.memory_tools import AgentIdentity, ToolError
 from mnemo_agent.runs import Runs
 from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.turn import Turns, TurnSettings
-from mnemo_agent.turn.ports import Window
+from mnemo_agent.turn.ports import TokenCount, Window
 from mnemo_core.db import Database
 from mnemo_core.errors import Aborted, InvalidArgument, NotFound, Unimplemented
 from mnemo_core.ids import new_id
@@ -313,6 +313,12 @@ class ModelFake:
 
     def stream(self, request: llm_pb2.ChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
         return self._stream(request)
+
+    async def count_tokens(self, request: llm_pb2.ChatRequest) -> TokenCount:
+        """A count like the llm-gateway's estimate: 4 characters a token, 3 per message and 3 to prime."""
+        chars = sum(len(m.content) for m in request.messages)
+        chars += sum(len(t.name) + len(t.description) + len(t.parameters_json) for t in request.tools)
+        return TokenCount(3 + 3 * len(request.messages) + chars // 4, False, "estimate/fake", 8192)
 
     async def _stream(self, request: llm_pb2.ChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
         if not self.streams:

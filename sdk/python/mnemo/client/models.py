@@ -8,7 +8,7 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import Field
 
-from mnemo.rest.agents import Agent
+from mnemo.rest.agents import Agent, ContextBreakdown
 from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
 from mnemo.rest.blocks import Block, BlockCreate, BlockVersion
 from mnemo.rest.identities import Identity
@@ -43,6 +43,7 @@ __all__ = [
     "BlockCreate",
     "BlockVersion",
     "ContentDelta",
+    "ContextBreakdown",
     "EventMessage",
     "File",
     "Identity",

@@ -41,7 +41,7 @@ from mnemo.client.transport import (
     parse_page,
     streaming,
 )
-from mnemo.rest.agents import AgentCreate, AgentUpdate
+from mnemo.rest.agents import AgentCreate, AgentUpdate, ContextBreakdown
 from mnemo.rest.archival import PassageCreate
 from mnemo.rest.batches import Batch, BatchCreate, BatchTurn
 from mnemo.rest.blocks import BlockCreateRequest, BlockRestore, BlockUpdate
@@ -95,6 +95,7 @@ _API_KEY_CREATED = TypeAdapter(ApiKeyCreated)
 _MESSAGE_SEARCH = TypeAdapter(MessageSearchResult)
 _EPHEMERAL = TypeAdapter(EphemeralResponse)
 _BATCH = TypeAdapter(Batch)
+_CONTEXT = TypeAdapter(ContextBreakdown)
 _IDENTITY = TypeAdapter(Identity)
 _IDENTITIES = TypeAdapter(list[Identity])
 _OBJECT = TypeAdapter(JsonObject)
@@ -210,6 +211,11 @@ class Agents(Resource[TransportT]):
         content = agent_file.encode() if isinstance(agent_file, str) else agent_file
         files = {"file": ("agent.json", content, "application/json")}
         return Call("POST", "/v1/agents/import", parse_as(_AGENT), files=files)
+
+    @endpoint
+    def context(self, agent_id: str) -> Call[ContextBreakdown]:
+        """How the agent's next model call would fill its context window: tokens per section."""
+        return Call("GET", f"/v1/agents/{agent_id}/context", parse_as(_CONTEXT), retry=True)
 
 
 class Messages(Resource[TransportT]):

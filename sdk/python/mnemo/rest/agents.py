@@ -166,3 +166,19 @@ class SystemPrompt(BaseModel):
     """The compiled system prompt an agent sees on its next step."""
 
     system_prompt: str
+
+
+class ContextBreakdown(BaseModel):
+    """How an agent's next model call would fill its context window now, in tokens per section."""
+
+    context_window: int = Field(description="The window its turns fit into (summaries start at 90 %).")
+    model_context_window: int = Field(description="The model's own window; 0 when unknown.")
+    total_tokens: int = Field(description="The whole request; the sections below add up to it.")
+    system_tokens: int = Field(description="Base system prompt and memory statistics, with the framing.")
+    core_memory_tokens: int
+    tool_schema_tokens: int
+    summary_tokens: int
+    message_tokens: int
+    message_count: int = Field(description="Messages in the window, the summary not counted.")
+    exact: bool = Field(description="Whether the counts are exact for the model (false: an estimate).")
+    method: str

@@ -122,7 +122,12 @@ class TurnState:
     def use_tools(self, tools: Sequence[tool_pb2.Tool]) -> None:
         """The tools the model is offered this turn."""
         self.tools = {tool.name: tool for tool in tools}
-        self.schemas = [
+        self.schemas = self.schemas_of(tools)
+
+    @staticmethod
+    def schemas_of(tools: Sequence[tool_pb2.Tool]) -> list[llm_pb2.ToolSchema]:
+        """What the model is told of each tool."""
+        return [
             llm_pb2.ToolSchema(name=t.name, description=t.description, parameters_json=t.json_schema)
             for t in tools
         ]
