@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from mnemo.client import Mnemo
+from tests.e2e.test_agent_runtime import wait_for
 from tests.e2e.test_turn import blocks_by_label, create_agent, send
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh
@@ -124,3 +125,24 @@ def test_the_python_client_reads_history_and_undoes(mesh: RunningMesh, api: http
     assert [v.after for v in versions] == ["two", "one"]
     assert (undone.value, redone.value, restored.value) == ("one", "two", "one")
     assert restored.version == 5
+
+
+def test_a_sleep_time_agents_edits_are_versions_of_its_own_with_its_run(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agent = create_agent(api, sleeptime={"enabled": True, "frequency": 1, "model": "openai/sleepy"})
+    helper_id = agent["sleeptime_agent_id"]
+    human = blocks_by_label(api, agent["id"])["human"]
+    llm.script(
+        reply("Tea it is."),
+        tool_call("core_memory_append", {"label": "human", "content": "Likes tea"}),
+        reply("Saved the tea preference."),
+    )
+
+    send(api, agent["id"], "I like tea")
+
+    versions = wait_for(lambda: [v for v in history(api, human["id"]) if v["operation"] == "append"])
+    latest = versions[0]
+    helper_runs = api.get("/v1/runs", params={"agent_id": helper_id}).json()
+    assert (latest["operation"], latest["editor_type"], latest["editor_id"]) == ("append", "agent", helper_id)
+    assert latest["run_id"] in [run["id"] for run in helper_runs]
