@@ -19,7 +19,7 @@ def compile_prompt(
 ) -> str:
     return compile_system_prompt(
         base, blocks or [], history_count=history_count, in_context_count=in_context_count, now=NOW
-    )
+    ).text
 
 
 def test_prompt_starts_with_the_agents_own_base_prompt_stripped() -> None:
@@ -109,7 +109,7 @@ def test_agents_with_the_line_tools_see_numbered_lines_and_are_told_the_numbers_
 
     prompt = compile_system_prompt(
         "", blocks, history_count=0, in_context_count=0, now=NOW, memory_tool_set="lines"
-    )
+    ).text
 
     assert "<value>\n1: Name: Ada\n2: Likes tea\n</value>" in prompt
     assert (

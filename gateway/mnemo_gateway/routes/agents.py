@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from google.protobuf import json_format
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
@@ -292,16 +293,8 @@ async def get_agent_context(agent_id: str, mesh: Mesh) -> ContextBreakdown:
     """How the agent's next model call would fill its context window now: tokens per section (system
     prompt, core memory, tool schemas, summary, messages), counted for its model, and the window size."""
     found = (await mesh.agents.GetAgentContext(agent_pb2.GetAgentContextRequest(agent_id=agent_id))).context
-    return ContextBreakdown(
-        context_window=found.context_window,
-        model_context_window=found.model_context_window,
-        total_tokens=found.total_tokens,
-        system_tokens=found.system_tokens,
-        core_memory_tokens=found.core_memory_tokens,
-        tool_schema_tokens=found.tool_schema_tokens,
-        summary_tokens=found.summary_tokens,
-        message_tokens=found.message_tokens,
-        message_count=found.message_count,
-        exact=found.exact,
-        method=found.method,
+    return ContextBreakdown.model_validate(
+        json_format.MessageToDict(
+            found, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
     )

@@ -66,7 +66,7 @@ def _render_block(block: block_pb2.Block, line_numbers: bool) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PromptSections:
+class SystemPrompt:
     """The system prompt in its parts: the base prompt, the memory blocks, the memory statistics."""
 
     base: str
@@ -75,36 +75,8 @@ class PromptSections:
 
     @property
     def text(self) -> str:
+        """The whole system message."""
         return "\n\n".join((self.base, self.memory, self.metadata))
-
-
-def prompt_sections(
-    base: str,
-    blocks: Sequence[block_pb2.Block],
-    *,
-    history_count: int,
-    in_context_count: int,
-    now: datetime,
-    archival_count: int | None = None,
-    memory_tool_set: str = CLASSIC,
-) -> PromptSections:
-    """The parts of the system message an agent sees on every step (see compile_system_prompt)."""
-    line_numbers = memory_tool_set == LINES
-    rendered = "\n".join(_render_block(block, line_numbers) for block in blocks)
-    note = f"{LINE_NUMBERS_NOTE}\n" if line_numbers else ""
-    evicted = max(0, history_count - in_context_count)
-    archival = "" if archival_count is None else f"- passages in your archival memory: {archival_count}\n"
-    return PromptSections(
-        base=base.strip() or default_system(memory_tool_set),
-        memory=f"<memory_blocks>\n{note}{rendered}\n</memory_blocks>" if blocks else "<memory_blocks/>",
-        metadata=(
-            "<memory_metadata>\n"
-            f"- current time: {now.strftime('%Y-%m-%d %H:%M %Z')}\n"
-            f"- messages in your history: {history_count} ({evicted} no longer in your context window)\n"
-            f"{archival}"
-            "</memory_metadata>"
-        ),
-    )
 
 
 def compile_system_prompt(
@@ -116,18 +88,25 @@ def compile_system_prompt(
     now: datetime,
     archival_count: int | None = None,
     memory_tool_set: str = CLASSIC,
-) -> str:
-    """The system message an agent sees on every step.
+) -> SystemPrompt:
+    """The system message an agent sees on every step (`.text`), in its parts.
 
     `archival_count` is shown when the memory service can tell it (None leaves the line out). Agents that
     edit memory with the line tools see their blocks' lines numbered.
     """
-    return prompt_sections(
-        base,
-        blocks,
-        history_count=history_count,
-        in_context_count=in_context_count,
-        now=now,
-        archival_count=archival_count,
-        memory_tool_set=memory_tool_set,
-    ).text
+    line_numbers = memory_tool_set == LINES
+    rendered = "\n".join(_render_block(block, line_numbers) for block in blocks)
+    note = f"{LINE_NUMBERS_NOTE}\n" if line_numbers else ""
+    evicted = max(0, history_count - in_context_count)
+    archival = "" if archival_count is None else f"- passages in your archival memory: {archival_count}\n"
+    return SystemPrompt(
+        base=base.strip() or default_system(memory_tool_set),
+        memory=f"<memory_blocks>\n{note}{rendered}\n</memory_blocks>" if blocks else "<memory_blocks/>",
+        metadata=(
+            "<memory_metadata>\n"
+            f"- current time: {now.strftime('%Y-%m-%d %H:%M %Z')}\n"
+            f"- messages in your history: {history_count} ({evicted} no longer in your context window)\n"
+            f"{archival}"
+            "</memory_metadata>"
+        ),
+    )

@@ -179,37 +179,51 @@ class BlockHistory:
 
     async def undo(self, org_id: str, block_id: str, editor: Editor) -> tuple[Block, BlockVersion]:
         """Takes back the latest applied edit."""
-
-        def tx(conn: Connection) -> tuple[Block, BlockVersion]:
-            block = self._changeable(conn, org_id, block_id, "undo is refused; clear read_only to allow it")
-            top = V.edge(conn, org_id, block.id, APPLIED, newest=True)
-            if top is None:
-                raise FailedPrecondition(
-                    f"block {block.id} has no edit to undo",
-                    reason="NOTHING_TO_UNDO",
-                    metadata={"block_id": block.id},
-                )
-            check_fits(block.label, top.before, block.limit, "block_id")
-            V.set_state(conn, block.id, top.version, UNDONE)
-            return self._apply(conn, org_id, block, top.before, "undo", editor, top.version)
-
-        return await write(self._db, tx)
+        return await self._move(org_id, block_id, editor, "undo")
 
     async def redo(self, org_id: str, block_id: str, editor: Editor) -> tuple[Block, BlockVersion]:
         """Applies again the edit undone last."""
+        return await self._move(org_id, block_id, editor, "redo")
+
+    async def _move(
+        self, org_id: str, block_id: str, editor: Editor, operation: str
+    ) -> tuple[Block, BlockVersion]:
+        """One step on the undo stack: back (undo: the newest applied edit's value before) or forward
+        (redo: the oldest undone edit's value after), written as a new version."""
+        undo = operation == "undo"
 
         def tx(conn: Connection) -> tuple[Block, BlockVersion]:
-            block = self._changeable(conn, org_id, block_id, "redo is refused; clear read_only to allow it")
-            undone = V.edge(conn, org_id, block.id, UNDONE, newest=False)
-            if undone is None:
+            block = self._changeable(
+                conn, org_id, block_id, f"{operation} is refused; clear read_only to allow it"
+            )
+            edit = V.edge(conn, org_id, block.id, APPLIED if undo else UNDONE, newest=undo)
+            if edit is None:
+                why = (
+                    "no edit to undo"
+                    if undo
+                    else "no undone edit to redo (an edit made after an undo discards it)"
+                )
                 raise FailedPrecondition(
-                    f"block {block.id} has no undone edit to redo (an edit made after an undo discards it)",
-                    reason="NOTHING_TO_REDO",
+                    f"block {block.id} has {why}",
+                    reason="NOTHING_TO_UNDO" if undo else "NOTHING_TO_REDO",
                     metadata={"block_id": block.id},
                 )
-            check_fits(block.label, undone.after, block.limit, "block_id")
-            V.set_state(conn, block.id, undone.version, APPLIED)
-            return self._apply(conn, org_id, block, undone.after, "redo", editor, undone.version)
+            value = edit.before if undo else edit.after
+            check_fits(block.label, value, block.limit, "block_id")
+            V.set_state(conn, block.id, edit.version, UNDONE if undo else APPLIED)
+            written = self._versioning.record(
+                conn,
+                org_id,
+                block,
+                value,
+                operation,
+                editor,
+                now=utcnow(),
+                target_version=edit.version,
+                always=True,
+            )
+            assert written is not None
+            return Q.get(conn, org_id, block.id), written
 
         return await write(self._db, tx)
 
@@ -272,19 +286,3 @@ class BlockHistory:
         check_changeable(block)
         check_not_read_only(block, refused)
         return block
-
-    def _apply(
-        self,
-        conn: Connection,
-        org_id: str,
-        block: Block,
-        value: str,
-        operation: str,
-        editor: Editor,
-        target: int,
-    ) -> tuple[Block, BlockVersion]:
-        written = self._versioning.record(
-            conn, org_id, block, value, operation, editor, now=utcnow(), target_version=target, always=True
-        )
-        assert written is not None
-        return Q.get(conn, org_id, block.id), written

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_agent.store import Agent
@@ -64,6 +66,16 @@ REQUIRED, ANY = llm_pb2.TOOL_CHOICE_REQUIRED, llm_pb2.TOOL_CHOICE_UNSPECIFIED
 # ----- conditional -----
 
 
+def conditional(default: str = "") -> dict[str, Any]:
+    """check's rule: output "yes" leads to approve, output starting "error" to retry, else `default`."""
+    return {
+        "tool_name": "check",
+        "type": "conditional",
+        "branches": [{"equals": "yes", "next_tool": "approve"}, {"pattern": "^error", "next_tool": "retry"}],
+        "default_next_tool": default,
+    }
+
+
 async def test_a_conditional_rule_offers_only_the_tool_the_output_selects_then_frees_the_choice(
     fakes: Mesh, actor: Actor
 ) -> None:
@@ -71,71 +83,40 @@ async def test_a_conditional_rule_offers_only_the_tool_the_output_selects_then_f
     agent = await agent_with(
         fakes,
         actor,
-        {"check": answering(' "yes" '), "approve": answering("approved"), "reject": answering("rejected")},
-        [
-            {
-                "tool_name": "check",
-                "type": "conditional",
-                "branches": [
-                    {"equals": "yes", "next_tool": "approve"},
-                    {"pattern": "^no", "next_tool": "reject"},
-                ],
-            }
-        ],
+        {"check": answering(' "yes" '), "approve": answering("approved"), "retry": answering("retried")},
+        [conditional()],
     )
     fakes.model.script(calls(("check", {}, "c1")), calls(("approve", {}, "c2")), reply("Approved."))
 
     result = await send(turns, actor, agent)
 
     assert steps(fakes) == [
-        (["check", "approve", "reject"], ANY),
+        (["check", "approve", "retry"], ANY),
         (["approve"], REQUIRED),
-        (["check", "approve", "reject"], ANY),
+        (["check", "approve", "retry"], ANY),
     ]
     assert results(result) == [' "yes" ', "approved"]
 
 
-async def test_a_conditional_rule_falls_back_to_its_default_and_matches_patterns(
-    fakes: Mesh, actor: Actor
+@pytest.mark.parametrize(
+    ("output", "default", "next_step"),
+    [
+        ("error: disk full", "report", (["retry"], REQUIRED)),
+        ("all good", "report", (["report"], REQUIRED)),
+        ("all good", "", (["check", "approve", "retry", "report"], ANY)),
+    ],
+)
+async def test_a_conditional_rule_matches_patterns_then_falls_back_to_its_default_or_to_no_constraint(
+    fakes: Mesh, actor: Actor, output: str, default: str, next_step: tuple[list[str], int]
 ) -> None:
     turns = fakes.turns()
-    agent = await agent_with(
-        fakes,
-        actor,
-        {"check": answering("error: disk full"), "retry": answering("ok"), "report": answering("ok")},
-        [
-            {
-                "tool_name": "check",
-                "type": "conditional",
-                "branches": [
-                    {"equals": "fine", "next_tool": "report"},
-                    {"pattern": "^error", "next_tool": "retry"},
-                ],
-                "default_next_tool": "report",
-            }
-        ],
-    )
-    fakes.model.script(calls(("check", {}, "c1")), calls(("retry", {}, "c2")), reply("Retried."))
-    await send(turns, actor, agent)
-    assert steps(fakes)[1] == (["retry"], REQUIRED)
+    tools = {name: answering("ok") for name in ("approve", "retry", "report")}
+    agent = await agent_with(fakes, actor, {"check": answering(output), **tools}, [conditional(default)])
+    fakes.model.script(calls(("check", {}, "c1")), reply("Done."))
 
-    # Another agent: its check answers something no branch matches.
-    agent = await agent_with(
-        fakes,
-        actor,
-        {"check": answering("all good"), "report": answering("ok")},
-        [
-            {
-                "tool_name": "check",
-                "type": "conditional",
-                "branches": [{"equals": "fine", "next_tool": "retry"}],
-                "default_next_tool": "report",
-            }
-        ],
-    )
-    fakes.model.script(calls(("check", {}, "c3")), calls(("report", {}, "c4")), reply("Reported."))
     await send(turns, actor, agent)
-    assert steps(fakes)[4] == (["report"], REQUIRED)
+
+    assert steps(fakes)[1] == next_step
 
 
 # ----- allowed children -----

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any, assert_never
 
@@ -321,19 +322,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.GetAgentContextResponse:
         found = await self._turns.context(current_actor(), request.agent_id)
         return agent_pb2.GetAgentContextResponse(
-            context=agent_pb2.ContextBreakdown(
-                context_window=found.context_window,
-                model_context_window=found.model_context_window,
-                total_tokens=found.total_tokens,
-                system_tokens=found.system_tokens,
-                core_memory_tokens=found.core_memory_tokens,
-                tool_schema_tokens=found.tool_schema_tokens,
-                summary_tokens=found.summary_tokens,
-                message_tokens=found.message_tokens,
-                message_count=found.message_count,
-                exact=found.exact,
-                method=found.method,
-            )
+            context=agent_pb2.ContextBreakdown(**dataclasses.asdict(found), total_tokens=found.total_tokens)
         )
 
     async def SendMessage(

@@ -17,7 +17,7 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.conversation import to_chat_messages
-from mnemo_agent.prompt import prompt_sections
+from mnemo_agent.prompt import compile_system_prompt
 from mnemo_agent.store import Agent
 from mnemo_agent.turn.ports import TokenCount, TokenCounter, Window
 from mnemo_core.wire import utcnow
@@ -63,7 +63,7 @@ async def context_breakdown(
     context_window: int,
 ) -> ContextBreakdown:
     """The breakdown of `agent`'s next request over its `window`, `blocks` and `tools`."""
-    sections = prompt_sections(
+    sections = compile_system_prompt(
         agent.system,
         blocks,
         history_count=window.history_count,

@@ -59,7 +59,7 @@ class ContextFitter:
             in_context_count=len(turn.history) + len(turn.pending),
             now=utcnow(),
             memory_tool_set=turn.agent.memory_tool_set,
-        )
+        ).text
         options = turn.agent.llm_options
         request = llm_pb2.ChatRequest(
             model=turn.agent.model,

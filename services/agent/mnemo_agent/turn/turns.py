@@ -219,7 +219,7 @@ class Turns:
             in_context_count=len(window.messages),
             now=utcnow(),
             memory_tool_set=agent.memory_tool_set,
-        )
+        ).text
 
     async def context(self, actor: Actor, agent_id: str) -> ContextBreakdown:
         """How the agent's next model call would fill its context window now, section by section."""
