@@ -166,9 +166,7 @@ class TurnState:
         self.calls = Counter(call.name for call in calls)
         returns = [m for m in stored if kind(m) == "tool_return"]
         self.succeeded = {m.tool_return.name for m in returns if _outcome(m.tool_return).succeeded}
-        if returns:
-            last_returns = max(m.step for m in returns)
-            self.last_step = [_outcome(m.tool_return) for m in returns if m.step == last_returns]
+        self.last_step = [_outcome(m.tool_return) for m in returns if m.step == self.next_batch - 1]
         answered = {m.tool_return.tool_call_id for m in stored if kind(m) == "tool_return"}
         self.awaiting = [call for call in calls if call.id not in answered]
         last = [m for m in stored if m.step == self.next_batch - 1]
