@@ -151,3 +151,26 @@ def test_a_conditional_rule_picks_the_next_tool_from_the_output_and_per_step_cou
     )
     second = llm.requests()[1]
     assert (offered(second), second.get("tool_choice")) == (["archival_memory_insert"], "required")
+
+
+def test_the_new_rules_and_the_memory_tool_set_travel_in_an_agent_file(api: httpx.Client) -> None:
+    rules = [
+        {
+            "tool_name": "archival_memory_search",
+            "type": "conditional",
+            "branches": [{"pattern": "^No results", "next_tool": "conversation_search"}],
+            "default_next_tool": "memory_insert",
+        },
+        {"tool_name": "memory_insert", "type": "required_before_exit"},
+    ]
+    agent = create_agent(api, memory_tool_set="lines", tool_rules=rules)
+
+    document = api.get(f"/v1/agents/{agent['id']}/export").json()
+    imported = api.post("/v1/agents/import", json=document)
+
+    assert imported.status_code == 201, imported.text
+    twin = imported.json()
+    assert document["agents"][0]["memory_tool_set"] == "lines"
+    assert twin["memory_tool_set"] == "lines"
+    assert twin["tool_rules"] == agent["tool_rules"]
+    assert twin["tool_ids"] == agent["tool_ids"]
