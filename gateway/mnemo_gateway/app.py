@@ -19,6 +19,7 @@ from mnemo_gateway.routes import (
     core_memory,
     groups,
     health,
+    identities,
     identity,
     mcp,
     models,
@@ -68,6 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(sources.router)
     app.include_router(models.router)
     app.include_router(identity.router)
+    app.include_router(identities.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -13,6 +13,7 @@ from mnemo.agent.v1 import (
     agent_pb2,
     agent_pb2_grpc,
     batch_pb2_grpc,
+    end_user_pb2_grpc,
     group_pb2_grpc,
     identity_pb2_grpc,
     run_pb2_grpc,
@@ -38,6 +39,7 @@ class Backends:
         self.batches = self._peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
         self.identity = self._peers.stub("agent", identity_pb2_grpc.IdentityServiceStub)
         self.groups = self._peers.stub("agent", group_pb2_grpc.GroupServiceStub)
+        self.end_users = self._peers.stub("agent", end_user_pb2_grpc.EndUserServiceStub)
         self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
         self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
         self.mcp = self._peers.stub("tools", mcp_pb2_grpc.McpServiceStub)

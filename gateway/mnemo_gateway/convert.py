@@ -5,7 +5,15 @@ from __future__ import annotations
 from mnemo.agent.v1 import agent_pb2, batch_pb2, group_pb2, run_pb2
 from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
-from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, LlmOptions, SleeptimeConfig, ToolRule
+from mnemo.rest.agents import (
+    Agent,
+    AgentCreate,
+    AgentUpdate,
+    LlmOptions,
+    SleeptimeConfig,
+    ToolOutputBranch,
+    ToolRule,
+)
 from mnemo.rest.batches import Batch
 from mnemo.rest.blocks import Block, BlockCreate
 from mnemo.rest.groups import Group, GroupCreate, GroupManager, GroupRun
@@ -34,6 +42,7 @@ RUN_STATUSES = EnumNames(run_pb2.RunStatus)
 EVENT_TYPES = EnumNames(message_pb2.EventType)
 BATCH_MODES = EnumNames(batch_pb2.BatchMode)
 MANAGER_TYPES = EnumNames(group_pb2.ManagerType)
+MEMORY_TOOL_SETS = EnumNames(agent_pb2.MemoryToolSet)
 
 
 def block_out(block: block_pb2.Block) -> Block:
@@ -49,6 +58,7 @@ def block_out(block: block_pb2.Block) -> Block:
         metadata=from_struct(block.metadata),
         created_at=field_time(block, "create_time"),
         updated_at=field_time(block, "update_time"),
+        version=block.version,
     )
 
 
@@ -88,27 +98,58 @@ def agent_out(agent: agent_pb2.Agent) -> Agent:
         blocks=[block_out(b) for b in agent.blocks],
         created_at=field_time(agent, "create_time"),
         updated_at=field_time(agent, "update_time"),
-        tool_rules=[
-            ToolRule(
-                tool_name=r.tool_name,
-                type=TOOL_RULE_TYPES.name(r.type) or "terminal",
-                max_calls=r.max_calls,
-            )
-            for r in agent.tool_rules
-        ],
+        tool_rules=[tool_rule_out(r) for r in agent.tool_rules],
         summarizer_model=agent.summarizer_model,
         sleeptime=SleeptimeConfig(
             enabled=agent.sleeptime.enabled, frequency=agent.sleeptime.frequency, model=agent.sleeptime.model
         ),
         sleeptime_agent_id=agent.sleeptime_agent_id or None,
         primary_agent_id=agent.primary_agent_id or None,
+        memory_tool_set=MEMORY_TOOL_SETS.name(agent.memory_tool_set) or "classic",
     )
+
+
+def tool_rule_out(rule: agent_pb2.ToolRule) -> ToolRule:
+    """The REST form of a tool rule."""
+    return ToolRule.model_validate(
+        {
+            "tool_name": rule.tool_name,
+            "type": TOOL_RULE_TYPES.name(rule.type) or "terminal",
+            "max_calls": rule.max_calls,
+            "children": list(rule.children),
+            "branches": [
+                ToolOutputBranch(
+                    equals=b.equals if b.HasField("equals") else None,
+                    pattern=b.pattern if b.HasField("pattern") else None,
+                    next_tool=b.next_tool,
+                )
+                for b in rule.branches
+            ],
+            "default_next_tool": rule.default_next_tool,
+        }
+    )
+
+
+def _branch_in(branch: ToolOutputBranch) -> agent_pb2.ToolOutputBranch:
+    result = agent_pb2.ToolOutputBranch(next_tool=branch.next_tool)
+    if branch.equals is not None:
+        result.equals = branch.equals
+    if branch.pattern is not None:
+        result.pattern = branch.pattern
+    return result
 
 
 def tool_rules_in(rules: list[ToolRule]) -> list[agent_pb2.ToolRule]:
     """The proto form of tool rules."""
     return [
-        agent_pb2.ToolRule(tool_name=r.tool_name, type=TOOL_RULE_TYPES.value(r.type), max_calls=r.max_calls)
+        agent_pb2.ToolRule(
+            tool_name=r.tool_name,
+            type=TOOL_RULE_TYPES.value(r.type),
+            max_calls=r.max_calls,
+            children=r.children,
+            branches=[_branch_in(b) for b in r.branches],
+            default_next_tool=r.default_next_tool,
+        )
         for r in rules
     ]
 
@@ -145,6 +186,7 @@ def agent_in(body: AgentCreate) -> agent_pb2.CreateAgentRequest:
             sleeptime=agent_pb2.SleeptimeConfig(
                 enabled=body.sleeptime.enabled, frequency=body.sleeptime.frequency, model=body.sleeptime.model
             ),
+            memory_tool_set=MEMORY_TOOL_SETS.value(body.memory_tool_set),
         ),
         memory_blocks=[block_in(b) for b in body.memory_blocks],
         include_base_tools=body.include_base_tools,
@@ -166,6 +208,8 @@ def agent_update_in(agent_id: str, body: AgentUpdate) -> agent_pb2.UpdateAgentRe
             agent.llm_options.CopyFrom(llm_options_in(value))
         elif name == "tool_rules":
             agent.tool_rules.extend(tool_rules_in(value))
+        elif name == "memory_tool_set":
+            agent.memory_tool_set = MEMORY_TOOL_SETS.value(value)
         elif name in ("tool_ids", "tags"):
             getattr(agent, name).extend(value)
         else:

@@ -8,7 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2, search_pb2, source_pb2
 from mnemo.rest.archival import Passage
-from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate, Template
+from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate, BlockVersion, Template
 from mnemo.rest.common import Score
 from mnemo.rest.messages import MessageHit, MessageSearchResult
 from mnemo.rest.sources import File, Job, Source
@@ -19,6 +19,9 @@ from mnemo_gateway import convert
 JOB_STATUSES = EnumNames(source_pb2.JobStatus)
 SEARCH_MODES = EnumNames(search_pb2.SearchMode)
 ROLE_KINDS = EnumNames(message_pb2.MessageKind)
+BLOCK_OPERATIONS = EnumNames(block_pb2.BlockOperation)
+BLOCK_EDITOR_TYPES = EnumNames(block_pb2.BlockEditorType)
+BLOCK_EDIT_STATES = EnumNames(block_pb2.BlockEditState)
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -173,4 +176,23 @@ def file_out(file: source_pb2.File) -> File:
         job_id=file.job_id,
         created_at=field_time(file, "create_time"),
         updated_at=field_time(file, "update_time"),
+    )
+
+
+def block_version_out(version: block_pb2.BlockVersion) -> BlockVersion:
+    """The REST form of a block version."""
+    return BlockVersion.model_validate(
+        {
+            "block_id": version.block_id,
+            "version": version.version,
+            "operation": BLOCK_OPERATIONS.name(version.operation),
+            "editor_type": BLOCK_EDITOR_TYPES.name(version.editor_type),
+            "editor_id": version.editor_id,
+            "run_id": version.run_id or None,
+            "before": version.before,
+            "after": version.after,
+            "state": BLOCK_EDIT_STATES.name(version.state) or None,
+            "target_version": version.target_version or None,
+            "created_at": field_time(version, "create_time"),
+        }
     )

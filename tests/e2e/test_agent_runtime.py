@@ -91,7 +91,16 @@ def test_parallel_tool_calls_all_run_and_each_call_is_stored_with_its_return(
 
 def test_terminal_tool_rule_ends_the_turn_after_the_tool_ran(api: httpx.Client, llm: FakeProvider) -> None:
     agent = create_agent(api, tool_rules=[{"tool_name": "core_memory_append", "type": "terminal"}])
-    assert agent["tool_rules"] == [{"tool_name": "core_memory_append", "type": "terminal", "max_calls": 0}]
+    assert agent["tool_rules"] == [
+        {
+            "tool_name": "core_memory_append",
+            "type": "terminal",
+            "max_calls": 0,
+            "children": [],
+            "branches": [],
+            "default_next_tool": "",
+        }
+    ]
     llm.script(tool_call("core_memory_append", {"label": "human", "content": "done"}), reply("never asked"))
 
     body = send(api, agent["id"], "save and stop").json()

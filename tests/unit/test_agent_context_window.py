@@ -18,7 +18,7 @@ from mnemo_agent.context_window import (
     pressure_noted,
     transcript,
 )
-from mnemo_agent.tool_rules import ToolRules, check_rules
+from mnemo_agent.tool_rules import StepPlan, ToolRules, check_rules
 from mnemo_core.errors import InvalidArgument
 
 
@@ -157,30 +157,37 @@ def schema(name: str) -> llm_pb2.ToolSchema:
     return llm_pb2.ToolSchema(name=name)
 
 
+def plan(
+    rules: ToolRules, schemas: list[llm_pb2.ToolSchema], *, first_step: bool, calls: Counter[str]
+) -> StepPlan:
+    return rules.plan(schemas, first_step=first_step, calls=calls, last=[], succeeded=set())
+
+
 def test_run_first_tools_alone_are_offered_and_required_on_the_first_step() -> None:
     rules = ToolRules.of(check_rules([{"tool_name": "plan", "type": "run_first"}]))
     schemas = [schema("plan"), schema("search")]
 
-    first, choice = rules.offered(schemas, first_step=True, calls=Counter())
-    later, later_choice = rules.offered(schemas, first_step=False, calls=Counter())
+    first = plan(rules, schemas, first_step=True, calls=Counter())
+    later = plan(rules, schemas, first_step=False, calls=Counter())
 
-    assert [s.name for s in first] == ["plan"]
-    assert choice == llm_pb2.TOOL_CHOICE_REQUIRED
-    assert [s.name for s in later] == ["plan", "search"]
-    assert later_choice == llm_pb2.TOOL_CHOICE_UNSPECIFIED
-    assert rules.refusal("search", first_step=True, calls=Counter()) is not None
-    assert rules.refusal("search", first_step=False, calls=Counter()) is None
+    assert [s.name for s in first.offered] == ["plan"]
+    assert first.choice == llm_pb2.TOOL_CHOICE_REQUIRED
+    assert [s.name for s in later.offered] == ["plan", "search"]
+    assert later.choice == llm_pb2.TOOL_CHOICE_UNSPECIFIED
+    assert first.refusal("search", turn_calls=Counter(), step_calls=Counter()) is not None
+    assert later.refusal("search", turn_calls=Counter(), step_calls=Counter()) is None
 
 
 def test_max_calls_removes_the_tool_once_used_up_and_refuses_more() -> None:
     rules = ToolRules.of(check_rules([{"tool_name": "search", "type": "max_calls", "max_calls": 2}]))
     used = Counter({"search": 2})
 
-    offered, _ = rules.offered([schema("search"), schema("other")], first_step=False, calls=used)
+    step = plan(rules, [schema("search"), schema("other")], first_step=False, calls=used)
+    fresh = plan(rules, [schema("search"), schema("other")], first_step=False, calls=Counter())
 
-    assert [s.name for s in offered] == ["other"]
-    assert rules.refusal("search", first_step=False, calls=Counter({"search": 1})) is None
-    assert "at most 2 times" in str(rules.refusal("search", first_step=False, calls=used))
+    assert [s.name for s in step.offered] == ["other"]
+    assert fresh.refusal("search", turn_calls=Counter({"search": 1}), step_calls=Counter()) is None
+    assert "at most 2 times" in str(fresh.refusal("search", turn_calls=used, step_calls=Counter()))
 
 
 def test_terminal_and_approval_rules() -> None:

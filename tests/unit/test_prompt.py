@@ -19,7 +19,7 @@ def compile_prompt(
 ) -> str:
     return compile_system_prompt(
         base, blocks or [], history_count=history_count, in_context_count=in_context_count, now=NOW
-    )
+    ).text
 
 
 def test_prompt_starts_with_the_agents_own_base_prompt_stripped() -> None:
@@ -102,3 +102,21 @@ def test_sections_come_in_order_base_then_memory_then_metadata() -> None:
     metadata_at = prompt.index("<memory_metadata>")
     assert base_at < memory_at < metadata_at
     assert prompt.endswith("</memory_metadata>")
+
+
+def test_agents_with_the_line_tools_see_numbered_lines_and_are_told_the_numbers_are_not_text() -> None:
+    blocks = [block_pb2.Block(label="human", value="Name: Ada\nLikes tea", limit=50)]
+
+    prompt = compile_system_prompt(
+        "", blocks, history_count=0, in_context_count=0, now=NOW, memory_tool_set="lines"
+    ).text
+
+    assert "<value>\n1: Name: Ada\n2: Likes tea\n</value>" in prompt
+    assert (
+        'Each line of a value is shown after its number ("3: "); the numbers are not part of the text.'
+        in prompt
+    )
+    assert "memory_insert" in prompt
+    assert "core_memory_append" not in prompt
+    # Classic agents see the text as it is.
+    assert "<value>\nName: Ada\nLikes tea\n</value>" in compile_prompt(blocks=blocks)

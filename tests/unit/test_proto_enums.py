@@ -9,11 +9,12 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from mnemo.agent.v1 import agent_pb2, batch_pb2, identity_pb2, run_pb2
+from mnemo.agent.v1 import agent_pb2, batch_pb2, end_user_pb2, identity_pb2, run_pb2
 from mnemo.common.v1 import turn_pb2
 from mnemo.llm.v1 import llm_pb2
+from mnemo.memory.v1 import block_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
-from mnemo.rest import agents, batches, runs
+from mnemo.rest import agents, batches, blocks, identities, runs
 from mnemo.tools.v1 import tool_pb2
 from mnemo_core.proto_enums import EnumNames
 
@@ -87,9 +88,15 @@ def test_an_enum_whose_values_do_not_carry_its_prefix_is_refused() -> None:
     [
         (agents.ToolRule.model_fields["type"].annotation, agent_pb2.ToolRuleType),
         (agents.AgentCreate.model_fields["agent_type"].annotation, agent_pb2.AgentType),
+        (agents.MemoryToolSet, agent_pb2.MemoryToolSet),
+        (identities.IdentityType, end_user_pb2.EndUserType),
         (runs.Run.model_fields["status"].annotation, run_pb2.RunStatus),
         (batches.BatchMode, batch_pb2.BatchMode),
+        (blocks.BlockVersion.model_fields["operation"].annotation, block_pb2.BlockOperation),
+        (blocks.BlockVersion.model_fields["editor_type"].annotation, block_pb2.BlockEditorType),
+        (blocks.BlockVersion.model_fields["state"].annotation, block_pb2.BlockEditState),
     ],
 )
 def test_the_rest_vocabulary_is_the_contracts(annotation: object, enum: EnumTypeWrapper) -> None:
-    assert set(get_args(annotation)) == set(EnumNames(enum).names)
+    literal = next((arg for arg in get_args(annotation) if get_args(arg)), annotation)  # X | None: X
+    assert set(get_args(literal)) == set(EnumNames(enum).names)

@@ -6,10 +6,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from google.protobuf import json_format
 
 from mnemo.agent.v1 import agent_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
-from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, SystemPrompt
+from mnemo.rest.agents import Agent, AgentCreate, AgentUpdate, ContextBreakdown, SystemPrompt
 from mnemo.rest.blocks import Block
 from mnemo.rest.messages import (
     ContentDelta,
@@ -49,10 +50,13 @@ async def list_agents(
     page_token: str = "",
     name: str = "",
     tags: Annotated[list[str] | None, Query()] = None,
+    identity_id: Annotated[str, Query(description="Only the agents of this identity (end user).")] = "",
 ) -> list[Agent]:
     """Lists agents, newest first; the `X-Next-Page-Token` header continues the listing."""
     page = await mesh.agents.ListAgents(
-        agent_pb2.ListAgentsRequest(page_size=limit, page_token=page_token, name=name, tags=tags or [])
+        agent_pb2.ListAgentsRequest(
+            page_size=limit, page_token=page_token, name=name, tags=tags or [], end_user_id=identity_id
+        )
     )
     if page.next_page_token:
         response.headers["X-Next-Page-Token"] = page.next_page_token
@@ -282,3 +286,15 @@ async def list_messages(
         )
     )
     return convert.messages_out(list(page.messages))
+
+
+@router.get("/{agent_id}/context", response_model=ContextBreakdown)
+async def get_agent_context(agent_id: str, mesh: Mesh) -> ContextBreakdown:
+    """How the agent's next model call would fill its context window now: tokens per section (system
+    prompt, core memory, tool schemas, summary, messages), counted for its model, and the window size."""
+    found = (await mesh.agents.GetAgentContext(agent_pb2.GetAgentContextRequest(agent_id=agent_id))).context
+    return ContextBreakdown.model_validate(
+        json_format.MessageToDict(
+            found, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from mnemo.memory.v1 import block_pb2
-from mnemo.rest.blocks import Block, BlockCreateRequest, BlockUpdate, Template
+from mnemo.rest.blocks import Block, BlockCreateRequest, BlockRestore, BlockUpdate, BlockVersion, Template
 from mnemo_gateway import convert
 from mnemo_gateway import memory_convert as mc
 from mnemo_gateway.backends import Backends, acting_actor, backends
@@ -80,3 +80,44 @@ async def delete_block(block_id: str, mesh: Mesh) -> Response:
     """Deletes a block and detaches it from every agent."""
     await mesh.blocks.DeleteBlock(block_pb2.DeleteBlockRequest(block_id=block_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{block_id}/history", response_model=list[BlockVersion])
+async def list_block_history(
+    block_id: str,
+    mesh: Mesh,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page_token: str = "",
+) -> list[BlockVersion]:
+    """The kept versions of the block's value, newest first: editor, run, value before and after.
+    `X-Next-Page-Token` continues."""
+    page = await mesh.blocks.ListBlockVersions(
+        block_pb2.ListBlockVersionsRequest(block_id=block_id, page_size=limit, page_token=page_token)
+    )
+    if page.next_page_token:
+        response.headers["X-Next-Page-Token"] = page.next_page_token
+    return [mc.block_version_out(version) for version in page.versions]
+
+
+@router.post("/{block_id}/undo", response_model=Block)
+async def undo_block_edit(block_id: str, mesh: Mesh) -> Block:
+    """Undoes the latest edit of the value not undone yet (400 NOTHING_TO_UNDO when there is none)."""
+    response = await mesh.blocks.UndoBlockEdit(block_pb2.UndoBlockEditRequest(block_id=block_id))
+    return convert.block_out(response.block)
+
+
+@router.post("/{block_id}/redo", response_model=Block)
+async def redo_block_edit(block_id: str, mesh: Mesh) -> Block:
+    """Applies again the edit undone last, unless an edit came after it (400 NOTHING_TO_REDO)."""
+    response = await mesh.blocks.RedoBlockEdit(block_pb2.RedoBlockEditRequest(block_id=block_id))
+    return convert.block_out(response.block)
+
+
+@router.post("/{block_id}/restore", response_model=Block)
+async def restore_block_version(block_id: str, body: BlockRestore, mesh: Mesh) -> Block:
+    """Gives the block the value of a kept version again (an edit that can be undone)."""
+    response = await mesh.blocks.RestoreBlockVersion(
+        block_pb2.RestoreBlockVersionRequest(block_id=block_id, version=body.version)
+    )
+    return convert.block_out(response.block)

@@ -276,6 +276,7 @@ class AgentFiles:
                 "tags": list(row.tags or []),
                 "metadata": row.metadata_json or {},
                 "tool_rules": list(row.tool_rules or []),
+                "memory_tool_set": row.memory_tool_set,
                 "sleeptime": row.sleeptime or {},
                 "block_ids": block_ids,
                 "tool_ids": tool_ids,
@@ -551,6 +552,7 @@ class AgentFiles:
             tool_rules=agent.tool_rules,
             summarizer_model=agent.summarizer_model,
             sleeptime=agent.sleeptime,
+            memory_tool_set=agent.memory_tool_set,
         )
 
         async def populate(agent_id: str) -> None:

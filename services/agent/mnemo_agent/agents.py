@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from mnemo.memory.v1 import block_pb2, message_pb2, passage_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.group_store import GroupQueries
+from mnemo_agent.memory_tools import CLASSIC, EDITING_TOOLS, LINES, with_tool_set
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.tool_rules import check_rules
@@ -55,14 +56,33 @@ UPDATABLE_FIELDS = frozenset(
         "llm_options",
         "tool_rules",
         "summarizer_model",
+        "memory_tool_set",
     }
 )
+MEMORY_TOOL_SETS = (CLASSIC, LINES)
 SLEEPTIME_SYSTEM = """\
 You are the sleep-time memory agent of another agent: you share its core memory blocks and work in the
 background between its conversations. You receive transcripts of its recent conversation. Reorganise the
-shared memory: add facts worth keeping with core_memory_append, correct or merge outdated or duplicated
-facts with core_memory_replace, and keep every block within its limit. Do not address the user; when the
-memory is in order, reply with a one-line note of what you changed."""
+shared memory: {editing}, and keep every block within its limit. Do not address the user; when the
+memory is in order, {finish}"""
+_SLEEPTIME_TOOLS = {
+    CLASSIC: (
+        "add facts worth keeping with core_memory_append, correct or merge outdated or duplicated facts with "
+        "core_memory_replace",
+        "reply with a one-line note of what you changed.",
+    ),
+    LINES: (
+        "add facts worth keeping with memory_insert, correct outdated ones with memory_replace, and merge "
+        "or condense a cluttered block with memory_rethink",
+        "call memory_finish_edits.",
+    ),
+}
+
+
+def sleeptime_system(tool_set: str) -> str:
+    """The system prompt of a sleep-time agent editing memory with `tool_set`."""
+    editing, finish = _SLEEPTIME_TOOLS[tool_set]
+    return SLEEPTIME_SYSTEM.format(editing=editing, finish=finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +104,7 @@ class AgentSpec:
     tool_rules: list[dict[str, Any]] = field(default_factory=list)
     summarizer_model: str = ""
     sleeptime: dict[str, Any] = field(default_factory=dict)
+    memory_tool_set: str = CLASSIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,8 @@ def _check(values: dict[str, Any], max_steps_limit: int, prefix: str = "agent.")
         raise invalid(f"{prefix}sleeptime.frequency", "must be between 0 and 10000")
     if sleeptime.get("enabled") and values.get("agent_type") == "sleeptime":
         raise invalid(f"{prefix}sleeptime", "a sleep-time agent cannot have a sleep-time agent of its own")
+    if values.get("memory_tool_set", CLASSIC) not in MEMORY_TOOL_SETS:
+        raise invalid(f"{prefix}memory_tool_set", f"must be one of {', '.join(MEMORY_TOOL_SETS)}")
 
 
 def _not_found(agent_id: str) -> NotFound:
@@ -151,7 +174,7 @@ class Agents:
         # this class invalidates on every change is exact. With Postgres (several replicas) every
         # turn reads the row.
         self._rows: OrderedDict[str, Agent] | None = OrderedDict() if db.is_sqlite else None
-        self._base_tools: dict[str, tuple[float, list[str]]] = {}
+        self._base_tools: dict[str, tuple[float, list[tuple[str, str]]]] = {}
 
     @property
     def single_writer(self) -> bool:
@@ -186,7 +209,7 @@ class Agents:
         values = {k: getattr(spec, k) for k in AgentSpec.__dataclass_fields__}
         _check(values, self._max_steps_limit)
         tool_rules = values["tool_rules"]
-        tool_ids = await self._tool_ids(spec.tool_ids, include_base_tools)
+        tool_ids = await self._tool_ids(spec.tool_ids, include_base_tools, spec.memory_tool_set)
         agent_id = new_id("agent")
         sleeptime_id = new_id("agent") if spec.sleeptime.get("enabled") else None
         rows = await self._rows_of(actor, spec, agent_id, sleeptime_id, tool_ids, tool_rules)
@@ -253,10 +276,11 @@ class Agents:
             sleeptime=dict(spec.sleeptime),
             sleeptime_agent_id=sleeptime_id,
             primary_agent_id=None,
+            memory_tool_set=spec.memory_tool_set,
         )
         rows = [row]
         if sleeptime_id is not None:
-            base_tools = await self._tool_ids([], True)
+            base_tools = await self._tool_ids([], True, spec.memory_tool_set)
             rows.append(
                 Agent(
                     id=sleeptime_id,
@@ -264,7 +288,7 @@ class Agents:
                     created_by=actor.user_id,
                     name=f"{spec.name}-sleeptime"[:200],
                     description=f"Reorganises the memory of agent {agent_id} between its turns.",
-                    system=SLEEPTIME_SYSTEM,
+                    system=sleeptime_system(spec.memory_tool_set),
                     model=spec.sleeptime.get("model") or spec.model,
                     embedding_model=spec.embedding_model,
                     context_window=spec.context_window,
@@ -281,6 +305,7 @@ class Agents:
                     sleeptime={},
                     sleeptime_agent_id=None,
                     primary_agent_id=agent_id,
+                    memory_tool_set=spec.memory_tool_set,
                 )
             )
         return rows
@@ -293,16 +318,19 @@ class Agents:
             )
         await self._mesh.blocks.DetachAgentBlocks(block_pb2.DetachAgentBlocksRequest(agent_id=agent_id))
 
-    async def _tool_ids(self, requested: list[str], include_base_tools: bool) -> list[str]:
+    async def _tool_ids(self, requested: list[str], include_base_tools: bool, tool_set: str) -> list[str]:
         ids = list(requested)
         if ids:
             await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=ids))
         if include_base_tools:
-            ids += [tool_id for tool_id in await self._base_tool_ids() if tool_id not in ids]
+            # Of the editing tools, only the agent's tool set.
+            others = {name for other, names in EDITING_TOOLS.items() if other != tool_set for name in names}
+            base = [tool_id for name, tool_id in await self._base_tools_by_name() if name not in others]
+            ids += [tool_id for tool_id in base if tool_id not in ids]
         return ids
 
-    async def _base_tool_ids(self) -> list[str]:
-        """The built-in memory tools every agent gets, as the tools service lists them (cached briefly)."""
+    async def _base_tools_by_name(self) -> list[tuple[str, str]]:
+        """The built-in memory tools, (name, id), as the tools service lists them (cached briefly)."""
         org_id = current_actor().org_id
         cached = self._base_tools.get(org_id)
         if cached is not None and time.monotonic() - cached[0] < BASE_TOOLS_TTL:
@@ -310,7 +338,7 @@ class Agents:
         base = await self._mesh.tools.ListTools(
             tool_pb2.ListToolsRequest(tool_type=tool_pb2.TOOL_TYPE_MEMORY, page_size=1000)
         )
-        ids = [tool.id for tool in base.tools]
+        ids = [(tool.name, tool.id) for tool in base.tools]
         self._base_tools[org_id] = (time.monotonic(), ids)
         return ids
 
@@ -345,15 +373,28 @@ class Agents:
         return AgentView(row, await self.blocks_of(agent_id))
 
     async def list(
-        self, org_id: str, *, name: str = "", tags: list[str] | None = None, size: int = 0, token: str = ""
+        self,
+        org_id: str,
+        *,
+        name: str = "",
+        tags: list[str] | None = None,
+        end_user_id: str = "",
+        size: int = 0,
+        token: str = "",
     ) -> tuple[list[AgentView], str]:
-        """Agents, newest first, with their blocks; returns (page, next token)."""
+        """Agents, newest first (of one end user, when given), with their blocks; returns (page, next token)."""
         limit = page_size(size)
         position = decode_token(token, "agents")
         after = None if position is None else (position.time("t"), position.text("i"))
         rows = await self._db.read(
             lambda conn: AgentQueries.page(
-                conn, org_id, name=name, tags=tags or [], after=after, limit=limit + 1
+                conn,
+                org_id,
+                name=name,
+                tags=tags or [],
+                after=after,
+                limit=limit + 1,
+                end_user_id=end_user_id,
             )
         )
         next_token = ""
@@ -371,7 +412,13 @@ class Agents:
         _check(changes, self._max_steps_limit)
         if changes.get("tool_ids"):
             await self._mesh.tools.BatchGetTools(tool_pb2.BatchGetToolsRequest(tool_ids=changes["tool_ids"]))
-        await self.row(org_id, agent_id)
+        current = await self.row(org_id, agent_id)
+        if "memory_tool_set" in changes:
+            # The built-in editing tools follow the tool set (of the new tool_ids when they change too).
+            tool_ids = changes.get("tool_ids", list(current.tool_ids or []))
+            swapped = with_tool_set(tool_ids, changes["memory_tool_set"])
+            if swapped != tool_ids:
+                changes = {**changes, "tool_ids": swapped}
         columns = {("metadata_json" if key == "metadata" else key): value for key, value in changes.items()}
         self._forget(agent_id)
         if not await self._db.write(

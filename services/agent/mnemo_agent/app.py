@@ -16,6 +16,8 @@ from mnemo.agent.v1 import (
     agent_pb2_grpc,
     batch_pb2,
     batch_pb2_grpc,
+    end_user_pb2,
+    end_user_pb2_grpc,
     group_pb2,
     group_pb2_grpc,
     identity_pb2,
@@ -26,6 +28,7 @@ from mnemo.agent.v1 import (
 from mnemo_agent.agent_files import AgentFiles
 from mnemo_agent.agents import Agents
 from mnemo_agent.batches import Batches
+from mnemo_agent.end_users import EndUsers
 from mnemo_agent.group_turns import GroupTurns
 from mnemo_agent.groups import Groups
 from mnemo_agent.identity import Identities
@@ -33,6 +36,7 @@ from mnemo_agent.mesh import Mesh
 from mnemo_agent.runs import Runs
 from mnemo_agent.servicers.agents import AgentServicer
 from mnemo_agent.servicers.batches import BatchServicer
+from mnemo_agent.servicers.end_users import EndUserServicer
 from mnemo_agent.servicers.groups import GroupServicer
 from mnemo_agent.servicers.identity import IdentityServicer
 from mnemo_agent.servicers.runs import RunServicer
@@ -82,6 +86,7 @@ class AgentApp:
         )
         self.files = AgentFiles(self.agents, self.groups, mesh, max_bytes=settings.agent_file_max_bytes)
         self.identities = Identities(db)
+        self.end_users = EndUsers(db, mesh, self.agents)
         self._sweep_seconds = settings.run_sweep_seconds
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -95,12 +100,14 @@ class AgentApp:
         run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(self.runs, self.turns), server)
         batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(self.batches), server)
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities), server)
+        end_user_pb2_grpc.add_EndUserServiceServicer_to_server(EndUserServicer(self.end_users), server)
         return [
             agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
             run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
             batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
             identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
             group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+            end_user_pb2.DESCRIPTOR.services_by_name["EndUserService"].full_name,
         ]
 
     async def recover(self) -> None:

@@ -1,7 +1,13 @@
-"""The built-in memory tools, run against the memory service on the agent's behalf."""
+"""The built-in memory tools, run against the memory service on the agent's behalf.
+
+An agent edits its core memory with one of two tool sets: "classic" (core_memory_append, core_memory_replace)
+or "lines" (memory_insert, memory_replace, memory_rethink, memory_finish_edits; its blocks are shown with
+line numbers). Archival memory and conversation search are the same for both.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -11,6 +17,7 @@ from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import block_pb2, passage_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_agent.mesh import Mesh
+from mnemo_core.errors import InvalidArgument
 from mnemo_core.proto_enums import EnumNames
 
 DEFAULT_TOP_K = 5
@@ -20,6 +27,32 @@ MAX_HIT_CHARS = 2000
 MESSAGE_KINDS = EnumNames(history_pb2.MessageKind)
 # The roles conversation_search filters by: the kinds of messages recall search embeds.
 SEARCHABLE_ROLES = ("system", "user", "assistant", "reasoning", "event")
+
+CLASSIC, LINES = "classic", "lines"
+# The core memory editing tools of each tool set.
+EDITING_TOOLS = {
+    CLASSIC: ("core_memory_append", "core_memory_replace"),
+    LINES: ("memory_insert", "memory_replace", "memory_rethink", "memory_finish_edits"),
+}
+FINISH_EDITS = "memory_finish_edits"
+BUILTIN_PREFIX = "tool-builtin-"
+# How the system prompt numbers a block's lines for the line tools (prompt.py); a model that copies them
+# into the text it wants replaced is told to leave them out.
+_NUMBERED_LINE = re.compile(r"^\s*\d+: ", re.MULTILINE)
+
+
+def editing_tool_ids(tool_set: str) -> list[str]:
+    """The ids of a tool set's built-in editing tools."""
+    return [BUILTIN_PREFIX + name for name in EDITING_TOOLS[tool_set]]
+
+
+def with_tool_set(tool_ids: list[str], tool_set: str) -> list[str]:
+    """`tool_ids` with the other tool set's built-in editing tools swapped for `tool_set`'s (when it had any)."""
+    others = {i for name, ids in EDITING_TOOLS.items() if name != tool_set for i in editing_tool_ids(name)}
+    kept = [i for i in tool_ids if i not in others]
+    if len(kept) == len(tool_ids):
+        return tool_ids
+    return kept + [i for i in editing_tool_ids(tool_set) if i not in kept]
 
 
 class ToolError(Exception):
@@ -82,6 +115,17 @@ def _message_text(message: message_pb2.Message) -> tuple[str, str]:
     return kind, getattr(message, kind).text if kind else ""
 
 
+def _line(args: dict[str, Any], name: str) -> int | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ToolError(
+            f"argument '{name}' must be a whole number (a line number as your memory blocks show it)"
+        )
+    return value
+
+
 class AgentIdentity(Protocol):
     """What a memory tool needs to know of the agent it runs for."""
 
@@ -92,13 +136,17 @@ class AgentIdentity(Protocol):
     def embedding_model(self) -> str: ...
 
 
+def _changed(what: str, block: block_pb2.Block) -> tuple[str, block_pb2.Block]:
+    return f"{what} block '{block.label}' (now {len(block.value)}/{block.limit} characters).", block
+
+
 class MemoryTools:
     """Runs the built-in memory tools; returns what the model is told (and the block changed, if any)."""
 
     names = frozenset(
         {
-            "core_memory_append",
-            "core_memory_replace",
+            *EDITING_TOOLS[CLASSIC],
+            *EDITING_TOOLS[LINES],
             "archival_memory_insert",
             "archival_memory_search",
             "conversation_search",
@@ -106,41 +154,82 @@ class MemoryTools:
     )
 
     # The tools that change memory (refused in ephemeral turns, which persist nothing).
-    writing = frozenset({"core_memory_append", "core_memory_replace", "archival_memory_insert"})
+    writing = frozenset(
+        {*EDITING_TOOLS[CLASSIC], *EDITING_TOOLS[LINES], "archival_memory_insert"} - {FINISH_EDITS}
+    )
 
     def __init__(self, mesh: Mesh) -> None:
         self._mesh = mesh
         self._passages = mesh.passages
 
     async def run(
-        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+        self, agent: AgentIdentity, name: str, args: dict[str, Any], *, run_id: str = ""
     ) -> tuple[str, block_pb2.Block | None]:
-        """Runs one memory tool; returns its result text and the core memory block it changed, if any."""
+        """Runs one memory tool for a turn's run; returns its result text and the core memory block it
+        changed, if any."""
+        blocks = self._mesh.blocks
         if name == "core_memory_append":
-            appended = await self._mesh.blocks.AppendBlockValue(
+            appended = await blocks.AppendBlockValue(
                 block_pb2.AppendBlockValueRequest(
-                    agent_id=agent.id, label=_text(args, "label"), content=_text(args, "content")
+                    agent_id=agent.id,
+                    label=_text(args, "label"),
+                    content=_text(args, "content"),
+                    run_id=run_id,
                 )
             )
-            block = appended.block
-            return (
-                f"Appended to block '{block.label}' (now {len(block.value)}/{block.limit} characters).",
-                block,
-            )
+            return _changed("Appended to", appended.block)
         if name == "core_memory_replace":
-            replaced = await self._mesh.blocks.ReplaceBlockValue(
+            replaced = await blocks.ReplaceBlockValue(
                 block_pb2.ReplaceBlockValueRequest(
                     agent_id=agent.id,
                     label=_text(args, "label"),
                     old_content=_text(args, "old_content"),
                     new_content=_text(args, "new_content"),
+                    run_id=run_id,
                 )
             )
-            block = replaced.block
-            return (
-                f"Replaced text in block '{block.label}' (now {len(block.value)}/{block.limit} characters).",
-                block,
+            return _changed("Replaced text in", replaced.block)
+        if name == "memory_insert":
+            request = block_pb2.InsertBlockValueRequest(
+                agent_id=agent.id, label=_text(args, "label"), text=_text(args, "new_str"), run_id=run_id
             )
+            after = _line(args, "insert_line")
+            if after is not None:
+                request.after_line = after
+            return _changed("Inserted into", (await blocks.InsertBlockValue(request)).block)
+        if name == "memory_replace":
+            old = _text(args, "old_str")
+            try:
+                replaced = await blocks.ReplaceBlockValue(
+                    block_pb2.ReplaceBlockValueRequest(
+                        agent_id=agent.id,
+                        label=_text(args, "label"),
+                        old_content=old,
+                        new_content=_text(args, "new_str"),
+                        unique=True,
+                        run_id=run_id,
+                    )
+                )
+            except InvalidArgument as exc:
+                if exc.reason == "BLOCK_CONTENT_NOT_FOUND" and _NUMBERED_LINE.search(old):
+                    raise ToolError(
+                        f"{exc.message}. old_str seems to include the line numbers shown before each line "
+                        "('3: '); they are not part of the text: leave them out"
+                    ) from None
+                raise
+            return _changed("Replaced text in", replaced.block)
+        if name == "memory_rethink":
+            rewritten = await blocks.RewriteBlockValue(
+                block_pb2.RewriteBlockValueRequest(
+                    agent_id=agent.id,
+                    label=_text(args, "label"),
+                    value=_text(args, "new_memory"),
+                    run_id=run_id,
+                )
+            )
+            return _changed("Rewrote", rewritten.block)
+        if name == FINISH_EDITS:
+            return "Memory edits finished.", None
         if name == "archival_memory_insert":
             return await self._archival_insert(agent, args), None
         if name == "archival_memory_search":

@@ -51,13 +51,15 @@ class AgentRow(AgentBase):
     llm_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # [{"tool_name", "type", "max_calls"}]; see mnemo_agent.tool_rules.
+    # [{"tool_name", "type", ...}]; see mnemo_agent.tool_rules.
     tool_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     summarizer_model: Mapped[str] = mapped_column(String(200), default="")
     # {"enabled", "frequency", "model"} of the sleep-time agent.
     sleeptime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sleeptime_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     primary_agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The built-in tools that edit core memory: "classic" or "lines" (mnemo_agent.memory_tools).
+    memory_tool_set: Mapped[str] = mapped_column(String(16), default="classic", server_default="classic")
 
 
 class AgentTagRow(AgentBase):
@@ -273,3 +275,46 @@ class ApiKeyRow(AgentBase):
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class EndUserRow(AgentBase):
+    """An end user of an application (REST: an identity), known by the application's own id for it."""
+
+    __tablename__ = "end_users"
+    __table_args__ = (
+        UniqueConstraint("org_id", "identifier_key"),
+        Index("ix_end_users_org_created", "org_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    identifier_key: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # "user", "org" or "other" (mnemo.agent.v1.EndUserType).
+    type: Mapped[str] = mapped_column(String(16), default="user")
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EndUserAgentRow(AgentBase):
+    """An agent of an end user; goes with either."""
+
+    __tablename__ = "end_user_agents"
+    __table_args__ = (Index("ix_end_user_agents_agent", "agent_id"),)
+
+    end_user_id: Mapped[str] = mapped_column(ForeignKey("end_users.id", ondelete="CASCADE"), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EndUserBlockRow(AgentBase):
+    """A block of an end user (the block lives in the memory service), attached to its agents there."""
+
+    __tablename__ = "end_user_blocks"
+
+    end_user_id: Mapped[str] = mapped_column(ForeignKey("end_users.id", ondelete="CASCADE"), primary_key=True)
+    block_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

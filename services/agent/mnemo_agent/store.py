@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, true, update
 
-from mnemo_agent.models import AgentRow, AgentTagRow, BatchRow, RunRow
+from mnemo_agent.models import AgentRow, AgentTagRow, BatchRow, EndUserAgentRow, RunRow
 from mnemo_core.db import table_of
 
 agents_t = table_of(AgentRow)
 tags_t = table_of(AgentTagRow)
 runs_t = table_of(RunRow)
 batches_t = table_of(BatchRow)
+_end_user_agents_t = table_of(EndUserAgentRow)
 
 CREATED, RUNNING, COMPLETED, FAILED, CANCELLED, AWAITING_APPROVAL = (
     "created",
@@ -56,13 +57,15 @@ class Agent:
     metadata_json: dict[str, Any] = field(default_factory=dict)
     agent_type: str = "standard"
     llm_options: dict[str, Any] = field(default_factory=dict)
-    # [{"tool_name", "type", "max_calls"}]; see mnemo_agent.tool_rules.
+    # [{"tool_name", "type", ...}]; see mnemo_agent.tool_rules.
     tool_rules: list[dict[str, Any]] = field(default_factory=list)
     summarizer_model: str = ""
     # {"enabled", "frequency", "model"} of the sleep-time agent.
     sleeptime: dict[str, Any] = field(default_factory=dict)
     sleeptime_agent_id: str | None = None
     primary_agent_id: str | None = None
+    # The built-in tools that edit core memory: "classic" or "lines".
+    memory_tool_set: str = "classic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,7 @@ def _batch(row: Any) -> Batch:
     return Batch(**row._asdict())
 
 
-def _newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
+def newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
     """Rows older than `after` (created_at, id), the position a newest-first page ended at."""
     if after is None:
         return true()
@@ -167,11 +170,20 @@ class AgentQueries:
         tags: Sequence[str],
         after: tuple[datetime, str] | None,
         limit: int,
+        end_user_id: str = "",
     ) -> list[Agent]:
-        """The organization's agents, newest first."""
-        query = select(agents_t).where(agents_t.c.org_id == org_id, _newest_first(agents_t, after))
+        """The organization's agents, newest first (of one end user, when given)."""
+        query = select(agents_t).where(agents_t.c.org_id == org_id, newest_first(agents_t, after))
         if name:
             query = query.where(agents_t.c.name == name)
+        if end_user_id:
+            query = query.where(
+                agents_t.c.id.in_(
+                    select(_end_user_agents_t.c.agent_id).where(
+                        _end_user_agents_t.c.end_user_id == end_user_id, _end_user_agents_t.c.org_id == org_id
+                    )
+                )
+            )
         if tags:
             wanted = set(tags)
             tagged = (
@@ -285,7 +297,7 @@ class RunQueries:
         limit: int,
     ) -> list[Run]:
         """The organization's runs, newest first."""
-        query = select(runs_t).where(runs_t.c.org_id == org_id, _newest_first(runs_t, after))
+        query = select(runs_t).where(runs_t.c.org_id == org_id, newest_first(runs_t, after))
         if agent_id:
             query = query.where(runs_t.c.agent_id == agent_id)
         if status:

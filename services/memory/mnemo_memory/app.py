@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -22,6 +25,8 @@ from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
 from mnemo_memory.archival import ArchivalMemory
+from mnemo_memory.block_versions import BlockHistory, Versioning
+from mnemo_memory.blocks import Retention
 from mnemo_memory.core_memory import CoreMemory
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.files import FileParser, ParseLimits
@@ -62,7 +67,17 @@ class MemoryApp:
         self.message_embedder = MessageEmbedder(
             self.db, self.embedder, message_index, model=settings.recall_embedding_model
         )
-        self.core = CoreMemory(self.db, default_limit=settings.default_block_limit)
+        max_age = settings.block_history_max_age_days
+        versioning = Versioning(
+            Retention(
+                max_versions=settings.block_history_max_versions,
+                max_age=timedelta(days=max_age) if max_age > 0 else None,
+            )
+        )
+        self.core = CoreMemory(self.db, versioning, default_limit=settings.default_block_limit)
+        self.block_history = BlockHistory(self.db, versioning)
+        self._sweep_seconds = settings.block_history_sweep_seconds
+        self._sweeper: asyncio.Task[None] | None = None
         self.history = History(self.db, on_append=self.message_embedder.notify)
         self.recall = Recall(self.db, self.embedder, message_index, model=settings.recall_embedding_model)
         self.archival = ArchivalMemory(self.passage_store, self.embedder)
@@ -88,9 +103,13 @@ class MemoryApp:
         await self.core.install_builtin_templates()
         self.message_embedder.start()
         await self.jobs.start()
+        if self.block_history.sweeps:
+            self._sweeper = asyncio.create_task(self.block_history.sweep_every(self._sweep_seconds))
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
-        block_pb2_grpc.add_BlockServiceServicer_to_server(BlockServicer(self.core), server)
+        block_pb2_grpc.add_BlockServiceServicer_to_server(
+            BlockServicer(self.core, self.block_history), server
+        )
         message_pb2_grpc.add_MessageServiceServicer_to_server(
             MessageServicer(self.history, self.recall), server
         )
@@ -104,6 +123,10 @@ class MemoryApp:
         ]
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.message_embedder.stop()
         await self.jobs.stop()
         await self._peers.aclose()

@@ -1,24 +1,28 @@
 """Core memory rules: labels, char limits, read-only blocks, shared blocks, templates.
 
-Every write path (create, create from a template, update, append, replace) checks the block's
-limit before anything is stored, so a refused write leaves the stored value unchanged. Each write
-runs as one transaction (one unit of work on the database thread).
+Every write path (create, create from a template, update, the memory tools' append, replace, insert and
+rewrite) checks the block's limit before anything is stored, so a refused write leaves the stored value
+unchanged. Each write runs as one transaction (one unit of work on the database thread), which also
+records the value's new version (block_versions).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
 
 from mnemo_core.db import Database
-from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
-from mnemo_memory.blocks import Block, BlockSpec
+from mnemo_memory import line_edits
+from mnemo_memory.block_versions import Versioning, write
+from mnemo_memory.blocks import Block, BlockSpec, Editor, check_changeable, check_fits, check_not_read_only
 from mnemo_memory.store import BlockQueries as Q
 from mnemo_memory.templates import BUILTIN_TEMPLATES
 
@@ -42,32 +46,12 @@ def _check_limit(limit: int, default: int, field_name: str) -> int:
     return limit
 
 
-def check_fits(label: str, value: str, limit: int, field_name: str = "value") -> None:
-    """Refuses a value longer than the block's limit, saying by how much."""
-    if len(value) > limit:
-        raise InvalidArgument(
-            f"block '{label}' would hold {len(value)} characters but its limit is {limit}",
-            reason="BLOCK_LIMIT_EXCEEDED",
-            metadata={"label": label, "length": str(len(value)), "limit": str(limit)},
-        ).with_violation(field_name, f"{len(value)} characters exceed the limit of {limit}")
-
-
 def _label_taken(agent_id: str, label: str) -> AlreadyExists:
     return AlreadyExists(
         f"agent {agent_id} already has a block labelled '{label}'",
         reason="BLOCK_LABEL_TAKEN",
         metadata={"label": label, "agent_id": agent_id},
     )
-
-
-def _unchangeable(block: Block) -> None:
-    if block.builtin:
-        raise PermissionDenied(
-            f"'{block.template_name}' is a built-in template and cannot be changed; create your own template "
-            "with the same name to shadow it",
-            reason="BUILTIN_TEMPLATE",
-            metadata={"template_name": block.template_name},
-        )
 
 
 def _from_template(spec: BlockSpec, template: Block) -> BlockSpec:
@@ -85,8 +69,9 @@ def _from_template(spec: BlockSpec, template: Block) -> BlockSpec:
 class CoreMemory:
     """Blocks of one organization at a time (the org comes with every call)."""
 
-    def __init__(self, db: Database, *, default_limit: int) -> None:
+    def __init__(self, db: Database, versioning: Versioning, *, default_limit: int) -> None:
         self._db = db
+        self._versioning = versioning
         self._default_limit = default_limit
 
     def _validated(self, spec: BlockSpec, prefix: str) -> BlockSpec:
@@ -112,6 +97,7 @@ class CoreMemory:
         self,
         org_id: str,
         spec: BlockSpec,
+        editor: Editor,
         *,
         agent_id: str = "",
         from_template: str = "",
@@ -162,13 +148,16 @@ class CoreMemory:
                 template_name=template_name if is_template else None,
                 from_template=from_template,
             )
+            self._versioning.first(conn, org_id, block_id, valid.value, editor, now)
             if agent_id:
                 Q.attach(conn, org_id, block_id, agent_id, valid.label, now)
             return Q.get(conn, org_id, block_id)
 
         return await self._db.write(tx)
 
-    async def create_for_agent(self, org_id: str, agent_id: str, specs: list[BlockSpec]) -> list[Block]:
+    async def create_for_agent(
+        self, org_id: str, agent_id: str, specs: list[BlockSpec], editor: Editor
+    ) -> list[Block]:
         """Creates an agent's initial blocks, all or none; they are deleted with the agent."""
         require_id(agent_id, "agent_id")
         valid = [self._validated(spec, f"blocks[{i}].") for i, spec in enumerate(specs)]
@@ -185,6 +174,7 @@ class CoreMemory:
             for spec in valid:
                 block_id = new_id("block")
                 Q.insert_block(conn, org_id, block_id, spec, owner_agent_id=agent_id, now=now)
+                self._versioning.first(conn, org_id, block_id, spec.value, editor, now)
                 Q.attach(conn, org_id, block_id, agent_id, spec.label, now)
             return Q.of_agent(conn, org_id, agent_id)
 
@@ -243,7 +233,14 @@ class CoreMemory:
         return blocks, ""
 
     async def update(
-        self, org_id: str, block_id: str, changes: dict[str, Any], *, agent_id: str = "", label: str = ""
+        self,
+        org_id: str,
+        block_id: str,
+        changes: dict[str, Any],
+        editor: Editor,
+        *,
+        agent_id: str = "",
+        label: str = "",
     ) -> Block:
         """Changes the given fields; the new value must fit the (possibly new) limit.
 
@@ -254,8 +251,10 @@ class CoreMemory:
             raise invalid("update_mask", f"cannot update {', '.join(sorted(unknown))}")
 
         def tx(conn: Connection) -> Block:
-            current = self._addressed(conn, org_id, block_id, agent_id, label)
-            _unchangeable(current)
+            current = self._versioning.locked(
+                conn, org_id, self._addressed(conn, org_id, block_id, agent_id, label)
+            )
+            check_changeable(current)
             new_label = _check_label(changes.get("label", current.label), "block.label")
             limit = _check_limit(changes.get("limit", current.limit), self._default_limit, "block.limit")
             value = check_text(changes.get("value", current.value), "block.value", max_chars=MAX_LIMIT)
@@ -269,28 +268,29 @@ class CoreMemory:
                 for holder in current.agent_ids:
                     if Q.label_taken(conn, org_id, holder, new_label):
                         raise _label_taken(holder, new_label)
+            now = utcnow()
             Q.update_block(
                 conn,
                 org_id,
                 current.id,
                 label=new_label,
-                value=value,
                 limit=limit,
                 description=description,
                 read_only=changes.get("read_only", current.read_only),
                 metadata=changes.get("metadata", current.metadata),
-                now=utcnow(),
+                now=now,
             )
+            self._versioning.record(conn, org_id, current, value, "update", editor, now=now)
             return Q.get(conn, org_id, current.id)
 
-        return await self._db.write(tx)
+        return await write(self._db, tx)
 
     async def delete(self, org_id: str, block_id: str) -> None:
         """Deletes a block (or template) and detaches it from every agent."""
         require_id(block_id, "block_id")
 
         def tx(conn: Connection) -> None:
-            _unchangeable(Q.get(conn, org_id, block_id))
+            check_changeable(Q.get(conn, org_id, block_id))
             if not Q.delete_block(conn, org_id, block_id):
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND")
 
@@ -333,42 +333,92 @@ class CoreMemory:
 
         return await self._db.write(tx)
 
-    async def append(self, org_id: str, agent_id: str, label: str, content: str) -> Block:
+    async def append(self, org_id: str, agent_id: str, label: str, content: str, editor: Editor) -> Block:
         """Appends `content` on a new line of the agent's block `label` (core_memory_append)."""
         check_text(content, "content", max_chars=MAX_LIMIT, allow_empty=False)
-        require_id(agent_id, "agent_id")
-        _check_label(label, "label")
 
-        def tx(conn: Connection) -> Block:
-            block = self._writable(conn, org_id, agent_id, label)
+        def edit(block: Block) -> str:
             value = f"{block.value}\n{content}" if block.value else content
             check_fits(block.label, value, block.limit, "content")
-            Q.set_value(conn, org_id, block.id, value, utcnow())
-            return Q.get(conn, org_id, block.id)
+            return value
 
-        return await self._db.write(tx)
+        return await self._edit(org_id, agent_id, label, "append", edit, editor)
 
-    async def replace(self, org_id: str, agent_id: str, label: str, old: str, new: str) -> Block:
-        """Replaces every occurrence of `old` in the agent's block `label` (core_memory_replace)."""
+    async def replace(
+        self,
+        org_id: str,
+        agent_id: str,
+        label: str,
+        old: str,
+        new: str,
+        editor: Editor,
+        *,
+        unique: bool = False,
+    ) -> Block:
+        """Replaces `old` in the agent's block `label`: every occurrence (core_memory_replace), or the one
+        occurrence when `unique` (memory_replace; none or several is an error naming their lines)."""
         check_text(old, "old_content", max_chars=MAX_LIMIT, allow_empty=False)
         check_text(new, "new_content", max_chars=MAX_LIMIT)
-        require_id(agent_id, "agent_id")
-        _check_label(label, "label")
 
-        def tx(conn: Connection) -> Block:
-            block = self._writable(conn, org_id, agent_id, label)
-            if old not in block.value:
+        def edit(block: Block) -> str:
+            if unique:
+                value = line_edits.replace_once(block.label, block.value, old, new)
+            elif old not in block.value:
                 raise InvalidArgument(
                     f"old_content was not found in block '{label}'; it must match the block's text exactly",
                     reason="BLOCK_CONTENT_NOT_FOUND",
                     metadata={"label": label},
                 ).with_violation("old_content", "not found in the block")
-            value = block.value.replace(old, new)
+            else:
+                value = block.value.replace(old, new)
             check_fits(block.label, value, block.limit, "new_content")
-            Q.set_value(conn, org_id, block.id, value, utcnow())
+            return value
+
+        return await self._edit(org_id, agent_id, label, "replace", edit, editor)
+
+    async def insert(
+        self, org_id: str, agent_id: str, label: str, text: str, after_line: int | None, editor: Editor
+    ) -> Block:
+        """Inserts `text` after line `after_line` of the agent's block `label` (None: at the end; memory_insert)."""
+        check_text(text, "text", max_chars=MAX_LIMIT, allow_empty=False)
+
+        def edit(block: Block) -> str:
+            value = line_edits.insert_lines(block.label, block.value, text, after_line)
+            check_fits(block.label, value, block.limit, "text")
+            return value
+
+        return await self._edit(org_id, agent_id, label, "insert", edit, editor)
+
+    async def rewrite(self, org_id: str, agent_id: str, label: str, value: str, editor: Editor) -> Block:
+        """Replaces the agent's block `label` whole (memory_rethink)."""
+        check_text(value, "value", max_chars=MAX_LIMIT)
+
+        def edit(block: Block) -> str:
+            check_fits(block.label, value, block.limit, "value")
+            return value
+
+        return await self._edit(org_id, agent_id, label, "rewrite", edit, editor)
+
+    async def _edit(
+        self,
+        org_id: str,
+        agent_id: str,
+        label: str,
+        operation: str,
+        edit: Callable[[Block], str],
+        editor: Editor,
+    ) -> Block:
+        """Applies a memory tool's edit to the agent's writable block `label`, as a new version."""
+        require_id(agent_id, "agent_id")
+        _check_label(label, "label")
+
+        def tx(conn: Connection) -> Block:
+            block = self._versioning.locked(conn, org_id, self._by_label(conn, org_id, agent_id, label))
+            check_not_read_only(block, "your memory tools cannot change it")
+            self._versioning.record(conn, org_id, block, edit(block), operation, editor, now=utcnow())
             return Q.get(conn, org_id, block.id)
 
-        return await self._db.write(tx)
+        return await write(self._db, tx)
 
     async def detach_agent(self, org_id: str, agent_id: str) -> int:
         """Detaches every block from a removed agent; deletes the ones made for it and used nowhere else."""
@@ -399,13 +449,5 @@ class CoreMemory:
                 f"agent has no block labelled '{label}'; its blocks are: {', '.join(labels) or 'none'}",
                 reason="BLOCK_NOT_FOUND",
                 metadata={"label": label},
-            )
-        return block
-
-    def _writable(self, conn: Connection, org_id: str, agent_id: str, label: str) -> Block:
-        block = self._by_label(conn, org_id, agent_id, label)
-        if block.read_only:
-            raise PermissionDenied(
-                f"block '{label}' is read-only", reason="BLOCK_READ_ONLY", metadata={"label": label}
             )
         return block

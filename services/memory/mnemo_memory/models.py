@@ -80,6 +80,40 @@ class BlockRow(MemoryBase):
     # block, the template it was created from (kept in `from_template`).
     template_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     from_template: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # The latest version of the value (block_versions); 0 for a block written before versions were kept.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class BlockVersionRow(MemoryBase):
+    """One version of a block's value: who wrote it, how, and the value before and after.
+
+    `state` places an edit on the block's undo stack: "applied", "undone" (redo may apply it again) or
+    "discarded" (an edit came after it was undone); versions that are not edits themselves (create, undo,
+    redo) have "". Rows go with their block, and beyond the retention settings.
+    """
+
+    __tablename__ = "block_versions"
+    __table_args__ = (
+        Index("ix_block_versions_org_block", "org_id", "block_id", "version"),
+        Index("ix_block_versions_created", "created_at"),
+    )
+
+    block_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    # A mnemo.memory.v1.BlockOperation name: create, update, append, replace, insert, rewrite, restore, undo, redo.
+    operation: Mapped[str] = mapped_column(String(16))
+    # "user" (through the API: actor_id is the API key's user) or "agent" (its memory tools: the agent's id).
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(128))
+    # The run (turn) whose tool call wrote it; "" outside a turn.
+    run_id: Mapped[str] = mapped_column(String(64), default="")
+    before: Mapped[str] = mapped_column(Text)
+    after: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="")
+    # The version an undo, redo or restore went back to.
+    target_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class BlockAttachmentRow(MemoryBase):

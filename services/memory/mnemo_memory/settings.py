@@ -33,3 +33,9 @@ class MemorySettings(ServiceSettings):
     file_parse_memory_mb: int = 1024
     file_parse_max_pages: int = 2000
     file_text_max_bytes: int = 64 * 1024 * 1024
+    # Versions of each block's value kept (0: all of them); older ones are deleted as the block is written.
+    block_history_max_versions: int = Field(default=100, ge=0)
+    # Days a block version is kept (0: no age limit); a sweep deletes older ones.
+    block_history_max_age_days: float = Field(default=0, ge=0)
+    # How often the sweep of old block versions runs (seconds), when there is an age limit.
+    block_history_sweep_seconds: float = Field(default=3600, gt=0)

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 
 from mnemo_core.db import table_of
 from mnemo_core.errors import NotFound
+from mnemo_memory.block_version_store import BlockVersionQueries
 from mnemo_memory.blocks import Block, BlockSpec
 from mnemo_memory.models import BlockAttachmentRow, BlockRow, HistoryRow, MessageRow
 from mnemo_memory.ranking import scope_token
@@ -42,6 +43,7 @@ _BLOCK_COLUMNS = (
     blocks_t.c.template_name,
     blocks_t.c.from_template,
     blocks_t.c.org_id,
+    blocks_t.c.version,
 )
 
 # An agent's blocks with every agent each is attached to, in one statement (the hot path of a turn).
@@ -75,6 +77,7 @@ def _block(row: Any, agent_ids: list[str]) -> Block:
         is_template=row.is_template,
         template_name=(row.template_name or "") if row.is_template else row.from_template,
         builtin=row.org_id == BUILTIN_ORG,
+        version=row.version,
     )
 
 
@@ -223,9 +226,11 @@ class BlockQueries:
         now: datetime,
         template_name: str | None = None,
         from_template: str = "",
+        version: int = 1,
     ) -> None:
         conn.execute(
             insert(blocks_t).values(
+                version=version,
                 id=block_id,
                 org_id=org_id,
                 label=spec.label,
@@ -250,7 +255,7 @@ class BlockQueries:
         exists = conn.scalar(select(blocks_t.c.id).where(blocks_t.c.id == block_id))
         if exists is None:
             BlockQueries.insert_block(
-                conn, BUILTIN_ORG, block_id, spec, owner_agent_id=None, now=now, template_name=name
+                conn, BUILTIN_ORG, block_id, spec, owner_agent_id=None, now=now, template_name=name, version=0
             )
             return
         conn.execute(
@@ -292,19 +297,18 @@ class BlockQueries:
         block_id: str,
         *,
         label: str,
-        value: str,
         limit: int,
         description: str,
         read_only: bool,
         metadata: dict[str, Any],
         now: datetime,
     ) -> None:
+        """Changes everything but the value (which changes as a new version, see block_versions)."""
         conn.execute(
             update(blocks_t)
             .where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id)
             .values(
                 label=label,
-                value=value,
                 char_limit=limit,
                 description=description,
                 read_only=read_only,
@@ -315,16 +319,14 @@ class BlockQueries:
         conn.execute(update(attachments_t).where(attachments_t.c.block_id == block_id).values(label=label))
 
     @staticmethod
-    def set_value(conn: Connection, org_id: str, block_id: str, value: str, now: datetime) -> None:
-        conn.execute(
-            update(blocks_t)
-            .where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id)
-            .values(value=value, updated_at=now)
-        )
-
-    @staticmethod
     def delete_block(conn: Connection, org_id: str, block_id: str) -> bool:
+        if (
+            conn.scalar(select(blocks_t.c.id).where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id))
+            is None
+        ):
+            return False
         conn.execute(delete(attachments_t).where(attachments_t.c.block_id == block_id))
+        BlockVersionQueries.delete_of(conn, [block_id])
         result = conn.execute(delete(blocks_t).where(blocks_t.c.id == block_id, blocks_t.c.org_id == org_id))
         return bool(result.rowcount)
 
@@ -336,13 +338,19 @@ class BlockQueries:
             )
         )
         still_attached = select(attachments_t.c.block_id).where(attachments_t.c.block_id == blocks_t.c.id)
-        result = conn.execute(
-            delete(blocks_t).where(
-                blocks_t.c.owner_agent_id == agent_id,
-                blocks_t.c.org_id == org_id,
-                ~still_attached.exists(),
+        orphans = list(
+            conn.scalars(
+                select(blocks_t.c.id).where(
+                    blocks_t.c.owner_agent_id == agent_id,
+                    blocks_t.c.org_id == org_id,
+                    ~still_attached.exists(),
+                )
             )
         )
+        if not orphans:
+            return 0
+        BlockVersionQueries.delete_of(conn, orphans)
+        result = conn.execute(delete(blocks_t).where(blocks_t.c.id.in_(orphans), blocks_t.c.org_id == org_id))
         return int(result.rowcount)
 
 

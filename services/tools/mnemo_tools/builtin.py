@@ -66,6 +66,64 @@ BUILTIN_TOOLS: tuple[BuiltinTool, ...] = (
         tool_type=tool_pb2.TOOL_TYPE_MEMORY,
     ),
     BuiltinTool(
+        name="memory_insert",
+        description=(
+            "Insert lines of text into one of your core memory blocks (for example 'human' or 'persona'), "
+            "after the line numbered insert_line as your memory blocks show it (0 puts them first; leave it "
+            "out to add them at the end). Fails if the block would exceed its character limit."
+        ),
+        parameters=_object(
+            {
+                "label": {"type": "string", "description": "Label of the block to edit, e.g. 'human'."},
+                "new_str": {"type": "string", "description": "The text to insert, one or more lines."},
+                "insert_line": {
+                    "type": "integer",
+                    "description": "Number of the line after which to insert (0: at the top; omit: at the end).",
+                },
+            },
+            ["label", "new_str"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="memory_replace",
+        description=(
+            "Replace text in one of your core memory blocks. old_str must match the block's text exactly and "
+            "occur exactly once (add surrounding words when it occurs more often); leave out the line numbers "
+            "shown before each line. Use an empty new_str to delete the text."
+        ),
+        parameters=_object(
+            {
+                "label": {"type": "string", "description": "Label of the block to edit, e.g. 'human'."},
+                "old_str": {"type": "string", "description": "Exact text to replace; must occur once."},
+                "new_str": {"type": "string", "description": "Text to put in its place."},
+            },
+            ["label", "old_str", "new_str"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="memory_rethink",
+        description=(
+            "Rewrite one of your core memory blocks whole, to reorganise or condense it: new_memory replaces "
+            "everything the block holds (without line numbers). Fails if it exceeds the block's limit."
+        ),
+        parameters=_object(
+            {
+                "label": {"type": "string", "description": "Label of the block to rewrite, e.g. 'human'."},
+                "new_memory": {"type": "string", "description": "The block's complete new text."},
+            },
+            ["label", "new_memory"],
+        ),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
+        name="memory_finish_edits",
+        description="Call when you have finished editing your memory: it ends your turn.",
+        parameters=_object({}, []),
+        tool_type=tool_pb2.TOOL_TYPE_MEMORY,
+    ),
+    BuiltinTool(
         name="archival_memory_insert",
         description=(
             "Save text to your archival memory, a long-term store outside your context that you can search "

@@ -25,7 +25,7 @@ from mnemo_agent.memory_tools import AgentIdentity, ToolError
 from mnemo_agent.runs import Runs
 from mnemo_agent.store import Agent, AgentQueries
 from mnemo_agent.turn import Turns, TurnSettings
-from mnemo_agent.turn.ports import Window
+from mnemo_agent.turn.ports import TokenCount, Window
 from mnemo_core.db import Database
 from mnemo_core.errors import Aborted, InvalidArgument, NotFound, Unimplemented
 from mnemo_core.ids import new_id
@@ -138,22 +138,27 @@ def _block_copy(block: block_pb2.Block) -> block_pb2.Block:
 
 
 class MemoryToolsFake:
-    """core_memory_append and core_memory_replace on the fake's blocks; counts how many ran at once."""
+    """core_memory_append, core_memory_replace and memory_finish_edits on the fake's blocks; counts how many
+    ran at once, and keeps the run each ran for."""
 
     def __init__(self, memory: MemoryFake) -> None:
         self._memory = memory
         self._running = 0
         self.most_at_once = 0
         self.ran: list[tuple[str, dict[str, Any]]] = []
+        self.runs: list[str] = []
 
     async def run(
-        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+        self, agent: AgentIdentity, name: str, args: dict[str, Any], *, run_id: str = ""
     ) -> tuple[str, block_pb2.Block | None]:
         self._running += 1
         self.most_at_once = max(self.most_at_once, self._running)
         try:
             await asyncio.sleep(0)  # where another call would slip in, were calls not in order
             self.ran.append((name, args))
+            self.runs.append(run_id)
+            if name == "memory_finish_edits":
+                return "Memory edits finished.", None
             if name not in ("core_memory_append", "core_memory_replace"):
                 raise ToolError(f"'{name}' is not a memory tool")
             block = self._memory.block(agent.id, str(args.get("label")))
@@ -187,7 +192,7 @@ class ToolsFake:
         self._functions: dict[str, ToolFunction] = {}
         self.runs: list[tuple[str, dict[str, Any], str]] = []
         self.gets = 0
-        for name in ("core_memory_append", "core_memory_replace"):
+        for name in ("core_memory_append", "core_memory_replace", "memory_finish_edits"):
             self.tools[f"tool-builtin-{name}"] = tool_pb2.Tool(
                 id=f"tool-builtin-{name}",
                 name=name,
@@ -308,6 +313,12 @@ class ModelFake:
 
     def stream(self, request: llm_pb2.ChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
         return self._stream(request)
+
+    async def count_tokens(self, request: llm_pb2.ChatRequest) -> TokenCount:
+        """A count like the llm-gateway's estimate: 4 characters a token, 3 per message and 3 to prime."""
+        chars = sum(len(m.content) for m in request.messages)
+        chars += sum(len(t.name) + len(t.description) + len(t.parameters_json) for t in request.tools)
+        return TokenCount(3 + 3 * len(request.messages) + chars // 4, False, "estimate/fake", 8192)
 
     async def _stream(self, request: llm_pb2.ChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
         if not self.streams:

@@ -15,6 +15,7 @@ from mnemo.client.resources import (
     Batches,
     Blocks,
     Groups,
+    Identities,
     Messages,
     Organizations,
     Runs,
@@ -60,6 +61,7 @@ class _Resources(Generic[TransportT]):
         self.api_keys: ApiKeys[TransportT] = ApiKeys(transport)
         self.batches: Batches[TransportT] = Batches(transport)
         self.groups: Groups[TransportT] = Groups(transport)
+        self.identities: Identities[TransportT] = Identities(transport)
 
 
 class Mnemo(_Resources[SyncTransport]):

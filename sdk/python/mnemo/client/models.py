@@ -8,9 +8,10 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import Field
 
-from mnemo.rest.agents import Agent
+from mnemo.rest.agents import Agent, ContextBreakdown
 from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
-from mnemo.rest.blocks import Block, BlockCreate
+from mnemo.rest.blocks import Block, BlockCreate, BlockVersion
+from mnemo.rest.identities import Identity
 from mnemo.rest.identity import ApiKey, ApiKeyCreated, Organization, User
 from mnemo.rest.messages import (
     AssistantMessage,
@@ -40,9 +41,12 @@ __all__ = [
     "AssistantMessage",
     "Block",
     "BlockCreate",
+    "BlockVersion",
     "ContentDelta",
+    "ContextBreakdown",
     "EventMessage",
     "File",
+    "Identity",
     "Job",
     "Message",
     "MessageCreate",

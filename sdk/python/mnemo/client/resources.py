@@ -17,6 +17,7 @@ from mnemo.client.models import (
     Agent,
     Block,
     BlockCreate,
+    BlockVersion,
     Job,
     Message,
     MessageCreate,
@@ -40,11 +41,12 @@ from mnemo.client.transport import (
     parse_page,
     streaming,
 )
-from mnemo.rest.agents import AgentCreate, AgentUpdate
+from mnemo.rest.agents import AgentCreate, AgentUpdate, ContextBreakdown
 from mnemo.rest.archival import PassageCreate
 from mnemo.rest.batches import Batch, BatchCreate, BatchTurn
-from mnemo.rest.blocks import BlockCreateRequest, BlockUpdate
+from mnemo.rest.blocks import BlockCreateRequest, BlockRestore, BlockUpdate
 from mnemo.rest.groups import Group, GroupCreate, GroupMessageRequest, GroupMessageResponse, GroupRun
+from mnemo.rest.identities import Identity, IdentityCreate, IdentityType, IdentityUpdate
 from mnemo.rest.identity import (
     ApiKey,
     ApiKeyCreate,
@@ -72,6 +74,7 @@ _AGENT = TypeAdapter(Agent)
 _AGENTS = TypeAdapter(list[Agent])
 _BLOCK = TypeAdapter(Block)
 _BLOCKS = TypeAdapter(list[Block])
+_BLOCK_VERSIONS = TypeAdapter(list[BlockVersion])
 _MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 _SEND = TypeAdapter(SendMessageResponse)
 _RUN = TypeAdapter(Run)
@@ -92,6 +95,9 @@ _API_KEY_CREATED = TypeAdapter(ApiKeyCreated)
 _MESSAGE_SEARCH = TypeAdapter(MessageSearchResult)
 _EPHEMERAL = TypeAdapter(EphemeralResponse)
 _BATCH = TypeAdapter(Batch)
+_CONTEXT = TypeAdapter(ContextBreakdown)
+_IDENTITY = TypeAdapter(Identity)
+_IDENTITIES = TypeAdapter(list[Identity])
 _OBJECT = TypeAdapter(JsonObject)
 _OBJECTS = TypeAdapter(list[JsonObject])
 _GROUP = TypeAdapter(Group)
@@ -157,10 +163,24 @@ class Agents(Resource[TransportT]):
 
     @endpoint
     def list(
-        self, *, limit: int = 50, page_token: str = "", name: str = "", tags: Sequence[str] = ()
+        self,
+        *,
+        limit: int = 50,
+        page_token: str = "",
+        name: str = "",
+        tags: Sequence[str] = (),
+        identity_id: str = "",
     ) -> Call[Page[Agent]]:
-        """One page of agents, newest first."""
-        params = _drop_empty({"limit": limit, "page_token": page_token, "name": name, "tags": list(tags)})
+        """One page of agents, newest first (of one identity, when given)."""
+        params = _drop_empty(
+            {
+                "limit": limit,
+                "page_token": page_token,
+                "name": name,
+                "tags": list(tags),
+                "identity_id": identity_id,
+            }
+        )
         return Call("GET", "/v1/agents", parse_page(_AGENTS), params=params, retry=True)
 
     @endpoint
@@ -191,6 +211,11 @@ class Agents(Resource[TransportT]):
         content = agent_file.encode() if isinstance(agent_file, str) else agent_file
         files = {"file": ("agent.json", content, "application/json")}
         return Call("POST", "/v1/agents/import", parse_as(_AGENT), files=files)
+
+    @endpoint
+    def context(self, agent_id: str) -> Call[ContextBreakdown]:
+        """How the agent's next model call would fill its context window: tokens per section."""
+        return Call("GET", f"/v1/agents/{agent_id}/context", parse_as(_CONTEXT), retry=True)
 
 
 class Messages(Resource[TransportT]):
@@ -425,6 +450,30 @@ class Blocks(Resource[TransportT]):
         """Detaches a block from the agent; the block stays."""
         path = f"/v1/agents/{agent_id}/core-memory/blocks/detach/{block_id}"
         return Call("PATCH", path, parse_as(_BLOCK), retry=True)
+
+    @endpoint
+    def history(self, block_id: str, *, limit: int = 50, page_token: str = "") -> Call[Page[BlockVersion]]:
+        """The kept versions of the block's value, newest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call(
+            "GET", f"/v1/blocks/{block_id}/history", parse_page(_BLOCK_VERSIONS), params=params, retry=True
+        )
+
+    @endpoint
+    def undo(self, block_id: str) -> Call[Block]:
+        """Undoes the latest edit of the block's value that is not undone yet."""
+        return Call("POST", f"/v1/blocks/{block_id}/undo", parse_as(_BLOCK))
+
+    @endpoint
+    def redo(self, block_id: str) -> Call[Block]:
+        """Applies again the edit undone last."""
+        return Call("POST", f"/v1/blocks/{block_id}/redo", parse_as(_BLOCK))
+
+    @endpoint
+    def restore(self, block_id: str, version: int) -> Call[Block]:
+        """Gives the block the value of one of its kept versions again."""
+        body = BlockRestore(version=version)
+        return Call("POST", f"/v1/blocks/{block_id}/restore", parse_as(_BLOCK), json=_body(body))
 
 
 class Archival(Resource[TransportT]):
@@ -806,3 +855,98 @@ class Groups(Resource[TransportT]):
         content = agent_file.encode() if isinstance(agent_file, str) else agent_file
         files = {"file": ("group.json", content, "application/json")}
         return Call("POST", "/v1/groups/import", parse_as(_GROUP), files=files)
+
+
+class Identities(Resource[TransportT]):
+    """The end users of your application, their agents, and the blocks those agents share."""
+
+    @endpoint
+    def create(
+        self,
+        identifier_key: str,
+        *,
+        name: str = "",
+        identity_type: IdentityType = "user",
+        properties: Mapping[str, Any] | None = None,
+        agent_ids: Sequence[str] = (),
+        block_ids: Sequence[str] = (),
+    ) -> Call[Identity]:
+        """Creates an end user known by your `identifier_key`, with its agents and blocks."""
+        body = IdentityCreate(
+            identifier_key=identifier_key,
+            name=name,
+            identity_type=identity_type,
+            properties=dict(properties or {}),
+            agent_ids=list(agent_ids),
+            block_ids=list(block_ids),
+        )
+        return Call("POST", "/v1/identities", parse_as(_IDENTITY), json=_body(body))
+
+    @endpoint
+    def list(
+        self,
+        *,
+        identifier_key: str = "",
+        identity_type: IdentityType | None = None,
+        agent_id: str = "",
+        limit: int = 50,
+        page_token: str = "",
+    ) -> Call[Page[Identity]]:
+        """One page of end users, newest first."""
+        params = _drop_empty(
+            {
+                "identifier_key": identifier_key,
+                "identity_type": identity_type,
+                "agent_id": agent_id,
+                "limit": limit,
+                "page_token": page_token,
+            }
+        )
+        return Call("GET", "/v1/identities", parse_page(_IDENTITIES), params=params, retry=True)
+
+    @endpoint
+    def get(self, identity_id: str) -> Call[Identity]:
+        """One end user."""
+        return Call("GET", f"/v1/identities/{identity_id}", parse_as(_IDENTITY), retry=True)
+
+    @endpoint
+    def update(self, identity_id: str, /, **fields: Any) -> Call[Identity]:
+        """Changes the given `IdentityUpdate` fields (identifier_key, name, identity_type, properties)."""
+        body = IdentityUpdate.model_validate(fields)
+        return Call("PATCH", f"/v1/identities/{identity_id}", parse_as(_IDENTITY), json=_body(body))
+
+    @endpoint
+    def delete(self, identity_id: str) -> Call[None]:
+        """Deletes an end user; its blocks leave its agents (both stay)."""
+        return Call("DELETE", f"/v1/identities/{identity_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def agents(self, identity_id: str, *, limit: int = 50, page_token: str = "") -> Call[Page[Agent]]:
+        """One page of the end user's agents, newest first."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        path = f"/v1/identities/{identity_id}/agents"
+        return Call("GET", path, parse_page(_AGENTS), params=params, retry=True)
+
+    @endpoint
+    def attach_agent(self, identity_id: str, agent_id: str) -> Call[Identity]:
+        """Gives the end user an agent, which gets the end user's blocks."""
+        path = f"/v1/identities/{identity_id}/agents/attach/{agent_id}"
+        return Call("PATCH", path, parse_as(_IDENTITY), retry=True)
+
+    @endpoint
+    def detach_agent(self, identity_id: str, agent_id: str) -> Call[Identity]:
+        """Takes an agent from the end user; its blocks leave the agent."""
+        path = f"/v1/identities/{identity_id}/agents/detach/{agent_id}"
+        return Call("PATCH", path, parse_as(_IDENTITY), retry=True)
+
+    @endpoint
+    def attach_block(self, identity_id: str, block_id: str) -> Call[Identity]:
+        """Gives the end user a block, attached to every one of its agents."""
+        path = f"/v1/identities/{identity_id}/blocks/attach/{block_id}"
+        return Call("PATCH", path, parse_as(_IDENTITY), retry=True)
+
+    @endpoint
+    def detach_block(self, identity_id: str, block_id: str) -> Call[Identity]:
+        """Takes a block from the end user; it leaves the end user's agents."""
+        path = f"/v1/identities/{identity_id}/blocks/detach/{block_id}"
+        return Call("PATCH", path, parse_as(_IDENTITY), retry=True)

@@ -163,6 +163,9 @@ class FileAgent(_Part):
     tool_rules: list[dict[str, Any]] = Field(
         default_factory=list, description="As the server stores them: {'tool_name', 'type', ...} each."
     )
+    memory_tool_set: Literal["classic", "lines"] = Field(
+        default="classic", description="The built-in tools that edit its core memory."
+    )
     sleeptime: dict[str, Any] = Field(default_factory=dict, description="{'enabled', 'frequency', 'model'}.")
     block_ids: list[str] = Field(default_factory=list)
     tool_ids: list[str] = Field(default_factory=list)

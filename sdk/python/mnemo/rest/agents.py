@@ -10,6 +10,13 @@ from pydantic import BaseModel, Field
 from mnemo.rest.blocks import Block, BlockCreate
 from mnemo.rest.common import MAX_INT32, RequestBody
 
+MemoryToolSet = Literal["classic", "lines"]
+MEMORY_TOOL_SET_HELP = (
+    "The built-in tools that edit core memory: classic (core_memory_append, core_memory_replace) or lines "
+    "(memory_insert, memory_replace, memory_rethink, memory_finish_edits; blocks shown with line numbers). "
+    "Changing it swaps the attached built-in editing tools."
+)
+
 
 class LlmOptions(BaseModel):
     """Sampling options passed to the model on every step."""
@@ -21,19 +28,57 @@ class LlmOptions(BaseModel):
     parallel_tool_calls: bool = False
 
 
+class ToolOutputBranch(BaseModel):
+    """For a conditional rule: the tool that follows when the output matches (give equals or pattern)."""
+
+    equals: str | None = Field(
+        default=None, description="The output equals this (trimmed; a JSON scalar output by its value)."
+    )
+    pattern: str | None = Field(default=None, description="The output contains a match of this RE2 regex.")
+    next_tool: str
+
+
 class ToolRule(BaseModel):
     """A constraint on how the model may call one tool within a turn."""
 
-    tool_name: str
-    type: Literal["terminal", "run_first", "max_calls", "requires_approval"] = Field(
+    tool_name: str = Field(description="The tool it applies to (it need not be attached yet).")
+    type: Literal[
+        "terminal",
+        "run_first",
+        "max_calls",
+        "requires_approval",
+        "conditional",
+        "allowed_children",
+        "parent_last",
+        "required_before_exit",
+        "continue_loop",
+        "max_count_per_step",
+    ] = Field(
         description=(
             "terminal: a successful call ends the turn (stop reason tool_rule); run_first: the first step "
             "of every turn must call it; max_calls: at most max_calls calls per turn; requires_approval: "
-            "the run stops (requires_approval) until the call is approved or denied."
+            "the run stops (requires_approval) until the call is approved or denied; conditional: after a "
+            "successful call only the tool its output selects (branches, else default_next_tool) may follow; "
+            "allowed_children: after a successful call only its children may follow; parent_last: its "
+            "children may only be called right after it; required_before_exit: the turn cannot end before "
+            "it succeeded; continue_loop: a step calling it never ends the turn; max_count_per_step: at "
+            "most max_calls calls in one step."
         )
     )
     max_calls: int = Field(
-        default=0, ge=0, le=MAX_INT32, description="For max_calls rules: calls allowed per turn."
+        default=0,
+        ge=0,
+        le=MAX_INT32,
+        description="max_calls rules: calls allowed per turn; max_count_per_step rules: per step.",
+    )
+    children: list[str] = Field(
+        default_factory=list, description="allowed_children and parent_last rules: the tools that follow it."
+    )
+    branches: list[ToolOutputBranch] = Field(
+        default_factory=list, description="conditional rules: the next tool by output, first match wins."
+    )
+    default_next_tool: str = Field(
+        default="", description="conditional rules: the next tool when no branch matches ('' = any)."
     )
 
 
@@ -68,6 +113,7 @@ class AgentCreate(RequestBody):
     tool_rules: list[ToolRule] = Field(default_factory=list)
     summarizer_model: str = Field(default="", description="Model that writes summaries; empty = model.")
     sleeptime: SleeptimeConfig = Field(default_factory=SleeptimeConfig)
+    memory_tool_set: MemoryToolSet = Field(default="classic", description=MEMORY_TOOL_SET_HELP)
 
 
 class AgentUpdate(RequestBody):
@@ -86,6 +132,7 @@ class AgentUpdate(RequestBody):
     llm_options: LlmOptions | None = None
     tool_rules: list[ToolRule] | None = None
     summarizer_model: str | None = None
+    memory_tool_set: MemoryToolSet | None = Field(default=None, description=MEMORY_TOOL_SET_HELP)
 
 
 class Agent(BaseModel):
@@ -112,9 +159,26 @@ class Agent(BaseModel):
     sleeptime: SleeptimeConfig = Field(default_factory=SleeptimeConfig)
     sleeptime_agent_id: str | None = None
     primary_agent_id: str | None = None
+    memory_tool_set: MemoryToolSet = "classic"
 
 
 class SystemPrompt(BaseModel):
     """The compiled system prompt an agent sees on its next step."""
 
     system_prompt: str
+
+
+class ContextBreakdown(BaseModel):
+    """How an agent's next model call would fill its context window now, in tokens per section."""
+
+    context_window: int = Field(description="The window its turns fit into (summaries start at 90 %).")
+    model_context_window: int = Field(description="The model's own window; 0 when unknown.")
+    total_tokens: int = Field(description="The whole request; the sections below add up to it.")
+    system_tokens: int = Field(description="Base system prompt and memory statistics, with the framing.")
+    core_memory_tokens: int
+    tool_schema_tokens: int
+    summary_tokens: int
+    message_tokens: int
+    message_count: int = Field(description="Messages in the window, the summary not counted.")
+    exact: bool = Field(description="Whether the counts are exact for the model (false: an estimate).")
+    method: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,7 @@ class Block(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime | None
     updated_at: datetime | None
+    version: int = Field(default=0, description="The latest version of the value (see its history).")
 
 
 class BlockCreateRequest(RequestBody):
@@ -80,3 +81,33 @@ class Template(BaseModel):
     read_only: bool
     metadata: dict[str, Any]
     builtin: bool
+
+
+class BlockVersion(BaseModel):
+    """One kept version of a block's value: who wrote it, how, the value before and after."""
+
+    block_id: str
+    version: int
+    operation: Literal[
+        "create", "update", "append", "replace", "insert", "rewrite", "restore", "undo", "redo"
+    ]
+    editor_type: Literal["user", "agent"] = Field(
+        description="user: a caller of the API (editor_id is its user); agent: its memory tools in a run."
+    )
+    editor_id: str
+    run_id: str | None = Field(default=None, description="The run whose tool call wrote it.")
+    before: str
+    after: str
+    state: Literal["applied", "undone", "discarded"] | None = Field(
+        default=None, description="Where an edit stands on the undo stack; null for create, undo and redo."
+    )
+    target_version: int | None = Field(
+        default=None, description="For undo, redo and restore: the version it went back to."
+    )
+    created_at: datetime | None
+
+
+class BlockRestore(RequestBody):
+    """Which kept version of a block's value to restore."""
+
+    version: int = Field(ge=1, le=MAX_INT32)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any, assert_never
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo_agent.agent_files import AgentFiles
-from mnemo_agent.agents import AGENT_TYPES, Agents, AgentSpec, AgentView
+from mnemo_agent.agents import AGENT_TYPES, MEMORY_TOOL_SETS, Agents, AgentSpec, AgentView
+from mnemo_agent.memory_tools import CLASSIC
 from mnemo_agent.servicers.runs import run_to_proto
 from mnemo_agent.tool_rules import ToolRules, check_rules
 from mnemo_agent.turn import (
@@ -32,12 +34,44 @@ _AGENT_TYPES = EnumNames(agent_pb2.AgentType)
 assert set(_AGENT_TYPES.names) == set(AGENT_TYPES)
 
 _RULE_TYPES = EnumNames(agent_pb2.ToolRuleType)
+_MEMORY_TOOL_SETS = EnumNames(agent_pb2.MemoryToolSet)
+
+assert set(_MEMORY_TOOL_SETS.names) == set(MEMORY_TOOL_SETS)
+
+
+def _branch(branch: agent_pb2.ToolOutputBranch) -> dict[str, str]:
+    match = branch.WhichOneof("match")
+    return {"next_tool": branch.next_tool} | ({match: getattr(branch, match)} if match else {})
 
 
 def _tool_rules(rules: Any) -> list[dict[str, Any]]:
+    """Wire rules as tool_rules.check_rules takes them."""
     return [
-        {"tool_name": r.tool_name, "type": _RULE_TYPES.name(r.type), "max_calls": r.max_calls} for r in rules
+        {
+            "tool_name": r.tool_name,
+            "type": _RULE_TYPES.name(r.type),
+            "max_calls": r.max_calls,
+            "children": list(r.children),
+            "branches": [_branch(b) for b in r.branches],
+            "default_next_tool": r.default_next_tool,
+        }
+        for r in rules
     ]
+
+
+def _tool_rule_to_proto(rule: dict[str, Any]) -> agent_pb2.ToolRule:
+    return agent_pb2.ToolRule(
+        tool_name=rule["tool_name"],
+        type=_RULE_TYPES.value(rule["type"]),
+        max_calls=int(rule.get("max_calls", 0)),
+        children=rule.get("children", []),
+        branches=[agent_pb2.ToolOutputBranch(**branch) for branch in rule.get("branches", [])],
+        default_next_tool=rule.get("default_next_tool", ""),
+    )
+
+
+def _memory_tool_set(value: agent_pb2.MemoryToolSet.ValueType) -> str:
+    return _MEMORY_TOOL_SETS.name(value) or CLASSIC
 
 
 def _sleeptime(config: agent_pb2.SleeptimeConfig) -> dict[str, Any]:
@@ -84,14 +118,7 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
         llm_options=llm_options,
         create_time=to_timestamp(row.created_at),
         update_time=to_timestamp(row.updated_at),
-        tool_rules=[
-            agent_pb2.ToolRule(
-                tool_name=r["tool_name"],
-                type=_RULE_TYPES.value(r["type"]),
-                max_calls=int(r.get("max_calls", 0)),
-            )
-            for r in row.tool_rules or []
-        ],
+        tool_rules=[_tool_rule_to_proto(rule) for rule in row.tool_rules or []],
         summarizer_model=row.summarizer_model or "",
         sleeptime=agent_pb2.SleeptimeConfig(
             enabled=bool(sleeptime.get("enabled")),
@@ -100,6 +127,7 @@ def agent_to_proto(view: AgentView) -> agent_pb2.Agent:
         ),
         sleeptime_agent_id=row.sleeptime_agent_id or "",
         primary_agent_id=row.primary_agent_id or "",
+        memory_tool_set=_MEMORY_TOOL_SETS.value(row.memory_tool_set),
     )
 
 
@@ -117,6 +145,7 @@ _MASK_FIELDS: dict[str, Callable[[agent_pb2.Agent], Any]] = {
     "llm_options": lambda a: _llm_options(a.llm_options),
     "tool_rules": lambda a: _tool_rules(a.tool_rules),
     "summarizer_model": lambda a: a.summarizer_model,
+    "memory_tool_set": lambda a: _memory_tool_set(a.memory_tool_set),
 }
 
 
@@ -172,6 +201,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             tool_rules=_tool_rules(agent.tool_rules),
             summarizer_model=agent.summarizer_model,
             sleeptime=_sleeptime(agent.sleeptime),
+            memory_tool_set=_memory_tool_set(agent.memory_tool_set),
         )
         include = request.include_base_tools if request.HasField("include_base_tools") else True
         view = await self._agents.create(
@@ -196,6 +226,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             current_actor().org_id,
             name=request.name,
             tags=list(request.tags),
+            end_user_id=request.end_user_id,
             size=request.page_size,
             token=request.page_token,
         )
@@ -259,6 +290,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             summarizer_model=agent.summarizer_model,
             llm_options=_llm_options(agent.llm_options),
             rules=ToolRules.of(rules),
+            memory_tool_set=_memory_tool_set(agent.memory_tool_set),
         )
         result = await self._turns.ephemeral(
             current_actor(),
@@ -284,6 +316,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.RecompileAgentResponse:
         prompt = await self._turns.recompile(current_actor(), request.agent_id)
         return agent_pb2.RecompileAgentResponse(system_prompt=prompt)
+
+    async def GetAgentContext(
+        self, request: agent_pb2.GetAgentContextRequest, context: Context
+    ) -> agent_pb2.GetAgentContextResponse:
+        found = await self._turns.context(current_actor(), request.agent_id)
+        return agent_pb2.GetAgentContextResponse(
+            context=agent_pb2.ContextBreakdown(**dataclasses.asdict(found), total_tokens=found.total_tokens)
+        )
 
     async def SendMessage(
         self, request: agent_pb2.SendMessageRequest, context: Context

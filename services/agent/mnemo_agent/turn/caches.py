@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.conversation import ChatHistory
+from mnemo_agent.memory_tools import BUILTIN_PREFIX
 from mnemo_agent.turn.ports import ToolSource
 from mnemo_core.errors import FailedPrecondition, NotFound
-
-BUILTIN_PREFIX = "tool-builtin-"
 
 
 class WindowCache:

@@ -58,7 +58,8 @@ class ContextFitter:
             history_count=turn.history_count + len(turn.pending),
             in_context_count=len(turn.history) + len(turn.pending),
             now=utcnow(),
-        )
+            memory_tool_set=turn.agent.memory_tool_set,
+        ).text
         options = turn.agent.llm_options
         request = llm_pb2.ChatRequest(
             model=turn.agent.model,

@@ -10,12 +10,13 @@ edit the memory service refused). Every result is cut to its tool's return_char_
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
-from mnemo.common.v1 import message_pb2
+from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
-from mnemo_agent.memory_tools import MemoryTools, ToolError
+from mnemo_agent.memory_tools import FINISH_EDITS, MemoryTools, ToolError
 from mnemo_agent.turn.ports import Caller, MemoryToolRunner, Messenger, ToolSource
 from mnemo_agent.turn.request import Decision
 from mnemo_agent.turn.state import TurnState
@@ -57,23 +58,24 @@ class ToolDispatch:
         turn: TurnState,
         calls: Sequence[message_pb2.ToolCall],
         *,
-        first_step: bool,
         decision: Decision | None = None,
     ) -> list[message_pb2.Message]:
-        """Runs a step's tool calls (counting them against the turn's rules, unless they were waiting for
-        `decision`); returns their results in call order."""
+        """Runs a step's tool calls (checking them against the step's plan of the turn's rules, unless they
+        were waiting for `decision`); returns their results in call order."""
         memory_lock = asyncio.Lock()
         jobs: list[asyncio.Task[message_pb2.Message] | message_pb2.Message] = []
         rules = turn.agent.rules
+        step_calls: Counter[str] = Counter()
         async with asyncio.TaskGroup() as group:
             for call in calls:
                 refused = None
                 if decision is not None and rules.needs_approval(call.name) and not decision.approve:
                     jobs.append(denied(call, decision.reason or "the user denied it"))
                     continue
-                if decision is None:
-                    refused = rules.refusal(call.name, first_step=first_step, calls=turn.calls)
+                if decision is None and turn.plan is not None:
+                    refused = turn.plan.refusal(call.name, turn_calls=turn.calls, step_calls=step_calls)
                     turn.calls[call.name] += 1
+                    step_calls[call.name] += 1
                 if refused is not None:
                     jobs.append(tool_message(call, error_return(refused)))
                     continue
@@ -114,7 +116,7 @@ class ToolDispatch:
         if tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY:
             if turn.ephemeral and tool.name in MemoryTools.writing:
                 raise ToolError("memory is read-only in an ephemeral turn; nothing can be saved")
-            text, changed = await self._memory_tools.run(agent, tool.name, args)
+            text, changed = await self._memory_tools.run(agent, tool.name, args, run_id=turn.run_id)
             for i, block in enumerate(blocks):
                 if changed is not None and block.id == changed.id:
                     blocks[i] = changed
@@ -134,15 +136,27 @@ class ToolDispatch:
         )
 
 
-def ends_turn(
+def ending(
     turn: TurnState, calls: Sequence[message_pb2.ToolCall], returns: Sequence[message_pb2.Message]
-) -> bool:
-    """Whether a terminal tool among `calls` succeeded."""
-    return any(
-        turn.agent.rules.ends_turn(call.name)
-        and ret.tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+) -> turn_pb2.StopReason.ValueType | None:
+    """How a step's calls end the turn: a terminal tool succeeded (`tool_rule`), or memory_finish_edits
+    did (`end_turn`); None when the turn goes on, as it always does after a continue_loop tool."""
+    rules = turn.agent.rules
+    if any(rules.continues(call.name) for call in calls):
+        return None
+    succeeded = [
+        call.name
         for call, ret in zip(calls, returns, strict=True)
-    )
+        if ret.tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+    ]
+    if any(rules.ends_turn(name) for name in succeeded):
+        return turn_pb2.STOP_REASON_TOOL_RULE
+    if (
+        FINISH_EDITS in succeeded
+        and turn.tools.get(FINISH_EDITS, tool_pb2.Tool()).tool_type == tool_pb2.TOOL_TYPE_MEMORY
+    ):
+        return turn_pb2.STOP_REASON_END_TURN
+    return None
 
 
 def tool_message(call: message_pb2.ToolCall, outcome: message_pb2.ToolReturnContent) -> message_pb2.Message:

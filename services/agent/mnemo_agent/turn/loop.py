@@ -1,8 +1,11 @@
 """The step loop: one model call per step, the tools it asks for, the step stored as one atomic batch.
 
 The turn ends when the model answers without a tool call (`end_turn`), a terminal tool succeeded
-(`tool_rule`), a call needs approval (`requires_approval`: the step is stored with its calls open), the
-context cannot be made to fit (`context_overflow`), or at the turn's step limit (`max_steps`).
+(`tool_rule`), memory_finish_edits succeeded (`end_turn`), a call needs approval (`requires_approval`: the
+step is stored with its calls open), the context cannot be made to fit (`context_overflow`), or at the
+turn's step limit (`max_steps`). Each step offers the tools the agent's rules allow (tool_rules.StepPlan);
+while a required_before_exit tool has not succeeded, nothing but the step limit ends the turn, and the
+model is told what it must call.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.conversation import from_reply
 from mnemo_agent.turn.context import ContextFitter
-from mnemo_agent.turn.dispatch import ToolDispatch, denied, ends_turn
+from mnemo_agent.turn.dispatch import ToolDispatch, denied, ending
 from mnemo_agent.turn.model_calls import ModelCalls
 from mnemo_agent.turn.request import Decision
 from mnemo_agent.turn.state import TurnState
@@ -39,8 +42,14 @@ class StepLoop:
         """Takes steps until the turn ends; returns why it ended."""
         rules = turn.agent.rules
         while turn.llm_calls < turn.max_steps:
-            first_step = turn.calls_this_turn == 0
-            offered, choice = rules.offered(turn.schemas, first_step=first_step, calls=turn.calls)
+            turn.plan = rules.plan(
+                turn.schemas,
+                first_step=turn.calls_this_turn == 0,
+                calls=turn.calls,
+                last=turn.last_step,
+                succeeded=turn.succeeded,
+            )
+            offered, choice = turn.plan.offered, turn.plan.choice
             with _tracer.start_as_current_span(
                 "agent.step", attributes={"agent.id": turn.agent.id, "step": turn.next_batch}
             ):
@@ -62,14 +71,31 @@ class StepLoop:
                     turn.awaiting = calls
                     turn.calls.update(call.name for call in calls)
                     return turn_pb2.STOP_REASON_REQUIRES_APPROVAL
-                returns = await self._dispatch.run(turn, calls, first_step=first_step)
+                returns = await self._dispatch.run(turn, calls)
+                turn.ran(returns)
                 turn.produced.extend(await self.append(turn, [*turn.pending, *step_messages, *returns]))
                 turn.pending = []
-                if not calls:
-                    return turn_pb2.STOP_REASON_END_TURN
-                if ends_turn(turn, calls, returns):
-                    return turn_pb2.STOP_REASON_TOOL_RULE
+                stop = self._stop(
+                    turn, ending(turn, calls, returns) if calls else turn_pb2.STOP_REASON_END_TURN
+                )
+                if stop is not None:
+                    return stop
         return turn_pb2.STOP_REASON_MAX_STEPS
+
+    @staticmethod
+    def _stop(
+        turn: TurnState, stop: turn_pb2.StopReason.ValueType | None
+    ) -> turn_pb2.StopReason.ValueType | None:
+        """The turn's stop reason, unless a required_before_exit tool keeps it going (the model is told)."""
+        if stop is None:
+            return None
+        missing = turn.agent.rules.missing_before_exit(turn.succeeded, turn.tools)
+        if not missing:
+            return stop
+        if turn.llm_calls >= turn.max_steps:
+            return turn_pb2.STOP_REASON_MAX_STEPS
+        turn.pending.append(rule_note(missing))
+        return None
 
     async def settle(
         self, turn: TurnState, decision: Decision | None
@@ -80,13 +106,12 @@ class StepLoop:
         if decision is None:
             returns = [denied(call, "the run was cancelled") for call in calls]
         else:
-            returns = await self._dispatch.run(turn, calls, first_step=False, decision=decision)
+            returns = await self._dispatch.run(turn, calls, decision=decision)
+        turn.ran(returns)
         turn.produced.extend(await self.append(turn, returns))
         if decision is None:
             return turn_pb2.STOP_REASON_CANCELLED
-        if ends_turn(turn, calls, returns):
-            return turn_pb2.STOP_REASON_TOOL_RULE
-        return None
+        return self._stop(turn, ending(turn, calls, returns))
 
     async def append(self, turn: TurnState, messages: list[message_pb2.Message]) -> list[message_pb2.Message]:
         """Stores a batch as the run's next step; returns the stored messages that are not inputs.
@@ -123,3 +148,14 @@ class StepLoop:
                     return None
                 request = self._context.request(turn, offered, choice)
         return None
+
+
+def rule_note(missing: list[str]) -> message_pb2.Message:
+    """The note that tells the model its turn cannot end before it called `missing`."""
+    names = " and ".join(missing)
+    return message_pb2.Message(
+        event=message_pb2.EventContent(
+            type=message_pb2.EVENT_TYPE_TOOL_RULE,
+            text=f"You cannot end your turn yet: a rule requires calling {names} first. Call it now.",
+        )
+    )

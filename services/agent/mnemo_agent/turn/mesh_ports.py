@@ -10,7 +10,7 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.mesh import Mesh
-from mnemo_agent.turn.ports import Window
+from mnemo_agent.turn.ports import TokenCount, Window
 
 
 class MeshMemory:
@@ -98,3 +98,7 @@ class MeshModel:
 
     def stream(self, request: llm_pb2.ChatRequest) -> AsyncIterable[llm_pb2.StreamChatResponse]:
         return self._llm.StreamChat(llm_pb2.StreamChatRequest(chat=request), timeout=self._timeout)
+
+    async def count_tokens(self, request: llm_pb2.ChatRequest) -> TokenCount:
+        counted = await self._llm.CountTokens(llm_pb2.CountTokensRequest(chat=request), timeout=self._timeout)
+        return TokenCount(counted.token_count, counted.exact, counted.method, counted.context_window)

@@ -60,13 +60,31 @@ class MemoryToolRunner(Protocol):
     """Runs the built-in memory tools against the memory service."""
 
     async def run(
-        self, agent: AgentIdentity, name: str, args: dict[str, Any]
+        self, agent: AgentIdentity, name: str, args: dict[str, Any], *, run_id: str = ""
     ) -> tuple[str, block_pb2.Block | None]:
-        """The text the model is told, and the core memory block the tool changed (if any)."""
+        """The text the model is told, and the core memory block the tool changed (if any); `run_id` is the
+        turn's run, kept in the history of the blocks it edits."""
 
 
-class Model(ChatModel, Protocol):
-    """The llm-gateway as a turn sees it: whole replies, or a reply as a stream of events."""
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """The tokens a request takes for its model, how they were counted, and the model's window (0: unknown)."""
+
+    tokens: int
+    exact: bool
+    method: str
+    context_window: int
+
+
+class TokenCounter(Protocol):
+    """Counts the tokens of a request as the model would see it (the llm-gateway's CountTokens)."""
+
+    async def count_tokens(self, request: llm_pb2.ChatRequest) -> TokenCount:
+        """The request's token count for its model."""
+
+
+class Model(ChatModel, TokenCounter, Protocol):
+    """The llm-gateway as a turn sees it: whole replies, or a reply as a stream of events; token counts."""
 
     def stream(self, request: llm_pb2.ChatRequest) -> AsyncIterable[llm_pb2.StreamChatResponse]:
         """Deltas as they come, then the `completed` reply; raises Unimplemented when it cannot stream."""

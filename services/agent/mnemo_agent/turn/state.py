@@ -13,9 +13,10 @@ from mnemo.memory.v1 import block_pb2
 from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.conversation import ChatHistory
+from mnemo_agent.memory_tools import CLASSIC
 from mnemo_agent.runs import Lineage
 from mnemo_agent.store import Agent
-from mnemo_agent.tool_rules import ToolRules
+from mnemo_agent.tool_rules import StepPlan, ToolOutcome, ToolRules
 from mnemo_agent.turn.events import MessagesStored, Sink, TurnEvent, TurnResult
 from mnemo_agent.turn.recorders import Recorder
 from mnemo_agent.turn.request import INPUT_KINDS
@@ -37,10 +38,12 @@ class AgentConfig:
     # The organization and name of a stored agent (agent-to-agent messages name and scope by them).
     org_id: str = ""
     name: str = ""
+    memory_tool_set: str = CLASSIC
 
     @classmethod
     def of(cls, row: Agent) -> AgentConfig:
         return cls(
+            memory_tool_set=row.memory_tool_set,
             id=row.id,
             org_id=row.org_id,
             name=row.name,
@@ -58,6 +61,10 @@ class AgentConfig:
 def kind(message: message_pb2.Message) -> str | None:
     """The content kind of a stored message ("user", "tool_call", ...)."""
     return message.WhichOneof("content")
+
+
+def _outcome(result: message_pb2.ToolReturnContent) -> ToolOutcome:
+    return ToolOutcome(result.name, result.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS, result.content)
 
 
 @dataclass
@@ -82,6 +89,11 @@ class TurnState:
     llm_calls: int = 0
     calls_this_turn: int = 0
     calls: Counter[str] = field(default_factory=Counter)
+    # The previous step's tool calls (what tool rules look at), and the tools that succeeded in the turn.
+    last_step: list[ToolOutcome] = field(default_factory=list)
+    succeeded: set[str] = field(default_factory=set)
+    # What the current step offers the model, by the tool rules.
+    plan: StepPlan | None = None
     usage: turn_pb2.Usage = field(default_factory=turn_pb2.Usage)
     produced: list[message_pb2.Message] = field(default_factory=list)
     # Produced messages before this index were returned by an earlier part of the run.
@@ -110,10 +122,20 @@ class TurnState:
     def use_tools(self, tools: Sequence[tool_pb2.Tool]) -> None:
         """The tools the model is offered this turn."""
         self.tools = {tool.name: tool for tool in tools}
-        self.schemas = [
+        self.schemas = self.schemas_of(tools)
+
+    @staticmethod
+    def schemas_of(tools: Sequence[tool_pb2.Tool]) -> list[llm_pb2.ToolSchema]:
+        """What the model is told of each tool."""
+        return [
             llm_pb2.ToolSchema(name=t.name, description=t.description, parameters_json=t.json_schema)
             for t in tools
         ]
+
+    def ran(self, returns: Sequence[message_pb2.Message]) -> None:
+        """Takes in the results of a step's tool calls, for the rules of the next steps."""
+        self.last_step = [_outcome(m.tool_return) for m in returns if kind(m) == "tool_return"]
+        self.succeeded.update(outcome.name for outcome in self.last_step if outcome.succeeded)
 
     def add_usage(self, step: turn_pb2.Usage) -> None:
         """Counts one model call."""
@@ -142,6 +164,9 @@ class TurnState:
         self.calls_this_turn = self.llm_calls
         calls = [m.tool_call.tool_call for m in stored if kind(m) == "tool_call"]
         self.calls = Counter(call.name for call in calls)
+        returns = [m for m in stored if kind(m) == "tool_return"]
+        self.succeeded = {m.tool_return.name for m in returns if _outcome(m.tool_return).succeeded}
+        self.last_step = [_outcome(m.tool_return) for m in returns if m.step == self.next_batch - 1]
         answered = {m.tool_return.tool_call_id for m in stored if kind(m) == "tool_return"}
         self.awaiting = [call for call in calls if call.id not in answered]
         last = [m for m in stored if m.step == self.next_batch - 1]

@@ -24,6 +24,7 @@ from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, F
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn.background import BackgroundRuns, TurnEnded
+from mnemo_agent.turn.breakdown import ContextBreakdown, context_breakdown
 from mnemo_agent.turn.caches import ToolCatalog
 from mnemo_agent.turn.context import ContextFitter
 from mnemo_agent.turn.dispatch import ToolDispatch
@@ -63,6 +64,7 @@ class Turns:
         self._agents = agents
         self._runs = runs
         self._memory = memory
+        self._model = model
         self._settings = settings
         self._catalog = ToolCatalog(tools)
         summarizer = cw.Summarizer(
@@ -216,6 +218,25 @@ class Turns:
             history_count=window.history_count,
             in_context_count=len(window.messages),
             now=utcnow(),
+            memory_tool_set=agent.memory_tool_set,
+        ).text
+
+    async def context(self, actor: Actor, agent_id: str) -> ContextBreakdown:
+        """How the agent's next model call would fill its context window now, section by section."""
+        agent = await self._agents.row(actor.org_id, agent_id)
+        window, blocks, tools = await asyncio.gather(
+            self._memory.window(agent.id),
+            self._memory.blocks(agent.id),
+            self._catalog.tools(list(agent.tool_ids or [])),
+        )
+        schemas = TurnState.schemas_of(tools)
+        return await context_breakdown(
+            agent,
+            window,
+            blocks,
+            schemas,
+            self._model,
+            context_window=agent.context_window or self._settings.default_context_window,
         )
 
     async def run_messages(

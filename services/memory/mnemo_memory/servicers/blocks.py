@@ -7,12 +7,27 @@ from typing import Any
 
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
 from mnemo_core.actor import current_actor
+from mnemo_core.proto_enums import EnumNames
 from mnemo_core.validation import masked_changes
 from mnemo_core.wire import from_struct, to_struct, to_timestamp
-from mnemo_memory.blocks import Block, BlockSpec
+from mnemo_memory.block_versions import BlockHistory
+from mnemo_memory.blocks import Block, BlockSpec, BlockVersion, Editor
 from mnemo_memory.core_memory import CoreMemory
 
 Context = Any  # grpc.aio.ServicerContext; unused by these thin handlers
+OPERATIONS = EnumNames(block_pb2.BlockOperation)
+EDITOR_TYPES = EnumNames(block_pb2.BlockEditorType)
+EDIT_STATES = EnumNames(block_pb2.BlockEditState)
+
+
+def _user() -> Editor:
+    """The caller of the API as the editor of a block."""
+    return Editor("user", current_actor().user_id)
+
+
+def _agent(agent_id: str, run_id: str) -> Editor:
+    """An agent's memory tool, in a run, as the editor of a block."""
+    return Editor("agent", agent_id, run_id)
 
 
 def block_to_proto(block: Block) -> block_pb2.Block:
@@ -30,6 +45,24 @@ def block_to_proto(block: Block) -> block_pb2.Block:
         update_time=to_timestamp(block.updated_at),
         is_template=block.is_template,
         template_name=block.template_name,
+        version=block.version,
+    )
+
+
+def version_to_proto(version: BlockVersion) -> block_pb2.BlockVersion:
+    """The wire form of a block version."""
+    return block_pb2.BlockVersion(
+        block_id=version.block_id,
+        version=version.version,
+        operation=OPERATIONS.value(version.operation),
+        editor_type=EDITOR_TYPES.value(version.editor.type),
+        editor_id=version.editor.id,
+        run_id=version.editor.run_id,
+        before=version.before,
+        after=version.after,
+        state=EDIT_STATES.value(version.state) if version.state else block_pb2.BLOCK_EDIT_STATE_UNSPECIFIED,
+        target_version=version.target_version or 0,
+        create_time=to_timestamp(version.created_at),
     )
 
 
@@ -58,8 +91,9 @@ _MASK_FIELDS: dict[str, Callable[[block_pb2.Block], Any]] = {
 class BlockServicer(block_pb2_grpc.BlockServiceServicer):
     """BlockService over CoreMemory."""
 
-    def __init__(self, core: CoreMemory) -> None:
+    def __init__(self, core: CoreMemory, history: BlockHistory) -> None:
         self._core = core
+        self._history = history
 
     async def CreateBlock(
         self, request: block_pb2.CreateBlockRequest, context: Context
@@ -67,6 +101,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         block = await self._core.create(
             current_actor().org_id,
             spec_from_proto(request.block),
+            _user(),
             agent_id=request.agent_id,
             from_template=request.from_template,
             is_template=request.block.is_template,
@@ -78,7 +113,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.BatchCreateBlocksRequest, context: Context
     ) -> block_pb2.BatchCreateBlocksResponse:
         blocks = await self._core.create_for_agent(
-            current_actor().org_id, request.agent_id, [spec_from_proto(b) for b in request.blocks]
+            current_actor().org_id, request.agent_id, [spec_from_proto(b) for b in request.blocks], _user()
         )
         return block_pb2.BatchCreateBlocksResponse(blocks=[block_to_proto(b) for b in blocks])
 
@@ -111,6 +146,7 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
             current_actor().org_id,
             request.block.id,
             changes,
+            _user(),
             agent_id=request.agent_id,
             label=request.label,
         )
@@ -138,7 +174,11 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.AppendBlockValueRequest, context: Context
     ) -> block_pb2.AppendBlockValueResponse:
         block = await self._core.append(
-            current_actor().org_id, request.agent_id, request.label, request.content
+            current_actor().org_id,
+            request.agent_id,
+            request.label,
+            request.content,
+            _agent(request.agent_id, request.run_id),
         )
         return block_pb2.AppendBlockValueResponse(block=block_to_proto(block))
 
@@ -146,7 +186,13 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
         self, request: block_pb2.ReplaceBlockValueRequest, context: Context
     ) -> block_pb2.ReplaceBlockValueResponse:
         block = await self._core.replace(
-            current_actor().org_id, request.agent_id, request.label, request.old_content, request.new_content
+            current_actor().org_id,
+            request.agent_id,
+            request.label,
+            request.old_content,
+            request.new_content,
+            _agent(request.agent_id, request.run_id),
+            unique=request.unique,
         )
         return block_pb2.ReplaceBlockValueResponse(block=block_to_proto(block))
 
@@ -155,3 +201,61 @@ class BlockServicer(block_pb2_grpc.BlockServiceServicer):
     ) -> block_pb2.DetachAgentBlocksResponse:
         deleted = await self._core.detach_agent(current_actor().org_id, request.agent_id)
         return block_pb2.DetachAgentBlocksResponse(deleted_count=deleted)
+
+    async def InsertBlockValue(
+        self, request: block_pb2.InsertBlockValueRequest, context: Context
+    ) -> block_pb2.InsertBlockValueResponse:
+        block = await self._core.insert(
+            current_actor().org_id,
+            request.agent_id,
+            request.label,
+            request.text,
+            request.after_line if request.HasField("after_line") else None,
+            _agent(request.agent_id, request.run_id),
+        )
+        return block_pb2.InsertBlockValueResponse(block=block_to_proto(block))
+
+    async def RewriteBlockValue(
+        self, request: block_pb2.RewriteBlockValueRequest, context: Context
+    ) -> block_pb2.RewriteBlockValueResponse:
+        block = await self._core.rewrite(
+            current_actor().org_id,
+            request.agent_id,
+            request.label,
+            request.value,
+            _agent(request.agent_id, request.run_id),
+        )
+        return block_pb2.RewriteBlockValueResponse(block=block_to_proto(block))
+
+    async def ListBlockVersions(
+        self, request: block_pb2.ListBlockVersionsRequest, context: Context
+    ) -> block_pb2.ListBlockVersionsResponse:
+        versions, token = await self._history.list(
+            current_actor().org_id, request.block_id, size=request.page_size, token=request.page_token
+        )
+        return block_pb2.ListBlockVersionsResponse(
+            versions=[version_to_proto(v) for v in versions], next_page_token=token
+        )
+
+    async def UndoBlockEdit(
+        self, request: block_pb2.UndoBlockEditRequest, context: Context
+    ) -> block_pb2.UndoBlockEditResponse:
+        block, version = await self._history.undo(current_actor().org_id, request.block_id, _user())
+        return block_pb2.UndoBlockEditResponse(block=block_to_proto(block), version=version_to_proto(version))
+
+    async def RedoBlockEdit(
+        self, request: block_pb2.RedoBlockEditRequest, context: Context
+    ) -> block_pb2.RedoBlockEditResponse:
+        block, version = await self._history.redo(current_actor().org_id, request.block_id, _user())
+        return block_pb2.RedoBlockEditResponse(block=block_to_proto(block), version=version_to_proto(version))
+
+    async def RestoreBlockVersion(
+        self, request: block_pb2.RestoreBlockVersionRequest, context: Context
+    ) -> block_pb2.RestoreBlockVersionResponse:
+        block, version = await self._history.restore(
+            current_actor().org_id, request.block_id, request.version, _user()
+        )
+        response = block_pb2.RestoreBlockVersionResponse(block=block_to_proto(block))
+        if version is not None:
+            response.version.CopyFrom(version_to_proto(version))
+        return response
