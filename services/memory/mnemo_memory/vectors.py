@@ -69,6 +69,8 @@ class VectorFilter:
     end_epoch: float | None = None
     kinds: frozenset[int] | None = None
     allowed_pks: Ints | None = None
+    # Months of the year (1-12, UTC) of the row's time; empty: any.
+    months: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -83,12 +85,20 @@ class VectorIndex:
     vectors: Floats = field(default_factory=lambda: np.empty((0, 0), np.float32))
     epochs: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
     kinds: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    # The UTC month (1-12) of each row's time, for filters by month of the year.
+    months: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
     center: Floats | None = None
     codes: npt.NDArray[np.uint64] | None = None  # (words, capacity), column-major
 
     @property
     def nbytes(self) -> int:
-        total = self.pks.nbytes + self.vectors.nbytes + self.epochs.nbytes + self.kinds.nbytes
+        total = (
+            self.pks.nbytes
+            + self.vectors.nbytes
+            + self.epochs.nbytes
+            + self.kinds.nbytes
+            + self.months.nbytes
+        )
         return total + (0 if self.codes is None else self.codes.nbytes)
 
     def _grow(self, needed: int) -> None:
@@ -103,6 +113,7 @@ class VectorIndex:
         self.vectors = vectors
         self.epochs = _resized(self.epochs, capacity)
         self.kinds = _resized(self.kinds, capacity)
+        self.months = _resized(self.months, capacity)
         if self.codes is not None:
             codes = np.empty((self.codes.shape[0], capacity), np.uint64)
             codes[:, : self.size] = self.codes[:, : self.size]
@@ -127,6 +138,7 @@ class VectorIndex:
         self.vectors[self.size : end] = rows.vectors
         self.epochs[self.size : end] = rows.epochs
         self.kinds[self.size : end] = rows.kinds
+        self.months[self.size : end] = month_of_year(rows.epochs)
         if self.codes is not None:
             self.codes[:, self.size : end] = self._encode(rows.vectors)
         self.size = end
@@ -154,6 +166,7 @@ class VectorIndex:
         self.vectors[:kept] = self.vectors[keep]
         self.epochs[:kept] = self.epochs[keep]
         self.kinds[:kept] = self.kinds[keep]
+        self.months[:kept] = self.months[keep]
         if self.codes is not None:
             self.codes[:, :kept] = self.codes[:, keep]
         self.size = kept
@@ -174,6 +187,8 @@ class VectorIndex:
             mask = both(np.isin(self.kinds[:n], np.fromiter(where.kinds, np.int8)))
         if where.allowed_pks is not None:
             mask = both(np.isin(self.pks[:n], where.allowed_pks))
+        if where.months:
+            mask = both(np.isin(self.months[:n], np.fromiter(where.months, np.int8)))
         return mask
 
     def search(self, query: Floats, k: int, where: VectorFilter) -> list[tuple[int, float]]:
@@ -183,8 +198,10 @@ class VectorIndex:
             return []
         mask = self._mask(where)
         wanted = max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * k)
-        if self.codes is None or n <= 2 * wanted:
-            rows = np.arange(n) if mask is None else np.flatnonzero(mask)
+        passing = None if mask is None else np.flatnonzero(mask)
+        if self.codes is None or n <= 2 * wanted or (passing is not None and len(passing) <= wanted):
+            # Exact: a small index, or a filter that leaves few rows (cheaper than the binary pass).
+            rows = np.arange(n) if passing is None else passing
         else:
             rows = self._candidates(query, wanted, mask)
         if len(rows) == 0:
@@ -214,6 +231,12 @@ class VectorIndex:
         closer = np.flatnonzero(distance < threshold)
         ties = np.flatnonzero(distance == threshold)[: max(0, wanted - len(closer))]
         return np.concatenate([closer, ties])
+
+
+def month_of_year(epochs: npt.NDArray[np.float64]) -> Ints:
+    """The UTC month (1-12) of each time in epoch seconds."""
+    months = epochs.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    return months % 12 + 1
 
 
 ArrayT = TypeVar("ArrayT", bound=np.generic)
