@@ -985,13 +985,13 @@ def conversation(seed: int, split: str, index: int) -> Conversation:
         elif kind in ("hobby", "instrument"):
             writer.ask("fact", Q_HOBBY if kind == "hobby" else Q_INSTRUMENT, owned(f"{kind}/{owner}"), p=p)
         elif kind == "project":
-            updates = [turn for key in marks if key.startswith(f"project/{owner}/") for turn in owned(key)]
+            told = [turn for key in marks if key.startswith(f"project/{owner}/") for turn in owned(key)]
             by_month: dict[tuple[int, int], list[Turn]] = {}
-            for turn in updates:
+            for turn in told:
                 by_month.setdefault((turn.time.year, turn.time.month), []).append(turn)
-            for (_, month), evidence in rng.sample(sorted(by_month.items()), min(3, len(by_month))):
+            for (_, number), evidence in rng.sample(sorted(by_month.items()), min(3, len(by_month))):
                 writer.ask(
-                    "temporal", Q_TEMPORAL, evidence, p=p, topic=extra["topic"], month=MONTHS[month - 1]
+                    "temporal", Q_TEMPORAL, evidence, p=p, topic=extra["topic"], month=MONTHS[number - 1]
                 )
     return writer.conversation
 

@@ -51,7 +51,7 @@ from bench.mesh import percentile
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo.memory.v1 import passage_pb2, passage_pb2_grpc
 from mnemo_core.actor import acting_as
-from mnemo_core.channels import open_channel
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.ids import new_id
 from mnemo_core.wire import utcnow
 from mnemo_gateway.auth import DEFAULT_ACTOR
@@ -219,9 +219,9 @@ async def build_scale_agent(
         f"scale: {real} held-out turns among {count - real} pad turns ({len(pads)} conversations)", flush=True
     )
     started = time.perf_counter()
-    async with open_channel(mesh.address("llm")) as channel:
+    async with mesh_channel(mesh.address("llm")) as channel:
         pad_vectors = await embed_all(
-            llm_pb2_grpc.LlmServiceStub(channel), [turn.text for pad in pads for turn in pad.turns]
+            mesh_stub(llm_pb2_grpc.LlmServiceStub, channel), [turn.text for pad in pads for turn in pad.turns]
         )
     print(
         f"  embedded {len(pad_vectors)} distinct pad texts in {time.perf_counter() - started:.0f} s",
@@ -270,7 +270,7 @@ async def build_scale_agent(
         await store.insert(ORG, batch)
     if not db.is_sqlite:
         await db.write(lambda conn: conn.exec_driver_sql("ANALYZE passages"))
-    await db.aclose()
+    await db.dispose()
     stored.turn_of.update(copies)
     stored.scale_agent = agent
     stored.scale_size = count
@@ -291,8 +291,8 @@ async def tune(
     db = memory_db(mesh, args)
     store = passage_store(db)
     gathered = []
-    async with open_channel(mesh.address("llm")) as channel:
-        embedder = Embedder(llm_pb2_grpc.LlmServiceStub(channel))
+    async with mesh_channel(mesh.address("llm")) as channel:
+        embedder = Embedder(mesh_stub(llm_pb2_grpc.LlmServiceStub, channel))
         for talk in talks:
             agent = stored.agent_of[talk.id]
             for question in talk.questions:
@@ -321,7 +321,7 @@ async def tune(
                 for row in conn.execute(select(passages_t.c.pk, passages_t.c.id))
             }
         )
-    await db.aclose()
+    await db.dispose()
 
     def measure(weights: Weights) -> Scores:
         scores = Scores()
@@ -365,8 +365,8 @@ async def measure(args: argparse.Namespace) -> None:
             if url:
                 extra["MNEMO_DATABASE_URL"] = url
             env = mesh_env(Path(home), provider_url=None, extra=extra)
-            async with running_mesh(env) as mesh, open_channel(mesh.address("memory")) as channel:
-                stub = passage_pb2_grpc.PassageServiceStub(channel)
+            async with running_mesh(env) as mesh, mesh_channel(mesh.address("memory")) as channel:
+                stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel)
                 with acting_as(DEFAULT_ACTOR):
                     if not stored.agent_of:
                         started = time.perf_counter()
