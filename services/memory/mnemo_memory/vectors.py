@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,10 @@ class VectorCache:
     """Loaded indexes, least recently used first out when over the memory budget."""
 
     def __init__(self, budget_bytes: int) -> None:
+        # Process-wide: one BLAS thread. A search's matrix-vector products (a few thousand rows) gain nothing
+        # from a second one, whose busy-waiting cost ~25-30 ms of CPU per search above ~3,000 rows
+        # (bench/recall.py) and takes a core from the rest of the mesh (as in the llm-gateway, ADR 0005).
+        threadpool_limits(limits=1, user_api="blas")
         self._budget = budget_bytes
         self._indexes: OrderedDict[VectorKey, VectorIndex] = OrderedDict()
         self._locks: dict[VectorKey, asyncio.Lock] = {}
