@@ -75,7 +75,7 @@ class Context:
 
 
 class Searchable(Protocol):
-    """The searches one kind of stored text offers; `period` None means no restriction from the query."""
+    """The searches one kind of stored text offers; `focus` None means no restriction from the query."""
 
     async def vector(self, query: Floats, model: str, depth: int, focus: Focus | None) -> Hits:
         """The nearest texts embedded with `model`: (key, cosine similarity), best first."""
@@ -109,7 +109,7 @@ class Narrowable(Protocol):
 
 
 class FilteredSearch(Generic[FilterT]):
-    """The searches of one query under its filter, narrowed to the query's period where asked.
+    """The searches of one query under its filter, narrowed to the query's focus where asked.
 
     Subclasses say how to search with a filter (`vector_within`, `keyword_within`) and how to read contexts.
     """
