@@ -339,3 +339,84 @@ async def test_search_never_compares_vectors_of_two_models(
     assert refused.value.reason == "EMBEDDING_MODEL_MISMATCH"
     assert refused.value.metadata["stored_model"] == "openai/text-embedding-3-small"
     assert [m.passage.text for m in keyword] == [FACTS[0]]
+
+
+async def dated(passages: Passages, agent_id: str, rows: list[tuple[datetime, str, str]]) -> None:
+    for when, speaker, text in rows:
+        await insert(passages, agent_id, text, create_time=stamp(when), speaker=speaker)
+
+
+GARDEN = [
+    (datetime(2024, 1, 14, 19, tzinfo=UTC), "", "The tomatoes in the garden are finally red."),
+    (datetime(2024, 3, 9, 19, tzinfo=UTC), "", "Slugs ate half of the lettuce in the garden."),
+    (datetime(2024, 5, 20, 19, tzinfo=UTC), "", "I planted sunflowers along the garden fence."),
+    (datetime(2024, 7, 2, 19, tzinfo=UTC), "", "The garden hose burst this morning."),
+    (datetime(2024, 3, 10, 19, tzinfo=UTC), "", "I watched a documentary about whales."),
+]
+
+
+async def test_a_question_naming_a_month_ranks_what_was_said_that_month_first(passages: Passages) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    with acting_as(actor):
+        await dated(passages, agent_id, GARDEN)
+        in_march = await search(passages, agent_id, "What happened in the garden in March?", top_k=3)
+        in_may_2024 = await search(passages, agent_id, "news about the garden from May 2024", top_k=3)
+    assert in_march[0].passage.text == "Slugs ate half of the lettuce in the garden."
+    assert in_may_2024[0].passage.text == "I planted sunflowers along the garden fence."
+
+
+async def test_a_period_named_in_the_query_ranks_but_never_hides(passages: Passages) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    with acting_as(actor):
+        await dated(passages, agent_id, GARDEN)
+        found = await search(passages, agent_id, "What happened in the garden in October?", top_k=4)
+    assert {m.passage.text for m in found} == {text for _, _, text in GARDEN[:4]}
+
+
+async def test_a_question_about_now_prefers_the_newest_of_two_statements(passages: Passages) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    with acting_as(actor):
+        await dated(
+            passages,
+            agent_id,
+            [
+                (datetime(2023, 2, 1, tzinfo=UTC), "", "I work at Northwind as a data analyst."),
+                (datetime(2023, 6, 1, tzinfo=UTC), "", "The weather was awful all week."),
+                (
+                    datetime(2024, 6, 1, tzinfo=UTC),
+                    "",
+                    "I quit Northwind, I work at Quillion as a designer now.",
+                ),
+            ],
+        )
+        now = await search(passages, agent_id, "Where do I work now?", top_k=2)
+        before = await search(passages, agent_id, "Where did I work originally?", top_k=2)
+    assert now[0].passage.text.startswith("I quit Northwind")
+    assert before[0].passage.text == "I work at Northwind as a data analyst."
+
+
+async def test_a_speakers_name_in_the_query_prefers_that_speakers_passages(passages: Passages) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    when = datetime(2024, 4, 2, 18, tzinfo=UTC)
+    with acting_as(actor):
+        await dated(
+            passages,
+            agent_id,
+            [
+                (when, "Tom", "Hi Maya! How was your week?"),
+                (
+                    when + timedelta(minutes=1),
+                    "Maya",
+                    "Great, I started a new job as an architect at Northwind.",
+                ),
+                (when + timedelta(minutes=2), "Tom", "Nice! I started a new job too, as a chef at Quillion."),
+            ],
+        )
+        found = await search(passages, agent_id, "What new job did Maya start?", top_k=3)
+        rrf_like = await search(
+            passages, agent_id, "What new job did Maya start?", mode=search_pb2.SEARCH_MODE_VECTOR
+        )
+    assert found[0].passage.speaker == "Maya"
+    assert found[0].passage.text.startswith("Great, I started a new job as an architect")
+    # Vector search alone is drawn to the greeting that only shares the name.
+    assert rrf_like[0].passage.text == "Hi Maya! How was your week?"

@@ -185,3 +185,35 @@ async def test_bad_recall_search_is_refused(
             history_pb2.SearchMessagesRequest(agent_id=new_agent_id(), **fields)
         )
     assert field in [v.field for v in refused.value.violations]
+
+
+async def test_recall_of_what_is_true_now_prefers_the_newest_message(
+    recall_messages: Messages, embedded_memory: Served
+) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    said = [
+        user("I work at Northwind as a data analyst."),
+        user("The weather was awful all week."),
+        user("I quit Northwind, I work at Quillion as a designer now."),
+    ]
+    with acting_as(actor):
+        for step, message in enumerate(said):
+            await recall_messages.AppendMessages(
+                history_pb2.AppendMessagesRequest(
+                    agent_id=agent_id, run_id=f"run-{step}", step=0, messages=[message]
+                )
+            )
+        assert await memory_app(embedded_memory).message_embedder.drained(timeout=30)
+        now = await find(recall_messages, agent_id, "Where do I work now?", top_k=2)
+        before = await find(recall_messages, agent_id, "Where did I work originally?", top_k=2)
+    assert now.matches[0].message.user.text == said[2].user.text
+    assert before.matches[0].message.user.text == said[0].user.text
+
+
+async def test_recall_of_a_period_with_nothing_in_it_still_finds_the_best_matches(
+    recall_messages: Messages, embedded_memory: Served
+) -> None:
+    actor, agent_id, _ = await converse(recall_messages, embedded_memory)
+    with acting_as(actor):
+        found = await find(recall_messages, agent_id, "what did I say about my sister in 2019?", top_k=2)
+    assert found.matches[0].message.user.text == CONVERSATION[1][0].user.text

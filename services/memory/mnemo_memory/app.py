@@ -24,7 +24,7 @@ from mnemo.memory.v1 import (
 from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import upgrade
-from mnemo_memory.archival import ArchivalMemory
+from mnemo_memory.archival import SPEAKERS_TTL_SECONDS, ArchivalMemory
 from mnemo_memory.block_versions import BlockHistory, Versioning
 from mnemo_memory.blocks import Retention
 from mnemo_memory.core_memory import CoreMemory
@@ -79,8 +79,20 @@ class MemoryApp:
         self._sweep_seconds = settings.block_history_sweep_seconds
         self._sweeper: asyncio.Task[None] | None = None
         self.history = History(self.db, on_append=self.message_embedder.notify)
-        self.recall = Recall(self.db, self.embedder, message_index, model=settings.recall_embedding_model)
-        self.archival = ArchivalMemory(self.passage_store, self.embedder)
+        self.recall = Recall(
+            self.db,
+            self.embedder,
+            message_index,
+            model=settings.recall_embedding_model,
+            ranking=settings.search_ranking,
+        )
+        self.archival = ArchivalMemory(
+            self.passage_store,
+            self.embedder,
+            ranking=settings.search_ranking,
+            # SQLite: this process writes every passage, so the speakers it keeps never go stale.
+            speakers_ttl=None if self.db.is_sqlite else SPEAKERS_TTL_SECONDS,
+        )
         parser = FileParser(
             ParseLimits(
                 seconds=settings.file_parse_seconds,

@@ -9,6 +9,7 @@ passages of another model fails with EMBEDDING_MODEL_MISMATCH.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,23 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.chunking import chunk_text
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.passage_store import NewPassage, Passage, PassageFilter, PassageStore, Scope
-from mnemo_memory.ranking import Ranked, fuse, keyword_only, keyword_terms, vector_only
+from mnemo_memory.ranking import Ranked, keyword_terms, query_terms
+from mnemo_memory.retrieval import (
+    CANDIDATE_DEPTH,
+    DEFAULT_WEIGHTS,
+    Context,
+    FilteredSearch,
+    Floats,
+    Focus,
+    Hits,
+    Weights,
+    keyword_candidates,
+    named_speakers,
+    ranked,
+    vector_candidates,
+    without_names,
+)
+from mnemo_memory.temporal import TimeHint, time_hint
 
 MAX_TEXT = 100_000
 MAX_QUERY = 10_000
@@ -36,6 +53,11 @@ FUSION_DEPTH = 50
 HYBRID_KEYWORD_BUDGET = 1_000
 KEYWORD_BUDGET = 20_000
 MODES = ("hybrid", "vector", "keyword")
+# Rankings of hybrid search: contextual hybrid search (retrieval.py, the default) or the textbook
+# reciprocal rank fusion of one vector and one keyword ranking.
+CONTEXTUAL = "contextual"
+RRF = "rrf"
+RANKINGS = (CONTEXTUAL, RRF)
 
 
 def check_tags(tags: list[str], field: str = "tags") -> list[str]:
@@ -76,6 +98,39 @@ def model_mismatch(query_model: str, stored_model: str, what: str) -> FailedPrec
     )
 
 
+# How long a scope's list of speakers is trusted before it is read again on Postgres, where other replicas
+# may add some (on SQLite this process writes every passage, so the list it keeps up to date never expires).
+SPEAKERS_TTL_SECONDS = 60.0
+
+
+class Speakers:
+    """The distinct speakers of each scope, read from the store at most once a minute and kept in memory."""
+
+    def __init__(self, store: PassageStore, now: Callable[[], datetime], ttl: float | None) -> None:
+        self._store = store
+        self._now = now
+        self._ttl = ttl
+        self._known: dict[tuple[str, str, str], tuple[float, set[str]]] = {}
+
+    async def of(self, org_id: str, scope: Scope) -> set[str]:
+        key = (org_id, scope.kind, scope.id)
+        now = self._now().timestamp()
+        known = self._known.get(key)
+        if known is None or known[0] < now:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            expires = now + self._ttl if self._ttl is not None else float("inf")
+            known = (expires, await self._store.speakers(org_id, scope))
+            self._known[key] = known
+        return known[1]
+
+    def heard(self, org_id: str, scope: Scope, speaker: str) -> None:
+        """A speaker this process just stored a passage of."""
+        known = self._known.get((org_id, scope.kind, scope.id))
+        if known is not None:
+            known[1].add(speaker)
+
+
 @dataclass(frozen=True, slots=True)
 class PassageHit:
     """A search result: the passage and how it ranked."""
@@ -87,9 +142,22 @@ class PassageHit:
 class ArchivalMemory:
     """Passages of one organization at a time."""
 
-    def __init__(self, store: PassageStore, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        store: PassageStore,
+        embedder: Embedder,
+        *,
+        ranking: str = CONTEXTUAL,
+        weights: Weights = DEFAULT_WEIGHTS,
+        now: Callable[[], datetime] = utcnow,
+        speakers_ttl: float | None = SPEAKERS_TTL_SECONDS,
+    ) -> None:
         self._store = store
         self._embedder = embedder
+        self._ranking = ranking
+        self._weights = weights
+        self._now = now
+        self._speakers = Speakers(store, now, speakers_ttl)
 
     async def create(
         self,
@@ -113,6 +181,8 @@ class ArchivalMemory:
         check_text(speaker, "speaker", max_chars=200)
         embedded = await self._embedder.embed(chunks, model, agent_id=agent_id)
         when = created_at or utcnow()
+        if speaker:
+            self._speakers.heard(org_id, Scope("agent", agent_id), speaker)
         return await self._store.insert(
             org_id,
             [
@@ -163,6 +233,16 @@ class ArchivalMemory:
         require_id(agent_id, "agent_id")
         return await self._store.purge(org_id, Scope("agent", agent_id))
 
+    async def _focus(self, org_id: str, agent_id: str, query: str) -> tuple[Focus, str]:
+        """What a query says about time and speakers, and what it is about (the query without those names).
+
+        Names of the agent's speakers in the query ("what did Maya say...") say whose passages are wanted,
+        not what they are about: they go to the speaker signal and leave the embedded text and keywords.
+        """
+        named = named_speakers(query, await self._speakers.of(org_id, Scope("agent", agent_id)))
+        topic = without_names(query, named) if named else query
+        return Focus(time_hint(query, self._now()), frozenset(named)), topic
+
     async def search(
         self,
         org_id: str,
@@ -183,28 +263,33 @@ class ArchivalMemory:
         k = check_query(query, top_k, mode)
         check_window(start, end)
         where = PassageFilter(tuple(check_tags(list(tags or []))), all_tags, start, end)
+        contextual = mode == "hybrid" and self._ranking == CONTEXTUAL
+        focus, topic = (
+            await self._focus(org_id, agent_id, query) if contextual else (Focus(TimeHint()), query)
+        )
+        hint, named = focus.hint, set(focus.speakers)
         # The query is embedded (the slowest step, in the llm-gateway) while the scopes are read and the
         # keyword search runs.
         embed_task = (
-            asyncio.ensure_future(self._embedder.embed([query], model, agent_id=agent_id))
+            asyncio.ensure_future(self._embedder.embed([topic], model, agent_id=agent_id))
             if mode != "keyword"
             else None
         )
         expected = self._embedder.resolved(model)
-        keyword_task: asyncio.Future[list[tuple[int, float]]] | None = None
+        keyword_task: asyncio.Future[list[Hits]] | None = None
         early: asyncio.Future[str | None] | None = None
         try:
             scopes = [Scope("agent", agent_id)]
             if not exclude_sources:
                 scopes += [Scope("source", s) for s in await self._store.source_ids(org_id, agent_id)]
-            depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-            terms = keyword_terms(query) if mode != "vector" else []
+            depth = max(k, CANDIDATE_DEPTH if contextual else FUSION_DEPTH) if mode == "hybrid" else k
+            terms = (query_terms(topic) if contextual else keyword_terms(query)) if mode != "vector" else []
+            budget = HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET
+            source = PassageSearch(self._store, org_id, scopes, terms, where, budget)
             if terms:
-                budget = HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET
-                keyword_task = asyncio.ensure_future(
-                    self._store.keyword_search(org_id, scopes, terms, depth, where, budget=budget)
-                )
-            vector: list[tuple[int, float]] = []
+                keyword_task = asyncio.ensure_future(keyword_candidates(source, depth))
+            vector: list[Hits] = []
+            query_vector = None
             used = ""
             if embed_task is not None:
                 if expected:
@@ -217,9 +302,8 @@ class ArchivalMemory:
                     other = await self._store.other_model(org_id, scopes, used)
                 if other is not None:
                     raise model_mismatch(used, other, f"the archival memory of agent {agent_id}")
-                vector = await self._store.vector_search(
-                    org_id, scopes, used, embedded.vectors[0], depth, where
-                )
+                query_vector = embedded.vectors[0]
+                vector = await vector_candidates(source, query_vector, used, focus, depth)
             keyword = await keyword_task if keyword_task is not None else []
         finally:
             for task in (embed_task, keyword_task, early):
@@ -229,11 +313,46 @@ class ArchivalMemory:
                     task.cancel()
                 elif not task.cancelled():
                     task.exception()  # retrieved: a failure that lost the race is not logged as unhandled
-        if mode == "hybrid":
-            ranked = fuse(vector, keyword, k)
-        elif mode == "vector":
-            ranked = vector_only(vector, k)
-        else:
-            ranked = keyword_only(keyword, k)
-        passages = await self._store.by_pks(org_id, [hit.pk for hit in ranked])
-        return [PassageHit(passages[hit.pk], hit) for hit in ranked if hit.pk in passages], used
+        found = await ranked(
+            source,
+            mode=mode,
+            contextual=contextual,
+            query=query_vector,
+            model=used,
+            vector=vector,
+            keyword=keyword,
+            hint=hint,
+            k=k,
+            weights=self._weights,
+            named=named,
+        )
+        passages = await self._store.by_pks(org_id, [hit.pk for hit in found])
+        return [PassageHit(passages[hit.pk], hit) for hit in found if hit.pk in passages], used
+
+
+class PassageSearch(FilteredSearch[PassageFilter]):
+    """The searches of one archival query: its organization, scopes, keywords and filter."""
+
+    def __init__(
+        self,
+        store: PassageStore,
+        org_id: str,
+        scopes: list[Scope],
+        terms: list[str],
+        where: PassageFilter,
+        budget: int,
+    ) -> None:
+        super().__init__(org_id, where, terms, budget)
+        self._store = store
+        self._scopes = scopes
+
+    async def vector_within(self, query: Floats, model: str, depth: int, where: PassageFilter) -> Hits:
+        return await self._store.vector_search(self.org_id, self._scopes, model, query, depth, where)
+
+    async def keyword_within(self, depth: int, where: PassageFilter) -> Hits:
+        return await self._store.keyword_search(
+            self.org_id, self._scopes, self.terms, depth, where, budget=self.budget
+        )
+
+    async def context(self, pks: Sequence[int], model: str, *, neighbours: bool) -> dict[int, Context]:
+        return await self._store.contexts(self.org_id, pks, model, neighbours=neighbours)

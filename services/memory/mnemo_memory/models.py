@@ -213,6 +213,8 @@ class PassageRow(MemoryBase):
         Index("ix_passages_agent", "org_id", "agent_id", "embedding_model", "pk"),
         Index("ix_passages_source", "org_id", "source_id", "embedding_model", "pk"),
         Index("ix_passages_file", "file_id", "embedding_dim", "pk"),
+        # Speakers of an agent's passages: the distinct names, and the passages of one (contextual search).
+        Index("ix_passages_speaker", "org_id", "agent_id", "speaker", "pk"),
         {"sqlite_autoincrement": True},
     )
 

@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, Select, and_, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Select, and_, delete, func, insert, null, select, text, update
 
 from mnemo_core.db import Database, table_of
 from mnemo_core.errors import FailedPrecondition, NotFound
 from mnemo_memory.models import PassageRow, PassageTagRow, SourceAttachmentRow
 from mnemo_memory.ranking import fts5_any, scope_token, scoped_match
+from mnemo_memory.retrieval import NEIGHBOUR_SECONDS, Context, Focus, decoded
+from mnemo_memory.temporal import TimeHint
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
 passages_t = table_of(PassageRow)
@@ -97,6 +99,33 @@ class PassageFilter:
     all_tags: bool = False
     start: datetime | None = None
     end: datetime | None = None
+    # Months of the year (1-12, UTC) the passage's time must fall in; empty: any.
+    months: frozenset[int] = frozenset()
+    # Speakers one of whom said the passage; empty: anyone.
+    speakers: frozenset[str] = frozenset()
+
+    def within(self, focus: Focus) -> PassageFilter | None:
+        """This filter narrowed to a query's focus (None when nothing can pass both)."""
+        narrowed = self.in_period(focus.hint)
+        if narrowed is None or not focus.speakers:
+            return narrowed
+        speakers = self.speakers & focus.speakers if self.speakers else focus.speakers
+        if not speakers:
+            return None
+        return PassageFilter(
+            narrowed.tags, narrowed.all_tags, narrowed.start, narrowed.end, narrowed.months, speakers
+        )
+
+    def in_period(self, hint: TimeHint) -> PassageFilter | None:
+        """This filter narrowed to a period (None when nothing can pass both)."""
+        start = max((t for t in (self.start, hint.start) if t is not None), default=None)
+        end = min((t for t in (self.end, hint.end) if t is not None), default=None)
+        if start is not None and end is not None and end <= start:
+            return None
+        months = self.months & hint.months if self.months and hint.months else self.months or hint.months
+        if self.months and hint.months and not months:
+            return None
+        return PassageFilter(self.tags, self.all_tags, start, end, months, self.speakers)
 
 
 def _passage(row: Any) -> Passage:
@@ -125,6 +154,16 @@ def scope_clause(scope: Scope) -> Any:
 
 def _key(org_id: str, scope: Scope, model: str) -> VectorKey:
     return VectorKey(org_id, scope.kind, scope.id, model)
+
+
+def spoken_by(org_id: str, scopes: Sequence[Scope], speakers: frozenset[str]) -> list[Any]:
+    """Conditions for the passages of the scopes' agents said by one of the speakers (sources have none)."""
+    agents = [scope.id for scope in scopes if scope.kind == "agent"]
+    return [
+        passages_t.c.org_id == org_id,
+        passages_t.c.agent_id.in_(agents),
+        passages_t.c.speaker.in_(sorted(speakers)),
+    ]
 
 
 def tagged(org_id: str, where: PassageFilter) -> Select[tuple[int]]:
@@ -194,6 +233,10 @@ class PassageStore(Protocol):
         """Sources attached to an agent."""
         ...
 
+    async def speakers(self, org_id: str, scope: Scope) -> set[str]:
+        """The distinct non-empty speakers of a scope's passages."""
+        ...
+
     async def other_model(self, org_id: str, scopes: Sequence[Scope], model: str) -> str | None:
         """An embedding model other than `model` found among the scopes' embedded passages, if any."""
         ...
@@ -219,6 +262,12 @@ class PassageStore(Protocol):
         Returns (key, score) where lower is better: bm25() on SQLite, the negated ts_rank() on
         Postgres. Ranks at most the `budget` newest matching rows (ranking cannot stop early).
         """
+        ...
+
+    async def contexts(
+        self, org_id: str, pks: Sequence[int], model: str, *, neighbours: bool
+    ) -> dict[int, Context]:
+        """Vectors, times and speakers of passages (and their neighbours' vectors in the same scope when asked)."""
         ...
 
 
@@ -446,6 +495,17 @@ class SqlPassages:
 
         return await self._db.read(read)
 
+    async def speakers(self, org_id: str, scope: Scope) -> set[str]:
+        def read(conn: Connection) -> set[str]:
+            found = conn.scalars(
+                select(passages_t.c.speaker)
+                .where(passages_t.c.org_id == org_id, scope_clause(scope), passages_t.c.speaker != "")
+                .distinct()
+            )
+            return set(found)
+
+        return await self._db.read(read)
+
     async def other_model(self, org_id: str, scopes: Sequence[Scope], model: str) -> str | None:
         def read(conn: Connection) -> str | None:
             for scope in scopes:
@@ -463,6 +523,79 @@ class SqlPassages:
             return None
 
         return await self._db.read(read)
+
+    async def contexts(
+        self, org_id: str, pks: Sequence[int], model: str, *, neighbours: bool
+    ) -> dict[int, Context]:
+        if not pks:
+            return {}
+        t = passages_t
+        nearby = t.alias("nearby")
+        same = [
+            nearby.c.org_id == t.c.org_id,
+            nearby.c.agent_id == t.c.agent_id,
+            nearby.c.source_id == t.c.source_id,
+            nearby.c.embedding_model == model,
+        ]
+        around = adjacent(nearby.c.pk, t.c.pk, same) if neighbours else (null(), null())
+
+        def read(conn: Connection) -> dict[int, Context]:
+            rows = conn.execute(
+                # By key alone: an org or model condition tempts SQLite into scanning the agent's index.
+                select(
+                    t.c.pk,
+                    t.c.created_epoch,
+                    t.c.embedding,
+                    *around,
+                    t.c.speaker,
+                    t.c.org_id,
+                    t.c.embedding_model,
+                ).where(t.c.pk.in_(list(pks)))
+            ).all()
+            rows = [row for row in rows if row.org_id == org_id and row.embedding_model == model]
+            return neighbourhood(
+                conn,
+                [(row[0], row[1], row[2], (row[3], row[4]), row[5]) for row in rows],
+                select(t.c.pk, t.c.created_epoch, t.c.embedding),
+                t.c.pk,
+            )
+
+        return await self._db.read(read)
+
+
+def adjacent(key: Any, here: Any, same: list[Any]) -> tuple[Any, Any]:
+    """Correlated subqueries for the keys just before and just after `here` among the rows matching `same`."""
+    return (
+        select(func.max(key)).where(*same, key < here).scalar_subquery(),
+        select(func.min(key)).where(*same, key > here).scalar_subquery(),
+    )
+
+
+def neighbourhood(
+    conn: Connection,
+    rows: list[tuple[int, float, Any, tuple[int | None, int | None], str]],
+    fetch: Select[Any],
+    key: Any,
+) -> dict[int, Context]:
+    """Contexts of rows (key, epoch, stored vector, (previous key, next key), speaker): their neighbours'
+    vectors are read with `fetch` (key, epoch, vector) and kept when stored within NEIGHBOUR_SECONDS."""
+    wanted = {pk for *_, around, _ in rows for pk in around if pk is not None}
+    found = (
+        {row[0]: (row[1], row[2]) for row in conn.execute(fetch.where(key.in_(list(wanted))))}
+        if wanted
+        else {}
+    )
+    contexts: dict[int, Context] = {}
+    for pk, epoch, vector, around, speaker in rows:
+        neighbours = tuple(
+            decoded(found[other][1])
+            for other in around
+            if other in found
+            and found[other][1] is not None
+            and abs(found[other][0] - epoch) <= NEIGHBOUR_SECONDS
+        )
+        contexts[pk] = Context(None if vector is None else decoded(vector), float(epoch), neighbours, speaker)
+    return contexts
 
 
 class SqlitePassageStore(SqlPassages):
@@ -524,10 +657,14 @@ class SqlitePassageStore(SqlPassages):
         self, org_id: str, scopes: Sequence[Scope], model: str, query: Floats, k: int, where: PassageFilter
     ) -> list[tuple[int, float]]:
         allowed = await self._tagged(org_id, where) if where.tags else None
+        if where.speakers:
+            spoken = await self._spoken(org_id, scopes, where.speakers)
+            allowed = spoken if allowed is None else np.intersect1d(allowed, spoken)
         flt = VectorFilter(
             start_epoch=where.start.timestamp() if where.start else None,
             end_epoch=where.end.timestamp() if where.end else None,
             allowed_pks=allowed,
+            months=where.months,
         )
         hits: list[tuple[int, float]] = []
         for scope in scopes:
@@ -541,6 +678,14 @@ class SqlitePassageStore(SqlPassages):
             return list(conn.scalars(tagged(org_id, where)))
 
         return np.array(sorted(set(await self._db.read(read))), np.int64)
+
+    async def _spoken(
+        self, org_id: str, scopes: Sequence[Scope], speakers: frozenset[str]
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        def read(conn: Connection) -> list[int]:
+            return list(conn.scalars(select(passages_t.c.pk).where(*spoken_by(org_id, scopes, speakers))))
+
+        return np.array(sorted(await self._db.read(read)), np.int64)
 
     async def _load(self, key: VectorKey) -> tuple[VectorRows, int]:
         scope = Scope(key.scope, key.scope_id)
@@ -595,6 +740,14 @@ class SqlitePassageStore(SqlPassages):
         if where.end is not None:
             clauses.append("p.created_epoch < :end")
             params["end"] = where.end.timestamp()
+        if where.months:
+            clauses.append(sqlite_in_months("p.created_epoch, 'unixepoch'", where.months))
+        if where.speakers:
+            names = []
+            for i, speaker in enumerate(sorted(where.speakers)):
+                names.append(f":speaker_{i}")
+                params[f"speaker_{i}"] = speaker
+            clauses.append(f"p.speaker IN ({', '.join(names)})")
         if where.tags:
             names = []
             for i, tag in enumerate(dict.fromkeys(where.tags)):
@@ -618,6 +771,12 @@ class SqlitePassageStore(SqlPassages):
             return [(int(row.pk), float(row.rank)) for row in conn.execute(statement, params)]
 
         return await self._db.read(read)
+
+
+def sqlite_in_months(moment: str, months: frozenset[int]) -> str:
+    """An SQLite condition: the UTC month of `moment` (strftime's time arguments) is one of `months`."""
+    listed = ", ".join(str(int(month)) for month in sorted(months))
+    return f"CAST(strftime('%m', {moment}) AS INTEGER) IN ({listed})"
 
 
 def newest_matches_from(conn: Connection, fts: str, match: str, budget: int) -> int | None:

@@ -10,12 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, literal_column, or_
+from sqlalchemy import Connection, func, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from mnemo_core.db import Database
-from mnemo_memory.passage_store import PassageFilter, Scope, SqlPassages, passages_t, scope_clause, tagged
-from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
+from mnemo_memory.passage_store import (
+    PassageFilter,
+    Scope,
+    SqlPassages,
+    passages_t,
+    scope_clause,
+    spoken_by,
+    tagged,
+)
+from mnemo_memory.pg_search import EXACT_LIMIT, in_months, nearest, ranked_words, search_text
 from mnemo_memory.vectors import Floats
 
 
@@ -28,6 +36,10 @@ def _filters(org_id: str, scopes: Sequence[Scope], where: PassageFilter) -> list
         clauses.append(passages_t.c.created_epoch >= where.start.timestamp())
     if where.end is not None:
         clauses.append(passages_t.c.created_epoch < where.end.timestamp())
+    if where.months:
+        clauses.append(in_months(func.to_timestamp(passages_t.c.created_epoch), where.months))
+    if where.speakers:
+        clauses += spoken_by(org_id, scopes, where.speakers)
     if where.tags:
         clauses.append(passages_t.c.pk.in_(tagged(org_id, where)))
     return clauses

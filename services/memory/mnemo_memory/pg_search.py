@@ -70,6 +70,12 @@ def nearest(
     return [(int(pk), 1.0 - float(d)) for pk, d in rows]
 
 
+def in_months(moment: ColumnElement[Any], months: frozenset[int]) -> ColumnElement[bool]:
+    """The UTC month (1-12) of a timestamptz is one of `months`."""
+    month = func.extract("month", func.timezone("UTC", moment))
+    return month.in_(sorted(months))
+
+
 def search_text(table: str) -> ColumnElement[Any]:
     """The generated full-text column of a table (Postgres only, so not part of the shared models)."""
     return literal_column(f"{table}.search_text", TSVECTOR)

@@ -43,6 +43,119 @@ def keyword_terms(text: str) -> list[str]:
     return list(dict.fromkeys(meaningful))[:MAX_QUERY_TERMS]
 
 
+# Words of a question that say what is asked, not what it is about: dropped from the keyword half of
+# contextual search (with STOPWORDS and the words naming a time, which the time hint handles).
+QUESTION_WORDS = frozenset(
+    [
+        "say",
+        "said",
+        "says",
+        "tell",
+        "told",
+        "mention",
+        "mentioned",
+        "talk",
+        "talked",
+        "share",
+        "shared",
+        "happen",
+        "happened",
+        "happening",
+        "going",
+        "news",
+        "update",
+        "updates",
+        "anything",
+        "something",
+        "new",
+        "recent",
+        "recently",
+        "latest",
+        "current",
+        "currently",
+        "now",
+        "still",
+        "anymore",
+        "lately",
+        "nowadays",
+        "first",
+        "originally",
+        "previously",
+        "previous",
+        "before",
+        "earlier",
+        "used",
+        "back",
+        "around",
+        "ago",
+        "last",
+        "week",
+        "month",
+        "year",
+        "yesterday",
+        "today",
+        "much",
+        "many",
+        "long",
+        "kind",
+        "sort",
+        "like",
+        "get",
+        "got",
+        "thing",
+        "things",
+    ]
+)
+TIME_WORDS = frozenset(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "spring",
+        "summer",
+        "autumn",
+        "fall",
+        "winter",
+        "early",
+        "mid",
+        "late",
+    ]
+)
+
+
+def query_terms(text: str) -> list[str]:
+    """The words of a question a keyword search should look for: `keyword_terms` without question words,
+    time words and single letters (the "s" of "Maya's"), unless nothing else is left."""
+    terms = keyword_terms(text)
+    kept = [
+        term
+        for term in terms
+        if term not in QUESTION_WORDS and term not in TIME_WORDS and (len(term) > 1 or term.isdigit())
+    ]
+    return kept or terms
+
+
 def fts5_any(terms: list[str]) -> str:
     """An FTS5 query matching any of the terms (each quoted, so no operator syntax leaks in)."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)

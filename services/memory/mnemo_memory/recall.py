@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, null, select, text, update
 
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
@@ -29,22 +30,46 @@ from mnemo_core.db import Database, table_of
 from mnemo_core.errors import MnemoError
 from mnemo_core.ids import require_id
 from mnemo_core.proto_enums import EnumNames
-from mnemo_memory.archival import HYBRID_KEYWORD_BUDGET, KEYWORD_BUDGET, check_query, check_window
+from mnemo_core.wire import utcnow
+from mnemo_memory.archival import (
+    CONTEXTUAL,
+    HYBRID_KEYWORD_BUDGET,
+    KEYWORD_BUDGET,
+    check_query,
+    check_window,
+)
 from mnemo_memory.embedding import Embedder
 from mnemo_memory.history import parse_messages
 from mnemo_memory.models import EmbeddingProgressRow, MessageRow, MessageVectorRow
-from mnemo_memory.passage_store import newest_matches_from
+from mnemo_memory.passage_store import (
+    PassageFilter,
+    adjacent,
+    neighbourhood,
+    newest_matches_from,
+    sqlite_in_months,
+)
 from mnemo_memory.ranking import (
     Ranked,
     fts5_any,
-    fuse,
-    keyword_only,
     keyword_terms,
+    query_terms,
     scope_token,
     scoped_match,
-    vector_only,
+)
+from mnemo_memory.retrieval import (
+    CANDIDATE_DEPTH,
+    DEFAULT_WEIGHTS,
+    Context,
+    FilteredSearch,
+    Focus,
+    Hits,
+    Weights,
+    keyword_candidates,
+    ranked,
+    vector_candidates,
 )
 from mnemo_memory.store import MessageQueries, wait_for_appends
+from mnemo_memory.temporal import TimeHint, time_hint
 from mnemo_memory.vectors import Floats, VectorCache, VectorFilter, VectorKey, VectorRows
 
 log = logging.getLogger(__name__)
@@ -72,6 +97,15 @@ class MessageFilter:
     kinds: tuple[str, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    # Months of the year (1-12, UTC) of the message's time; empty: any.
+    months: frozenset[int] = frozenset()
+
+    def within(self, focus: Focus) -> MessageFilter | None:
+        """This filter narrowed to a query's period (messages have no speakers; None when nothing can pass)."""
+        narrowed = PassageFilter(start=self.start, end=self.end, months=self.months).in_period(focus.hint)
+        if narrowed is None:
+            return None
+        return MessageFilter(self.kinds, narrowed.start, narrowed.end, narrowed.months)
 
 
 # (message row with pk, org_id, agent_id, kind, created_at; its unit vector; the embedding model)
@@ -95,6 +129,12 @@ class MessageIndex(Protocol):
 
     async def stored(self, results: list[Embedded]) -> None:
         """Vectors the background embedder just committed (`store_vectors`)."""
+        ...
+
+    async def contexts(
+        self, org_id: str, agent_id: str, pks: Sequence[int], model: str, *, neighbours: bool
+    ) -> dict[int, Context]:
+        """Vectors (None while not embedded) and times of messages, and their neighbours' when asked."""
         ...
 
 
@@ -245,11 +285,24 @@ def store_vectors(conn: Connection, results: list[Embedded], last: int, top: int
 class Recall:
     """Searches of message histories, one organization at a time."""
 
-    def __init__(self, db: Database, embedder: Embedder, index: MessageIndex, *, model: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        index: MessageIndex,
+        *,
+        model: str,
+        ranking: str = CONTEXTUAL,
+        weights: Weights = DEFAULT_WEIGHTS,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._db = db
         self._embedder = embedder
         self._index = index
         self._model = model
+        self._ranking = ranking
+        self._weights = weights
+        self._now = now
 
     async def search(
         self,
@@ -268,45 +321,94 @@ class Recall:
         k = check_query(query, top_k, mode)
         check_window(start, end)
         where = MessageFilter(tuple(dict.fromkeys(kinds or [])), start, end)
-        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-        terms = keyword_terms(query) if mode != "vector" else []
-        keyword_task = (
-            asyncio.ensure_future(
-                self._index.keyword_search(
-                    org_id,
-                    agent_id,
-                    terms,
-                    where,
-                    depth,
-                    HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET,
-                )
-            )
-            if terms
-            else None
-        )
+        contextual = mode == "hybrid" and self._ranking == CONTEXTUAL
+        hint = time_hint(query, self._now()) if contextual else TimeHint()
+        depth = max(k, CANDIDATE_DEPTH if contextual else FUSION_DEPTH) if mode == "hybrid" else k
+        terms = (query_terms(query) if contextual else keyword_terms(query)) if mode != "vector" else []
+        budget = HYBRID_KEYWORD_BUDGET if mode == "hybrid" else KEYWORD_BUDGET
+        source = _MessageSearch(self._index, org_id, agent_id, terms, where, budget)
+        keyword_task = asyncio.ensure_future(keyword_candidates(source, depth)) if terms else None
         try:
-            vector: list[tuple[int, float]] = []
+            vector: list[Hits] = []
+            query_vector = None
             used = ""
             if mode != "keyword":
                 embedded = await self._embedder.embed([query], self._model, agent_id=agent_id)
                 used = embedded.model
-                vector = await self._index.vector_search(
-                    org_id, agent_id, used, embedded.vectors[0], where, depth
-                )
+                query_vector = embedded.vectors[0]
+                vector = await vector_candidates(source, query_vector, used, Focus(hint), depth)
             keyword = await keyword_task if keyword_task is not None else []
         finally:
             if keyword_task is not None and not keyword_task.done():
                 keyword_task.cancel()
-        if mode == "hybrid":
-            ranked = fuse(vector, keyword, k)
-        elif mode == "vector":
-            ranked = vector_only(vector, k)
-        else:
-            ranked = keyword_only(keyword, k)
-        stored, pending = await self._db.read(_hits, org_id, agent_id, [hit.pk for hit in ranked])
-        found = [hit for hit in ranked if hit.pk in stored]
-        messages = parse_messages(stored[hit.pk] for hit in found)
-        return [MessageHit(m, hit) for m, hit in zip(messages, found, strict=True)], used, pending
+        found = await ranked(
+            source,
+            mode=mode,
+            contextual=contextual,
+            query=query_vector,
+            model=used,
+            vector=vector,
+            keyword=keyword,
+            hint=hint,
+            k=k,
+            weights=self._weights,
+        )
+        stored, pending = await self._db.read(_hits, org_id, agent_id, [hit.pk for hit in found])
+        kept = [hit for hit in found if hit.pk in stored]
+        messages = parse_messages(stored[hit.pk] for hit in kept)
+        return [MessageHit(m, hit) for m, hit in zip(messages, kept, strict=True)], used, pending
+
+
+class _MessageSearch(FilteredSearch[MessageFilter]):
+    """The searches of one recall query: its agent, keywords and filter."""
+
+    def __init__(
+        self,
+        index: MessageIndex,
+        org_id: str,
+        agent_id: str,
+        terms: list[str],
+        where: MessageFilter,
+        budget: int,
+    ) -> None:
+        super().__init__(org_id, where, terms, budget)
+        self._index = index
+        self._agent_id = agent_id
+
+    async def vector_within(self, query: Floats, model: str, depth: int, where: MessageFilter) -> Hits:
+        return await self._index.vector_search(self.org_id, self._agent_id, model, query, where, depth)
+
+    async def keyword_within(self, depth: int, where: MessageFilter) -> Hits:
+        return await self._index.keyword_search(
+            self.org_id, self._agent_id, self.terms, where, depth, self.budget
+        )
+
+    async def context(self, pks: Sequence[int], model: str, *, neighbours: bool) -> dict[int, Context]:
+        return await self._index.contexts(self.org_id, self._agent_id, pks, model, neighbours=neighbours)
+
+
+def message_contexts(
+    conn: Connection, org_id: str, agent_id: str, pks: Sequence[int], model: str, neighbours: bool
+) -> dict[int, Context]:
+    """`MessageIndex.contexts` in portable SQL: a message's neighbours are the agent's embedded messages
+    just before and after it."""
+    if not pks:
+        return {}
+    m, v = messages_t, vectors_t
+    nearby = v.alias("nearby")
+    same = [nearby.c.org_id == org_id, nearby.c.agent_id == agent_id, nearby.c.embedding_model == model]
+    around = adjacent(nearby.c.message_pk, m.c.pk, same) if neighbours else (null(), null())
+    rows = conn.execute(
+        select(m.c.pk, m.c.created_at, v.c.embedding, *around)
+        .select_from(m.outerjoin(v, and_(v.c.message_pk == m.c.pk, v.c.embedding_model == model)))
+        .where(m.c.pk.in_(list(pks)), m.c.org_id == org_id, m.c.agent_id == agent_id)
+    ).all()
+    return neighbourhood(
+        conn,
+        [(row[0], row[1].timestamp(), row[2], (row[3], row[4]), "") for row in rows],
+        select(v.c.message_pk, v.c.created_epoch, v.c.embedding),
+        v.c.message_pk,
+    )
 
 
 class SqliteMessageIndex:
@@ -329,8 +431,14 @@ class SqliteMessageIndex:
             start_epoch=where.start.timestamp() if where.start else None,
             end_epoch=where.end.timestamp() if where.end else None,
             kinds=frozenset(MESSAGE_KINDS.value(kind) for kind in where.kinds) if where.kinds else None,
+            months=where.months,
         )
         return await self._vectors.search(key, query, k, flt, lambda: self._db.read(_load, key))
+
+    async def contexts(
+        self, org_id: str, agent_id: str, pks: Sequence[int], model: str, *, neighbours: bool
+    ) -> dict[int, Context]:
+        return await self._db.read(message_contexts, org_id, agent_id, pks, model, neighbours)
 
     async def stored(self, results: list[Embedded]) -> None:
         groups: dict[VectorKey, list[tuple[Any, Floats]]] = defaultdict(list)
@@ -370,6 +478,8 @@ def _keyword(
         clauses.append("m.created_at < :end")
         params["end"] = where.end
         binds.append(bindparam("end", type_=messages_t.c.created_at.type))
+    if where.months:
+        clauses.append(sqlite_in_months("m.created_at", where.months))
     recent = newest_matches_from(conn, "messages_fts", query, budget)
     if recent is not None:
         clauses.append("messages_fts.rowid >= :recent")

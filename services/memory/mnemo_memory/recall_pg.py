@@ -5,14 +5,23 @@ Nothing is kept in this process, so any number of memory service replicas can sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from mnemo_core.db import Database
-from mnemo_memory.pg_search import EXACT_LIMIT, nearest, ranked_words, search_text
-from mnemo_memory.recall import MESSAGE_KINDS, Embedded, MessageFilter, messages_t, vectors_t
+from mnemo_memory.pg_search import EXACT_LIMIT, in_months, nearest, ranked_words, search_text
+from mnemo_memory.recall import (
+    MESSAGE_KINDS,
+    Embedded,
+    MessageFilter,
+    message_contexts,
+    messages_t,
+    vectors_t,
+)
+from mnemo_memory.retrieval import Context
 from mnemo_memory.vectors import Floats
 
 
@@ -36,6 +45,8 @@ class PgMessageIndex:
             clauses.append(messages_t.c.created_at >= where.start)
         if where.end is not None:
             clauses.append(messages_t.c.created_at < where.end)
+        if where.months:
+            clauses.append(in_months(messages_t.c.created_at, where.months))
 
         def read(conn: Connection) -> list[tuple[int, float]]:
             return ranked_words(conn, messages_t.c.pk, search_text("messages"), clauses, terms, k, budget)
@@ -58,6 +69,8 @@ class PgMessageIndex:
             clauses.append(vectors_t.c.created_epoch >= where.start.timestamp())
         if where.end is not None:
             clauses.append(vectors_t.c.created_epoch < where.end.timestamp())
+        if where.months:
+            clauses.append(in_months(func.to_timestamp(vectors_t.c.created_epoch), where.months))
 
         def read(conn: Connection) -> list[tuple[int, float]]:
             return nearest(
@@ -65,6 +78,11 @@ class PgMessageIndex:
             )
 
         return await self._db.read(read)
+
+    async def contexts(
+        self, org_id: str, agent_id: str, pks: Sequence[int], model: str, *, neighbours: bool
+    ) -> dict[int, Context]:
+        return await self._db.read(message_contexts, org_id, agent_id, pks, model, neighbours)
 
     async def stored(self, results: list[Embedded]) -> None:
         return None  # searches read the table itself

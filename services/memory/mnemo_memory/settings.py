@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, Field
 
@@ -23,6 +23,10 @@ class MemorySettings(ServiceSettings):
     default_block_limit: int = 5000
     # Embedding model of recall (message) search, "provider/model"; empty uses the llm-gateway's default.
     recall_embedding_model: str = ""
+    # How hybrid search ranks (archival, source files and recall): "contextual" (time-aware, neighbour-aware
+    # weighted scoring, docs/adr/0203-contextual-hybrid-search.md) or "rrf" (the textbook reciprocal rank
+    # fusion of one vector and one keyword ranking, as before).
+    search_ranking: Literal["contextual", "rrf"] = "contextual"
     # Memory for in-memory vector indexes (MB); least recently used ones are dropped beyond it.
     vector_cache_mb: int = 1024
     # Largest file a source accepts (bytes).

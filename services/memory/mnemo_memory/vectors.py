@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class VectorFilter:
     end_epoch: float | None = None
     kinds: frozenset[int] | None = None
     allowed_pks: Ints | None = None
+    # Months of the year (1-12, UTC) of the row's time; empty: any.
+    months: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -83,12 +86,20 @@ class VectorIndex:
     vectors: Floats = field(default_factory=lambda: np.empty((0, 0), np.float32))
     epochs: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
     kinds: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    # The UTC month (1-12) of each row's time, for filters by month of the year.
+    months: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
     center: Floats | None = None
     codes: npt.NDArray[np.uint64] | None = None  # (words, capacity), column-major
 
     @property
     def nbytes(self) -> int:
-        total = self.pks.nbytes + self.vectors.nbytes + self.epochs.nbytes + self.kinds.nbytes
+        total = (
+            self.pks.nbytes
+            + self.vectors.nbytes
+            + self.epochs.nbytes
+            + self.kinds.nbytes
+            + self.months.nbytes
+        )
         return total + (0 if self.codes is None else self.codes.nbytes)
 
     def _grow(self, needed: int) -> None:
@@ -103,6 +114,7 @@ class VectorIndex:
         self.vectors = vectors
         self.epochs = _resized(self.epochs, capacity)
         self.kinds = _resized(self.kinds, capacity)
+        self.months = _resized(self.months, capacity)
         if self.codes is not None:
             codes = np.empty((self.codes.shape[0], capacity), np.uint64)
             codes[:, : self.size] = self.codes[:, : self.size]
@@ -127,6 +139,7 @@ class VectorIndex:
         self.vectors[self.size : end] = rows.vectors
         self.epochs[self.size : end] = rows.epochs
         self.kinds[self.size : end] = rows.kinds
+        self.months[self.size : end] = month_of_year(rows.epochs)
         if self.codes is not None:
             self.codes[:, self.size : end] = self._encode(rows.vectors)
         self.size = end
@@ -154,6 +167,7 @@ class VectorIndex:
         self.vectors[:kept] = self.vectors[keep]
         self.epochs[:kept] = self.epochs[keep]
         self.kinds[:kept] = self.kinds[keep]
+        self.months[:kept] = self.months[keep]
         if self.codes is not None:
             self.codes[:, :kept] = self.codes[:, keep]
         self.size = kept
@@ -174,6 +188,8 @@ class VectorIndex:
             mask = both(np.isin(self.kinds[:n], np.fromiter(where.kinds, np.int8)))
         if where.allowed_pks is not None:
             mask = both(np.isin(self.pks[:n], where.allowed_pks))
+        if where.months:
+            mask = both(np.isin(self.months[:n], np.fromiter(where.months, np.int8)))
         return mask
 
     def search(self, query: Floats, k: int, where: VectorFilter) -> list[tuple[int, float]]:
@@ -183,8 +199,10 @@ class VectorIndex:
             return []
         mask = self._mask(where)
         wanted = max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * k)
-        if self.codes is None or n <= 2 * wanted:
-            rows = np.arange(n) if mask is None else np.flatnonzero(mask)
+        passing = None if mask is None else np.flatnonzero(mask)
+        if self.codes is None or n <= 2 * wanted or (passing is not None and len(passing) <= wanted):
+            # Exact: a small index, or a filter that leaves few rows (cheaper than the binary pass).
+            rows = np.arange(n) if passing is None else passing
         else:
             rows = self._candidates(query, wanted, mask)
         if len(rows) == 0:
@@ -216,6 +234,12 @@ class VectorIndex:
         return np.concatenate([closer, ties])
 
 
+def month_of_year(epochs: npt.NDArray[np.float64]) -> Ints:
+    """The UTC month (1-12) of each time in epoch seconds."""
+    months = epochs.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    return months % 12 + 1
+
+
 ArrayT = TypeVar("ArrayT", bound=np.generic)
 
 
@@ -232,6 +256,10 @@ class VectorCache:
     """Loaded indexes, least recently used first out when over the memory budget."""
 
     def __init__(self, budget_bytes: int) -> None:
+        # Process-wide: one BLAS thread. A search's matrix-vector products (a few thousand rows) gain nothing
+        # from a second one, whose busy-waiting cost ~25-30 ms of CPU per search above ~3,000 rows
+        # (bench/recall.py) and takes a core from the rest of the mesh (as in the llm-gateway, ADR 0005).
+        threadpool_limits(limits=1, user_api="blas")
         self._budget = budget_bytes
         self._indexes: OrderedDict[VectorKey, VectorIndex] = OrderedDict()
         self._locks: dict[VectorKey, asyncio.Lock] = {}
