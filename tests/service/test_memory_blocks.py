@@ -769,6 +769,23 @@ async def test_batch_create_blocks_creates_all_attached_to_the_agent_in_request_
     assert {b.id for b in listed} == {b.id for b in response.blocks}
 
 
+async def test_an_agents_blocks_list_in_the_order_they_were_created_in_one_batch(
+    blocks: Blocks, actor: Actor
+) -> None:
+    agent_id = new_agent_id()
+    labels = ["persona", "human", "goals", "tasks", "notes", "style", "facts", "plans"]
+    with acting_as(actor):
+        await blocks.BatchCreateBlocks(
+            block_pb2.BatchCreateBlocksRequest(
+                agent_id=agent_id, blocks=[block_pb2.Block(label=label) for label in labels]
+            )
+        )
+        listed = await list_all(blocks, agent_id=agent_id)
+
+    # Ids are random: without an order of its own, eight blocks would come back in one of 40,320 orders.
+    assert [b.label for b in listed] == labels
+
+
 @pytest.mark.parametrize(
     ("second", "field"),
     [

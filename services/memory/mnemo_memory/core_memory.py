@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -170,8 +171,11 @@ class CoreMemory:
             for spec in valid:
                 if Q.label_taken(conn, org_id, agent_id, spec.label):
                     raise _label_taken(agent_id, spec.label)
-            now = utcnow()
-            for spec in valid:
+            started = utcnow()
+            for i, spec in enumerate(valid):
+                # A microsecond apart: blocks list (and render in the prompt) oldest first, so the request's
+                # order survives instead of the random order of their ids.
+                now = started + timedelta(microseconds=i)
                 block_id = new_id("block")
                 Q.insert_block(conn, org_id, block_id, spec, owner_agent_id=agent_id, now=now)
                 self._versioning.first(conn, org_id, block_id, spec.value, editor, now)
