@@ -211,6 +211,10 @@ def test_files_of_unknown_versions_and_malformed_files_are_refused_and_change_no
         ).status_code
         == 422
     )
+    for not_an_object in ([], "text", 7, None):
+        refused = api.post("/v1/agents/import", json=not_an_object)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["reason"] == "AGENT_FILE_INVALID"
     assert len(api.get("/v1/agents", params={"limit": 1000}).json()) == before
 
 

@@ -76,9 +76,9 @@ def test_with_no_provider_the_local_model_is_listed_and_answers_a_rest_turn(api:
 
 
 def test_the_local_model_calls_a_memory_tool_and_the_block_changes(api: httpx.Client) -> None:
-    # A 0.5B model reliably makes the call it is asked for, but then tends to repeat it rather than
-    # answer; a terminal rule ends the turn once the edit is done.
-    agent = create_agent(api, tool_rules=[{"tool_name": "core_memory_append", "type": "terminal"}])
+    # A 0.5B model reliably makes the call it is asked for, then tends to repeat it rather than answer:
+    # the repeat is refused (the turn's edits are not made twice) and the next step can only answer.
+    agent = create_agent(api)
 
     response = api.post(
         f"/v1/agents/{agent['id']}/messages",
@@ -93,13 +93,17 @@ def test_the_local_model_calls_a_memory_tool_and_the_block_changes(api: httpx.Cl
     body = response.json()
     calls = [m for m in body["messages"] if m["message_type"] == "tool_call_message"]
     returns = [m for m in body["messages"] if m["message_type"] == "tool_return_message"]
-    assert [c["tool_call"]["name"] for c in calls] == ["core_memory_append"]
+    assert calls and {c["tool_call"]["name"] for c in calls} == {"core_memory_append"}
     arguments = json.loads(calls[0]["tool_call"]["arguments"])
     assert arguments["label"] == "human"
     assert "Ada" in arguments["content"]
-    assert [r["status"] for r in returns] == ["success"]
+    assert returns[0]["status"] == "success"
     assert returns[0]["tool_call_id"] == calls[0]["tool_call"]["tool_call_id"]
-    assert body["stop_reason"]["stop_reason"] == "tool_rule"
+    # Every later call repeated the first one and was refused, so the text is in the block once.
+    assert [json.loads(c["tool_call"]["arguments"]) for c in calls[1:]] == [arguments] * (len(calls) - 1)
+    assert [r["status"] for r in returns[1:]] == ["error"] * (len(calls) - 1)
+    assert body["stop_reason"]["stop_reason"] == "end_turn"
+    assert body["usage"]["step_count"] <= 3
     blocks = {b["label"]: b["value"] for b in api.get(f"/v1/agents/{agent['id']}/core-memory/blocks").json()}
     assert blocks["human"] == arguments["content"]
     assert blocks["persona"] == "I am a concise assistant."

@@ -387,7 +387,7 @@ class AgentFiles:
             ) from None
         except pydantic.ValidationError as exc:
             raise _violations(exc) from None
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # not JSON, or JSON that is not an object
             raise InvalidArgument(
                 f"the agent file is not valid: {exc}", reason="AGENT_FILE_INVALID"
             ) from None

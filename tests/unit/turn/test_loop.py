@@ -185,6 +185,60 @@ async def test_memory_tool_calls_of_one_step_run_one_after_another_in_call_order
     assert "Likes tea" in fakes.model.requests[1].messages[0].content
 
 
+async def test_a_repeated_memory_edit_is_not_made_again_and_the_next_step_may_only_answer(
+    fakes: Mesh, actor: Actor
+) -> None:
+    turns = fakes.turns()
+    agent = await fakes.agent(actor.org_id, tool_ids=[APPEND], max_steps=6)
+    fakes.model.script(
+        calls(("core_memory_append", {"label": "human", "content": "Name: Ada"}, "c1")),
+        # The same edit again, its arguments in another key order.
+        calls(("core_memory_append", '{"content": "Name: Ada",  "label": "human"}', "c2")),
+        reply("Nice to meet you, Ada."),
+    )
+
+    result = await send(turns, actor, agent)
+
+    assert result.stop_reason == turn_pb2.STOP_REASON_END_TURN
+    assert fakes.memory.block(agent.id, "human").value == "Name: Ada"
+    first, second = returns(result)
+    assert first.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS
+    assert second.status == message_pb2.TOOL_RETURN_STATUS_ERROR
+    assert "already made earlier in this turn" in second.content
+    requests = fakes.model.requests
+    # Unspecified is the provider's default ("auto"); after the repeat, no call is allowed.
+    assert [r.tool_choice for r in requests] == [
+        llm_pb2.TOOL_CHOICE_UNSPECIFIED,
+        llm_pb2.TOOL_CHOICE_UNSPECIFIED,
+        llm_pb2.TOOL_CHOICE_NONE,
+    ]
+    assert offered(requests[2]) == ["core_memory_append"]
+
+
+async def test_the_same_edit_twice_in_one_step_is_made_once_and_a_different_edit_still_runs(
+    fakes: Mesh, actor: Actor
+) -> None:
+    turns = fakes.turns()
+    agent = await fakes.agent(actor.org_id, tool_ids=[APPEND])
+    fakes.model.script(
+        calls(
+            ("core_memory_append", {"label": "human", "content": "Likes tea"}, "c1"),
+            ("core_memory_append", {"label": "human", "content": "Likes tea"}, "c2"),
+            ("core_memory_append", {"label": "human", "content": "Likes jazz"}, "c3"),
+        ),
+        reply("Noted."),
+    )
+
+    result = await send(turns, actor, agent)
+
+    assert fakes.memory.block(agent.id, "human").value == "Likes tea\nLikes jazz"
+    assert [r.status for r in returns(result)] == [
+        message_pb2.TOOL_RETURN_STATUS_SUCCESS,
+        message_pb2.TOOL_RETURN_STATUS_ERROR,
+        message_pb2.TOOL_RETURN_STATUS_SUCCESS,
+    ]
+
+
 async def test_unknown_tools_and_bad_arguments_become_errors_the_model_sees(
     fakes: Mesh, actor: Actor
 ) -> None:

@@ -4,7 +4,8 @@ service.
 Calls run concurrently and their results keep the call order. Memory tools run one after another in
 call order (they edit the same blocks). A call that breaks a tool rule, or that the user denied, gets
 an error result without running; so does one the model can fix (unknown tool, bad arguments, a memory
-edit the memory service refused). Every result is cut to its tool's return_char_limit.
+edit the memory service refused, a memory edit the turn already made with the same arguments). Every
+result is cut to its tool's return_char_limit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mnemo.tools.v1 import tool_pb2
 from mnemo_agent.memory_tools import FINISH_EDITS, MemoryTools, ToolError
 from mnemo_agent.turn.ports import Caller, MemoryToolRunner, Messenger, ToolSource
 from mnemo_agent.turn.request import Decision
-from mnemo_agent.turn.state import TurnState
+from mnemo_agent.turn.state import TurnState, edit_key
 from mnemo_core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -32,6 +33,13 @@ from mnemo_core.telemetry import tracer
 from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 
 _tracer = tracer(__name__)
+
+# What a model that repeats an edit is told. Small models loop on a call that worked (the same append
+# again and again, until the step limit), and each repeat would store the same text once more.
+REPEATED_EDIT = (
+    "this exact edit was already made earlier in this turn and it succeeded, so it was not made again. "
+    "Do not repeat it: answer the user now."
+)
 
 # Errors of a memory tool that the model caused and can fix (and Unimplemented: a tool this server cannot
 # run); anything else fails the turn.
@@ -66,6 +74,7 @@ class ToolDispatch:
         jobs: list[asyncio.Task[message_pb2.Message] | message_pb2.Message] = []
         rules = turn.agent.rules
         step_calls: Counter[str] = Counter()
+        step_edits: set[tuple[str, str]] = set()
         async with asyncio.TaskGroup() as group:
             for call in calls:
                 refused = None
@@ -76,11 +85,32 @@ class ToolDispatch:
                     refused = turn.plan.refusal(call.name, turn_calls=turn.calls, step_calls=step_calls)
                     turn.calls[call.name] += 1
                     step_calls[call.name] += 1
+                if refused is None and decision is None and self._is_edit(turn, call):
+                    if edit_key(call) in turn.edits_made or edit_key(call) in step_edits:
+                        turn.repeated_edit = True
+                        refused = REPEATED_EDIT
+                    step_edits.add(edit_key(call))
                 if refused is not None:
                     jobs.append(tool_message(call, error_return(refused)))
                     continue
                 jobs.append(group.create_task(self._run_one(turn, call, memory_lock)))
-        return [job if isinstance(job, message_pb2.Message) else job.result() for job in jobs]
+        returns = [job if isinstance(job, message_pb2.Message) else job.result() for job in jobs]
+        for call, result in zip(calls, returns, strict=True):
+            if result.tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS and self._is_edit(
+                turn, call
+            ):
+                turn.edits_made.add(edit_key(call))
+        return returns
+
+    @staticmethod
+    def _is_edit(turn: TurnState, call: message_pb2.ToolCall) -> bool:
+        """Whether `call` is a call of a built-in memory tool that changes memory."""
+        tool = turn.tools.get(call.name)
+        return (
+            tool is not None
+            and tool.tool_type == tool_pb2.TOOL_TYPE_MEMORY
+            and call.name in MemoryTools.writing
+        )
 
     async def _run_one(
         self, turn: TurnState, call: message_pb2.ToolCall, memory_lock: asyncio.Lock

@@ -3,7 +3,8 @@
 The turn ends when the model answers without a tool call (`end_turn`), a terminal tool succeeded
 (`tool_rule`), memory_finish_edits succeeded (`end_turn`), a call needs approval (`requires_approval`: the
 step is stored with its calls open), the context cannot be made to fit (`context_overflow`), or at the
-turn's step limit (`max_steps`). Each step offers the tools the agent's rules allow (tool_rules.StepPlan);
+turn's step limit (`max_steps`). A model that repeats a memory edit it already made may call no tool on its
+next step, so that it answers. Each step offers the tools the agent's rules allow (tool_rules.StepPlan);
 while a required_before_exit tool has not succeeded, nothing but the step limit ends the turn, and the
 model is told what it must call.
 """
@@ -50,6 +51,11 @@ class StepLoop:
                 succeeded=turn.succeeded,
             )
             offered, choice = turn.plan.offered, turn.plan.choice
+            if turn.repeated_edit and choice != llm_pb2.TOOL_CHOICE_REQUIRED:
+                # The model repeated an edit it had made: this step it can only answer (the tools stay in
+                # the request, as providers want them wherever the history holds tool calls).
+                choice = llm_pb2.TOOL_CHOICE_NONE
+                turn.repeated_edit = False
             with _tracer.start_as_current_span(
                 "agent.step", attributes={"agent.id": turn.agent.id, "step": turn.next_batch}
             ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,15 @@ class AgentConfig:
         )
 
 
+def edit_key(call: message_pb2.ToolCall) -> tuple[str, str]:
+    """A call's tool and arguments, with JSON arguments in one canonical form (key order, spacing)."""
+    try:
+        arguments = json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except ValueError:
+        arguments = call.arguments
+    return call.name, arguments
+
+
 def kind(message: message_pb2.Message) -> str | None:
     """The content kind of a stored message ("user", "tool_call", ...)."""
     return message.WhichOneof("content")
@@ -107,6 +117,10 @@ class TurnState:
     llm: ChatCaller | None = None
     # Where the run stands in chains of agent-to-agent messages and group runs.
     lineage: Lineage = field(default_factory=Lineage)
+    # Calls that succeeded in this turn, as (tool, arguments): a memory edit among them is not made again.
+    edits_made: set[tuple[str, str]] = field(default_factory=set)
+    # Whether the model repeated one of them: its next step is offered no tools, so that it answers.
+    repeated_edit: bool = False
 
     @property
     def voice(self) -> bool:
@@ -166,6 +180,8 @@ class TurnState:
         self.calls = Counter(call.name for call in calls)
         returns = [m for m in stored if kind(m) == "tool_return"]
         self.succeeded = {m.tool_return.name for m in returns if _outcome(m.tool_return).succeeded}
+        worked = {m.tool_return.tool_call_id for m in returns if _outcome(m.tool_return).succeeded}
+        self.edits_made = {edit_key(call) for call in calls if call.id in worked}
         self.last_step = [_outcome(m.tool_return) for m in returns if m.step == self.next_batch - 1]
         answered = {m.tool_return.tool_call_id for m in stored if kind(m) == "tool_return"}
         self.awaiting = [call for call in calls if call.id not in answered]
