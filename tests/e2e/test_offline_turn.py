@@ -93,7 +93,8 @@ def test_the_local_model_calls_a_memory_tool_and_the_block_changes(api: httpx.Cl
     body = response.json()
     calls = [m for m in body["messages"] if m["message_type"] == "tool_call_message"]
     returns = [m for m in body["messages"] if m["message_type"] == "tool_return_message"]
-    assert calls and {c["tool_call"]["name"] for c in calls} == {"core_memory_append"}
+    assert calls
+    assert {c["tool_call"]["name"] for c in calls} == {"core_memory_append"}
     arguments = json.loads(calls[0]["tool_call"]["arguments"])
     assert arguments["label"] == "human"
     assert "Ada" in arguments["content"]
