@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from mnemo_memory.app import MIGRATIONS
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
 from mnemo_server.migrate import migrate, migrations_dir
+from tests.postgres import embedded_postgres
 from tests.service.conftest import clean_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +156,40 @@ def test_migrate_refuses_a_service_without_a_database(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "unknown service 'gateway'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with embedded_postgres() as url:
+        yield url
+
+
+async def test_on_postgres_concurrent_jobs_migrate_once_and_a_waiting_service_starts(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    db = Database(postgres_url, schema="memory")
+    try:
+        with clean_environment(tmp_path):
+            settings = MemorySettings(database_url=postgres_url, migrate=False, schema_wait_seconds=120)
+            with pytest.raises(SchemaNotMigrated, match="the memory schema is missing"):
+                await wait_for_schema(db, MIGRATIONS, timeout=0)
+            starting = asyncio.create_task(build_memory(settings))
+            await asyncio.sleep(0.5)
+            assert not starting.done()
+
+            # Two jobs at once (a retried Job, or two releases): the schema's advisory lock serializes them.
+            jobs = await asyncio.gather(
+                *(
+                    asyncio.to_thread(_mnemo, tmp_path, "migrate", "memory", MNEMO_DATABASE_URL=postgres_url)
+                    for _ in range(2)
+                )
+            )
+            for job in jobs:
+                assert job.returncode == 0, job.stderr
+                assert f"revision {HEAD}" in job.stdout
+
+            app = await asyncio.wait_for(starting, timeout=60)
+            await app.aclose()
+        assert await schema_state(db, MIGRATIONS) == (SchemaState.CURRENT, HEAD)
+    finally:
+        await db.dispose()
