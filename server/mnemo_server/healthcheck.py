@@ -3,9 +3,9 @@
 `python -m mnemo_server.healthcheck [service]`. Without an argument, the service is read from the container's
 main process (`python -m mnemo_<service>`, PID 1, or its child under an init such as `docker run --init`;
 `MNEMO_HEALTHCHECK_PID` names another process). A gRPC service is healthy when `grpc.health.v1` says SERVING,
-the REST gateway when `GET /v1/health` answers 200 (every service behind it serving). Exit 0: healthy,
-1: not, 2: nothing to check (the process is no mnemo service, e.g. a migration job). Kubernetes ignores it:
-the manifests have their own probes.
+the REST gateway when `GET /v1/health` answers 200 (every service behind it serving). Exit 0: healthy, or
+nothing to check (the process is no mnemo service, e.g. a one-shot `mnemo migrate`); 1: unhealthy (Docker
+reserves 2). Kubernetes ignores it: the manifests have their own probes.
 """
 
 from __future__ import annotations
@@ -87,10 +87,10 @@ def main(argv: list[str]) -> int:
     service = argv[0] if argv else service_of(int(os.environ.get("MNEMO_HEALTHCHECK_PID", "1")))
     if service is None:
         print("no mnemo service runs in this container: nothing to check")
-        return 2
+        return 0
     if service not in SERVICES:
         print(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
-        return 2
+        return 1
     healthy, seen = check(service)
     print(f"mnemo-{service} {'healthy' if healthy else 'unhealthy'}: {seen}")
     return 0 if healthy else 1

@@ -280,6 +280,23 @@ def test_a_service_started_as_the_image_starts_it_serves_and_passes_the_healthch
     assert down.returncode == 1
     assert "mnemo-memory unhealthy" in down.stdout
 
+    # A container running something else (a one-shot `mnemo migrate`) has nothing to check.
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        idle = subprocess.run(
+            healthcheck,
+            check=False,
+            env={**env, "MNEMO_HEALTHCHECK_PID": str(other.pid)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        other.kill()
+        other.wait()
+    assert idle.returncode == 0
+    assert "nothing to check" in idle.stdout
+
 
 def test_the_migration_jobs_command_runs_from_the_image(
     image: tuple[Replay, dict[str, Stage]], tmp_path: Path
