@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
+from mnemo_core.migrations import SchemaNotMigrated
 from mnemo_core.settings import ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
 
@@ -112,4 +113,12 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     follow_parent()
     settings = settings_cls()
     configure_logging(settings.service, settings.log_level)
-    asyncio.run(serve(settings, build))
+    try:
+        asyncio.run(serve(settings, build))
+    except SchemaNotMigrated as exc:
+        failure = str(exc)
+    else:
+        return
+    # The migration job has not run: a plain message and a failing exit (the pod restarts), no traceback.
+    log.error("%s", failure)
+    raise SystemExit(1)

@@ -102,8 +102,11 @@ class ServiceSettings(MnemoSettings):
     # SQLAlchemy async URL; empty means the embedded SQLite file $MNEMO_HOME/data/<service>.db.
     # A Postgres URL may be shared by all services: each uses its own schema.
     database_url: str = ""
-    # Run pending migrations at start.
+    # Run pending migrations at start (true), or leave them to a job (`mnemo migrate <service>`) and wait
+    # for the schema to reach this release's revision (false, in a cluster).
     migrate: bool = True
+    # How long a service that does not migrate waits for its schema before it gives up (seconds).
+    schema_wait_seconds: float = Field(default=300.0, ge=0)
 
     def resolved_database_url(self) -> str:
         """The database URL, with the embedded SQLite default filled in."""

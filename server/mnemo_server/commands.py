@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     """Adds the server's commands to `app`."""
     app.command()(server)
     app.command()(providers)
+    app.command()(migrate)
 
 
 def server(
@@ -108,3 +109,12 @@ def providers(
     if not quiet:
         typer.echo("\n".join(configured) if configured else "no model provider configured")
     raise typer.Exit(0 if configured else 1)
+
+
+def migrate(
+    service: str = typer.Argument(..., help="agent, memory, tools or llm."),
+) -> None:
+    """Bring one service's database schema to this release's revision (a cluster's migration job)."""
+    from mnemo_server.migrate import run
+
+    raise typer.Exit(run(service))

@@ -46,7 +46,7 @@ from mnemo_agent.store import Run
 from mnemo_agent.turn import Turns
 from mnemo_core.actor import Actor
 from mnemo_core.db import Database
-from mnemo_core.migrations import upgrade
+from mnemo_core.migrations import prepare_schema
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -161,8 +161,7 @@ class AgentApp:
 async def build(settings: AgentSettings) -> AgentApp:
     """Opens (and migrates) the database, connects to the peers and builds the app."""
     db = Database(settings.resolved_database_url(), schema="agent")
-    if settings.migrate:
-        await upgrade(db, MIGRATIONS)
+    await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     app = AgentApp(db, Mesh(settings), settings)
     await app.recover()
     app.start_sweeping()

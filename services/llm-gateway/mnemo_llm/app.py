@@ -11,7 +11,7 @@ import grpc
 
 from mnemo.llm.v1 import llm_pb2, llm_pb2_grpc
 from mnemo_core.db import Database
-from mnemo_core.migrations import upgrade
+from mnemo_core.migrations import prepare_schema
 from mnemo_llm.catalogue import EMBEDDING, Catalogue, ModelFacts
 from mnemo_llm.chat_batches import ChatBatches
 from mnemo_llm.configuration import DEFAULT_OLLAMA_URL, local_model_specs, provider_configs
@@ -124,8 +124,7 @@ class LlmApp:
 async def build(settings: LlmSettings) -> LlmApp:
     """Opens (and migrates) the usage ledger's database and builds the app from settings."""
     db = Database(settings.resolved_database_url(), schema="llm")
-    if settings.migrate:
-        await upgrade(db, MIGRATIONS)
+    await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     providers = providers_from(settings)
     retry = RetryPolicy(
         max_retries=settings.provider_max_retries,

@@ -23,7 +23,7 @@ from mnemo.memory.v1 import (
 )
 from mnemo_core.channels import Peers
 from mnemo_core.db import Database
-from mnemo_core.migrations import upgrade
+from mnemo_core.migrations import prepare_schema
 from mnemo_memory.archival import SPEAKERS_TTL_SECONDS, ArchivalMemory
 from mnemo_memory.block_versions import BlockHistory, Versioning
 from mnemo_memory.blocks import Retention
@@ -149,8 +149,7 @@ class MemoryApp:
 async def build(settings: MemorySettings) -> MemoryApp:
     """Opens (and migrates) the database and builds the app."""
     db = Database(settings.resolved_database_url(), schema="memory")
-    if settings.migrate:
-        await upgrade(db, MIGRATIONS)
+    await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     app = MemoryApp(db, settings)
     await app.start()
     return app

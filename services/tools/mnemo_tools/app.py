@@ -12,7 +12,7 @@ import grpc
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
 from mnemo_core.channels import Peers
 from mnemo_core.db import Database
-from mnemo_core.migrations import upgrade
+from mnemo_core.migrations import prepare_schema
 from mnemo_tools.agent_directory import AgentDirectory
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
@@ -104,8 +104,7 @@ def log_isolation(capabilities: dict[str, Any], *, allow_unisolated: bool) -> No
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
     db = Database(settings.resolved_database_url(), schema="tools")
-    if settings.migrate:
-        await upgrade(db, MIGRATIONS)
+    await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     registry = Registry(
         db,
         default_return_char_limit=settings.default_return_char_limit,
