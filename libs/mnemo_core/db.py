@@ -15,6 +15,7 @@ through `search_path`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
+from mnemo_core.telemetry import trace_engines
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -111,6 +113,7 @@ class Database:
             )
         else:
             raise FailedPrecondition(f"unsupported database URL scheme {parsed.drivername!r}")
+        trace_engines([self.engine.sync_engine, *self._sync_engines])
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs `fn(connection, *args)` on a read connection; nothing it does is committed."""
@@ -126,7 +129,9 @@ class Database:
             finally:
                 conn.rollback()
 
-        return await asyncio.get_running_loop().run_in_executor(readers.executor, call)
+        # The caller's context travels with the unit of work, so its SQL spans are the caller's children.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(readers.executor, context.run, call)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs `fn(connection, *args)` in one transaction: committed when it returns, rolled back if it raises."""
@@ -142,7 +147,10 @@ class Database:
 
         # The write may be committed even if the caller is cancelled meanwhile: shield keeps the
         # caller's view (its exception) from racing the thread that still finishes the transaction.
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(writer.executor, call))
+        context = contextvars.copy_context()
+        return await asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(writer.executor, context.run, call)
+        )
 
     async def dispose(self) -> None:
         """Stops the worker threads and closes every connection."""
