@@ -1,4 +1,5 @@
-"""What an operator sees of one turn: its whole trace in a real OTLP receiver."""
+"""What an operator sees of one turn: its whole trace in a real OTLP receiver, and the metrics each process
+serves to Prometheus."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from oteltap.oteltap_http_protobuf_receiver import OtelTapHttpProtobufReceiver
 from oteltap.oteltap_http_protobuf_receiver_settings import OtelTapHttpProtobufReceiverSettings
+from prometheus_client.parser import text_string_to_metric_families
 
+from mnemo_core.settings import GRPC_SERVICES
 from tests.fakes.background import free_port
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
@@ -36,6 +39,7 @@ class Spans:
 class Observed:
     mesh: RunningMesh
     spans: Spans
+    metrics_ports: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ async def observed(
     """A mesh exporting to an oteltap receiver (OTLP/HTTP protobuf), with its spans collected."""
     port = free_port()
     spans = Spans()
+    metrics_ports = {service: free_port() for service in GRPC_SERVICES}
     async with OtelTapHttpProtobufReceiver(OtelTapHttpProtobufReceiverSettings(http_port=port)) as tap:
 
         async def collect() -> None:
@@ -58,10 +63,11 @@ async def observed(
             extra={
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
                 "OTEL_BSP_SCHEDULE_DELAY": "100",
+                **{f"MNEMO_{service.upper()}_METRICS_PORT": str(p) for service, p in metrics_ports.items()},
             },
         )
         async with running_mesh(env) as mesh:
-            yield Observed(mesh, spans)
+            yield Observed(mesh, spans, metrics_ports)
         collector.cancel()
 
 
@@ -214,3 +220,103 @@ async def test_a_turn_with_a_tool_call_is_one_trace_through_every_hop_down_to_pr
     }
     (run,) = tree.find(named("tools.run"))
     assert attrs(run)["tool.name"] == name
+
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(client: httpx.AsyncClient, url: str) -> Series:
+    try:
+        response = await client.get(url)
+    except httpx.ConnectError as exc:
+        raise AssertionError(f"nothing serves {url}") from exc
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in series.items() if n == name and wanted <= ls)
+
+
+async def test_every_process_serves_prometheus_metrics_of_the_turn_rpcs_tokens_tools_errors_and_db(
+    observed: Observed, llm: FakeProvider
+) -> None:
+    mesh = observed.mesh
+    endpoints = {"gateway": f"{mesh.http_url}/metrics"} | {
+        service: f"http://127.0.0.1:{port}/metrics" for service, port in observed.metrics_ports.items()
+    }
+    name = f"count_{uuid.uuid4().hex[:6]}"
+    source = f'def {name}(text: str) -> int:\n    """Count.\n\n    Args:\n        text: The text.\n    """\n    return len(text)\n'
+    async with (
+        httpx.AsyncClient(timeout=10) as scraper,
+        httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as api,
+    ):
+        tool = (await api.post("/v1/tools", json={"source_code": source})).json()
+        agent = (
+            await api.post(
+                "/v1/agents",
+                json={"name": "metered", "model": "openai/gpt-metered", "tool_ids": [tool["id"]]},
+            )
+        ).json()
+        before = {service: await scrape(scraper, url) for service, url in endpoints.items()}
+        llm.script(
+            tool_call(name, {"text": "four"}, prompt_tokens=30, completion_tokens=4),
+            reply("4", prompt_tokens=50, completion_tokens=1),
+        )
+        sent = await api.post(
+            f"/v1/agents/{agent['id']}/messages", json={"messages": [{"role": "user", "content": "count"}]}
+        )
+        assert sent.status_code == 200, sent.text
+        assert (await api.get("/v1/agents/agent-00000000-0000-0000-0000-000000000000")).status_code == 404
+        after = {service: await scrape(scraper, url) for service, url in endpoints.items()}
+
+    def delta(service: str, metric: str, **labels: str) -> float:
+        return value(after[service], metric, **labels) - value(before[service], metric, **labels)
+
+    assert (
+        delta(
+            "gateway",
+            "http_server_request_duration_seconds_count",
+            http_route="/v1/agents/{agent_id}/messages",
+            http_request_method="POST",
+            http_response_status_code="200",
+        )
+        == 1
+    )
+    assert (
+        delta("gateway", "http_server_request_duration_seconds_count", http_response_status_code="404") == 1
+    )
+    ok = {"rpc_grpc_status_code": "OK"}
+    assert delta("agent", "rpc_server_duration_seconds_count", rpc_method="SendMessage", **ok) == 1
+    assert delta("llm", "rpc_server_duration_seconds_count", rpc_method="Chat", **ok) == 2
+    assert delta("tools", "rpc_server_duration_seconds_count", rpc_method="RunTool", **ok) == 1
+    assert (
+        delta("memory", "rpc_server_duration_seconds_count", rpc_service="mnemo.memory.v1.MessageService")
+        >= 1
+    )
+    assert delta("agent", "rpc_server_duration_seconds_bucket", rpc_method="SendMessage", le="+Inf") == 1
+    # The missing agent: an error with its code and reason, on the service that refused it.
+    errors = {labels: v for (n, labels), v in after["agent"].items() if n == "mnemo_rpc_server_errors_total"}
+    assert any(
+        dict(labels).get("rpc_grpc_status_code") == "NOT_FOUND" and dict(labels).get("error_reason")
+        for labels in errors
+    ), errors
+    assert delta("agent", "mnemo_agent_turns_total", status="completed", stop_reason="end_turn") == 1
+    assert delta("agent", "mnemo_agent_steps_total") == 2
+    assert value(after["agent"], "mnemo_agent_runs_held") == 0
+    assert delta("tools", "mnemo_tools_runs_total", outcome="ok") == 1
+    model = {"model": "openai/gpt-metered", "operation": "chat"}
+    assert delta("llm", "mnemo_llm_tokens_total", type="input", **model) == 80
+    assert delta("llm", "mnemo_llm_tokens_total", type="output", **model) == 5
+    tokens = [dict(ls) for (n, ls), _ in after["llm"].items() if n == "mnemo_llm_tokens_total"]
+    assert all(t["organization"] for t in tokens if t["model"] == "openai/gpt-metered")
+    for service in GRPC_SERVICES:
+        assert value(after[service], "mnemo_db_connections") >= 1, service
+        assert value(after[service], "process_resident_memory_bytes") > 0
