@@ -124,5 +124,5 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     """Entry point of a service process: settings, logging, then `serve`."""
     follow_parent()
     settings = settings_cls()
-    configure_logging(settings.service, settings.log_level)
+    configure_logging(settings.service, settings.log_level, settings.log_format)
     asyncio.run(serve(settings, build))

@@ -78,6 +78,8 @@ class MnemoSettings(BaseSettings):
     # Shared secret that internal hops must present with actor metadata; unset on a laptop.
     internal_token: SecretStr | None = None
     log_level: str = "INFO"
+    # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
+    log_format: Literal["json", "text"] = "text"
 
     @classmethod
     def settings_customise_sources(
