@@ -4,10 +4,13 @@ serves to Prometheus."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +25,7 @@ from tests.fakes.background import free_port
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/mnemo-dashboard.json"
 SERVER, CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
 
 
@@ -320,3 +324,16 @@ async def test_every_process_serves_prometheus_metrics_of_the_turn_rpcs_tokens_t
     for service in GRPC_SERVICES:
         assert value(after[service], "mnemo_db_connections") >= 1, service
         assert value(after[service], "process_resident_memory_bytes") > 0
+    # Every series the Grafana dashboard queries is one the processes really serve.
+    served = {name for series in after.values() for name, _ in series}
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"([a-z_][a-z0-9_]*)\{", target["expr"])
+    }
+    # A lease is extended only in turns longer than a third of it (a minute by default).
+    only_after_long_turns = {"mnemo_agent_run_lease_extensions_total"}
+    assert len(queried) >= 10
+    assert queried - only_after_long_turns <= served, queried - served
