@@ -10,7 +10,7 @@ PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: install install-local proto run traces test check lint format bench bench-llm bench-embeddings bench-recall clean
+.PHONY: install install-local proto run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -119,6 +119,11 @@ bench-embeddings: install
 # 100k passages (~15 min on 2 cores). BENCH_ARGS="--conversations 4 --scale 0" for a quick look.
 bench-recall: install
 	nice -n 10 $(BIN)/python -m bench.recall $(BENCH_ARGS)
+
+# What telemetry costs a turn: latency and server CPU per message with it off, with metrics (the default),
+# and with metrics and traces exported.
+bench-observe: install
+	$(BIN)/python -m bench.observe $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
