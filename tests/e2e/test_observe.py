@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mnemo_core.settings import GRPC_SERVICES
 from tests.fakes.background import free_port
-from tests.fakes.llm_provider import FakeProvider, reply, tool_call
+from tests.fakes.llm_provider import FakeProvider, reply, streamed, tool_call
 from tests.harness import RunningMesh, mesh_env, running_mesh
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/mnemo-dashboard.json"
@@ -337,3 +337,48 @@ async def test_every_process_serves_prometheus_metrics_of_the_turn_rpcs_tokens_t
     only_after_long_turns = {"mnemo_agent_run_lease_extensions_total"}
     assert len(queried) >= 10
     assert queried - only_after_long_turns <= served, queried - served
+
+
+async def test_a_streamed_turn_traces_the_llm_call_with_its_provider_request_and_usage(
+    observed: Observed, llm: FakeProvider
+) -> None:
+    mesh = observed.mesh
+    async with httpx.AsyncClient(base_url=mesh.http_url, headers=mesh.auth, timeout=60) as api:
+        agent = (
+            await api.post("/v1/agents", json={"name": "streamed", "model": "openai/gpt-streamed"})
+        ).json()
+        llm.script(streamed(reply("Hello there, friend.", prompt_tokens=21, completion_tokens=4), pieces=4))
+        async with api.stream(
+            "POST",
+            f"/v1/agents/{agent['id']}/messages/stream",
+            json={"messages": [{"content": "hi"}], "stream_tokens": True},
+        ) as response:
+            assert response.status_code == 200
+            events = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+
+    root = named("POST /v1/agents/{agent_id}/messages/stream", SERVER)
+    chat = named("chat gpt-streamed", CLIENT)
+    path = (
+        root,
+        rpc("/mnemo.agent.v1.AgentService/StreamMessage", SERVER),
+        named("agent.step"),
+        rpc("/mnemo.llm.v1.LlmService/StreamChat", SERVER),
+        chat,
+        provider_http(llm.base_url),
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        trees = [Tree(observed.spans.of_trace(s.trace_id)) for s in observed.spans.received if root(s)]
+        complete = [t for t in trees if t.has_path(*path) and not t.orphans(root)]
+        if complete:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"incomplete: {sorted({s.name for t in trees for s in t.spans})}")
+        await asyncio.sleep(0.1)
+    (span,) = complete[0].find(chat)
+    values = attrs(span)
+    assert values["gen_ai.usage.input_tokens"] == 21
+    assert values["gen_ai.usage.output_tokens"] == 4
+    assert values["gen_ai.response.finish_reasons"] == ["stop"]
+    assert span.status.code != span.status.STATUS_CODE_ERROR
