@@ -10,7 +10,7 @@ PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: install install-local proto run test check lint format bench bench-llm bench-embeddings bench-recall clean
+.PHONY: install install-local proto run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -62,6 +62,29 @@ run: install
 	fi
 	$(BIN)/mnemo server
 
+# A local trace UI for `make run`: Arize Phoenix from PyPI, installed on first use into its own virtualenv
+# under .venv (its dependencies would move the mesh's pins), never by `make install` or `make test`. It takes
+# OTLP on its HTTP port; start the mesh in another shell with
+#   make run OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:6006/v1/traces
+PHOENIX := arize-phoenix==20.26.1
+TRACES_VENV := $(VENV)/traces
+TRACES_PORT ?= 6006
+TRACES_GRPC_PORT ?= 4317
+TRACES_HOME ?= $(or $(MNEMO_HOME),$(HOME)/.mnemo)/traces
+
+$(TRACES_VENV)/.installed: $(STAMP)
+	@echo "mnemo: installing the trace UI ($(PHOENIX), about 600 MB) into $(TRACES_VENV)"
+	@test -x $(TRACES_VENV)/bin/python || $(UV) venv --quiet --python $(BIN)/python $(TRACES_VENV)
+	$(UV) pip install --quiet --python $(TRACES_VENV)/bin/python $(PHOENIX)
+	@touch $@
+
+traces: $(TRACES_VENV)/.installed
+	@mkdir -p $(TRACES_HOME)
+	@echo "mnemo: trace UI on http://127.0.0.1:$(TRACES_PORT) (data in $(TRACES_HOME)); in another shell:"
+	@echo "  make run OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$(TRACES_PORT)/v1/traces"
+	PHOENIX_WORKING_DIR=$(TRACES_HOME) PHOENIX_HOST=127.0.0.1 PHOENIX_PORT=$(TRACES_PORT) \
+		PHOENIX_GRPC_PORT=$(TRACES_GRPC_PORT) PHOENIX_TELEMETRY_ENABLED=false $(TRACES_VENV)/bin/phoenix serve
+
 check: install $(BUF)
 	$(BUF) lint
 	$(BUF) format -d --exit-code
@@ -96,6 +119,11 @@ bench-embeddings: install
 # 100k passages (~15 min on 2 cores). BENCH_ARGS="--conversations 4 --scale 0" for a quick look.
 bench-recall: install
 	nice -n 10 $(BIN)/python -m bench.recall $(BENCH_ARGS)
+
+# What telemetry costs a turn: latency and server CPU per message with it off, with metrics (the default),
+# and with metrics and traces exported.
+bench-observe: install
+	$(BIN)/python -m bench.observe $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -57,6 +57,8 @@ def mesh_env(
             "MNEMO_API_KEY": API_KEY,
             "MNEMO_HTTP_PORT": str(free_port()),
             **{f"MNEMO_{service.upper()}_PORT": str(free_port()) for service in GRPC_SERVICES},
+            # No Prometheus endpoints unless a test asks for them: meshes run side by side.
+            **{f"MNEMO_{service.upper()}_METRICS_PORT": "0" for service in GRPC_SERVICES},
             "MNEMO_PROVIDER_MAX_RETRIES": "0",
             "MNEMO_LOG_LEVEL": "WARNING",
             # The tests' MCP servers: stdio ones are this interpreter running a script of tests/fakes (what

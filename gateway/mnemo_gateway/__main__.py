@@ -13,7 +13,7 @@ from mnemo_gateway.settings import GatewaySettings
 def main() -> None:
     follow_parent()
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level)
+    configure_logging("gateway", settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

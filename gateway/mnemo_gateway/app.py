@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from mnemo.rest.common import ErrorBody
+from mnemo_core.metrics import setup_metrics
 from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
+from mnemo_gateway.http_metrics import HttpMetrics
+from mnemo_gateway.http_metrics import router as metrics_router
 from mnemo_gateway.routes import (
     agents,
     archival,
@@ -34,6 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """A gateway app for `settings` (read from env and config when not given)."""
     settings = settings or GatewaySettings()
     traced = setup_tracing("gateway")
+    setup_metrics("gateway", prometheus=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,6 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(agents.router)
     app.include_router(groups.router)
     app.include_router(tools.router)
@@ -70,6 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(identity.router)
     app.include_router(identities.router)
+    app.add_middleware(HttpMetrics)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -15,8 +15,11 @@ through `search_path`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
+from mnemo_core.telemetry import trace_engines
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -111,6 +115,8 @@ class Database:
             )
         else:
             raise FailedPrecondition(f"unsupported database URL scheme {parsed.drivername!r}")
+        trace_engines([self.engine.sync_engine, *self._sync_engines])
+        _open.add(self)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs `fn(connection, *args)` on a read connection; nothing it does is committed."""
@@ -122,11 +128,14 @@ class Database:
         def call() -> T:
             conn = readers.connection()
             try:
-                return fn(conn, *args)
+                with readers.busy():
+                    return fn(conn, *args)
             finally:
                 conn.rollback()
 
-        return await asyncio.get_running_loop().run_in_executor(readers.executor, call)
+        # The caller's context travels with the unit of work, so its SQL spans are the caller's children.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(readers.executor, context.run, call)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs `fn(connection, *args)` in one transaction: committed when it returns, rolled back if it raises."""
@@ -137,12 +146,25 @@ class Database:
 
         def call() -> T:
             conn = writer.connection()
-            with conn.begin():
+            with writer.busy(), conn.begin():
                 return fn(conn, *args)
 
         # The write may be committed even if the caller is cancelled meanwhile: shield keeps the
         # caller's view (its exception) from racing the thread that still finishes the transaction.
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(writer.executor, call))
+        context = contextvars.copy_context()
+        return await asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(writer.executor, context.run, call)
+        )
+
+    def connection_usage(self) -> dict[str, int]:
+        """Connections by state: `used` (running a unit of work) and `idle`."""
+        if self._writer is None or self._readers is None:
+            pool: Any = self.engine.sync_engine.pool
+            if hasattr(pool, "checkedout"):
+                return {"used": int(pool.checkedout()), "idle": int(pool.checkedin())}
+            return {}
+        used = self._writer.used + self._readers.used
+        return {"used": used, "idle": self._writer.opened + self._readers.opened - used}
 
     async def dispose(self) -> None:
         """Stops the worker threads and closes every connection."""
@@ -153,7 +175,16 @@ class Database:
         for engine in self._sync_engines:
             engine.dispose()
         self._sync_engines = []
+        _open.discard(self)
         await self.engine.dispose()
+
+
+_open: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def open_databases() -> list[Database]:
+    """The databases this process has opened and not disposed of (for the connection metrics)."""
+    return list(_open)
 
 
 # Every SQLite connection of every service, whichever driver opens it.
@@ -192,6 +223,22 @@ class _ThreadConnections:
         self._all: list[Connection] = []
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self.used = 0
+
+    @property
+    def opened(self) -> int:
+        return len(self._all)
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Counts the calling thread's connection as used while the block runs."""
+        with self._lock:
+            self.used += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.used -= 1
 
     def connection(self) -> Connection:
         conn: Connection | None = getattr(self._local, "conn", None)

@@ -16,7 +16,9 @@ from grpc_reflection.v1alpha import reflection
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
+from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
 from mnemo_core.migrations import SchemaNotMigrated
+from mnemo_core.rpc_metrics import RpcMetricsInterceptor
 from mnemo_core.settings import ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
 
@@ -63,8 +65,11 @@ async def start_server(
     app: GrpcApp, *, host: str, port: int, internal_token: str | None = None
 ) -> RunningServer:
     """Starts `app` on host:port (0 picks a free port) with health and reflection."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(internal_token)]
+    if metrics_enabled():
+        interceptors.insert(0, RpcMetricsInterceptor())
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(internal_token)],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -91,12 +96,19 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
     """Runs one service until SIGTERM/SIGINT, then shuts it down gracefully."""
     setup_tracing(settings.service)
+    metrics_port = settings.metrics_port_of(settings.service)
+    setup_metrics(settings.service, prometheus=metrics_port != 0)
     app = await build(settings)
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
     running = await start_server(
         app, host=settings.grpc_host, port=settings.port_of(settings.service), internal_token=token
     )
     log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
+    if metrics_port:
+        bound = serve_prometheus(settings.grpc_host, metrics_port)
+        log.info(
+            "mnemo-%s serving metrics on http://%s:%d/metrics", settings.service, settings.grpc_host, bound
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,6 +117,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     log.info("mnemo-%s shutting down", settings.service)
     await running.stop()
     await app.aclose()
+    shutdown_metrics()
     shutdown_tracing()
 
 
@@ -112,7 +125,7 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     """Entry point of a service process: settings, logging, then `serve`."""
     follow_parent()
     settings = settings_cls()
-    configure_logging(settings.service, settings.log_level)
+    configure_logging(settings.service, settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings, build))
     except SchemaNotMigrated as exc:

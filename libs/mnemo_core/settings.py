@@ -69,9 +69,17 @@ class MnemoSettings(BaseSettings):
     memory_addr: str = ""
     tools_addr: str = ""
     llm_addr: str = ""
+    # Prometheus endpoints (`GET /metrics`) of the gRPC services, on grpc_host; 0 turns one off. The REST
+    # gateway serves its own on its HTTP port.
+    agent_metrics_port: int = 9284
+    memory_metrics_port: int = 9285
+    tools_metrics_port: int = 9286
+    llm_metrics_port: int = 9287
     # Shared secret that internal hops must present with actor metadata; unset on a laptop.
     internal_token: SecretStr | None = None
     log_level: str = "INFO"
+    # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
+    log_format: Literal["json", "text"] = "text"
 
     @classmethod
     def settings_customise_sources(
@@ -87,6 +95,11 @@ class MnemoSettings(BaseSettings):
     def port_of(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""
         port: int = getattr(self, f"{service}_port")
+        return port
+
+    def metrics_port_of(self, service: ServiceName) -> int:
+        """The port of a gRPC service's Prometheus endpoint; 0 when it has none."""
+        port: int = getattr(self, f"{service}_metrics_port", 0)
         return port
 
     def address_of(self, service: ServiceName) -> str:

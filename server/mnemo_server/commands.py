@@ -76,6 +76,9 @@ def server(
             "none configured (set OPENAI_API_KEY, ANTHROPIC_API_KEY or MNEMO_OLLAMA_BASE_URL, "
             "or `make run` to install the offline model)"
         )
+        traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "off (set OTEL_EXPORTER_OTLP_ENDPOINT, or `make traces`)"
+        )
         key_source = "MNEMO_API_KEY" if settings.api_key else str(api_key_file(settings))
         typer.echo(
             "\n".join(
@@ -87,6 +90,13 @@ def server(
                         f"  gRPC {name:<7} {settings.address_of(name)}"
                         for name in ("agent", "memory", "tools", "llm")
                     ),
+                    f"  metrics      {url}/metrics (gateway)",
+                    *(
+                        f"               http://{settings.grpc_host}:{settings.metrics_port_of(name)}/metrics ({name})"
+                        for name in ("agent", "memory", "tools", "llm")
+                        if settings.metrics_port_of(name)
+                    ),
+                    f"  traces       {traces}",
                     f"  data         {settings.home}",
                     f"  LLM provider {provider}",
                     "Press Ctrl-C to stop.",

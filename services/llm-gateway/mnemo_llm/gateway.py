@@ -8,6 +8,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from opentelemetry import trace
+
 from mnemo.common.v1 import turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_core.actor import current_actor, remaining_time
@@ -26,6 +28,7 @@ from mnemo_llm.chat_batches import ChatBatches
 from mnemo_llm.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
 from mnemo_llm.providers import EmbeddingProvider, ModelName, Providers, ReportedModel
 from mnemo_llm.resilience import RetryPolicy
+from mnemo_llm.telemetry import chat_span, count_tokens, end_chat_span, record_response, start_chat_span
 from mnemo_llm.tokens import count_chat, count_text
 from mnemo_llm.usage import UsageLedger, UsageQuery
 
@@ -73,6 +76,7 @@ class LlmGateway:
         return time.monotonic() + remaining
 
     def _record(self, model: str, operation: str, agent_id: str, used: turn_pb2.Usage) -> None:
+        count_tokens(model, operation, used)
         if self._ledger is not None:
             self._ledger.record(model, operation, agent_id, used.prompt_tokens, used.completion_tokens)
 
@@ -82,10 +86,13 @@ class LlmGateway:
             raise invalid("messages", "must not be empty")
         provider, model = self._providers.resolve(request.model)
         deadline = self._deadline()
-        response = await self._retry.call(
-            deadline, lambda budget: provider.chat(model, request, time_budget=budget)
-        )
-        self._record(str(ModelName.parse(request.model)), "chat", request.agent_id, response.usage)
+        name = ModelName.parse(request.model)
+        with chat_span(self._providers.kind_of(name.provider), model, request) as span:
+            response = await self._retry.call(
+                deadline, lambda budget: provider.chat(model, request, time_budget=budget)
+            )
+            record_response(span, response)
+        self._record(str(name), "chat", request.agent_id, response.usage)
         return response
 
     async def stream(self, request: llm_pb2.StreamChatRequest) -> AsyncIterator[llm_pb2.StreamChatResponse]:
@@ -96,19 +103,34 @@ class LlmGateway:
         provider, model = self._providers.resolve(chat.model, "chat.model")
         deadline = self._deadline()
         events = self._retry.stream(deadline, lambda budget: provider.stream(model, chat, time_budget=budget))
-        name = str(ModelName.parse(chat.model, "chat.model"))
+        parsed = ModelName.parse(chat.model, "chat.model")
+        name = str(parsed)
         streamed: list[str] = []  # what the provider sent before a caller went away
         completed = False
+        # The span is current only while the provider is read, never across a yield: a generator's
+        # context must not leak into its caller's.
+        span = start_chat_span(self._providers.kind_of(parsed.provider), model, chat)
         try:
-            async for event in events:
+            while True:
+                try:
+                    with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
                 if event.HasField("completed"):
                     completed = True
+                    record_response(span, event.completed)
                     self._record(name, "chat", chat.agent_id, event.completed.usage)
                 elif event.HasField("tool_call"):
                     streamed += (event.tool_call.name, event.tool_call.arguments)
                 else:
                     streamed.append(event.content_delta or event.reasoning_delta)
                 yield event
+        except BaseException as exc:
+            end_chat_span(span, exc)
+            raise
+        else:
+            end_chat_span(span, None)
         finally:
             # Closing it closes the provider's request too, also when the caller went away.
             await events.aclose()  # type: ignore[attr-defined]

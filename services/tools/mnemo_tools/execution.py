@@ -9,6 +9,7 @@ from typing import Any
 
 from mnemo_core.actor import Actor
 from mnemo_core.errors import FailedPrecondition
+from mnemo_core.metrics import duration_histogram, meter
 from mnemo_core.telemetry import tracer
 from mnemo_core.tool_calls import ArgumentsInvalid, fit_result, parse_arguments
 from mnemo_tools.agent_env import AgentEnvironments
@@ -22,6 +23,11 @@ from mnemo_tools.store import Tool
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+_meter = meter("mnemo.tools")
+_runs = _meter.create_counter(
+    "mnemo.tools.runs", unit="{run}", description="Tool runs, by outcome (ok, error, refused)."
+)
+_run_duration = duration_histogram(_meter, "mnemo.tools.run.duration", "Duration of tool runs, by outcome.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,20 @@ class ToolExecutor:
         self, actor: Actor, tool_id: str, arguments_json: str, agent_id: str = "", run_id: str = ""
     ) -> RunResult:
         """Runs a tool with the model's arguments, on behalf of `agent_id` in its run `run_id` (may be empty)."""
+        started = time.perf_counter()
+        try:
+            result = await self._run(actor, tool_id, arguments_json, agent_id, run_id)
+        except BaseException:
+            _runs.add(1, {"outcome": "refused"})
+            raise
+        outcome = "ok" if result.ok else "error"
+        _runs.add(1, {"outcome": outcome})
+        _run_duration.record(time.perf_counter() - started, {"outcome": outcome})
+        return result
+
+    async def _run(
+        self, actor: Actor, tool_id: str, arguments_json: str, agent_id: str, run_id: str
+    ) -> RunResult:
         org_id = actor.org_id
         tool = await self._registry.get(org_id, tool_id)
         if tool.tool_type not in ("custom", "mcp"):

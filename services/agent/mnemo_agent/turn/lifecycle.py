@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from mnemo_agent.runs import (
     RunStart,
 )
 from mnemo_agent.store import Agent, Run
+from mnemo_agent.turn import meters
 from mnemo_agent.turn.caches import ToolCatalog, WindowCache
 from mnemo_agent.turn.context import ContextFitter
 from mnemo_agent.turn.events import Sink, TurnResult
@@ -245,6 +247,8 @@ class RunLifecycle:
         current = asyncio.current_task()
         assert current is not None
         self.active[run.id] = current
+        meters.runs_held.add(1)
+        started = time.perf_counter()
         # A timer, not a task: most turns end long before their lease needs extending.
         loop = asyncio.get_running_loop()
         beats: list[asyncio.Task[Any]] = []
@@ -289,6 +293,8 @@ class RunLifecycle:
             for beat in beats:
                 beat.cancel()
             self.active.pop(run.id, None)
+            meters.runs_held.add(-1)
+            meters.turn_duration.record(time.perf_counter() - started)
         if turn.loaded:
             self.windows.put(agent.id, turn.history, turn.history_count, turn.chat)
             if turn.voice:
@@ -346,6 +352,7 @@ class RunLifecycle:
     async def _finish(
         self, turn: TurnState, status: str, stop: turn_pb2.StopReason.ValueType, error: str = ""
     ) -> None:
+        meters.turns.add(1, {"status": status, "stop_reason": STOP_REASONS.name(stop)})
         await self._runs.finish(
             turn.run_id,
             status=status,
@@ -363,7 +370,10 @@ class RunLifecycle:
             try:
                 await self._runs.heartbeat(run_id)
             except MnemoError as exc:
+                meters.lease_extensions.add(1, {"outcome": "failed"})
                 log.warning("cannot extend the lease of run %s: %s", run_id, exc.message)
+            else:
+                meters.lease_extensions.add(1, {"outcome": "extended"})
             await asyncio.sleep(interval)
 
     async def _watch_cancel(self, run_id: str, task: asyncio.Task[Any]) -> None:

@@ -17,6 +17,7 @@ from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.llm.v1 import llm_pb2
 from mnemo_agent import context_window as cw
 from mnemo_agent.conversation import from_reply
+from mnemo_agent.turn import meters
 from mnemo_agent.turn.context import ContextFitter
 from mnemo_agent.turn.dispatch import ToolDispatch, denied, ending
 from mnemo_agent.turn.model_calls import ModelCalls
@@ -68,6 +69,7 @@ class StepLoop:
                     return turn_pb2.STOP_REASON_CONTEXT_OVERFLOW
                 turn.llm_calls += 1
                 turn.calls_this_turn += 1
+                meters.steps.add(1)
                 turn.add_usage(reply.usage)
                 step_messages = from_reply(reply.message)
                 calls = [m.tool_call.tool_call for m in step_messages if m.HasField("tool_call")]
