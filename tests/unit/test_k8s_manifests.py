@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings
 
 from mnemo_agent.settings import AgentSettings
 from mnemo_core.settings import MnemoSettings, ServiceSettings
+from mnemo_gateway import http_metrics
 from mnemo_gateway.routes import health
 from mnemo_gateway.settings import GatewaySettings
 from mnemo_llm.settings import LlmSettings
@@ -256,7 +257,15 @@ def test_ports_probes_and_addresses_match_the_code(profile: str, tmp_path: Path)
         port = settings.port_of(service)
         assert importlib.util.find_spec(container["args"][0]) is not None
         assert container["args"] == [f"mnemo_{service}"]
-        assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+        metrics = settings.metrics_port_of(service)
+        assert metrics > 0
+        assert container["ports"] == [
+            {"name": "grpc", "containerPort": port},
+            {"name": "metrics", "containerPort": metrics},
+        ]
+        annotations = deployments[f"mnemo-{service}"]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(metrics)
+        assert annotations["prometheus.io/path"] == "/metrics"
         assert settings.grpc_host == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": port}, (service, probe)
@@ -274,6 +283,11 @@ def test_ports_probes_and_addresses_match_the_code(profile: str, tmp_path: Path)
     assert settings.http_host == "0.0.0.0"
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/v1/health", "port": "http"}
     assert "/v1/health" in {getattr(route, "path", None) for route in health.router.routes}
+    annotations = deployments["mnemo-gateway"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.http_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert "/metrics" in {getattr(route, "path", None) for route in http_metrics.router.routes}
+    assert settings.log_format == "json"
     assert gateway["livenessProbe"]["tcpSocket"] == {"port": "http"}
     assert services["mnemo-gateway"]["spec"]["ports"] == [
         {"name": "http", "port": settings.http_port, "targetPort": "http"}
