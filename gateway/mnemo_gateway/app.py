@@ -13,6 +13,7 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
+from mnemo_gateway.grpc_front import start_grpc_front
 from mnemo_gateway.http_metrics import HttpMetrics
 from mnemo_gateway.http_metrics import router as metrics_router
 from mnemo_gateway.routes import (
@@ -42,9 +43,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends(settings)
+        front = None
+        if settings.grpc_port:
+            front = await start_grpc_front(settings, host=settings.http_host, port=settings.grpc_port)
         try:
             yield
         finally:
+            if front is not None:
+                await front.stop()
             await app.state.backends.aclose()
 
     app = FastAPI(
