@@ -13,6 +13,7 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
+from mnemo_gateway.console import mount_console
 from mnemo_gateway.grpc_front import start_grpc_front
 from mnemo_gateway.http_metrics import HttpMetrics
 from mnemo_gateway.http_metrics import router as metrics_router
@@ -81,6 +82,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(identity.router)
     app.include_router(identities.router)
+    mount_console(app)
     app.add_middleware(HttpMetrics)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
