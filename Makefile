@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml protos/pyproject.toml sdk/python/pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-$(BUF): package.json package-lock.json
+$(BUF): package.json package-lock.json examples/node/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
