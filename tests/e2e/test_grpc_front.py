@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
-from mnemo.common.v1 import message_pb2
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc
+from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
 from mnemo_core.actor import ORG_KEY, USER_KEY
 from mnemo_core.rpc_errors import DETAILS_KEY
@@ -148,3 +150,69 @@ async def test_health_on_the_front_answers_for_itself_and_asks_each_service(mesh
     assert blocks.status == health_pb2.HealthCheckResponse.SERVING
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _cancelled_run(mesh: RunningMesh, agent_id: str) -> run_pb2.Run:
+    """The agent's run once it is cancelled (asked through the front, as the caller's organization)."""
+    async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
+        runs = run_pb2_grpc.RunServiceStub(channel)
+        for _ in range(100):
+            listed = await runs.ListRuns(run_pb2.ListRunsRequest(agent_id=agent_id), metadata=METADATA)
+            if listed.runs and listed.runs[0].status == run_pb2.RUN_STATUS_CANCELLED:
+                return listed.runs[0]
+            await asyncio.sleep(0.03)
+    pytest.fail(f"no cancelled run of {agent_id}")
+
+
+async def test_a_client_that_cancels_a_stream_on_the_front_cancels_the_turn(
+    mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    llm.script(reply("nobody listens", delay=5.0))
+    async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
+        agents = agent_pb2_grpc.AgentServiceStub(channel)
+        created = await agents.CreateAgent(
+            agent_pb2.CreateAgentRequest(
+                agent=agent_pb2.Agent(name="front-leave", model="openai/gpt-4o-mini")
+            ),
+            metadata=METADATA,
+        )
+        call = agents.StreamMessage(
+            agent_pb2.StreamMessageRequest(
+                agent_id=created.agent.id,
+                messages=[message_pb2.Message(user=message_pb2.UserContent(text="then leave"))],
+            ),
+            metadata=METADATA,
+        )
+        first = await call.read()
+        assert first.WhichOneof("event") == "run_id"
+        call.cancel()
+    run = await _cancelled_run(mesh, created.agent.id)
+    assert run.id == first.run_id
+    assert run.stop_reason == turn_pb2.STOP_REASON_CANCELLED
+
+
+async def test_the_callers_deadline_reaches_the_service_behind_the_front(
+    mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    llm.script(reply("too late", delay=5.0))
+    async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
+        agents = agent_pb2_grpc.AgentServiceStub(channel)
+        created = await agents.CreateAgent(
+            agent_pb2.CreateAgentRequest(
+                agent=agent_pb2.Agent(name="front-deadline", model="openai/gpt-4o-mini")
+            ),
+            metadata=METADATA,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await agents.SendMessage(
+                agent_pb2.SendMessageRequest(
+                    agent_id=created.agent.id,
+                    messages=[message_pb2.Message(user=message_pb2.UserContent(text="quick"))],
+                ),
+                metadata=METADATA,
+                timeout=1.0,
+            )
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The agent service saw the deadline too: it ended the turn rather than finishing it for nobody.
+    run = await _cancelled_run(mesh, created.agent.id)
+    assert run.stop_reason == turn_pb2.STOP_REASON_CANCELLED
