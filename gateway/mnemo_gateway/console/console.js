@@ -321,13 +321,14 @@ async function insertArchival(form) {
 async function loadRuns() {
   const query = state.agent ? `?agent_id=${encodeURIComponent(state.agent.id)}&limit=50` : "?limit=50";
   const runs = items(await api(`/v1/runs${query}`));
+  $("#run-detail").replaceChildren();
   $("#runs").replaceChildren(
     ...runs.map((run) => {
       const duration = run.completed_at ? `${Date.parse(run.completed_at) - Date.parse(run.created_at)} ms` : "";
       return el(
         "tr",
         {},
-        el("td", {}, el("code", {}, run.id)),
+        el("td", {}, el("button", { type: "button", class: "link", onclick: () => showRun(run) }, el("code", {}, run.id))),
         el("td", {}, run.status),
         el("td", {}, run.stop_reason || ""),
         el("td", {}, String(run.usage?.step_count ?? 0)),
@@ -337,6 +338,28 @@ async function loadRuns() {
       );
     }),
   );
+}
+
+// A run's messages by step, each step with the time the server took for it (from the stored messages'
+// times: a step's messages are stored together when it ends).
+async function showRun(run) {
+  const messages = items(await api(`/v1/runs/${encodeURIComponent(run.id)}/messages`));
+  const steps = new Map();
+  for (const message of messages) {
+    if (message.message_type === "user_message") continue;
+    if (!steps.has(message.step)) steps.set(message.step, []);
+    steps.get(message.step).push(message);
+  }
+  let previous = Date.parse(run.created_at);
+  const list = el("ol", { class: "run-steps" });
+  for (const [step, stepMessages] of [...steps.entries()].sort((a, b) => a[0] - b[0])) {
+    const ended = Math.max(...stepMessages.map((m) => Date.parse(m.date)));
+    const item = el("li", { class: "step" }, el("div", { class: "step-header" }, `step ${step + 1} · ${Math.max(0, ended - previous)} ms`));
+    for (const message of stepMessages) showMessage(message, item);
+    list.append(item);
+    previous = ended;
+  }
+  $("#run-detail").replaceChildren(el("h3", {}, `Run ${run.id}`), list);
 }
 
 async function loadUsage() {
