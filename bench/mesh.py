@@ -292,7 +292,15 @@ async def _grpc_front(
     async with httpx.AsyncClient(base_url=server.http_url, headers=headers, timeout=60) as client:
         agent = (await client.post("/v1/agents", json=agent_body(0))).json()
     request = agent_pb2.GetAgentRequest(agent_id=agent["id"])
-    metadata = ((ORG_KEY, "org-default"), (USER_KEY, "user-default"))
+    # The API key where the services take it on gRPC; the actor (as the root key's) where they do not yet.
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {API_KEY}"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{env['MNEMO_GRPC_PORT']}") as channel:
+        try:
+            await agent_pb2_grpc.AgentServiceStub(channel).GetAgent(request, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            metadata = ((ORG_KEY, "org-default"), (USER_KEY, "user-default"))
     for label, address in (
         ("agent port", f"127.0.0.1:{env['MNEMO_AGENT_PORT']}"),
         ("front", f"127.0.0.1:{env['MNEMO_GRPC_PORT']}"),

@@ -30,9 +30,9 @@ def tool(name: str) -> str:
     return found
 
 
-async def require_grpc_api_keys(mesh: RunningMesh) -> None:
-    """Skips the test while the services do not authenticate API keys on gRPC (they then ask for actor
-    metadata, reason ACTOR_MISSING); the clients under test send only the key."""
+async def takes_api_keys(mesh: RunningMesh) -> bool:
+    """Whether the services authenticate API keys on gRPC (`authorization: Bearer`); until they do, they
+    ask for actor metadata instead (reason ACTOR_MISSING)."""
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
         try:
             await agent_pb2_grpc.AgentServiceStub(channel).ListAgents(
@@ -44,5 +44,13 @@ async def require_grpc_api_keys(mesh: RunningMesh) -> None:
             info = error_details_pb2.ErrorInfo()
             unpacked = bool(details) and status_pb2.Status.FromString(details).details[0].Unpack(info)
             if unpacked and info.reason == "ACTOR_MISSING":
-                pytest.skip("the services do not take API keys on gRPC yet (authorization: Bearer)")
+                return False
             raise
+    return True
+
+
+async def require_grpc_api_keys(mesh: RunningMesh) -> None:
+    """Skips the test while the services do not take API keys on gRPC: the clients under test send only
+    the key."""
+    if not await takes_api_keys(mesh):
+        pytest.skip("the services do not take API keys on gRPC yet (authorization: Bearer)")

@@ -15,11 +15,19 @@ from mnemo.common.v1 import message_pb2, turn_pb2
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
 from mnemo_core.actor import ORG_KEY, USER_KEY
 from mnemo_core.rpc_errors import DETAILS_KEY
+from tests.e2e.external_clients import takes_api_keys
 from tests.fakes.llm_provider import FakeProvider, reply, tool_call
 from tests.harness import RunningMesh
 
-# Who the calls act for (until every service authenticates API keys itself, external gRPC callers state it).
-METADATA = ((ORG_KEY, "org-front"), (USER_KEY, "user-1"))
+Metadata = tuple[tuple[str, str], ...]
+
+
+@pytest.fixture
+async def metadata(mesh: RunningMesh) -> Metadata:
+    """The caller's credentials: the API key where the services take it on gRPC, else the actor."""
+    if await takes_api_keys(mesh):
+        return (("authorization", f"Bearer {mesh.api_key}"),)
+    return ((ORG_KEY, "org-front"), (USER_KEY, "user-1"))
 
 
 async def _listed_services(address: str) -> set[str]:
@@ -32,7 +40,7 @@ async def _listed_services(address: str) -> set[str]:
 
 
 async def test_calls_to_two_services_on_one_address_reach_their_owners(
-    mesh: RunningMesh, llm: FakeProvider
+    mesh: RunningMesh, llm: FakeProvider, metadata: Metadata
 ) -> None:
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
         agents = agent_pb2_grpc.AgentServiceStub(channel)
@@ -41,16 +49,16 @@ async def test_calls_to_two_services_on_one_address_reach_their_owners(
                 agent=agent_pb2.Agent(name="front-agent", model="openai/gpt-4o-mini"),
                 memory_blocks=[block_pb2.Block(label="human", value="")],
             ),
-            metadata=METADATA,
+            metadata=metadata,
         )
         blocks = await block_pb2_grpc.BlockServiceStub(channel).ListBlocks(
-            block_pb2.ListBlocksRequest(agent_id=created.agent.id), metadata=METADATA
+            block_pb2.ListBlocksRequest(agent_id=created.agent.id), metadata=metadata
         )
     assert [block.label for block in blocks.blocks] == ["human"]
 
 
 async def test_a_streamed_turn_arrives_event_by_event_through_the_front(
-    mesh: RunningMesh, llm: FakeProvider
+    mesh: RunningMesh, llm: FakeProvider, metadata: Metadata
 ) -> None:
     llm.script(
         tool_call("core_memory_append", {"label": "human", "content": "Likes tea"}),
@@ -63,7 +71,7 @@ async def test_a_streamed_turn_arrives_event_by_event_through_the_front(
                 agent=agent_pb2.Agent(name="front-stream", model="openai/gpt-4o-mini"),
                 memory_blocks=[block_pb2.Block(label="human", value="")],
             ),
-            metadata=METADATA,
+            metadata=metadata,
         )
         events = [
             event
@@ -73,12 +81,12 @@ async def test_a_streamed_turn_arrives_event_by_event_through_the_front(
                     messages=[message_pb2.Message(user=message_pb2.UserContent(text="I like tea"))],
                     stream_tokens=True,
                 ),
-                metadata=METADATA,
+                metadata=metadata,
                 timeout=60,
             )
         ]
         fetched = await agents.GetAgent(
-            agent_pb2.GetAgentRequest(agent_id=created.agent.id), metadata=METADATA
+            agent_pb2.GetAgentRequest(agent_id=created.agent.id), metadata=metadata
         )
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds[0] == "run_id"
@@ -94,11 +102,13 @@ async def test_a_streamed_turn_arrives_event_by_event_through_the_front(
     assert fetched.agent.blocks[0].value == "Likes tea"
 
 
-async def test_an_error_keeps_its_status_and_reason_through_the_front(mesh: RunningMesh) -> None:
+async def test_an_error_keeps_its_status_and_reason_through_the_front(
+    mesh: RunningMesh, metadata: Metadata
+) -> None:
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
         agents = agent_pb2_grpc.AgentServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await agents.GetAgent(agent_pb2.GetAgentRequest(agent_id="agent-none"), metadata=METADATA)
+            await agents.GetAgent(agent_pb2.GetAgentRequest(agent_id="agent-none"), metadata=metadata)
         with pytest.raises(grpc.aio.AioRpcError) as anonymous:
             await agents.GetAgent(agent_pb2.GetAgentRequest(agent_id="agent-none"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -111,14 +121,14 @@ async def test_an_error_keeps_its_status_and_reason_through_the_front(mesh: Runn
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_an_unknown_service_is_unimplemented(mesh: RunningMesh) -> None:
+async def test_an_unknown_service_is_unimplemented(mesh: RunningMesh, metadata: Metadata) -> None:
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
         call = channel.unary_unary("/mnemo.nothing.v1.NoService/Get")
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
-            await call(b"", metadata=METADATA)
+            await call(b"", metadata=metadata)
         missing_method = channel.unary_unary("/mnemo.agent.v1.AgentService/NoSuchMethod")
         with pytest.raises(grpc.aio.AioRpcError) as no_method:
-            await missing_method(b"", metadata=METADATA)
+            await missing_method(b"", metadata=metadata)
     assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert no_method.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
@@ -152,12 +162,12 @@ async def test_health_on_the_front_answers_for_itself_and_asks_each_service(mesh
     assert first.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def _cancelled_run(mesh: RunningMesh, agent_id: str) -> run_pb2.Run:
+async def _cancelled_run(mesh: RunningMesh, metadata: Metadata, agent_id: str) -> run_pb2.Run:
     """The agent's run once it is cancelled (asked through the front, as the caller's organization)."""
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
         runs = run_pb2_grpc.RunServiceStub(channel)
         for _ in range(100):
-            listed = await runs.ListRuns(run_pb2.ListRunsRequest(agent_id=agent_id), metadata=METADATA)
+            listed = await runs.ListRuns(run_pb2.ListRunsRequest(agent_id=agent_id), metadata=metadata)
             if listed.runs and listed.runs[0].status == run_pb2.RUN_STATUS_CANCELLED:
                 return listed.runs[0]
             await asyncio.sleep(0.03)
@@ -165,7 +175,7 @@ async def _cancelled_run(mesh: RunningMesh, agent_id: str) -> run_pb2.Run:
 
 
 async def test_a_client_that_cancels_a_stream_on_the_front_cancels_the_turn(
-    mesh: RunningMesh, llm: FakeProvider
+    mesh: RunningMesh, llm: FakeProvider, metadata: Metadata
 ) -> None:
     llm.script(reply("nobody listens", delay=5.0))
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
@@ -174,25 +184,25 @@ async def test_a_client_that_cancels_a_stream_on_the_front_cancels_the_turn(
             agent_pb2.CreateAgentRequest(
                 agent=agent_pb2.Agent(name="front-leave", model="openai/gpt-4o-mini")
             ),
-            metadata=METADATA,
+            metadata=metadata,
         )
         call = agents.StreamMessage(
             agent_pb2.StreamMessageRequest(
                 agent_id=created.agent.id,
                 messages=[message_pb2.Message(user=message_pb2.UserContent(text="then leave"))],
             ),
-            metadata=METADATA,
+            metadata=metadata,
         )
         first = await call.read()
         assert first.WhichOneof("event") == "run_id"
         call.cancel()
-    run = await _cancelled_run(mesh, created.agent.id)
+    run = await _cancelled_run(mesh, metadata, created.agent.id)
     assert run.id == first.run_id
     assert run.stop_reason == turn_pb2.STOP_REASON_CANCELLED
 
 
 async def test_the_callers_deadline_reaches_the_service_behind_the_front(
-    mesh: RunningMesh, llm: FakeProvider
+    mesh: RunningMesh, llm: FakeProvider, metadata: Metadata
 ) -> None:
     llm.script(reply("too late", delay=5.0))
     async with grpc.aio.insecure_channel(mesh.grpc_address) as channel:
@@ -201,7 +211,7 @@ async def test_the_callers_deadline_reaches_the_service_behind_the_front(
             agent_pb2.CreateAgentRequest(
                 agent=agent_pb2.Agent(name="front-deadline", model="openai/gpt-4o-mini")
             ),
-            metadata=METADATA,
+            metadata=metadata,
         )
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await agents.SendMessage(
@@ -209,10 +219,10 @@ async def test_the_callers_deadline_reaches_the_service_behind_the_front(
                     agent_id=created.agent.id,
                     messages=[message_pb2.Message(user=message_pb2.UserContent(text="quick"))],
                 ),
-                metadata=METADATA,
+                metadata=metadata,
                 timeout=1.0,
             )
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The agent service saw the deadline too: it ended the turn rather than finishing it for nobody.
-    run = await _cancelled_run(mesh, created.agent.id)
+    run = await _cancelled_run(mesh, metadata, created.agent.id)
     assert run.stop_reason == turn_pb2.STOP_REASON_CANCELLED
