@@ -89,7 +89,7 @@ async function loadAgents() {
             type: "button",
             class: state.agent?.id === agent.id ? "agent selected" : "agent",
             "data-agent-id": agent.id,
-            onclick: () => selectAgent(agent.id),
+            onclick: () => shown(selectAgent(agent.id), "#chat-error"),
           },
           el("strong", {}, agent.name),
           el("small", {}, agent.model),
@@ -328,7 +328,7 @@ async function loadRuns() {
       return el(
         "tr",
         {},
-        el("td", {}, el("button", { type: "button", class: "link", onclick: () => showRun(run) }, el("code", {}, run.id))),
+        el("td", {}, el("button", { type: "button", class: "link", onclick: () => shown(showRun(run), "#runs-error") }, el("code", {}, run.id))),
         el("td", {}, run.status),
         el("td", {}, run.stop_reason || ""),
         el("td", {}, String(run.usage?.step_count ?? 0)),
@@ -386,7 +386,19 @@ function showView(name) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== `view-${name}`;
   if (name === "runs") return loadRuns();
   if (name === "usage") return loadUsage();
-  return null;
+  return Promise.resolve();
+}
+
+// Shows a failed action's error in the view's error line instead of leaving it unhandled.
+async function shown(promise, errorSelector) {
+  const line = $(errorSelector);
+  if (line) line.textContent = "";
+  try {
+    await promise;
+  } catch (error) {
+    if (line) line.textContent = describe(error);
+    else console.error(error);
+  }
 }
 
 function guard(handler, errorSelector) {
@@ -419,8 +431,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#chat-form").addEventListener("submit", guard(send, "#chat-error"));
   $("#archival-search-form").addEventListener("submit", guard(searchArchival, "#archival-error"));
   $("#archival-insert-form").addEventListener("submit", guard(insertArchival, "#archival-error"));
-  $("#runs-refresh").addEventListener("click", () => loadRuns());
-  $("#usage-refresh").addEventListener("click", () => loadUsage());
-  for (const button of document.querySelectorAll("#nav button")) button.addEventListener("click", () => showView(button.dataset.view));
+  $("#runs-refresh").addEventListener("click", () => shown(loadRuns(), "#runs-error"));
+  $("#usage-refresh").addEventListener("click", () => shown(loadUsage(), "#usage-error"));
+  for (const button of document.querySelectorAll("#nav button")) {
+    button.addEventListener("click", () => shown(showView(button.dataset.view), `#${button.dataset.view}-error`));
+  }
   if (state.key) signIn(state.key).catch(() => sessionStorage.removeItem(KEY_STORAGE));
 });
