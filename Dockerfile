@@ -35,7 +35,7 @@ RUN useradd --uid 10001 --user-group --create-home mnemo \
 COPY --from=build /opt/mnemo /opt/mnemo
 USER 10001
 ENV PATH=/opt/mnemo/bin:$PATH MNEMO_HOME=/var/lib/mnemo PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-EXPOSE 8283 8284 8285 8286 8287
+EXPOSE 8283 8284 8285 8286 8287 8288
 # Docker's own check of the service the container runs (Kubernetes uses the manifests' probes instead).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["python", "-m", "mnemo_server.healthcheck"]
 ENTRYPOINT ["python", "-m"]

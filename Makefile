@@ -10,16 +10,18 @@ PROTO_STAMP := $(VENV)/.protos
 PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: install install-local proto run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe clean
+GEN_STAMP := gen/.generated
 
-install: $(STAMP) $(PROTO_STAMP)
+.PHONY: install install-local proto gen api-docs run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe clean
+
+install: $(STAMP) $(PROTO_STAMP) $(GEN_STAMP)
 
 $(STAMP): pyproject.toml protos/pyproject.toml sdk/python/pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8; }
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-$(BUF): package.json package-lock.json
+$(BUF): package.json package-lock.json examples/node/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -28,6 +30,18 @@ $(BUF): package.json package-lock.json
 proto: $(STAMP)
 	@rm -f $(PROTO_STAMP)
 	@$(MAKE) --no-print-directory $(PROTO_STAMP)
+
+# TypeScript (and Python, as buf users get it) from buf.gen.yaml into gen/ (never committed); the Node
+# example builds on gen/ts.
+gen: $(GEN_STAMP)
+
+$(GEN_STAMP): $(STAMP) $(BUF) buf.yaml buf.gen.yaml $(PROTO_FILES)
+	$(BUF) generate 2> >(grep -v '^Writing mypy to' >&2)
+	@touch $@
+
+# The gRPC API reference in docs/api/ (committed; `make check` fails when it is stale).
+api-docs: $(STAMP)
+	$(BIN)/python scripts/api_reference.py
 
 $(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
 	protos/generate.sh $(BIN)/python
@@ -89,6 +103,7 @@ check: install $(BUF)
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	scripts/buf_breaking.sh $(BUF)
+	$(BIN)/python scripts/api_reference.py --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -126,5 +141,5 @@ bench-observe: install
 	$(BIN)/python -m bench.observe $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules gen examples/node/dist .mypy_cache .pytest_cache .ruff_cache
 	find protos/mnemo \( -name '*_pb2*.py*' -o -name __init__.py \) -delete

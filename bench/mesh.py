@@ -21,9 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import psutil
 
+from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
+from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import API_KEY, mesh_env
 
@@ -51,6 +54,9 @@ TARGETS = {
     "  CPU/msg: tools": (None, "ms", True),
     "stream 1st event after token p50": (10.0, "ms", True),
     "stream 1st event after token p99": (None, "ms", True),
+    "gRPC GetAgent p50, agent port": (None, "ms", True),
+    "gRPC GetAgent p50, front": (None, "ms", True),
+    "grpc front overhead p50": (None, "ms", True),
 }
 
 
@@ -152,6 +158,7 @@ async def measure(args: argparse.Namespace) -> Figures:
             try:
                 await _load(server, args, values)
                 await _stream(server, RemoteFake(f"http://127.0.0.1:{provider_port}/v1"), args, values)
+                await _grpc_front(env, server, args, values)
             finally:
                 server.stop()
     finally:
@@ -275,6 +282,41 @@ async def _stream(
                 latencies.append(first)
         values["stream 1st event after token p50"] = statistics.median(latencies)
         values["stream 1st event after token p99"] = percentile(latencies, 99)
+
+
+async def _grpc_front(
+    env: dict[str, str], server: Server, args: argparse.Namespace, values: dict[str, float]
+) -> None:
+    """GetAgent on the agent service's own port and through the gateway's gRPC front (ADR 0009)."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers, timeout=60) as client:
+        agent = (await client.post("/v1/agents", json=agent_body(0))).json()
+    request = agent_pb2.GetAgentRequest(agent_id=agent["id"])
+    # The API key where the services take it on gRPC; the actor (as the root key's) where they do not yet.
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {API_KEY}"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{env['MNEMO_GRPC_PORT']}") as channel:
+        try:
+            await agent_pb2_grpc.AgentServiceStub(channel).GetAgent(request, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            metadata = ((ORG_KEY, "org-default"), (USER_KEY, "user-default"))
+    for label, address in (
+        ("agent port", f"127.0.0.1:{env['MNEMO_AGENT_PORT']}"),
+        ("front", f"127.0.0.1:{env['MNEMO_GRPC_PORT']}"),
+    ):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            times = []
+            for i in range(args.sends + 20):
+                started = time.perf_counter()
+                await stub.GetAgent(request, metadata=metadata)
+                if i >= 20:  # warm-up
+                    times.append((time.perf_counter() - started) * 1000)
+        values[f"gRPC GetAgent p50, {label}"] = statistics.median(times)
+    values["grpc front overhead p50"] = (
+        values["gRPC GetAgent p50, front"] - values["gRPC GetAgent p50, agent port"]
+    )
 
 
 def main() -> None:

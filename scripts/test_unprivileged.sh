@@ -40,6 +40,11 @@ CMAKE_ARGS="-DCMAKE_PROJECT_llama.cpp_INCLUDE=$root/scripts/llama_cpp_lean.cmake
   UV_PROJECT_ENVIRONMENT=$copy/.venv "$root/.venv/bin/uv" sync --project "$copy" --frozen --quiet \
   --compile-bytecode --link-mode=copy --python "$python" --extra local
 "$copy/protos/generate.sh" "$copy/.venv/bin/python"
+# The clients' tools and the code generated for them (ignored files that `make install` makes: npm
+# packages, gen/ts), for the Node.js client's test.
+for dir in node_modules gen; do
+  if [[ -d $root/$dir ]]; then cp -a "$root/$dir" "$copy/"; fi
+done
 chown -R "$user:" "$copy"
 echo "unprivileged tests: $user ($(id -u "$user")), $($copy/.venv/bin/python -V), ready in $((SECONDS - started)) s"
 

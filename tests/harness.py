@@ -24,6 +24,8 @@ class RunningMesh:
 
     home: Path
     http_url: str
+    # The gRPC front: every service on one address.
+    grpc_address: str
     api_key: str
     settings: MnemoSettings
     children: list[Child] = field(default_factory=list)
@@ -56,6 +58,7 @@ def mesh_env(
             "MNEMO_HOME": str(home),
             "MNEMO_API_KEY": API_KEY,
             "MNEMO_HTTP_PORT": str(free_port()),
+            "MNEMO_GRPC_PORT": str(free_port()),
             **{f"MNEMO_{service.upper()}_PORT": str(free_port()) for service in GRPC_SERVICES},
             # No Prometheus endpoints unless a test asks for them: meshes run side by side.
             **{f"MNEMO_{service.upper()}_METRICS_PORT": "0" for service in GRPC_SERVICES},
@@ -95,6 +98,7 @@ async def running_mesh(env: Mapping[str, str], *, timeout: float = 60.0) -> Asyn
     mesh = RunningMesh(
         home=Path(env["MNEMO_HOME"]),
         http_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}",
+        grpc_address=f"127.0.0.1:{env['MNEMO_GRPC_PORT']}",
         api_key=env["MNEMO_API_KEY"],
         settings=settings,
     )

@@ -13,6 +13,8 @@ from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
+from mnemo_gateway.console import mount_console
+from mnemo_gateway.grpc_front import start_grpc_front
 from mnemo_gateway.http_metrics import HttpMetrics
 from mnemo_gateway.http_metrics import router as metrics_router
 from mnemo_gateway.routes import (
@@ -42,9 +44,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends(settings)
+        front = None
+        if settings.grpc_port:
+            front = await start_grpc_front(settings, host=settings.http_host, port=settings.grpc_port)
         try:
             yield
         finally:
+            if front is not None:
+                await front.stop()
             await app.state.backends.aclose()
 
     app = FastAPI(
@@ -75,6 +82,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(identity.router)
     app.include_router(identities.router)
+    mount_console(app)
     app.add_middleware(HttpMetrics)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

@@ -16,6 +16,9 @@ class GatewaySettings(MnemoSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8283
+    # The one gRPC address for clients outside the mesh (on http_host): every service's calls, health and
+    # reflection, routed to the owning process (grpc_front.py). 0 turns it off.
+    grpc_port: int = Field(default=8288, ge=0)
     # The REST API key; unset means one generated at first start and kept in $MNEMO_HOME/api_key.
     api_key: SecretStr | None = None
     # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a

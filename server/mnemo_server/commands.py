@@ -87,8 +87,9 @@ def server(
                     f"  REST API     {url}   (docs: {url}/docs)",
                     f"  API key      {key}   (from {key_source})",
                     *(
-                        f"  gRPC {name:<7} {settings.address_of(name)}"
-                        for name in ("agent", "memory", "tools", "llm")
+                        [f"  gRPC         {settings.http_host}:{settings.grpc_port}   (every service)"]
+                        if settings.grpc_port
+                        else []
                     ),
                     f"  metrics      {url}/metrics (gateway)",
                     *(

@@ -63,6 +63,8 @@ def test_the_server_wheel_holds_every_service_and_the_protos_wheel_the_stubs(whe
     for package in (*SERVER_PACKAGES, "mnemo_server"):
         assert f"{package}/__init__.py" in server
     assert "mnemo_core/revision_template.py.mako" in server
+    # The web console ships built: its static files are in the gateway package.
+    assert {f"mnemo_gateway/console/{name}" for name in ("index.html", "console.js", "console.css")} <= server
     for service in ("agent", "memory", "tools"):
         assert f"mnemo_{service}/migrations/env.py" in server
         assert any(n.startswith(f"mnemo_{service}/migrations/versions/") for n in server)

@@ -68,8 +68,10 @@ def test_server_prints_where_it_listens_and_stops_every_process_on_signal(
         text = "\n".join(banner)
         assert f"http://127.0.0.1:{http_port}" in text
         assert env["MNEMO_API_KEY"] in text
+        # One gRPC address (the gateway's front), not the services' own ports.
+        assert f"gRPC         127.0.0.1:{env['MNEMO_GRPC_PORT']}" in text
         for service in ("agent", "memory", "tools", "llm"):
-            assert f"127.0.0.1:{env[f'MNEMO_{service.upper()}_PORT']}" in text
+            assert f"127.0.0.1:{env[f'MNEMO_{service.upper()}_PORT']}" not in text
         assert NO_PROVIDER_BANNER in text
         assert len(children) == 5
         health = httpx.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=5).json()
