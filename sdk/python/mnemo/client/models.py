@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
-
-from pydantic import Field
+from typing import Generic, TypeVar
 
 from mnemo.rest.agents import Agent, ContextBreakdown
 from mnemo.rest.archival import Passage, PassageHit, PassageSearchResult
@@ -23,6 +21,7 @@ from mnemo.rest.messages import (
     ReasoningMessage,
     SendMessageResponse,
     StopReason,
+    StreamEvent,
     StreamStopReason,
     SystemMessage,
     ToolCall,
@@ -74,22 +73,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-# One Server-Sent Event of a streamed turn: a stored message, a token delta, the stop reason, or the usage.
-StreamEvent = Annotated[
-    UserMessage
-    | SystemMessage
-    | AssistantMessage
-    | ReasoningMessage
-    | ToolCallMessage
-    | ToolReturnMessage
-    | EventMessage
-    | ContentDelta
-    | ReasoningDelta
-    | StreamStopReason
-    | Usage,
-    Field(discriminator="message_type"),
-]
 
 
 @dataclass(frozen=True)
