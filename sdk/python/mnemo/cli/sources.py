@@ -60,6 +60,18 @@ def sources_list(
         print_table(sources, ["id", "name", "embedding_model", "agent_ids"])
 
 
+@app.command("delete")
+def sources_delete(
+    source_id: str = typer.Argument(help="The source to delete, with its files and passages."),
+    url: str = UrlOption,
+    api_key: str | None = ApiKeyOption,
+) -> None:
+    """Delete a source."""
+    with connected(url, api_key) as client:
+        client.sources.delete(source_id)
+    typer.echo(f"deleted {source_id}")
+
+
 def _content_type(path: Path) -> str:
     return (
         CONTENT_TYPES.get(path.suffix.lower())

@@ -131,3 +131,16 @@ def tools_run(
         out.print(f"({result.status}, {result.duration_seconds:.2f} s)", style="dim", markup=False)
     if result.status != "success":
         raise typer.Exit(1)
+
+
+@app.command("delete")
+def tools_delete(
+    tool: str = typer.Argument(help="The tool's id or name."),
+    url: str = UrlOption,
+    api_key: str | None = ApiKeyOption,
+) -> None:
+    """Delete a custom tool (agents that have it lose it)."""
+    with connected(url, api_key) as client:
+        found = _find(client, tool)
+        client.tools.delete(found.id)
+    typer.echo(f"deleted {found.id} {found.name}")
