@@ -78,7 +78,7 @@ class InstallState:
         if self.finished:
             return "installed"
         if not self.active:
-            return "resolving and fetching"
+            return "preparing"
         now = time.monotonic()
         return ", ".join(
             what

@@ -26,6 +26,8 @@ from tests.fakes.llm_provider import FakeProvider, reply, streamed, tool_call
 from tests.harness import RunningMesh
 
 MNEMO = str(Path(sys.executable).with_name("mnemo"))
+# Each test starts the command a dozen times, each a new Python process: slow on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(300)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
@@ -165,6 +167,9 @@ def test_agents_create_list_show_export_import_and_delete(mesh: RunningMesh, tmp
     assert run_json(mesh, "agents", "show", copy_id)["blocks"][0]["value"] == "Terse."
 
     assert run(mesh, "agents", "delete", agent_id).stdout.strip() == f"deleted {agent_id}"
+    unreachable = run(mesh, "agents", "list", "--url", "http://127.0.0.1:9", ok=False)
+    assert unreachable.returncode == 1
+    assert "mnemo: cannot reach http://127.0.0.1:9" in unreachable.stderr
     missing = run(mesh, "agents", "show", agent_id, ok=False)
     assert missing.returncode == 1
     assert "404" in missing.stderr

@@ -32,6 +32,8 @@ JsonOption = typer.Option(False, "--json", help="Print JSON (for scripts) instea
 @contextmanager
 def connected(url: str, api_key: str | None) -> Iterator[Mnemo]:
     """A client; an API error inside becomes `mnemo: <error>` on stderr and exit code 1."""
+    import httpx
+
     from mnemo.client import Mnemo, MnemoError
 
     with Mnemo(url, api_key) as client:
@@ -39,6 +41,10 @@ def connected(url: str, api_key: str | None) -> Iterator[Mnemo]:
             yield client
         except MnemoError as exc:
             raise fail(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise fail(
+                f"cannot reach {url}: {exc or type(exc).__name__} (is `mnemo server` running?)"
+            ) from exc
 
 
 def fail(message: str) -> typer.Exit:
