@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mnemo.client import AsyncMnemo, Mnemo, NotFound, Page, Unavailable
-from mnemo.client.models import Agent
+from mnemo.client.models import Agent, AssistantMessage
 from mnemo.client.transport import RawResponse
 from mnemo.rest.mcp import McpServer
 from mnemo.rest.models import ModelList
@@ -220,3 +220,19 @@ def test_source_upload_reports_byte_progress_then_the_job_completes(client: Mnem
     assert job.status == "completed", job.error
     files = client.sources.files(source.id)
     assert [(f.file_name, f.size_bytes) for f in files] == [("handbook.md", len(text))]
+
+
+def test_an_idempotency_key_from_the_options_makes_a_repeated_turn_return_the_first_run(
+    client: Mnemo, llm: FakeProvider
+) -> None:
+    agent = client.agents.create(name="idem-options", model="openai/gpt-4o-mini")
+    llm.script(reply("First."), reply("Second."))
+    keyed = client.with_options(idempotency_key=f"order-{uuid.uuid4().hex}")
+
+    first = keyed.messages.send(agent.id, "hello")
+    again = keyed.messages.send(agent.id, "hello")
+    fresh = client.messages.send(agent.id, "hello")
+
+    assert again.run_id == first.run_id
+    assert fresh.run_id != first.run_id
+    assert [m.content for m in fresh.messages if isinstance(m, AssistantMessage)] == ["Second."]

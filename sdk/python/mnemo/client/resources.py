@@ -138,6 +138,10 @@ def _body(model: Any) -> Any:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
+
+
 def _drop_empty(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value not in (None, "", [], ())}
 
@@ -259,7 +263,8 @@ class Messages(Resource[TransportT]):
             f"/v1/agents/{agent_id}/messages",
             parse_as(_SEND),
             json=_body(_turn(messages, max_steps)),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 
@@ -293,7 +298,8 @@ class Messages(Resource[TransportT]):
             f"/v1/agents/{agent_id}/messages/async",
             parse_as(_RUN),
             json=_body(_turn(messages, max_steps)),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 
@@ -1027,7 +1033,8 @@ class Groups(Resource[TransportT]):
             f"/v1/groups/{group_id}/messages",
             parse_as(_GROUP_ANSWER),
             json=_body(body),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 

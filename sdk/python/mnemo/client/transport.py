@@ -53,6 +53,9 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     # Safe to send again (reads, deletes, turns with an idempotency key): retried on 429/503.
     retry: bool = False
+    # The Idempotency-Key sent when neither the call's headers nor the client's options name one: made
+    # once per call, so that every retry of it carries the same key.
+    default_idempotency_key: str | None = None
     poll: Poll[T] | None = None
 
 
@@ -112,7 +115,7 @@ class RequestOptions:
     # Seconds; None: the client's timeout.
     timeout: float | None = None
     max_retries: int = 2
-    # Sent as the `Idempotency-Key` header; a turn method's own `idempotency_key` wins.
+    # Sent as the `Idempotency-Key` header; a turn method's own `idempotency_key=` argument wins.
     idempotency_key: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -150,8 +153,8 @@ def _read(call: Call[T], response: httpx.Response) -> T:
 
 def _request_args(call: Call[Any], options: RequestOptions) -> dict[str, Any]:
     headers = dict(options.headers)
-    if options.idempotency_key:
-        headers["Idempotency-Key"] = options.idempotency_key
+    if options.idempotency_key or call.default_idempotency_key:
+        headers["Idempotency-Key"] = options.idempotency_key or call.default_idempotency_key or ""
     headers.update(call.headers)
     args: dict[str, Any] = {"params": call.params, "headers": headers}
     if call.content is not None:
