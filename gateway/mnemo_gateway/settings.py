@@ -26,3 +26,6 @@ class GatewaySettings(MnemoSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
     # Seconds a REST request may wait for the mesh (a whole agent turn included).
     http_request_timeout: float = 600.0
+    # Origins whose browser pages may call the API (CORS), e.g. ["https://app.example.com"]; none by default.
+    # "*" allows any origin: keys are sent as a bearer header, never as cookies, so no credentials mode is used.
+    cors_origins: list[str] = Field(default_factory=list)

@@ -82,7 +82,12 @@ def test_the_server_wheel_holds_every_service_and_the_protos_wheel_the_stubs(whe
     assert "mnemo/__init__.py" not in protos
 
     client = set(zipfile.ZipFile(wheels["mnemo-client"]).namelist())
-    assert {"mnemo/cli.py", "mnemo/client/__init__.py", "mnemo/rest/agents.py"} <= client
+    assert {
+        "mnemo/cli/__init__.py",
+        "mnemo/cli/sources.py",
+        "mnemo/client/__init__.py",
+        "mnemo/rest/agents.py",
+    } <= client
     assert not any(n.startswith(("mnemo/agent/", "mnemo_")) for n in client if "dist-info" not in n)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Generic
 
@@ -16,14 +17,25 @@ from mnemo.client.resources import (
     Blocks,
     Groups,
     Identities,
+    McpServers,
     Messages,
+    Models,
     Organizations,
     Runs,
     Sources,
+    ToolEnvironments,
     Tools,
+    Usage,
     Users,
 )
-from mnemo.client.transport import AsyncTransport, SyncTransport, TransportT
+from mnemo.client.transport import (
+    AsyncTransport,
+    RawAsyncTransport,
+    RawSyncTransport,
+    RequestOptions,
+    SyncTransport,
+    TransportT,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8283"
 # Turns wait for the model, step after step: far longer than httpx's 5 s default.
@@ -62,6 +74,18 @@ class _Resources(Generic[TransportT]):
         self.batches: Batches[TransportT] = Batches(transport)
         self.groups: Groups[TransportT] = Groups(transport)
         self.identities: Identities[TransportT] = Identities(transport)
+        self.mcp_servers: McpServers[TransportT] = McpServers(transport)
+        self.models: Models[TransportT] = Models(transport)
+        self.usage: Usage[TransportT] = Usage(transport)
+        self.tool_environments: ToolEnvironments[TransportT] = ToolEnvironments(transport)
+
+
+class RawMnemo(_Resources[RawSyncTransport]):
+    """`Mnemo`'s resources answering `RawResponse`s: the parsed result with the HTTP response."""
+
+
+class AsyncRawMnemo(_Resources[RawAsyncTransport]):
+    """`AsyncMnemo`'s resources answering `RawResponse`s: the parsed result with the HTTP response."""
 
 
 class Mnemo(_Resources[SyncTransport]):
@@ -76,7 +100,33 @@ class Mnemo(_Resources[SyncTransport]):
         max_retries: int = 2,
     ) -> None:
         self.http = httpx.Client(**_client_options(base_url, api_key, timeout))  # type: ignore[arg-type]
-        super().__init__(SyncTransport(self.http, max_retries))
+        self._options = RequestOptions(max_retries=max_retries)
+        super().__init__(SyncTransport(self.http, self._options))
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Mnemo:
+        """A client for a few requests with other options; it shares this one's connections.
+
+        `client.with_options(timeout=5, max_retries=0).agents.get(agent_id)`
+        """
+        copy = object.__new__(Mnemo)
+        copy.http = self.http
+        copy._options = self._options.merged(
+            timeout=timeout, max_retries=max_retries, idempotency_key=idempotency_key, headers=headers
+        )
+        _Resources.__init__(copy, SyncTransport(self.http, copy._options))
+        return copy
+
+    @property
+    def with_raw_response(self) -> RawMnemo:
+        """The same calls answering `RawResponse`: `client.with_raw_response.agents.list().headers`."""
+        return RawMnemo(RawSyncTransport(self.http, self._options))
 
     def close(self) -> None:
         """Closes the connections."""
@@ -101,7 +151,30 @@ class AsyncMnemo(_Resources[AsyncTransport]):
         max_retries: int = 2,
     ) -> None:
         self.http = httpx.AsyncClient(**_client_options(base_url, api_key, timeout))  # type: ignore[arg-type]
-        super().__init__(AsyncTransport(self.http, max_retries))
+        self._options = RequestOptions(max_retries=max_retries)
+        super().__init__(AsyncTransport(self.http, self._options))
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncMnemo:
+        """A client for a few requests with other options; it shares this one's connections."""
+        copy = object.__new__(AsyncMnemo)
+        copy.http = self.http
+        copy._options = self._options.merged(
+            timeout=timeout, max_retries=max_retries, idempotency_key=idempotency_key, headers=headers
+        )
+        _Resources.__init__(copy, AsyncTransport(self.http, copy._options))
+        return copy
+
+    @property
+    def with_raw_response(self) -> AsyncRawMnemo:
+        """The same calls answering `RawResponse`s."""
+        return AsyncRawMnemo(RawAsyncTransport(self.http, self._options))
 
     async def aclose(self) -> None:
         """Closes the connections."""

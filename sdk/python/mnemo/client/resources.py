@@ -1,12 +1,13 @@
 """The API's resources, each method written once as the `Call` it makes (see transport.py).
 
-Tool methods return the JSON object as a dict (as they always have); everything else a model of `mnemo.rest`.
+Every method returns a model of `mnemo.rest` (or a `Page` of them).
 """
 
 from __future__ import annotations
 
+import builtins
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from mnemo.client.models import (
     Block,
     BlockCreate,
     BlockVersion,
+    File,
     Job,
     Message,
     MessageCreate,
@@ -29,6 +31,7 @@ from mnemo.client.models import (
     Source,
     Upload,
 )
+from mnemo.client.multipart import MultipartUpload
 from mnemo.client.transport import (
     Call,
     EventCall,
@@ -56,6 +59,7 @@ from mnemo.rest.identity import (
     User,
     UserCreate,
 )
+from mnemo.rest.mcp import McpServer, McpServerCreate, McpServerWithTools
 from mnemo.rest.messages import (
     EphemeralAgent,
     EphemeralRequest,
@@ -63,10 +67,20 @@ from mnemo.rest.messages import (
     MessageSearchResult,
     SendMessageRequest,
 )
+from mnemo.rest.models import ModelList, UsageRow
 from mnemo.rest.runs import Approval
-from mnemo.rest.sources import SourceCreate
+from mnemo.rest.sources import SourceCreate, SourceUpdate
+from mnemo.rest.tools import (
+    Tool,
+    ToolCreate,
+    ToolEnvironment,
+    ToolEnvironmentUpdate,
+    ToolRun,
+    ToolRunResult,
+    ToolType,
+    ToolUpdate,
+)
 
-JsonObject = dict[str, Any]
 RunStatus = Literal["created", "running", "completed", "failed", "cancelled", "awaiting_approval"]
 FINISHED_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "awaiting_approval"})
 
@@ -98,8 +112,17 @@ _BATCH = TypeAdapter(Batch)
 _CONTEXT = TypeAdapter(ContextBreakdown)
 _IDENTITY = TypeAdapter(Identity)
 _IDENTITIES = TypeAdapter(list[Identity])
-_OBJECT = TypeAdapter(JsonObject)
-_OBJECTS = TypeAdapter(list[JsonObject])
+_TOOL = TypeAdapter(Tool)
+_TOOLS = TypeAdapter(list[Tool])
+_TOOL_LIST = _TOOLS
+_TOOL_RUN = TypeAdapter(ToolRunResult)
+_TOOL_ENV = TypeAdapter(ToolEnvironment)
+_MCP_SERVER = TypeAdapter(McpServer)
+_MCP_SERVERS = TypeAdapter(list[McpServer])
+_MCP_WITH_TOOLS = TypeAdapter(McpServerWithTools)
+_MODEL_LIST = TypeAdapter(ModelList)
+_USAGE_ROWS = TypeAdapter(list[UsageRow])
+_FILES = TypeAdapter(list[File])
 _GROUP = TypeAdapter(Group)
 _GROUPS = TypeAdapter(list[Group])
 _GROUP_RUN = TypeAdapter(GroupRun)
@@ -113,6 +136,10 @@ def _text(response: Any) -> str:
 def _body(model: Any) -> Any:
     """A request model as JSON, without the fields left at their defaults."""
     return model.model_dump(mode="json", exclude_unset=True)
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
 
 
 def _drop_empty(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,7 +263,8 @@ class Messages(Resource[TransportT]):
             f"/v1/agents/{agent_id}/messages",
             parse_as(_SEND),
             json=_body(_turn(messages, max_steps)),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 
@@ -270,7 +298,8 @@ class Messages(Resource[TransportT]):
             f"/v1/agents/{agent_id}/messages/async",
             parse_as(_RUN),
             json=_body(_turn(messages, max_steps)),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 
@@ -532,7 +561,7 @@ class Archival(Resource[TransportT]):
 
 
 class Tools(Resource[TransportT]):
-    """Custom tools (returned as the gateway's JSON objects)."""
+    """Tools: custom Python functions, MCP servers' tools, the built-in memory and control tools."""
 
     @endpoint
     def create(
@@ -543,34 +572,61 @@ class Tools(Resource[TransportT]):
         pip_requirements: Sequence[str] = (),
         timeout_seconds: int = 0,
         return_char_limit: int = 0,
-    ) -> Call[JsonObject]:
+    ) -> Call[Tool]:
         """Creates a tool from Python source defining one typed, documented function."""
-        body = {
-            "source_code": source_code,
-            "tags": list(tags),
-            "pip_requirements": list(pip_requirements),
-            "timeout_seconds": timeout_seconds,
-            "return_char_limit": return_char_limit,
-        }
-        return Call("POST", "/v1/tools", parse_as(_OBJECT), json=body)
+        body = ToolCreate(
+            source_code=source_code,
+            tags=list(tags),
+            pip_requirements=list(pip_requirements),
+            timeout_seconds=timeout_seconds,
+            return_char_limit=return_char_limit,
+        )
+        return Call("POST", "/v1/tools", parse_as(_TOOL), json=body.model_dump(mode="json"))
 
     @endpoint
     def list(
-        self, *, limit: int = 50, page_token: str = "", names: Sequence[str] = ()
-    ) -> Call[Page[JsonObject]]:
+        self,
+        *,
+        limit: int = 50,
+        page_token: str = "",
+        names: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        tool_type: ToolType | None = None,
+        mcp_server_id: str = "",
+    ) -> Call[Page[Tool]]:
         """One page of tools, by name."""
-        params = _drop_empty({"limit": limit, "page_token": page_token, "name": list(names)})
-        return Call("GET", "/v1/tools", parse_page(_OBJECTS), params=params, retry=True)
+        params = _drop_empty(
+            {
+                "limit": limit,
+                "page_token": page_token,
+                "name": list(names),
+                "tags": list(tags),
+                "tool_type": tool_type,
+                "mcp_server_id": mcp_server_id,
+            }
+        )
+        return Call("GET", "/v1/tools", parse_page(_TOOLS), params=params, retry=True)
 
     @endpoint
-    def get(self, tool_id: str) -> Call[JsonObject]:
+    def get(self, tool_id: str) -> Call[Tool]:
         """One tool."""
-        return Call("GET", f"/v1/tools/{tool_id}", parse_as(_OBJECT), retry=True)
+        return Call("GET", f"/v1/tools/{tool_id}", parse_as(_TOOL), retry=True)
+
+    @endpoint
+    def update(self, tool_id: str, /, **fields: Any) -> Call[Tool]:
+        """Changes the given `ToolUpdate` fields (source_code, tags, pip_requirements, ...); the rest stay."""
+        body = ToolUpdate.model_validate(fields)
+        return Call("PATCH", f"/v1/tools/{tool_id}", parse_as(_TOOL), json=_body(body))
 
     @endpoint
     def delete(self, tool_id: str) -> Call[None]:
         """Deletes a custom tool."""
         return Call("DELETE", f"/v1/tools/{tool_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def list_for_agent(self, agent_id: str) -> Call[builtins.list[Tool]]:
+        """The agent's tools."""
+        return Call("GET", f"/v1/agents/{agent_id}/tools", parse_as(_TOOL_LIST), retry=True)
 
     @endpoint
     def attach(self, agent_id: str, tool_id: str) -> Call[Agent]:
@@ -585,10 +641,124 @@ class Tools(Resource[TransportT]):
     @endpoint
     def run(
         self, tool_id: str, arguments: Mapping[str, Any] | None = None, *, agent_id: str = ""
-    ) -> Call[JsonObject]:
-        """Runs the tool directly: `{"content", "status", "stdout", "stderr", "duration_seconds"}`."""
-        body = {"arguments": dict(arguments or {}), "agent_id": agent_id}
-        return Call("POST", f"/v1/tools/{tool_id}/run", parse_as(_OBJECT), json=body)
+    ) -> Call[ToolRunResult]:
+        """Runs the tool directly; a failing tool is a result with status 'error', not an exception."""
+        body = ToolRun(arguments=dict(arguments or {}), agent_id=agent_id)
+        return Call("POST", f"/v1/tools/{tool_id}/run", parse_as(_TOOL_RUN), json=_body(body))
+
+
+class ToolEnvironments(Resource[TransportT]):
+    """Environment variables an agent's tools run with (secrets: values are never returned)."""
+
+    @endpoint
+    def get(self, agent_id: str) -> Call[ToolEnvironment]:
+        """The names of the agent's tool environment variables."""
+        return Call("GET", f"/v1/agents/{agent_id}/tool-environment", parse_as(_TOOL_ENV), retry=True)
+
+    @endpoint
+    def update(
+        self, agent_id: str, *, set: Mapping[str, str] | None = None, unset: Sequence[str] = ()
+    ) -> Call[ToolEnvironment]:
+        """Sets (name -> value) and removes variables; answers the names there are then."""
+        body = ToolEnvironmentUpdate(set=dict(set or {}), unset=list(unset))
+        return Call("PATCH", f"/v1/agents/{agent_id}/tool-environment", parse_as(_TOOL_ENV), json=_body(body))
+
+
+class McpServers(Resource[TransportT]):
+    """MCP servers whose tools agents may call."""
+
+    @endpoint
+    def create(
+        self,
+        name: str,
+        *,
+        transport: Literal["stdio", "streamable_http"],
+        command: str = "",
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+        tool_prefix: str = "",
+    ) -> Call[McpServerWithTools]:
+        """Registers a server (stdio command or streamable HTTP URL); it is connected to and its tools listed."""
+        body = McpServerCreate(
+            name=name,
+            transport=transport,
+            command=command,
+            args=list(args),
+            env=dict(env or {}),
+            cwd=cwd,
+            url=url,
+            headers=dict(headers or {}),
+            tool_prefix=tool_prefix,
+        )
+        return Call("POST", "/v1/mcp-servers", parse_as(_MCP_WITH_TOOLS), json=_body(body))
+
+    @endpoint
+    def list(self, *, limit: int = 50, page_token: str = "") -> Call[Page[McpServer]]:
+        """One page of servers, by name."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call("GET", "/v1/mcp-servers", parse_page(_MCP_SERVERS), params=params, retry=True)
+
+    @endpoint
+    def get(self, mcp_server_id: str) -> Call[McpServer]:
+        """One server (secrets by name only)."""
+        return Call("GET", f"/v1/mcp-servers/{mcp_server_id}", parse_as(_MCP_SERVER), retry=True)
+
+    @endpoint
+    def delete(self, mcp_server_id: str) -> Call[None]:
+        """Deletes a server and its tools."""
+        return Call("DELETE", f"/v1/mcp-servers/{mcp_server_id}", parse_nothing, retry=True)
+
+    @endpoint
+    def refresh(self, mcp_server_id: str) -> Call[McpServerWithTools]:
+        """Lists the server's tools again (tools that stay keep their ids)."""
+        path = f"/v1/mcp-servers/{mcp_server_id}/refresh"
+        return Call("POST", path, parse_as(_MCP_WITH_TOOLS), retry=True)
+
+    @endpoint
+    def tools(self, mcp_server_id: str) -> Call[builtins.list[Tool]]:
+        """The server's tools."""
+        return Call("GET", f"/v1/mcp-servers/{mcp_server_id}/tools", parse_as(_TOOL_LIST), retry=True)
+
+
+class Models(Resource[TransportT]):
+    """The models the mesh can reach."""
+
+    @endpoint
+    def list(self, *, provider: str = "", include_provider_models: bool = False) -> Call[ModelList]:
+        """The models agents can use, with context windows; asking the providers too is slower."""
+        params = _drop_empty(
+            {"provider": provider, "include_provider_models": "true" if include_provider_models else ""}
+        )
+        return Call("GET", "/v1/models", parse_as(_MODEL_LIST), params=params, retry=True)
+
+
+class Usage(Resource[TransportT]):
+    """Tokens the organization's model calls spent."""
+
+    @endpoint
+    def get(
+        self,
+        *,
+        group_by: Sequence[Literal["agent", "model", "day"]] = (),
+        agent_id: str = "",
+        model: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Call[list[UsageRow]]:
+        """Token sums (chat and embeddings), grouped by agent, model and/or UTC day."""
+        params = _drop_empty(
+            {
+                "group_by": list(group_by),
+                "agent_id": agent_id,
+                "model": model,
+                "start": start.isoformat() if start else None,
+                "end": end.isoformat() if end else None,
+            }
+        )
+        return Call("GET", "/v1/usage", parse_as(_USAGE_ROWS), params=params, retry=True)
 
 
 class Sources(Resource[TransportT]):
@@ -617,6 +787,12 @@ class Sources(Resource[TransportT]):
         return Call("DELETE", f"/v1/sources/{source_id}", parse_nothing, retry=True)
 
     @endpoint
+    def update(self, source_id: str, /, **fields: Any) -> Call[Source]:
+        """Changes the given `SourceUpdate` fields (name, description, metadata)."""
+        body = SourceUpdate.model_validate(fields)
+        return Call("PATCH", f"/v1/sources/{source_id}", parse_as(_SOURCE), json=_body(body))
+
+    @endpoint
     def upload(
         self,
         source_id: str,
@@ -624,12 +800,36 @@ class Sources(Resource[TransportT]):
         *,
         file_name: str = "",
         content_type: str = "application/octet-stream",
+        progress: Callable[[int, int], None] | None = None,
     ) -> Call[Upload]:
-        """Uploads a file (txt, md, html, pdf); it is processed in the background (see `job`, `wait_job`)."""
+        """Uploads a file (txt, md, html, pdf); it is processed in the background (see `job`, `wait_job`).
+
+        `progress(sent, total)` is called as the request body goes out (bytes, multipart framing included).
+        """
         content = file.read_bytes() if isinstance(file, Path) else file
         name = file_name or (file.name if isinstance(file, Path) else "upload")
-        files = {"file": (name, content, content_type)}
-        return Call("POST", f"/v1/sources/{source_id}/upload", parse_as(_UPLOAD), files=files)
+        path = f"/v1/sources/{source_id}/upload"
+        if progress is None:
+            return Call("POST", path, parse_as(_UPLOAD), files={"file": (name, content, content_type)})
+        body = MultipartUpload("file", name, content, content_type)
+        return Call(
+            "POST",
+            path,
+            parse_as(_UPLOAD),
+            content=lambda: body.chunks(progress),
+            headers=body.headers(),
+        )
+
+    @endpoint
+    def files(self, source_id: str, *, limit: int = 50, page_token: str = "") -> Call[Page[File]]:
+        """One page of the source's files, with their processing status."""
+        params = _drop_empty({"limit": limit, "page_token": page_token})
+        return Call("GET", f"/v1/sources/{source_id}/files", parse_page(_FILES), params=params, retry=True)
+
+    @endpoint
+    def delete_file(self, source_id: str, file_id: str) -> Call[None]:
+        """Deletes a file and its passages."""
+        return Call("DELETE", f"/v1/sources/{source_id}/files/{file_id}", parse_nothing, retry=True)
 
     @endpoint
     def job(self, job_id: str) -> Call[Job]:
@@ -833,7 +1033,8 @@ class Groups(Resource[TransportT]):
             f"/v1/groups/{group_id}/messages",
             parse_as(_GROUP_ANSWER),
             json=_body(body),
-            headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+            headers=_idempotency(idempotency_key),
+            default_idempotency_key=str(uuid.uuid4()),
             retry=True,
         )
 

@@ -10,8 +10,8 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import httpx
@@ -48,9 +48,14 @@ class Call(Generic[T]):
     params: dict[str, Any] | None = None
     json: Any = None
     files: dict[str, tuple[str, bytes, str]] | None = None
+    # A body sent in pieces (an upload that reports progress); `headers` then carry its Content-Type.
+    content: Callable[[], Iterator[bytes]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     # Safe to send again (reads, deletes, turns with an idempotency key): retried on 429/503.
     retry: bool = False
+    # The Idempotency-Key sent when neither the call's headers nor the client's options name one: made
+    # once per call, so that every retry of it carries the same key.
+    default_idempotency_key: str | None = None
     poll: Poll[T] | None = None
 
 
@@ -103,10 +108,81 @@ def _retry_policy(max_retries: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RequestOptions:
+    """Options of the requests a client (or a `with_options` copy of it) sends."""
+
+    # Seconds; None: the client's timeout.
+    timeout: float | None = None
+    max_retries: int = 2
+    # Sent as the `Idempotency-Key` header; a turn method's own `idempotency_key=` argument wins.
+    idempotency_key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def merged(self, **changes: Any) -> RequestOptions:
+        """A copy with the given options changed (None leaves one as it is)."""
+        kept = {k: v for k, v in changes.items() if v is not None}
+        if "headers" in kept:
+            kept["headers"] = {**self.headers, **kept["headers"]}
+        return replace(self, **kept)
+
+
+@dataclass(frozen=True)
+class RawResponse(Generic[T]):
+    """An answer with its HTTP response: status, headers (e.g. `X-Next-Page-Token`, `Retry-After`)."""
+
+    http_response: httpx.Response
+    parsed: T
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        return self.http_response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The response headers."""
+        return self.http_response.headers
+
+
 def _read(call: Call[T], response: httpx.Response) -> T:
     if response.is_error:
         raise error_from_response(response)
     return call.parse(response)
+
+
+def _request_args(call: Call[Any], options: RequestOptions) -> dict[str, Any]:
+    headers = dict(options.headers)
+    if options.idempotency_key or call.default_idempotency_key:
+        headers["Idempotency-Key"] = options.idempotency_key or call.default_idempotency_key or ""
+    headers.update(call.headers)
+    args: dict[str, Any] = {"params": call.params, "headers": headers}
+    if call.content is not None:
+        args["content"] = call.content()
+    else:
+        args["json"] = call.json
+        args["files"] = call.files
+    if options.timeout is not None:
+        args["timeout"] = options.timeout
+    return args
+
+
+def _parsed(result: Any) -> Any:
+    return result.parsed if isinstance(result, RawResponse) else result
+
+
+def _next_page_call(call: Call[T], token: str) -> Call[T]:
+    return replace(call, params={**(call.params or {}), "page_token": token}, poll=None)
+
+
+def _stream_args(call: EventCall, options: RequestOptions) -> dict[str, Any]:
+    headers = dict(options.headers)
+    if options.idempotency_key:
+        headers["Idempotency-Key"] = options.idempotency_key
+    args: dict[str, Any] = {"headers": headers | call.headers}
+    if options.timeout is not None:
+        args["timeout"] = options.timeout
+    return args
 
 
 class _SseDecoder:
@@ -135,16 +211,24 @@ def _event(data: str) -> StreamEvent:
 class SyncTransport:
     """Runs calls with an `httpx.Client`."""
 
-    def __init__(self, client: httpx.Client, max_retries: int) -> None:
+    def __init__(self, client: httpx.Client, options: RequestOptions) -> None:
         self.client = client
-        self.max_retries = max_retries
+        self.options = options
 
     def execute(self, call: Call[T]) -> T:
+        result = self._poll(call)
+        page = _parsed(result)
+        if isinstance(page, Page):
+            plain = SyncTransport(self.client, self.options)
+            page.bind(lambda token: plain.execute(_next_page_call(call, token)))
+        return result
+
+    def _poll(self, call: Call[T]) -> T:
         result = self._once(call)
         if call.poll is None:
             return result
         deadline = None if call.poll.timeout is None else time.monotonic() + call.poll.timeout
-        while not call.poll.done(result):
+        while not call.poll.done(_parsed(result)):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{call.method} {call.path}: not done after {call.poll.timeout} s")
             time.sleep(call.poll.interval)
@@ -154,29 +238,45 @@ class SyncTransport:
     def _once(self, call: Call[T]) -> T:
         if not call.retry:
             return self._send(call)
-        result: T = tenacity.Retrying(**_retry_policy(self.max_retries))(self._send, call)
+        result: T = tenacity.Retrying(**_retry_policy(self.options.max_retries))(self._send, call)
         return result
 
     def _send(self, call: Call[T]) -> T:
-        response = self.client.request(
-            call.method, call.path, params=call.params, json=call.json, files=call.files, headers=call.headers
-        )
-        return _read(call, response)
+        return _read(call, self._response(call))
+
+    def _response(self, call: Call[Any]) -> httpx.Response:
+        return self.client.request(call.method, call.path, **_request_args(call, self.options))
+
+
+class RawSyncTransport(SyncTransport):
+    """Like `SyncTransport`, but each call answers a `RawResponse` holding the HTTP response too."""
+
+    def _send(self, call: Call[T]) -> T:
+        response = self._response(call)
+        return RawResponse(response, _read(call, response))  # type: ignore[return-value]
 
 
 class AsyncTransport:
     """Runs calls with an `httpx.AsyncClient`."""
 
-    def __init__(self, client: httpx.AsyncClient, max_retries: int) -> None:
+    def __init__(self, client: httpx.AsyncClient, options: RequestOptions) -> None:
         self.client = client
-        self.max_retries = max_retries
+        self.options = options
 
     async def execute(self, call: Call[T]) -> T:
+        result = await self._poll(call)
+        page = _parsed(result)
+        if isinstance(page, Page):
+            plain = AsyncTransport(self.client, self.options)
+            page.bind(lambda token: plain.execute(_next_page_call(call, token)))
+        return result
+
+    async def _poll(self, call: Call[T]) -> T:
         result = await self._once(call)
         if call.poll is None:
             return result
         deadline = None if call.poll.timeout is None else time.monotonic() + call.poll.timeout
-        while not call.poll.done(result):
+        while not call.poll.done(_parsed(result)):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{call.method} {call.path}: not done after {call.poll.timeout} s")
             await asyncio.sleep(call.poll.interval)
@@ -186,14 +286,31 @@ class AsyncTransport:
     async def _once(self, call: Call[T]) -> T:
         if not call.retry:
             return await self._send(call)
-        result: T = await tenacity.AsyncRetrying(**_retry_policy(self.max_retries))(self._send, call)
+        result: T = await tenacity.AsyncRetrying(**_retry_policy(self.options.max_retries))(self._send, call)
         return result
 
     async def _send(self, call: Call[T]) -> T:
-        response = await self.client.request(
-            call.method, call.path, params=call.params, json=call.json, files=call.files, headers=call.headers
-        )
-        return _read(call, response)
+        return _read(call, await self._response(call))
+
+    async def _response(self, call: Call[Any]) -> httpx.Response:
+        args = _request_args(call, self.options)
+        if call.content is not None:
+            args["content"] = _aiter(args["content"])
+        return await self.client.request(call.method, call.path, **args)
+
+
+class RawAsyncTransport(AsyncTransport):
+    """Like `AsyncTransport`, but each call answers a `RawResponse` holding the HTTP response too."""
+
+    async def _send(self, call: Call[T]) -> T:
+        response = await self._response(call)
+        return RawResponse(response, _read(call, response))  # type: ignore[return-value]
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    # The pieces are slices of bytes already read: handing them over does not block.
+    for chunk in chunks:
+        yield chunk
 
 
 class EventStream:
@@ -202,16 +319,18 @@ class EventStream:
     Opened on `with` or on the first event: a refused turn (unknown agent, bad input) raises then.
     """
 
-    def __init__(self, client: httpx.Client, call: EventCall) -> None:
+    def __init__(self, client: httpx.Client, call: EventCall, options: RequestOptions | None = None) -> None:
         self._client = client
         self._call = call
+        self._options = options or RequestOptions()
         self._response: httpx.Response | None = None
         self._events: Iterator[StreamEvent] | None = None
 
     def _open(self) -> Iterator[StreamEvent]:
         if self._events is None:
-            request = self._client.build_request("POST", self._call.path, json=self._call.json)
-            request.headers.update(self._call.headers)
+            request = self._client.build_request(
+                "POST", self._call.path, json=self._call.json, **_stream_args(self._call, self._options)
+            )
             response = self._client.send(request, stream=True)
             if response.is_error:
                 response.read()
@@ -257,16 +376,20 @@ class EventStream:
 class AsyncEventStream:
     """The events of a streamed turn, for `async for` (inside `async with` to close early)."""
 
-    def __init__(self, client: httpx.AsyncClient, call: EventCall) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, call: EventCall, options: RequestOptions | None = None
+    ) -> None:
         self._client = client
         self._call = call
+        self._options = options or RequestOptions()
         self._response: httpx.Response | None = None
         self._events: AsyncIterator[StreamEvent] | None = None
 
     async def _open(self) -> AsyncIterator[StreamEvent]:
         if self._events is None:
-            request = self._client.build_request("POST", self._call.path, json=self._call.json)
-            request.headers.update(self._call.headers)
+            request = self._client.build_request(
+                "POST", self._call.path, json=self._call.json, **_stream_args(self._call, self._options)
+            )
             response = await self._client.send(request, stream=True)
             if response.is_error:
                 await response.aread()
@@ -309,7 +432,7 @@ class AsyncEventStream:
         await self.aclose()
 
 
-TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
+TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport, RawSyncTransport, RawAsyncTransport)
 
 
 class Resource(Generic[TransportT]):
@@ -328,6 +451,12 @@ class endpoint(Generic[P, T]):
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> endpoint[P, T]: ...
+    @overload
+    def __get__(self, obj: Resource[RawSyncTransport], owner: type[Any]) -> Callable[P, RawResponse[T]]: ...
+    @overload
+    def __get__(
+        self, obj: Resource[RawAsyncTransport], owner: type[Any]
+    ) -> Callable[P, Coroutine[Any, Any, RawResponse[T]]]: ...
     @overload
     def __get__(self, obj: Resource[SyncTransport], owner: type[Any]) -> Callable[P, T]: ...
     @overload
@@ -361,6 +490,12 @@ class streaming(Generic[P]):
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> streaming[P]: ...
     @overload
+    def __get__(self, obj: Resource[RawSyncTransport], owner: type[Any]) -> Callable[P, EventStream]: ...
+    @overload
+    def __get__(
+        self, obj: Resource[RawAsyncTransport], owner: type[Any]
+    ) -> Callable[P, AsyncEventStream]: ...
+    @overload
     def __get__(self, obj: Resource[SyncTransport], owner: type[Any]) -> Callable[P, EventStream]: ...
     @overload
     def __get__(self, obj: Resource[AsyncTransport], owner: type[Any]) -> Callable[P, AsyncEventStream]: ...
@@ -373,8 +508,8 @@ class streaming(Generic[P]):
         def open_stream(*args: P.args, **kwargs: P.kwargs) -> EventStream | AsyncEventStream:
             call = build(obj, *args, **kwargs)
             if isinstance(transport, AsyncTransport):
-                return AsyncEventStream(transport.client, call)
-            return EventStream(transport.client, call)
+                return AsyncEventStream(transport.client, call, transport.options)
+            return EventStream(transport.client, call, transport.options)
 
         return functools.wraps(build)(open_stream)
 
@@ -386,6 +521,10 @@ __all__ = [
     "EventCall",
     "EventStream",
     "Poll",
+    "RawAsyncTransport",
+    "RawResponse",
+    "RawSyncTransport",
+    "RequestOptions",
     "Resource",
     "SyncTransport",
     "endpoint",

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mnemo.rest.blocks import BlockCreate
 from mnemo.rest.common import MAX_INT32, RequestBody
-from mnemo.rest.messages import Message, MessageCreate, StopReason, StreamStopReason, Usage
+from mnemo.rest.messages import (
+    AssistantMessage,
+    ContentDelta,
+    EventMessage,
+    Message,
+    MessageCreate,
+    ReasoningDelta,
+    ReasoningMessage,
+    StopReason,
+    StreamStopReason,
+    SystemMessage,
+    ToolCallMessage,
+    ToolReturnMessage,
+    Usage,
+    UserMessage,
+)
 
 ManagerType = Literal["round_robin", "supervisor", "dynamic", "sleeptime"]
 
@@ -122,3 +137,22 @@ class GroupStopReason(StreamStopReason):
 
     group_run_id: str
     run_ids: list[str]
+
+
+# One Server-Sent Event of a streamed group run: a member's turn begins, its stored messages and token deltas,
+# then the group's stop reason and usage; `data: [DONE]` ends the stream.
+GroupStreamEvent = Annotated[
+    UserMessage
+    | SystemMessage
+    | AssistantMessage
+    | ReasoningMessage
+    | ToolCallMessage
+    | ToolReturnMessage
+    | EventMessage
+    | ContentDelta
+    | ReasoningDelta
+    | MemberTurn
+    | GroupStopReason
+    | Usage,
+    Field(discriminator="message_type"),
+]

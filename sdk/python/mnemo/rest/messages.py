@@ -165,6 +165,25 @@ class ReasoningDelta(BaseModel):
     reasoning: str
 
 
+# One Server-Sent Event of a streamed turn (each `data:` line): a stored message, a token delta, the stop
+# reason with the run, or the usage; `data: [DONE]` ends the stream, and an `ErrorBody` reports a failure
+# after the stream began.
+StreamEvent = Annotated[
+    UserMessage
+    | SystemMessage
+    | AssistantMessage
+    | ReasoningMessage
+    | ToolCallMessage
+    | ToolReturnMessage
+    | EventMessage
+    | ContentDelta
+    | ReasoningDelta
+    | StreamStopReason
+    | Usage,
+    Field(discriminator="message_type"),
+]
+
+
 class MessageHit(BaseModel):
     """One result of a recall search."""
 
