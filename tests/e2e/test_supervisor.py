@@ -248,3 +248,60 @@ def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sigterm_lets_in_flight_turns_finish_within_the_grace_period(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    process, env = _start(tmp_path, provider_url=fake_provider.base_url)
+    try:
+        _banner(process)
+        url = f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}"
+        with httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client:
+            agent = client.post("/v1/agents", json={"name": "draining", "model": "openai/plain"}).json()
+            other = client.post("/v1/agents", json={"name": "streaming", "model": "openai/streamed"}).json()
+        fake_provider.answer_model("plain", reply("finished while stopping", delay=2.0))
+        fake_provider.answer_model("streamed", reply("streamed while stopping", delay=2.0))
+        results: dict[str, httpx.Response | str] = {}
+
+        def plain() -> None:
+            with httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client:
+                results["plain"] = client.post(
+                    f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "slow"}]}
+                )
+
+        def streamed() -> None:
+            with (
+                httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client,
+                client.stream(
+                    "POST",
+                    f"/v1/agents/{other['id']}/messages/stream",
+                    json={"messages": [{"content": "slow"}]},
+                ) as response,
+            ):
+                results["stream"] = "".join(response.iter_text())
+
+        threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(fake_provider.requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(fake_provider.requests()) == 2
+
+        process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert process.wait(timeout=60) == 0
+        finished = results["plain"]
+        assert isinstance(finished, httpx.Response)
+        assert finished.status_code == 200, finished.text
+        assert finished.json()["messages"][-1]["content"] == "finished while stopping"
+        assert "streamed while stopping" in str(results["stream"])
+        assert '"reason"' not in str(results["stream"])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
