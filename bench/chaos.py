@@ -556,7 +556,7 @@ def main() -> None:
     )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=90.0, help="seconds of load and kills")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load and kills")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills (on average)")
     parser.add_argument("--fault-rate", type=float, default=0.04, help="chance of each provider fault")
     parser.add_argument("--runs", type=int, default=1, help="consecutive runs per backend")
