@@ -34,6 +34,8 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "soak"
 # Operations and their share of the mix.
 MIX = {"turn": 0.45, "archival_insert": 0.15, "archival_search": 0.15, "tool_run": 0.15, "upload": 0.10}
 SAMPLE_EVERY = 5.0
+# Tokens of each agent's window: the system prompt and tool schemas take about 2,000 of them.
+CONTEXT_WINDOW = 6000
 RSS_GROWTH_LIMIT = 0.10
 TOOL = '''
 def word_count(text: str) -> int:
@@ -162,10 +164,13 @@ async def setup(server: Server, clients: int) -> list[tuple[str, str, str]]:
         for i in range(clients):
             agent = await client.post(
                 "/v1/agents",
+                # A steady state, as long-lived agents reach one: a window that summaries keep small, and a
+                # block that fills up (later appends are refused), so that what grows is only a leak.
                 json={
                     "name": f"soak-{i}",
                     "model": "openai/soak",
-                    "memory_blocks": [{"label": "human", "value": "", "limit": 100_000}],
+                    "context_window": CONTEXT_WINDOW,
+                    "memory_blocks": [{"label": "human", "value": "", "limit": 1000}],
                 },
             )
             agent.raise_for_status()
