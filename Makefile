@@ -12,7 +12,7 @@ BUF := node_modules/.bin/buf
 
 GEN_STAMP := gen/.generated
 
-.PHONY: install install-local proto gen api-docs run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe clean
+.PHONY: install install-local proto gen api-docs run traces test check lint format bench bench-llm bench-embeddings bench-recall bench-observe chaos soak clean
 
 install: $(STAMP) $(PROTO_STAMP) $(GEN_STAMP)
 
@@ -139,6 +139,17 @@ bench-recall: install
 # and with metrics and traces exported.
 bench-observe: install
 	$(BIN)/python -m bench.observe $(BENCH_ARGS)
+
+# 32 clients send turns (plain, streamed, async) while a random service is SIGKILLed every few seconds and the
+# fake provider injects faults; then the ledger is checked. Five consecutive runs on SQLite and on Postgres
+# (~20 min on 2 cores); BENCH_ARGS="--runs 1 --backend sqlite" for one. `make test` runs a short form.
+chaos: install
+	$(BIN)/python -m bench.chaos --runs 5 $(BENCH_ARGS)
+
+# 50 clients for ten minutes (turns, archival inserts and searches, tool runs, uploads): errors, each
+# process's RSS after warm-up, p99 over time; writes docs/soak/soak.json and the plot docs/soak/soak.png.
+soak: install
+	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules gen examples/node/dist .mypy_cache .pytest_cache .ruff_cache

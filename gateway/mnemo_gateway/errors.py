@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -28,6 +29,12 @@ HTTP_STATUS: dict[type[errors.MnemoError], int] = {
 }
 # Reasons whose HTTP status differs from their gRPC code's usual one.
 HTTP_STATUS_BY_REASON = {"LLM_PROVIDER_NOT_CONFIGURED": 503}
+# Where a service's error metadata says how long to wait (a provider's own Retry-After).
+RETRY_AFTER_KEY = "retry_after_seconds"
+# Seconds a client should wait after a 503 that names no wait: about what a restarted service needs.
+DEFAULT_RETRY_AFTER = 1
+# 503s that retrying does not cure: configuration, not a passing outage.
+NOT_RETRYABLE_REASONS = frozenset({"LLM_PROVIDER_NOT_CONFIGURED"})
 
 
 def http_status(error: errors.MnemoError) -> int:
@@ -39,6 +46,17 @@ def http_status(error: errors.MnemoError) -> int:
         if status is not None:
             return status
     return 500
+
+
+def retry_after(error: errors.MnemoError, status: int) -> str | None:
+    """The Retry-After header (whole seconds) of a 429 or 503 that is worth retrying; None otherwise."""
+    if status not in (429, 503) or error.reason in NOT_RETRYABLE_REASONS:
+        return None
+    try:
+        asked = float(error.metadata.get(RETRY_AFTER_KEY, ""))
+    except ValueError:
+        asked = 0.0 if status == 429 else DEFAULT_RETRY_AFTER
+    return str(max(1, math.ceil(asked)))
 
 
 def error_body(error: errors.MnemoError) -> dict[str, object]:
@@ -61,5 +79,8 @@ def install(app: FastAPI) -> None:
             log.warning(
                 "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.reason, exc.message
             )
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        wait = retry_after(exc, status)
+        if wait is not None:
+            headers["Retry-After"] = wait
         return JSONResponse(error_body(exc), status_code=status, headers=headers)

@@ -12,7 +12,7 @@ from mnemo.rest.common import ErrorBody
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import MnemoError
 from mnemo_gateway.backends import Backends
-from mnemo_gateway.errors import error_body
+from mnemo_gateway.errors import error_body, http_status, retry_after
 
 
 def sse(payload: Any) -> str:
@@ -27,7 +27,8 @@ async def event_stream(
     """Streams a server-streaming mesh call as Server-Sent Events, `lines` making each event's.
 
     The first event (the run's id) is awaited here, so that a refused turn is a plain HTTP error; a failure
-    after that is an error event. A client that disconnects closes the call, which cancels the work.
+    after that is an error event, with `retry_after` when retrying the same request can succeed (a service
+    of the mesh went away mid-stream). A client that disconnects closes the call, which cancels the work.
     """
     events = call.__aiter__()
     first = await events.__anext__()
@@ -41,7 +42,10 @@ async def event_stream(
                     for line in lines(event):
                         yield line
             except MnemoError as exc:
-                yield sse(ErrorBody.model_validate(error_body(exc)))
+                wait = retry_after(exc, http_status(exc))
+                event = ErrorBody.model_validate(error_body(exc))
+                event.retry_after = None if wait is None else int(wait)
+                yield sse(event)
             finally:
                 await events.aclose()
             yield "data: [DONE]\n\n"

@@ -15,6 +15,7 @@ import grpc
 
 from mnemo_core.actor import call_timeout
 from mnemo_core.interceptors import outgoing_metadata
+from mnemo_core.retries import RETRY_SERVICE_CONFIG
 from mnemo_core.rpc_errors import from_rpc_error
 from mnemo_core.settings import MnemoSettings, ServiceName
 
@@ -27,7 +28,11 @@ _OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
     ("grpc.enable_retries", 1),
+    ("grpc.service_config", RETRY_SERVICE_CONFIG),
 ]
+# The deadline of a call that has none (background work: async runs, batches): long enough for a slow
+# model step, short enough that no call waits for ever on a peer that will not answer.
+DEFAULT_DEADLINE = 600.0
 
 
 def mesh_channel(address: str) -> grpc.aio.Channel:
@@ -50,7 +55,7 @@ class _UnaryMethod:
         try:
             return await self._call(
                 request,
-                timeout=call_timeout(timeout),
+                timeout=call_timeout(DEFAULT_DEADLINE if timeout is None else timeout),
                 metadata=tuple(outgoing_metadata(self._token, metadata)),
                 **kwargs,
             )
@@ -72,7 +77,7 @@ class _StreamMethod:
     ) -> AsyncIterator[Any]:
         call = self._call(
             request,
-            timeout=call_timeout(timeout),
+            timeout=call_timeout(DEFAULT_DEADLINE if timeout is None else timeout),
             metadata=tuple(outgoing_metadata(self._token, metadata)),
             **kwargs,
         )

@@ -115,7 +115,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("mnemo-%s shutting down", settings.service)
-    await running.stop()
+    await running.stop(settings.shutdown_grace)
     await app.aclose()
     shutdown_metrics()
     shutdown_tracing()

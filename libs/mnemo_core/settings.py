@@ -80,6 +80,8 @@ class MnemoSettings(BaseSettings):
     log_level: str = "INFO"
     # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
     log_format: Literal["json", "text"] = "text"
+    # Seconds a stopping process (SIGTERM) lets in-flight requests and turns finish before cutting them off.
+    shutdown_grace: float = 10.0
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,14 @@ def server(
     fork: bool = typer.Option(
         True, help="Fork services from preloaded modules (faster); --no-fork execs each."
     ),
+    crash_loop: int = typer.Option(
+        5,
+        min=1,
+        help="Give up (stop the mesh) when a service dies this many times in a row soon after starting.",
+    ),
+    settle: float = typer.Option(
+        1.0, min=0.0, help="Seconds a restarted service must stay up for its start to count as a success."
+    ),
 ) -> None:
     """Start the whole mesh (agent, memory, tools, llm-gateway, REST gateway) on this machine."""
     started = time.monotonic()
@@ -41,8 +49,10 @@ def server(
     from mnemo_llm.configuration import describe_providers
     from mnemo_llm.settings import LlmSettings
     from mnemo_server.supervisor import (
+        RestartPolicy,
         child_env,
         fork_children,
+        mesh_probe,
         start_children,
         stop_children,
         supervise,
@@ -53,6 +63,8 @@ def server(
     llm = LlmSettings()
     key = ensure_api_key(settings)
     url = f"http://{settings.http_host}:{settings.http_port}"
+    # Each service drains for up to its grace period; the supervisor kills what is left a little later.
+    grace = settings.shutdown_grace + 5.0
     # One machine, one user: the services may trust that user as their operator (stdio MCP servers).
     env = child_env({"MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true")})
     # Forking must happen before the event loop (or any thread) exists.
@@ -63,7 +75,7 @@ def server(
         try:
             return await ready_then_supervise(children)
         finally:
-            await stop_children(children)
+            await stop_children(children, grace)
 
     async def ready_then_supervise(children: list[Child]) -> int:
         try:
@@ -104,7 +116,8 @@ def server(
                 ]
             )
         )
-        return await supervise(children)
+        policy = RestartPolicy(settle=settle, crash_loop=crash_loop)
+        return await supervise(children, env, mesh_probe(settings, url), policy, grace)
 
     sys.exit(asyncio.run(run()))
 

@@ -1,7 +1,10 @@
 """Runs the whole mesh on one machine: four gRPC services and the REST gateway as child processes.
 
-Children are started together, watched, and stopped together: Ctrl-C / SIGTERM stops all of
-them gracefully; if one dies, the others are stopped and the supervisor exits non-zero.
+Children are started together and watched: a service that dies is started again (a fresh
+interpreter, after a backoff) while the others keep serving, and the restart is logged with the exit
+cause. A service that keeps dying soon after each start is a crash loop: the supervisor gives up, stops
+the mesh and exits non-zero. Ctrl-C / SIGTERM stops the mesh gracefully: the gateway and the agent
+service first (they drain in-flight requests and turns, which still need the others), then the rest.
 
 `fork_children` is the fast path of `mnemo server`: the supervisor imports what every service
 needs once (grpc, SQLAlchemy, pydantic, the stubs: over a CPU-second per process) and forks the
@@ -21,16 +24,16 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo_core.lifecycle import as_child_of_this_process
-from mnemo_core.settings import GRPC_SERVICES, MnemoSettings
+from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
 
 MODULES = {
     "memory": "mnemo_memory",
@@ -206,8 +209,111 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
             await asyncio.sleep(0.05)
 
 
-async def stop_children(children: list[Child], grace: float = 10.0) -> None:
-    """SIGTERM to every child, then SIGKILL to those still running after `grace` seconds."""
+# Stopped first on a graceful stop: they hold the in-flight requests and turns, which still call the others.
+FRONT = ("gateway", "agent")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a dead service is started again, and when the supervisor gives up on it.
+
+    A failure is fast when the service dies before it answers, or within `settle` seconds of answering:
+    `crash_loop` fast failures in a row are a crash loop. The delay before a restart doubles with each
+    fast failure in a row, from `first_delay` up to `max_delay`.
+    """
+
+    first_delay: float = 0.25
+    max_delay: float = 8.0
+    settle: float = 1.0
+    crash_loop: int = 5
+
+    def delay(self, fast_failures: int) -> float:
+        """Seconds to wait before starting a service again after `fast_failures` fast failures in a row."""
+        return float(min(self.max_delay, self.first_delay * 2 ** max(0, fast_failures - 1)))
+
+
+class CrashLoop(RuntimeError):
+    """A service kept dying soon after each start."""
+
+
+Probe = Callable[[str], Awaitable[bool]]
+
+
+def exit_cause(returncode: int) -> str:
+    """How a process ended, in words: `killed by SIGKILL`, `exited with code 1`."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def say(text: str) -> None:
+    """A supervisor message on stderr, timestamped (restarts are read next to the services' logs)."""
+    print(f"{time.strftime('%H:%M:%S')} mnemo: {text}", file=sys.stderr, flush=True)
+
+
+def mesh_probe(settings: MnemoSettings, http_url: str) -> Probe:
+    """Whether a service answers: gRPC health SERVING, or any HTTP answer from the gateway."""
+
+    async def answering(name: str) -> bool:
+        if name != "gateway":
+            return await _grpc_serving(settings.address_of(cast(ServiceName, name)))
+        async with httpx.AsyncClient() as client:
+            try:
+                await client.get(f"{http_url}/v1/health", timeout=1.0)
+            except httpx.HTTPError:
+                return False
+            return True
+
+    return answering
+
+
+async def restart_child(child: Child, env: Mapping[str, str]) -> None:
+    """Starts a dead service again as a fresh interpreter (the supervisor's loop is running: no fork)."""
+    child.process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", MODULES[child.name], env=dict(env)
+    )
+
+
+async def _answering_since(child: Child, probe: Probe) -> float | None:
+    """When the (re)started `child` first answered; None when it died before."""
+    while child.process.returncode is None:
+        if await probe(child.name):
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def keep_alive(child: Child, env: Mapping[str, str], probe: Probe, policy: RestartPolicy) -> None:
+    """Restarts `child` each time it dies, with backoff; raises CrashLoop when it keeps dying fast."""
+    answered_at: float | None = time.monotonic()
+    fast_failures = 0
+    while True:
+        returncode = await child.process.wait()
+        died_at = time.monotonic()
+        fast = answered_at is None or died_at - answered_at < policy.settle
+        fast_failures = fast_failures + 1 if fast else 0
+        cause = exit_cause(returncode)
+        if fast_failures >= policy.crash_loop:
+            raise CrashLoop(
+                f"{child.name} {cause}; it failed {fast_failures} times in a row before it was up for "
+                f"{policy.settle:g} s: a crash loop (see its log above). Giving up: stopping the mesh"
+            )
+        delay = policy.delay(max(1, fast_failures))
+        say(f"{child.name} (pid {child.process.pid}) {cause}; restarting it in {delay:g} s")
+        await asyncio.sleep(delay)
+        started = time.monotonic()
+        await restart_child(child, env)
+        answered_at = await _answering_since(child, probe)
+        if answered_at is not None:
+            say(
+                f"{child.name} is back (pid {child.process.pid}, answering after {answered_at - started:.1f} s)"
+            )
+
+
+async def _stop_group(children: list[Child], grace: float) -> None:
     for child in children:
         if child.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -222,25 +328,40 @@ async def stop_children(children: list[Child], grace: float = 10.0) -> None:
         await asyncio.gather(*(c.process.wait() for c in children))
 
 
-async def supervise(children: list[Child]) -> int:
-    """Waits for a stop signal (returns 0) or for a child to die (returns 1); stops all children."""
+async def stop_children(children: list[Child], grace: float = 15.0) -> None:
+    """Stops the gateway and the agent service, then the others: SIGTERM, and SIGKILL to those still
+    running `grace` seconds later (each group)."""
+    front = [c for c in children if c.name in FRONT]
+    await _stop_group(front, grace)
+    await _stop_group([c for c in children if c.name not in FRONT], grace)
+
+
+async def supervise(
+    children: list[Child],
+    env: Mapping[str, str],
+    probe: Probe,
+    policy: RestartPolicy | None = None,
+    grace: float = 15.0,
+) -> int:
+    """Keeps every service running until a stop signal (returns 0) or a crash loop (returns 1); then
+    stops them all."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.ensure_future(c.process.wait()): c for c in children}
+    keepers = [asyncio.ensure_future(keep_alive(c, env, probe, policy or RestartPolicy())) for c in children]
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([*keepers, stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     for task in done:
-        if task in waits:
-            child = waits[task]
-            print(
-                f"mnemo: {child.name} exited with code {child.process.returncode}; stopping", file=sys.stderr
-            )
+        if task is not stopper:
             code = 1
-    stopper.cancel()
-    await stop_children(children)
+            error = task.exception()
+            say(str(error) if isinstance(error, CrashLoop) else f"supervising failed: {error!r}; stopping")
+    for task in [*keepers, stopper]:
+        task.cancel()
+    await asyncio.gather(*keepers, stopper, return_exceptions=True)
+    await stop_children(children, grace)
     return code
 
 

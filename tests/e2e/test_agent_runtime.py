@@ -465,6 +465,101 @@ def test_a_client_that_disconnects_cancels_the_streamed_run(
     assert send(api, agent["id"], "hello again").json()["messages"][0]["content"] == "back"
 
 
+def test_a_streamed_turn_whose_caller_went_away_is_finished_by_a_retry_with_the_same_key(
+    api: httpx.Client, mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    agent = create_agent(api)
+    llm.script(reply("nobody listens", delay=5.0))
+    key = f"gone-{time.monotonic_ns()}"
+
+    with (
+        httpx.Client(base_url=mesh.http_url, headers=mesh.auth, timeout=30) as client,
+        client.stream(
+            "POST",
+            f"/v1/agents/{agent['id']}/messages/stream",
+            json={"messages": [{"content": "are you there?"}]},
+            headers={"Idempotency-Key": key},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        wait_for(lambda: len(llm.requests()) == 1)
+    (cancelled,) = wait_for(
+        lambda: [
+            r
+            for r in api.get("/v1/runs", params={"agent_id": agent["id"]}).json()
+            if r["status"] == "cancelled"
+        ]
+    )
+    assert "caller went away" in cancelled["error"]
+    llm.script(reply("here I am"))
+
+    retried = api.post(
+        f"/v1/agents/{agent['id']}/messages",
+        json={"messages": [{"content": "are you there?"}]},
+        headers={"Idempotency-Key": key},
+    )
+
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["run_id"] == cancelled["id"]
+    assert [m["content"] for m in retried.json()["messages"]] == ["here I am"]
+    history = api.get(f"/v1/agents/{agent['id']}/messages").json()
+    assert [(m["message_type"], m["content"]) for m in history] == [
+        ("user_message", "are you there?"),
+        ("assistant_message", "here I am"),
+    ]
+    assert [r["status"] for r in api.get("/v1/runs", params={"agent_id": agent["id"]}).json()] == [
+        "completed"
+    ]
+
+
+def test_a_run_cancelled_on_request_stays_cancelled_when_sent_again(
+    api: httpx.Client, mesh: RunningMesh, llm: FakeProvider
+) -> None:
+    agent = create_agent(api)
+    llm.script(reply("too slow", delay=5.0))
+    key = f"cancel-{time.monotonic_ns()}"
+    started = api.post(
+        f"/v1/agents/{agent['id']}/messages/async",
+        json={"messages": [{"content": "work"}]},
+        headers={"Idempotency-Key": key},
+    ).json()
+    wait_for(lambda: len(llm.requests()) == 1)
+    assert api.post(f"/v1/runs/{started['id']}/cancel").json()["status"] == "cancelled"
+
+    again = api.post(
+        f"/v1/agents/{agent['id']}/messages",
+        json={"messages": [{"content": "work"}]},
+        headers={"Idempotency-Key": key},
+    )
+
+    assert again.json()["stop_reason"]["stop_reason"] == "cancelled"
+    assert len(llm.requests()) == 1
+
+
+def test_an_async_turn_that_failed_is_resumed_when_sent_again_with_its_key(
+    api: httpx.Client, llm: FakeProvider
+) -> None:
+    agent = create_agent(api)
+    llm.script(error(500, "The server had an error", err_type="server_error"))
+    key = f"async-again-{time.monotonic_ns()}"
+    body = {"messages": [{"content": "try twice"}]}
+    first = api.post(f"/v1/agents/{agent['id']}/messages/async", json=body, headers={"Idempotency-Key": key})
+    run_id = first.json()["id"]
+    wait_for(lambda: api.get(f"/v1/runs/{run_id}").json()["status"] == "failed")
+    llm.script(reply("second time lucky"))
+
+    again = api.post(f"/v1/agents/{agent['id']}/messages/async", json=body, headers={"Idempotency-Key": key})
+
+    assert again.status_code == 202
+    assert again.json()["id"] == run_id
+    wait_for(lambda: api.get(f"/v1/runs/{run_id}").json()["status"] == "completed")
+    history = api.get(f"/v1/agents/{agent['id']}/messages").json()
+    assert [(m["message_type"], m["content"]) for m in history] == [
+        ("user_message", "try twice"),
+        ("assistant_message", "second time lucky"),
+    ]
+
+
 # ----- context window -----
 
 

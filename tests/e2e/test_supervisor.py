@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,6 +18,7 @@ import psutil
 import pytest
 
 from mnemo_llm.local_model import BUNDLED_MODEL, bundled_weights_installed, llama_available
+from tests.fakes.llm_provider import FakeProvider, reply
 from tests.harness import mesh_env
 
 # With no provider configured, the banner names the offline model where the `local` extra is installed
@@ -25,16 +30,22 @@ NO_PROVIDER_BANNER = (
 )
 
 
-def _start(home: Path, *options: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    env = mesh_env(home, provider_url=None)
+def _start(
+    home: Path, *options: str, provider_url: str | None = None, log: Path | None = None
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = mesh_env(home, provider_url=provider_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "mnemo.cli", "server", *options],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log.open("w"),
         text=True,
     )
     return process, env
+
+
+def _auth(env: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {env['MNEMO_API_KEY']}"}
 
 
 def _banner(process: subprocess.Popen[str], timeout: float = 60) -> list[str]:
@@ -93,22 +104,134 @@ def _listening_on(process: psutil.Process, port: int) -> bool:
     )
 
 
-def test_server_exits_non_zero_when_a_service_dies(tmp_path: Path) -> None:
-    process, env = _start(tmp_path)
+def _child_on_port(process: subprocess.Popen[str], port: int) -> psutil.Process:
+    return next(c for c in psutil.Process(process.pid).children() if _listening_on(c, port))
+
+
+def _wait_for_line(log: Path, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [line for line in log.read_text().splitlines() if text in line]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    pytest.fail(f"no {text!r} in the supervisor's log:\n{log.read_text()}")
+
+
+def _turn_until_served(client: httpx.Client, agent_id: str, key: str) -> httpx.Response:
+    """Sends a turn like a client would: again with the same key after a 503 (or a refused connection)."""
+    for _ in range(120):
+        try:
+            response = client.post(
+                f"/v1/agents/{agent_id}/messages",
+                json={"messages": [{"content": "still there?"}]},
+                headers={"Idempotency-Key": key},
+            )
+        except httpx.TransportError:
+            time.sleep(0.25)
+            continue
+        if response.status_code != 503:
+            return response
+        assert response.headers["Retry-After"] == "1"
+        time.sleep(0.25)
+    pytest.fail("the mesh did not come back")
+
+
+@pytest.mark.parametrize("victim", ["memory", "gateway"])
+def test_a_killed_service_is_restarted_with_its_exit_cause_logged_and_turns_succeed_again(
+    tmp_path: Path, fake_provider: FakeProvider, victim: str
+) -> None:
+    fake_provider.reset()
+    log = tmp_path / "supervisor.log"
+    process, env = _start(tmp_path, provider_url=fake_provider.base_url, log=log)
+    try:
+        _banner(process)
+        port = int(env["MNEMO_HTTP_PORT" if victim == "gateway" else f"MNEMO_{victim.upper()}_PORT"])
+        killed = _child_on_port(process, port)
+        others = [c for c in psutil.Process(process.pid).children() if c.pid != killed.pid]
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}", headers=_auth(env)
+        ) as client:
+            agent = client.post("/v1/agents", json={"name": "survivor", "model": "openai/m"}).json()
+
+            os.kill(killed.pid, signal.SIGKILL)
+
+            assert f"{victim} (pid {killed.pid}) killed by SIGKILL; restarting it" in _wait_for_line(
+                log, f"{victim} (pid {killed.pid})"
+            )
+            _wait_for_line(log, f"{victim} is back")
+            fake_provider.script(reply("still here"))
+            response = _turn_until_served(client, agent["id"], f"after-{victim}-restart")
+
+        assert response.status_code == 200, response.text
+        assert response.json()["messages"][-1]["content"] == "still here"
+        restarted = _child_on_port(process, port)
+        assert restarted.pid != killed.pid
+        assert all(c.is_running() for c in others)  # the rest of the mesh kept serving
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+
+def test_a_crash_looping_service_makes_the_supervisor_give_up_with_a_clear_message(tmp_path: Path) -> None:
+    log = tmp_path / "supervisor.log"
+    process, env = _start(tmp_path, log=log)
     try:
         _banner(process)
         memory_port = int(env["MNEMO_MEMORY_PORT"])
-        memory = next(c for c in psutil.Process(process.pid).children() if _listening_on(c, memory_port))
-        others = [c for c in psutil.Process(process.pid).children() if c.pid != memory.pid]
-
+        memory = _child_on_port(process, memory_port)
+        children = psutil.Process(process.pid).children()
+        time.sleep(1.5)  # up long enough: its first death is not a fast failure
         os.kill(memory.pid, signal.SIGKILL)
+        psutil.wait_procs([memory], timeout=10)
+        # Another program takes the memory service's port as it dies: each restart fails to listen.
+        with _squatting(memory_port):
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}", headers=_auth(env), timeout=30
+            ) as client:
+                during = client.get("/v1/blocks")
+            assert during.status_code == 503, during.text
+            assert during.headers["Retry-After"] == "1"
 
-        assert process.wait(timeout=30) == 1
-        assert not [c for c in others if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            assert process.wait(timeout=120) == 1
+        text = log.read_text()
+        assert f"memory (pid {memory.pid}) killed by SIGKILL; restarting it in 0.25 s" in text
+        assert text.count("memory (pid") == 5, text  # the kill, then four restarts that failed
+        assert "exited with code 1; restarting it in 2 s" in text
+        assert "memory exited with code 1; it failed 5 times in a row before it was up for 1 s" in text
+        assert "a crash loop (see its log above). Giving up: stopping the mesh" in text
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def _squatting(port: int) -> Iterator[None]:
+    """Listens on `port` and closes every connection at once (callers see UNAVAILABLE, not a hang)."""
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    squatter.settimeout(0.1)
+    stop = threading.Event()
+
+    def refuse() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                squatter.accept()[0].close()
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        squatter.close()
 
 
 def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
@@ -123,6 +246,63 @@ def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
 
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigterm_lets_in_flight_turns_finish_within_the_grace_period(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    process, env = _start(tmp_path, provider_url=fake_provider.base_url)
+    try:
+        _banner(process)
+        url = f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}"
+        with httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client:
+            agent = client.post("/v1/agents", json={"name": "draining", "model": "openai/plain"}).json()
+            other = client.post("/v1/agents", json={"name": "streaming", "model": "openai/streamed"}).json()
+        fake_provider.answer_model("plain", reply("finished while stopping", delay=2.0))
+        fake_provider.answer_model("streamed", reply("streamed while stopping", delay=2.0))
+        results: dict[str, httpx.Response | str] = {}
+
+        def plain() -> None:
+            with httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client:
+                results["plain"] = client.post(
+                    f"/v1/agents/{agent['id']}/messages", json={"messages": [{"content": "slow"}]}
+                )
+
+        def streamed() -> None:
+            with (
+                httpx.Client(base_url=url, headers=_auth(env), timeout=60) as client,
+                client.stream(
+                    "POST",
+                    f"/v1/agents/{other['id']}/messages/stream",
+                    json={"messages": [{"content": "slow"}]},
+                ) as response,
+            ):
+                results["stream"] = "".join(response.iter_text())
+
+        threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(fake_provider.requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(fake_provider.requests()) == 2
+
+        process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert process.wait(timeout=60) == 0
+        finished = results["plain"]
+        assert isinstance(finished, httpx.Response)
+        assert finished.status_code == 200, finished.text
+        assert finished.json()["messages"][-1]["content"] == "finished while stopping"
+        assert "streamed while stopping" in str(results["stream"])
+        assert '"reason"' not in str(results["stream"])
     finally:
         if process.poll() is None:
             process.kill()

@@ -13,6 +13,10 @@ request is answered like a chat request (script, fixed replies, context limit, b
 output file and an error file, read back through `/v1/files/{id}/content`.
 A test fixture only: never a runtime default.
 
+For chaos runs it injects faults at random (`inject_faults`: 429 with Retry-After, 500, timeouts, streams
+cut part-way, slow first tokens) and can converse (answer each request from its last message, tool calls
+included) instead of following a script, for many clients at once.
+
 Run standalone: `python -m tests.fakes.llm_provider --port 8399`.
 """
 
@@ -25,6 +29,8 @@ import json
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
+from random import Random
 from typing import Any
 
 import httpx
@@ -126,6 +132,60 @@ class _State:
         self.batches: dict[str, dict[str, Any]] = {}
         # Retrieves of a batch before it completes.
         self.batch_polls = 1
+        # Answers each chat request from its last message instead of the script (`converse`).
+        self.conversing = False
+        # Faults injected into chat requests at random (`inject_faults`), and how many of each were.
+        self.faults = Faults()
+        self.injected: dict[str, int] = {}
+
+
+@dataclass
+class Faults:
+    """Chances (0..1) that a chat request meets each fault; `hang` is how long a timed-out request waits."""
+
+    rate_limit: float = 0.0  # 429 with Retry-After
+    server_error: float = 0.0  # 500
+    timeout: float = 0.0  # no answer for `hang` seconds
+    truncate: float = 0.0  # a stream that stops part-way: the connection drops, or it just ends
+    slow_first_token: float = 0.0  # `slow` seconds before the first byte
+    hang: float = 5.0
+    slow: float = 1.0
+    retry_after: float = 1.0
+    seed: int = 0
+    random: Random = field(default_factory=Random)
+
+    def draw(self) -> str | None:
+        """The fault this request meets, if any."""
+        roll = self.random.random()
+        for name in ("rate_limit", "server_error", "timeout", "truncate", "slow_first_token"):
+            chance = float(getattr(self, name))
+            if roll < chance:
+                return name
+            roll -= chance
+        return None
+
+
+# What a conversing fake answers: a user message with `#remember <fact>` gets a core_memory_append of the
+# fact (then "noted" after the tool's return); any other gets "ack: <its text>".
+REMEMBER = "#remember "
+
+
+def conversing_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """The reply of a conversing fake, from the request's last message (the same request, the same reply)."""
+    last = (body.get("messages") or [{}])[-1]
+    if last.get("role") == "tool":
+        return reply("noted")
+    text = str(last.get("content") or "")
+    if isinstance(last.get("content"), list):
+        text = " ".join(str(part.get("text", "")) for part in last["content"] if isinstance(part, dict))
+    if REMEMBER in text:
+        fact = text.split(REMEMBER, 1)[1].strip()
+        return tool_call("core_memory_append", {"label": "human", "content": fact})
+    return reply(f"ack: {text.strip()[-80:]}")
+
+
+class _Truncated(Exception):
+    """Raised inside a streamed answer to drop the connection part-way."""
 
 
 def prompt_chars(body: dict[str, Any]) -> int:
@@ -262,8 +322,10 @@ def _answer(state: _State, body: dict[str, Any]) -> dict[str, Any] | None:
             f"This model's maximum context length is {limit} characters",
             code="context_length_exceeded",
         )
-    elif item is None:
-        item = state.script.popleft() if state.script else None
+    elif item is None and state.script:
+        item = state.script.popleft()
+    elif item is None and state.conversing:
+        item = conversing_reply(body)
     return item
 
 
@@ -338,6 +400,20 @@ def build_app(state: _State) -> Starlette:
             if state.record:
                 state.requests.append({"body": body, "headers": dict(request.headers)})
             item = _answer(state, body)
+            fault = state.faults.draw()
+            if fault is not None:
+                state.injected[fault] = state.injected.get(fault, 0) + 1
+        if fault == "rate_limit":
+            wait = state.faults.retry_after
+            item = error(429, "Rate limit reached", err_type="requests", headers={"Retry-After": f"{wait:g}"})
+        elif fault == "server_error":
+            item = error(
+                500, "The server had an error while processing your request", err_type="server_error"
+            )
+        elif fault == "timeout":
+            await asyncio.sleep(state.faults.hang)
+        elif fault == "slow_first_token":
+            await asyncio.sleep(state.faults.slow)
         if item and item.get("delay"):
             await asyncio.sleep(item["delay"])
         if item and item.get("status"):
@@ -345,11 +421,23 @@ def build_app(state: _State) -> Starlette:
                 {"error": item["error"]}, status_code=item["status"], headers=item.get("headers")
             )
         if body.get("stream"):
-            return _stream(body, item)
+            return _stream(body, item, truncate=fault == "truncate")
+        if fault == "truncate":
+            # Half of a JSON body, as when a proxy cuts the response.
+            text = json.dumps(_completion(body, item))
+            return Response(text[: len(text) // 2], media_type="application/json")
         return JSONResponse(_completion(body, item))
 
-    def _stream(body: dict[str, Any], item: dict[str, Any] | None) -> StreamingResponse:
+    def _stream(
+        body: dict[str, Any], item: dict[str, Any] | None, *, truncate: bool = False
+    ) -> StreamingResponse:
         chunks = _chunks(body, item)
+        if truncate:
+            # The role chunk and a delta or two, then the connection drops (or, every other time, the
+            # stream just ends, with neither a finish reason nor [DONE]).
+            chunks = chunks[: max(1, len(chunks) // 2)]
+            with state.lock:
+                drop = state.injected.get("truncate", 0) % 2 == 1
         delay = (item or {}).get("chunk_delay", 0.0)
         # `stamp`: the first text delta starts with its send time (latency measurements across
         # processes); `stream_pause`: a pause after it, so the first delta never rides on the rest.
@@ -372,6 +460,10 @@ def build_app(state: _State) -> Starlette:
                             await asyncio.sleep(pause)
                     if delay:
                         await asyncio.sleep(delay)
+                if truncate:
+                    if drop:
+                        raise _Truncated
+                    return
                 yield b"data: [DONE]\n\n"
                 finished = True
             finally:
@@ -518,6 +610,12 @@ def build_app(state: _State) -> Starlette:
         with state.lock:
             return JSONResponse(state.requests)
 
+    async def faults(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            _set_faults(state, await request.json())
+        with state.lock:
+            return JSONResponse(dict(state.injected))
+
     async def reset(request: Request) -> JSONResponse:
         with state.lock:
             state.script.clear()
@@ -539,8 +637,19 @@ def build_app(state: _State) -> Starlette:
             Route("/_fake/script", script, methods=["POST"]),
             Route("/_fake/requests", requests, methods=["GET"]),
             Route("/_fake/requests", reset, methods=["DELETE"]),
+            Route("/_fake/faults", faults, methods=["GET", "POST"]),
         ]
     )
+
+
+def _set_faults(state: _State, settings: dict[str, Any]) -> None:
+    """Sets the fault chances (keys of `Faults`) and whether the fake converses (`conversing`)."""
+    with state.lock:
+        conversing = bool(settings.pop("conversing", state.conversing))
+        state.conversing = conversing
+        state.faults = Faults(**settings)
+        state.faults.random.seed(state.faults.seed)
+        state.injected = {}
 
 
 def _batch_out(batch: dict[str, Any]) -> dict[str, Any]:
@@ -624,6 +733,9 @@ class FakeProvider:
             self._state.files.clear()
             self._state.batches.clear()
             self._state.batch_polls = 1
+            self._state.conversing = False
+            self._state.faults = Faults()
+            self._state.injected = {}
 
     def answer_model(self, model: str, response: dict[str, Any] | None) -> None:
         """Gives every request for `model` this reply (None: back to the script)."""
@@ -632,6 +744,16 @@ class FakeProvider:
                 self._state.by_model.pop(model, None)
             else:
                 self._state.by_model[model] = response
+
+    def inject_faults(self, *, conversing: bool = False, **chances: Any) -> None:
+        """Makes chat requests meet faults at random (chances and timings as in `Faults`); with
+        `conversing`, answers each from its last message instead of the script."""
+        _set_faults(self._state, {"conversing": conversing, **chances})
+
+    def injected(self) -> dict[str, int]:
+        """How many chat requests met each fault since the last `inject_faults`."""
+        with self._state.lock:
+            return dict(self._state.injected)
 
     def limit_context(self, chars: int) -> None:
         """Fails prompts longer than `chars` characters with context_length_exceeded (0: no limit)."""
@@ -654,6 +776,14 @@ class RemoteFake:
 
     def reset(self) -> None:
         httpx.delete(f"{self._root}/_fake/requests").raise_for_status()
+
+    def inject_faults(self, *, conversing: bool = False, **chances: Any) -> None:
+        httpx.post(
+            f"{self._root}/_fake/faults", json={"conversing": conversing, **chances}
+        ).raise_for_status()
+
+    def injected(self) -> dict[str, int]:
+        return dict(httpx.get(f"{self._root}/_fake/faults").json())
 
 
 def main() -> None:

@@ -146,6 +146,32 @@ async def test_every_write_of_a_value_is_a_version_with_its_editor_run_and_befor
     assert {by_version[i].state for i in range(2, 7)} == {block_pb2.BLOCK_EDIT_STATE_APPLIED}
 
 
+async def test_a_memory_edit_sent_again_by_the_same_run_is_made_once(blocks: Blocks, actor: Actor) -> None:
+    # A turn resumed after a crash between a memory edit and the storing of its step runs the call again.
+    with acting_as(actor):
+        agent_id, block = await agent_block(blocks, "Name: Ada")
+        append = block_pb2.AppendBlockValueRequest(
+            agent_id=agent_id, label="human", content="Likes tea", run_id="run-resumed"
+        )
+        first = await blocks.AppendBlockValue(append)
+        again = await blocks.AppendBlockValue(append)
+        replace = block_pb2.ReplaceBlockValueRequest(
+            agent_id=agent_id, label="human", old_content="tea", new_content="tea, tea", run_id="run-resumed"
+        )
+        await blocks.ReplaceBlockValue(replace)
+        await blocks.ReplaceBlockValue(replace)
+        other_run = await blocks.AppendBlockValue(
+            block_pb2.AppendBlockValueRequest(
+                agent_id=agent_id, label="human", content="Likes tea", run_id="run-next"
+            )
+        )
+        kept = await versions(blocks, block.id)
+
+    assert again.block == first.block
+    assert other_run.block.value == "Name: Ada\nLikes tea, tea\nLikes tea"
+    assert [v.run_id for v in kept] == ["run-next", "run-resumed", "run-resumed", ""]
+
+
 async def test_versions_page_newest_first(blocks: Blocks, actor: Actor) -> None:
     with acting_as(actor):
         _, block = await agent_block(blocks, "v1")

@@ -177,6 +177,40 @@ async def test_a_stream_is_retried_when_it_fails_before_its_first_event(
     assert len(llm.requests()) == 2
 
 
+async def test_an_answer_cut_short_is_retried_and_then_fails_as_unavailable_not_as_internal(
+    retrying: Served, llm: FakeProvider, actor: Actor
+) -> None:
+    llm.inject_faults(truncate=1.0)
+    with acting_as(actor), pytest.raises(Unavailable) as failed:
+        await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(chat_request())
+
+    assert failed.value.reason == "PROVIDER_UNAVAILABLE"
+    assert "not valid JSON" in failed.value.message
+    assert llm.injected() == {"truncate": 3}
+
+
+async def _stream_events(served: Served) -> list[llm_pb2.StreamChatResponse]:
+    return [
+        event
+        async for event in served.stub(llm_pb2_grpc.LlmServiceStub).StreamChat(
+            llm_pb2.StreamChatRequest(chat=chat_request())
+        )
+    ]
+
+
+async def test_a_stream_cut_short_is_an_error_not_a_shorter_answer(
+    retrying: Served, llm: FakeProvider, actor: Actor
+) -> None:
+    # The first cut drops the connection; the second ends the stream cleanly, without a finish reason.
+    llm.inject_faults(truncate=1.0)
+    for _ in ("dropped", "ended early"):
+        with acting_as(actor), pytest.raises(Unavailable) as failed:
+            await _stream_events(retrying)
+
+        assert failed.value.reason == "PROVIDER_UNAVAILABLE"
+    assert llm.injected() == {"truncate": 2}
+
+
 async def test_anthropic_overload_is_retried(
     retrying: Served, anthropic_fake: FakeAnthropic, actor: Actor
 ) -> None:

@@ -21,6 +21,7 @@ from mnemo.common.v1 import turn_pb2
 from mnemo_agent.store import (
     ACTIVE,
     AWAITING_APPROVAL,
+    CALLER_GONE,
     CANCELLED,
     COMPLETED,
     CREATED,
@@ -40,6 +41,7 @@ from mnemo_core.wire import utcnow
 __all__ = [
     "ACTIVE",
     "AWAITING_APPROVAL",
+    "CALLER_GONE",
     "CANCELLED",
     "COMPLETED",
     "CREATED",

@@ -34,6 +34,9 @@ CREATED, RUNNING, COMPLETED, FAILED, CANCELLED, AWAITING_APPROVAL = (
 )
 ACTIVE = (RUNNING, AWAITING_APPROVAL)
 INTERRUPTED = "interrupted: the agent service stopped during the turn; retry with the same idempotency key"
+# The error of a run cancelled because its caller went away (a dropped connection, a gateway that died),
+# not because anyone asked: sending the turn again with the same key finishes it.
+CALLER_GONE = "the caller went away during the turn; send it again with the same idempotency key to finish it"
 
 
 @dataclass(frozen=True, slots=True)

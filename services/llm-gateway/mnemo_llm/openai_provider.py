@@ -195,9 +195,14 @@ def batch_result(line: dict[str, Any]) -> llm_pb2.ChatResponse | errors.MnemoErr
 async def stream_events(
     chunks: AsyncIterator[ChatCompletionChunk],
 ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-    """Stream events for chat-completions chunks: deltas at once, each tool call once it is complete."""
+    """Stream events for chat-completions chunks: deltas at once, each tool call once it is complete.
+
+    A stream that ends before a finish reason was cut (a dropped connection, a proxy): its reply is
+    incomplete, and raises PROVIDER_UNAVAILABLE rather than pass for a whole answer.
+    """
     reply = ReplyBuilder()
     current_call: int | None = None
+    finished = False
     async for chunk in chunks:
         if chunk.model:
             reply.model = chunk.model
@@ -228,11 +233,14 @@ async def stream_events(
                     arguments=(function.arguments or "") if function else "",
                 )
             if choice.finish_reason:
+                finished = True
                 reply.finish_reason = FINISH_REASONS.get(
                     choice.finish_reason, llm_pb2.FINISH_REASON_UNSPECIFIED
                 )
                 for done in reply.complete_all_calls():
                     yield tool_call_event(done)
+    if not finished:
+        raise unreachable_error("the stream ended before the answer was complete (no finish reason)")
     for done in reply.complete_all_calls():
         yield tool_call_event(done)
     yield completed_event(reply.response())
@@ -265,6 +273,8 @@ class OpenAIProvider:
             )
         except openai.OpenAIError as exc:
             raise map_error(exc, time_budget) from exc
+        except ValueError as exc:  # a body cut short (JSONDecodeError): worth another attempt
+            raise unreachable_error(f"the answer was not valid JSON ({exc})") from exc
         return response_from(completion)
 
     async def stream(
@@ -289,6 +299,8 @@ class OpenAIProvider:
                 yield event
         except openai.OpenAIError as exc:
             raise map_error(exc, time_budget) from exc
+        except ValueError as exc:  # a chunk cut short (JSONDecodeError)
+            raise unreachable_error(f"a streamed chunk was not valid JSON ({exc})") from exc
         finally:
             # Also on cancellation: the HTTP response is closed, so the provider stops generating.
             await chunks.close()

@@ -165,6 +165,21 @@ class BlockVersionQueries:
         return [_version(row) for row in rows]
 
     @staticmethod
+    def of_run(
+        conn: Connection, org_id: str, block_id: str, run_id: str, operation: str
+    ) -> list[BlockVersion]:
+        """The block's versions that a run's memory tools wrote with `operation`."""
+        rows = conn.execute(
+            select(*_COLUMNS).where(
+                versions_t.c.block_id == block_id,
+                versions_t.c.org_id == org_id,
+                versions_t.c.run_id == run_id,
+                versions_t.c.operation == operation,
+            )
+        )
+        return [_version(row) for row in rows]
+
+    @staticmethod
     def prune(
         conn: Connection, block_id: str, *, below_version: int | None, older_than: datetime | None
     ) -> int:

@@ -8,6 +8,7 @@ records the value's new version (block_versions).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,12 +17,13 @@ from typing import Any
 from sqlalchemy import Connection
 
 from mnemo_core.db import Database
-from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MnemoError, NotFound
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
 from mnemo_core.wire import utcnow
 from mnemo_memory import line_edits
+from mnemo_memory.block_version_store import BlockVersionQueries as VQ
 from mnemo_memory.block_versions import Versioning, write
 from mnemo_memory.blocks import Block, BlockSpec, Editor, check_changeable, check_fits, check_not_read_only
 from mnemo_memory.store import BlockQueries as Q
@@ -31,6 +33,24 @@ LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 MAX_LIMIT = 1_000_000
 MAX_DESCRIPTION = 10_000
 UPDATABLE_FIELDS = frozenset({"label", "value", "limit", "description", "read_only", "metadata"})
+
+
+def _made_by_run(
+    conn: Connection, org_id: str, block: Block, operation: str, edit: Callable[[Block], str], editor: Editor
+) -> bool:
+    """Whether the run already made this very edit (a turn resumed after a crash that came between the
+    edit and the storing of its step runs the tool call again): one of the run's versions with the same
+    operation turned its `before` into its `after` exactly as this edit would. A turn makes each edit
+    once (a repeat is refused), so such a version can only be this call's."""
+    if not editor.run_id:
+        return False
+    for version in VQ.of_run(conn, org_id, block.id, editor.run_id, operation):
+        try:
+            if edit(dataclasses.replace(block, value=version.before)) == version.after:
+                return True
+        except MnemoError:
+            continue
+    return False
 
 
 def _check_label(label: str, field_name: str) -> str:
@@ -419,7 +439,8 @@ class CoreMemory:
         def tx(conn: Connection) -> Block:
             block = self._versioning.locked(conn, org_id, self._by_label(conn, org_id, agent_id, label))
             check_not_read_only(block, "your memory tools cannot change it")
-            self._versioning.record(conn, org_id, block, edit(block), operation, editor, now=utcnow())
+            if not _made_by_run(conn, org_id, block, operation, edit, editor):
+                self._versioning.record(conn, org_id, block, edit(block), operation, editor, now=utcnow())
             return Q.get(conn, org_id, block.id)
 
         return await write(self._db, tx)

@@ -123,6 +123,27 @@ async def test_a_provider_failure_fails_the_turn_and_its_run_and_stores_nothing(
 # ----- tools -----
 
 
+async def test_a_tool_service_that_goes_away_mid_step_fails_the_turn_as_unavailable_not_internal(
+    fakes: Mesh, actor: Actor
+) -> None:
+    turns = fakes.turns()
+
+    async def gone(arguments: dict[str, Any]) -> str:
+        raise Unavailable("Stream removed (Connection reset by peer)", reason="SERVICE_UNAVAILABLE")
+
+    agent = await fakes.agent(actor.org_id, tool_ids=[fakes.tools.add("lookup", gone), APPEND])
+    fakes.model.script(
+        calls(
+            ("lookup", {"q": "x"}, "call-1"), ("core_memory_append", {"label": "human", "content": "y"}, "c2")
+        )
+    )
+
+    with pytest.raises(Unavailable) as failed:
+        await send(turns, actor, agent)
+
+    assert failed.value.reason == "SERVICE_UNAVAILABLE"
+
+
 async def test_tool_calls_of_one_step_run_together_and_their_results_keep_the_call_order(
     fakes: Mesh, actor: Actor
 ) -> None:

@@ -23,6 +23,9 @@ class ErrorBody(BaseModel):
     reason: str
     metadata: dict[str, str] | None = None
     violations: list[dict[str, str]] | None = None
+    # On a stream's error event: the failure is passing (a service restarting, a rate limit); send the
+    # same request again, with the same idempotency key, after this many seconds.
+    retry_after: int | None = None
 
 
 class Health(BaseModel):

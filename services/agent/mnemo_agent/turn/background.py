@@ -8,6 +8,7 @@ since nobody is there to retry it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -71,6 +72,11 @@ class BackgroundRuns:
             raise key_reused(start.run.id)
         if not start.existing:
             self.launch(actor, start.run)
+        elif start.run.status == FAILED and start.run.id not in self._lifecycle.active:
+            # Sent again after it failed (a provider outage, a restart): it resumes where it stopped, as a
+            # turn sent again with its key does.
+            self.launch(actor, start.run)
+            return dataclasses.replace(start.run, status=CREATED, error="")
         return start.run
 
     def launch(self, actor: Actor, run: Run) -> asyncio.Task[None]:

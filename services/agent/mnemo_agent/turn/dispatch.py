@@ -75,25 +75,30 @@ class ToolDispatch:
         rules = turn.agent.rules
         step_calls: Counter[str] = Counter()
         step_edits: set[tuple[str, str]] = set()
-        async with asyncio.TaskGroup() as group:
-            for call in calls:
-                refused = None
-                if decision is not None and rules.needs_approval(call.name) and not decision.approve:
-                    jobs.append(denied(call, decision.reason or "the user denied it"))
-                    continue
-                if decision is None and turn.plan is not None:
-                    refused = turn.plan.refusal(call.name, turn_calls=turn.calls, step_calls=step_calls)
-                    turn.calls[call.name] += 1
-                    step_calls[call.name] += 1
-                if refused is None and decision is None and self._is_edit(turn, call):
-                    if edit_key(call) in turn.edits_made or edit_key(call) in step_edits:
-                        turn.repeated_edit = True
-                        refused = REPEATED_EDIT
-                    step_edits.add(edit_key(call))
-                if refused is not None:
-                    jobs.append(tool_message(call, error_return(refused)))
-                    continue
-                jobs.append(group.create_task(self._run_one(turn, call, memory_lock)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for call in calls:
+                    refused = None
+                    if decision is not None and rules.needs_approval(call.name) and not decision.approve:
+                        jobs.append(denied(call, decision.reason or "the user denied it"))
+                        continue
+                    if decision is None and turn.plan is not None:
+                        refused = turn.plan.refusal(call.name, turn_calls=turn.calls, step_calls=step_calls)
+                        turn.calls[call.name] += 1
+                        step_calls[call.name] += 1
+                    if refused is None and decision is None and self._is_edit(turn, call):
+                        if edit_key(call) in turn.edits_made or edit_key(call) in step_edits:
+                            turn.repeated_edit = True
+                            refused = REPEATED_EDIT
+                        step_edits.add(edit_key(call))
+                    if refused is not None:
+                        jobs.append(tool_message(call, error_return(refused)))
+                        continue
+                    jobs.append(group.create_task(self._run_one(turn, call, memory_lock)))
+        except BaseExceptionGroup as failed:
+            # The first failure as itself (a peer's UNAVAILABLE stays retryable), not wrapped in a group
+            # that the error mapping would take for an internal error.
+            raise failed.exceptions[0] from None
         returns = [job if isinstance(job, message_pb2.Message) else job.result() for job in jobs]
         for call, result in zip(calls, returns, strict=True):
             if result.tool_return.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS and self._is_edit(

@@ -24,6 +24,7 @@ from mnemo_agent import context_window as cw
 from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.runs import (
     AWAITING_APPROVAL,
+    CALLER_GONE,
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -145,6 +146,13 @@ class RunLifecycle:
         self._background: set[asyncio.Task[Any]] = set()
         # Set while the service shuts down: the turns it stops are interrupted, not cancelled by anyone.
         self.stopping = False
+        # Runs someone asked to cancel (CancelRun); any other cancelled turn lost its caller.
+        self.cancel_asked: set[str] = set()
+
+    def ask_cancel(self, run_id: str, task: asyncio.Task[Any]) -> None:
+        """Cancels the task executing `run_id` on request: its run ends cancelled for good."""
+        self.cancel_asked.add(run_id)
+        task.cancel()
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Runs `work` in the background until it ends or the service stops."""
@@ -277,7 +285,10 @@ class RunLifecycle:
                     self._finish(turn, FAILED, turn_pb2.STOP_REASON_ERROR, error=INTERRUPTED)
                 )
                 raise
-            await asyncio.shield(self._finish(turn, CANCELLED, turn_pb2.STOP_REASON_CANCELLED))
+            # Cancelled on request, or its caller went away (a dropped connection, a gateway that died):
+            # then a retry with the same idempotency key finishes the turn instead of replaying this.
+            error = "" if run.id in self.cancel_asked else CALLER_GONE
+            await asyncio.shield(self._finish(turn, CANCELLED, turn_pb2.STOP_REASON_CANCELLED, error=error))
             return turn.result(turn_pb2.STOP_REASON_CANCELLED)
         except BaseException as exc:
             self.windows.drop(agent.id)
@@ -295,6 +306,7 @@ class RunLifecycle:
             self.active.pop(run.id, None)
             meters.runs_held.add(-1)
             meters.turn_duration.record(time.perf_counter() - started)
+            self.cancel_asked.discard(run.id)
         if turn.loaded:
             self.windows.put(agent.id, turn.history, turn.history_count, turn.chat)
             if turn.voice:
@@ -381,7 +393,7 @@ class RunLifecycle:
         while True:
             try:
                 if await self._runs.cancel_requested(run_id):
-                    task.cancel()
+                    self.ask_cancel(run_id, task)
                     return
             except MnemoError as exc:
                 log.warning("cannot check run %s for a cancel request: %s", run_id, exc.message)

@@ -20,7 +20,17 @@ from mnemo_agent.chat_rounds import ChatCaller
 from mnemo_agent.memory_tools import MemoryTools
 from mnemo_agent.mesh import Mesh
 from mnemo_agent.prompt import compile_system_prompt
-from mnemo_agent.runs import AWAITING_APPROVAL, CANCELLED, COMPLETED, CREATED, FAILED, FINISHED, RUNNING, Runs
+from mnemo_agent.runs import (
+    AWAITING_APPROVAL,
+    CALLER_GONE,
+    CANCELLED,
+    COMPLETED,
+    CREATED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    Runs,
+)
 from mnemo_agent.settings import AgentSettings
 from mnemo_agent.store import Agent, Run
 from mnemo_agent.turn.background import BackgroundRuns, TurnEnded
@@ -178,7 +188,7 @@ class Turns:
             return run
         task = self._lifecycle.active.get(run.id)
         if task is not None:
-            task.cancel()
+            self._lifecycle.ask_cancel(run.id, task)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), timeout=CANCEL_WAIT)
         elif run.status == CREATED:
@@ -339,15 +349,17 @@ class Turns:
 
     async def _again(self, run: Run, sink: Sink | None) -> TurnResult | None:
         """A turn sent again with its idempotency key: the run's result when it ended (or waits for
-        approval), else None once the run is taken over to resume it."""
-        if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL):
+        approval), else None once the run is taken over to resume it. A run whose caller went away was
+        not cancelled by anyone: it resumes."""
+        caller_gone = run.status == CANCELLED and run.error == CALLER_GONE
+        if run.status in (COMPLETED, CANCELLED, AWAITING_APPROVAL) and not caller_gone:
             result = await self._lifecycle.replay(run)
             if sink is not None:
                 sink(MessagesStored(result.messages))
             return result
         if run.id in self._lifecycle.active:
             raise Aborted("a turn with this idempotency key is still running", reason="RUN_IN_PROGRESS")
-        await self._lifecycle.take(run, from_statuses=(FAILED, RUNNING, CREATED))
+        await self._lifecycle.take(run, from_statuses=(FAILED, RUNNING, CREATED, CANCELLED))
         return None
 
     def _ended(self, actor: Actor, agent: Agent, result: TurnResult) -> None:
