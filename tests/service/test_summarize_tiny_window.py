@@ -64,6 +64,8 @@ def assert_pairs_intact(request: dict[str, Any]) -> None:
             assert message["tool_call_id"] in {c["id"] for c in messages[j].get("tool_calls") or []}
 
 
+# 500 real turns through the mesh: about 30 s on a quiet machine, several minutes on a heavily loaded one.
+@pytest.mark.timeout(600)
 async def test_five_hundred_turns_on_a_tiny_window_never_fail_and_never_split_a_pair(
     agent_service: Served, llm: FakeProvider
 ) -> None:
