@@ -18,6 +18,7 @@ from mnemo_gateway.console import mount_console
 from mnemo_gateway.grpc_front import start_grpc_front
 from mnemo_gateway.http_metrics import HttpMetrics
 from mnemo_gateway.http_metrics import router as metrics_router
+from mnemo_gateway.limits import BodyLimitMiddleware, EdgeLimits
 from mnemo_gateway.routes import (
     agents,
     archival,
@@ -70,6 +71,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.api_key = ensure_api_key(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.limits = EdgeLimits(settings.rate_limits(), settings.failure_throttle())
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
     errors.install(app)
     openapi.install(app)
     if settings.cors_origins:

@@ -79,8 +79,12 @@ async def backends(request: Request) -> Backends:
 
 
 async def acting_actor(
-    actor: Annotated[Actor, Depends(authenticate)], mesh: Annotated[Backends, Depends(backends)]
+    request: Request,
+    actor: Annotated[Actor, Depends(authenticate)],
+    mesh: Annotated[Backends, Depends(backends)],
 ) -> AsyncIterator[Actor]:
-    """Authenticates the request and makes its actor (and deadline) travel with every mesh call."""
+    """Authenticates and rate-limits the request and makes its actor (and deadline) travel with every
+    mesh call."""
+    request.app.state.limits.admit(actor)
     with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
         yield actor

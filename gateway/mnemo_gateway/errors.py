@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mnemo_core import errors
+from mnemo_gateway.limits import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -62,4 +63,6 @@ def install(app: FastAPI) -> None:
                 "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.reason, exc.message
             )
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, errors.ResourceExhausted):
+            headers = retry_after_header(exc)
         return JSONResponse(error_body(exc), status_code=status, headers=headers)

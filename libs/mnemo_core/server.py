@@ -18,6 +18,7 @@ from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
 from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
 from mnemo_core.migrations import SchemaNotMigrated
+from mnemo_core.quotas import DEFAULT_MAX_MESSAGE_BYTES, RateLimitInterceptor, RateLimits
 from mnemo_core.rpc_metrics import RpcMetricsInterceptor
 from mnemo_core.settings import ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
@@ -62,17 +63,25 @@ class RunningServer:
 
 
 async def start_server(
-    app: GrpcApp, *, host: str, port: int, internal_token: str | None = None
+    app: GrpcApp,
+    *,
+    host: str,
+    port: int,
+    internal_token: str | None = None,
+    rate_limits: RateLimits | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
     """Starts `app` on host:port (0 picks a free port) with health and reflection."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(internal_token)]
     if metrics_enabled():
         interceptors.insert(0, RpcMetricsInterceptor())
+    if rate_limits is not None:
+        interceptors.append(RateLimitInterceptor(rate_limits))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
             ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ],
@@ -101,7 +110,12 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     app = await build(settings)
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
     running = await start_server(
-        app, host=settings.grpc_host, port=settings.port_of(settings.service), internal_token=token
+        app,
+        host=settings.grpc_host,
+        port=settings.port_of(settings.service),
+        internal_token=token,
+        rate_limits=settings.rate_limits(),
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
     if metrics_port:
