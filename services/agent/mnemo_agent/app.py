@@ -59,7 +59,11 @@ class AgentApp:
         self.db = db
         self.mesh = mesh
         self.agents = Agents(db, mesh, max_steps_limit=settings.max_steps_limit)
-        self.runs = Runs(db, lease_seconds=settings.run_lease_seconds)
+        self.runs = Runs(
+            db,
+            lease_seconds=settings.run_lease_seconds,
+            max_running_per_org=settings.max_running_runs_per_org,
+        )
         self.turns = Turns.over_mesh(self.agents, self.runs, mesh, settings)
         self.batches = Batches(
             db,

@@ -145,6 +145,7 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         addresses=addresses,
         default_return_char_limit=settings.default_return_char_limit,
         schema_max_bytes=settings.tool_schema_max_bytes,
+        max_per_org=settings.mcp_max_servers_per_org,
     )
     peers = Peers(settings)
     environments = AgentEnvironments(db, AgentDirectory(peers))

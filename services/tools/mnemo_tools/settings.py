@@ -70,6 +70,8 @@ class ToolsSettings(ServiceSettings):
     mcp_stdio_network: bool | None = None
     # stdio server processes this service runs at once.
     mcp_stdio_max_servers: int = 16
+    # MCP servers one organization may register (RESOURCE_EXHAUSTED beyond it; 0: no cap).
+    mcp_max_servers_per_org: int = Field(default=50, ge=0)
     # Streamable HTTP servers: URLs that resolve to loopback, private, link-local or other non-public
     # addresses are refused unless one of these networks (CIDR, e.g. "10.1.0.0/16") contains them.
     mcp_http_allowed_networks: list[str] = Field(default_factory=list)

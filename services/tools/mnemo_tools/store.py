@@ -250,6 +250,11 @@ class ServerQueries:
         return found is not None
 
     @staticmethod
+    def count(conn: Connection, org_id: str) -> int:
+        """How many MCP servers the organization has registered."""
+        return int(conn.scalar(select(func.count()).where(servers_t.c.org_id == org_id)) or 0)
+
+    @staticmethod
     def page(conn: Connection, org_id: str, *, after_name: str | None, limit: int) -> list[McpServer]:
         query = select(servers_t).where(servers_t.c.org_id == org_id)
         if after_name is not None:
