@@ -206,14 +206,29 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
             await asyncio.sleep(0.05)
 
 
+# Stop order: the gateway first (no new requests), the agent service last, so that the audit events the
+# others still hold when they stop reach its log (docs/adr/0411-limits-quotas-and-audit.md).
+_STOP_STAGE = {"gateway": 0, "agent": 2}
+
+
 async def stop_children(children: list[Child], grace: float = 10.0) -> None:
-    """SIGTERM to every child, then SIGKILL to those still running after `grace` seconds."""
+    """SIGTERM to the children stage by stage (gateway, then memory/tools/llm, then agent), then SIGKILL to
+    those still running after `grace` seconds in all."""
+    deadline = asyncio.get_running_loop().time() + grace
+    for stage in sorted({_STOP_STAGE.get(c.name, 1) for c in children}):
+        await _stop(
+            [c for c in children if _STOP_STAGE.get(c.name, 1) == stage],
+            deadline - asyncio.get_running_loop().time(),
+        )
+
+
+async def _stop(children: list[Child], grace: float) -> None:
     for child in children:
         if child.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.process.wait() for c in children)), grace)
+        await asyncio.wait_for(asyncio.gather(*(c.process.wait() for c in children)), max(grace, 0.1))
     except TimeoutError:
         for child in children:
             if child.process.returncode is None:
