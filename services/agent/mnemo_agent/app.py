@@ -36,6 +36,7 @@ from mnemo_agent.group_turns import GroupTurns
 from mnemo_agent.groups import Groups
 from mnemo_agent.identity import Identities
 from mnemo_agent.mesh import Mesh
+from mnemo_agent.org_holdings import MeshHoldings
 from mnemo_agent.runs import Runs
 from mnemo_agent.servicers.agents import AgentServicer
 from mnemo_agent.servicers.audit import AuditServicer
@@ -94,7 +95,7 @@ class AgentApp:
             single_writer=db.is_sqlite,
         )
         self.files = AgentFiles(self.agents, self.groups, mesh, max_bytes=settings.agent_file_max_bytes)
-        self.identities = Identities(db)
+        self.identities = Identities(db, MeshHoldings(mesh))
         self.audit = AuditLog(db, retention_days=settings.audit_retention_days)
         self.end_users = EndUsers(db, mesh, self.agents)
         self._sweep_seconds = settings.run_sweep_seconds
