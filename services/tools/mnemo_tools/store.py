@@ -310,3 +310,20 @@ class EnvQueries:
                 ],
             )
         return list(conn.scalars(select(env_t.c.name).where(*mine).order_by(env_t.c.name)))
+
+
+def reseal(conn: Connection) -> int:
+    """Writes every sealed value again, so that all are sealed with the current first key (and values
+    from before sealing get sealed); returns how many rows were written."""
+    written = 0
+    for row in conn.execute(select(env_t)).all():
+        conn.execute(
+            update(env_t)
+            .where(env_t.c.org_id == row.org_id, env_t.c.agent_id == row.agent_id, env_t.c.name == row.name)
+            .values(value=row.value)
+        )
+        written += 1
+    for server in conn.execute(select(servers_t.c.id, servers_t.c.secrets)).all():
+        conn.execute(update(servers_t).where(servers_t.c.id == server.id).values(secrets=server.secrets))
+        written += 1
+    return written
