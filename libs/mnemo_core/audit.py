@@ -4,7 +4,7 @@ A served write is put on an in-memory queue (no I/O on the call's path); a backg
 queue in batches to a sink (the agent service's AuditService, or its own log in the agent service).
 Closing the recorder sends what is queued, so a clean shutdown loses nothing; a crash loses at most
 the last `flush_seconds` of events, and a sink that stays down for longer than the queue holds drops the
-oldest events with a warning (docs/adr/0411-limits-quotas-and-audit.md).
+oldest events with a warning (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md).
 """
 
 from __future__ import annotations

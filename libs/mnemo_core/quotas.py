@@ -3,7 +3,7 @@ throttle on failed authentications, and the largest message a gRPC peer may send
 
 The buckets live in the process that serves the call. With several replicas of a service (or of the
 gateway) each replica keeps its own buckets, so the effective limit is the setting times the replicas a
-client's calls are spread over (docs/adr/0411-limits-quotas-and-audit.md).
+client's calls are spread over (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The key comes from `secrets_key` (MNEMO_SECRETS_KEY: one or more comma-separated
 seals, all open, which is how a key is rotated), else from $MNEMO_HOME/secrets.key, generated with mode
 0600 on first start. Columns declared `SealedText` / `SealedJson` seal on write and open on read; a value
 written before sealing existed is read as it is and sealed when it is next written (or by `reseal`).
-See docs/adr/0411-limits-quotas-and-audit.md.
+See docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class MnemoSettings(BaseSettings):
     log_level: str = "INFO"
     # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
     log_format: Literal["json", "text"] = "text"
-    # Limits (docs/adr/0411-limits-quotas-and-audit.md). Rates are calls a second refilling a bucket of
+    # Limits (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md). Rates are calls a second refilling a bucket of
     # `*_burst` calls; 0 turns a limit off. Buckets are per process: with N replicas a client may get up
     # to N times the rate.
     rate_limit_per_key: float = Field(default=50.0, ge=0)

@@ -207,7 +207,7 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
 
 
 # Stop order: the gateway first (no new requests), the agent service last, so that the audit events the
-# others still hold when they stop reach its log (docs/adr/0411-limits-quotas-and-audit.md).
+# others still hold when they stop reach its log (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md).
 _STOP_STAGE = {"gateway": 0, "agent": 2}
 
 
