@@ -9,18 +9,22 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from mnemo.rest.common import ErrorBody
+from mnemo_core.audit import AuditRecorder, remote_audit_sink
 from mnemo_core.metrics import setup_metrics
 from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, openapi
+from mnemo_gateway.audit import AuditMiddleware
 from mnemo_gateway.auth import KeyCache, ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.console import mount_console
 from mnemo_gateway.grpc_front import start_grpc_front
 from mnemo_gateway.http_metrics import HttpMetrics
 from mnemo_gateway.http_metrics import router as metrics_router
+from mnemo_gateway.limits import BodyLimitMiddleware, EdgeLimits
 from mnemo_gateway.routes import (
     agents,
     archival,
+    audit,
     blocks,
     core_memory,
     groups,
@@ -45,6 +49,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends(settings)
+        app.state.audit = AuditRecorder(remote_audit_sink(app.state.backends.peers))
         front = None
         if settings.grpc_port:
             front = await start_grpc_front(settings, host=settings.http_host, port=settings.grpc_port)
@@ -53,6 +58,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             if front is not None:
                 await front.stop()
+            await app.state.audit.aclose()
             await app.state.backends.aclose()
 
     app = FastAPI(
@@ -70,6 +76,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.api_key = ensure_api_key(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.limits = EdgeLimits(settings.rate_limits(), settings.failure_throttle())
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    # Added last, so outermost: a body refused by the cap still gets its request id.
+    app.add_middleware(AuditMiddleware)
     errors.install(app)
     openapi.install(app)
     if settings.cors_origins:
@@ -98,6 +108,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(identities.router)
     mount_console(app)
     app.add_middleware(HttpMetrics)
+    app.include_router(audit.router)
     if traced:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

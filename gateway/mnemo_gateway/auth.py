@@ -21,9 +21,10 @@ from mnemo.agent.v1 import identity_pb2
 from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
 from mnemo_core.api_keys import could_be_key, key_digest, new_key
 from mnemo_core.errors import NotFound, Unauthenticated
+from mnemo_core.quotas import FailureThrottle
 from mnemo_gateway.settings import GatewaySettings
 
-DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
+DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT, key_id="root")
 # Whom the gateway acts as when it asks the identity service about a key (no key is known yet).
 AUTHENTICATOR = Actor(org_id="org-default", user_id="gateway")
 CACHE_SIZE = 10_000
@@ -96,16 +97,25 @@ async def authenticate(request: Request) -> Actor:
     actor = cache.get(digest)
     if actor is not None:
         return actor
+    # Unknown and wrong keys: a recent failure fails again at once, and a client that keeps failing is
+    # throttled, both without asking the identity service.
+    failures: FailureThrottle = request.app.state.limits.failures
+    if failures.known_bad(digest):
+        raise invalid
+    source = request.client.host if request.client else ""
+    failures.check(source)
     identity = request.app.state.backends.identity
     try:
         with acting_as(AUTHENTICATOR, deadline=time.monotonic() + AUTH_TIMEOUT):
             holder = await identity.AuthenticateApiKey(identity_pb2.AuthenticateApiKeyRequest(secret=key))
     except (Unauthenticated, NotFound):
+        failures.failed(source, digest)
         raise invalid from None
     actor = Actor(
         org_id=holder.org_id,
         user_id=holder.user_id,
         role=ADMIN if holder.role == identity_pb2.ROLE_ADMIN else MEMBER,
+        key_id=holder.key_id,
     )
     cache.put(digest, actor)
     return actor

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mnemo.agent.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2_grpc,
     batch_pb2_grpc,
     end_user_pb2_grpc,
     group_pb2_grpc,
@@ -32,21 +33,22 @@ class Backends:
     """Stubs of the agent and memory services, plus health checks of every service."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self._peers = Peers(settings)
+        self.peers = Peers(settings)
         self.request_timeout = settings.http_request_timeout
-        self.agents = self._peers.stub("agent", agent_pb2_grpc.AgentServiceStub)
-        self.runs = self._peers.stub("agent", run_pb2_grpc.RunServiceStub)
-        self.batches = self._peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
-        self.identity = self._peers.stub("agent", identity_pb2_grpc.IdentityServiceStub)
-        self.groups = self._peers.stub("agent", group_pb2_grpc.GroupServiceStub)
-        self.end_users = self._peers.stub("agent", end_user_pb2_grpc.EndUserServiceStub)
-        self.messages = self._peers.stub("memory", message_pb2_grpc.MessageServiceStub)
-        self.tools = self._peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
-        self.mcp = self._peers.stub("tools", mcp_pb2_grpc.McpServiceStub)
-        self.blocks = self._peers.stub("memory", block_pb2_grpc.BlockServiceStub)
-        self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
-        self.sources = self._peers.stub("memory", source_pb2_grpc.SourceServiceStub)
-        self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
+        self.agents = self.peers.stub("agent", agent_pb2_grpc.AgentServiceStub)
+        self.runs = self.peers.stub("agent", run_pb2_grpc.RunServiceStub)
+        self.batches = self.peers.stub("agent", batch_pb2_grpc.BatchServiceStub)
+        self.identity = self.peers.stub("agent", identity_pb2_grpc.IdentityServiceStub)
+        self.audit = self.peers.stub("agent", audit_pb2_grpc.AuditServiceStub)
+        self.groups = self.peers.stub("agent", group_pb2_grpc.GroupServiceStub)
+        self.end_users = self.peers.stub("agent", end_user_pb2_grpc.EndUserServiceStub)
+        self.messages = self.peers.stub("memory", message_pb2_grpc.MessageServiceStub)
+        self.tools = self.peers.stub("tools", tool_pb2_grpc.ToolServiceStub)
+        self.mcp = self.peers.stub("tools", mcp_pb2_grpc.McpServiceStub)
+        self.blocks = self.peers.stub("memory", block_pb2_grpc.BlockServiceStub)
+        self.passages = self.peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
+        self.sources = self.peers.stub("memory", source_pb2_grpc.SourceServiceStub)
+        self.llm = self.peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
 
     async def agent(self, agent_id: str) -> agent_pb2.Agent:
         """The agent, or 404 AGENT_NOT_FOUND when it is not in the caller's organization.
@@ -60,7 +62,7 @@ class Backends:
         """Each service's health status name (UNREACHABLE when it does not answer)."""
         result: dict[ServiceName, str] = {}
         for service in GRPC_SERVICES:
-            stub = health_pb2_grpc.HealthStub(self._peers.channel(service))
+            stub = health_pb2_grpc.HealthStub(self.peers.channel(service))
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
                 result[service] = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -69,7 +71,7 @@ class Backends:
         return result
 
     async def aclose(self) -> None:
-        await self._peers.aclose()
+        await self.peers.aclose()
 
 
 async def backends(request: Request) -> Backends:
@@ -79,8 +81,13 @@ async def backends(request: Request) -> Backends:
 
 
 async def acting_actor(
-    actor: Annotated[Actor, Depends(authenticate)], mesh: Annotated[Backends, Depends(backends)]
+    request: Request,
+    actor: Annotated[Actor, Depends(authenticate)],
+    mesh: Annotated[Backends, Depends(backends)],
 ) -> AsyncIterator[Actor]:
-    """Authenticates the request and makes its actor (and deadline) travel with every mesh call."""
+    """Authenticates and rate-limits the request and makes its actor (and deadline) travel with every
+    mesh call."""
+    request.state.actor = actor  # for the audit event of the request
+    request.app.state.limits.admit(actor)
     with acting_as(actor, deadline=time.monotonic() + mesh.request_timeout):
         yield actor

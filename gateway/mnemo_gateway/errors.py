@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mnemo_core import errors
+from mnemo_core.quotas import RETRY_AFTER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ HTTP_STATUS: dict[type[errors.MnemoError], int] = {
 }
 # Reasons whose HTTP status differs from their gRPC code's usual one.
 HTTP_STATUS_BY_REASON = {"LLM_PROVIDER_NOT_CONFIGURED": 503}
-# Where a service's error metadata says how long to wait (a provider's own Retry-After).
-RETRY_AFTER_KEY = "retry_after_seconds"
 # Seconds a client should wait after a 503 that names no wait: about what a restarted service needs.
 DEFAULT_RETRY_AFTER = 1
 # 503s that retrying does not cure: configuration, not a passing outage.

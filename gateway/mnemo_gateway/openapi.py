@@ -143,6 +143,8 @@ OPERATION_IDS: dict[str, str] = {
     "list_api_keys": "api_keys_list",
     "get_api_key": "api_keys_get",
     "revoke_api_key": "api_keys_revoke",
+    # audit log
+    "list_audit_events": "audit_events_list",
     # identities (end users)
     "create_identity": "identities_create",
     "list_identities": "identities_list",

@@ -24,6 +24,8 @@ class GatewaySettings(MnemoSettings):
     # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a
     # revoked key keeps working for at most this long. 0 asks on every request.
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    # The largest request body accepted (413 beyond it, refused while it arrives); a 60 MiB upload fits.
+    max_request_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Seconds a REST request may wait for the mesh (a whole agent turn included).
     http_request_timeout: float = 600.0
     # Origins whose browser pages may call the API (CORS), e.g. ["https://app.example.com"]; none by default.

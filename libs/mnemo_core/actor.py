@@ -36,6 +36,8 @@ class Actor:
     org_id: str
     user_id: str
     role: str = ""
+    # The API key the caller presented, when it presented one (rate limits and the audit log name it).
+    key_id: str = ""
 
     @property
     def is_root(self) -> bool:

@@ -15,6 +15,7 @@ import grpc
 
 from mnemo_core.actor import call_timeout
 from mnemo_core.interceptors import outgoing_metadata
+from mnemo_core.quotas import DEFAULT_MAX_MESSAGE_BYTES
 from mnemo_core.retries import RETRY_SERVICE_CONFIG
 from mnemo_core.rpc_errors import from_rpc_error
 from mnemo_core.settings import MnemoSettings, ServiceName
@@ -24,8 +25,6 @@ StubT = TypeVar("StubT")
 # A call that stays silent this long (a slow model step) is pinged, so that a dead peer is noticed.
 KEEPALIVE_MS = 30_000
 _OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", RETRY_SERVICE_CONFIG),
@@ -35,9 +34,13 @@ _OPTIONS = [
 DEFAULT_DEADLINE = 600.0
 
 
-def mesh_channel(address: str) -> grpc.aio.Channel:
+def mesh_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
     """An insecure (mesh-internal) channel to `address`; make calls on it through `mesh_stub`."""
-    return grpc.aio.insecure_channel(address, options=_OPTIONS)
+    sizes = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    return grpc.aio.insecure_channel(address, options=[*sizes, *_OPTIONS])
 
 
 class _UnaryMethod:
@@ -126,7 +129,9 @@ class Peers:
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """The channel to `service` (calls that need no actor, like health checks, may use it bare)."""
         if service not in self._channels:
-            self._channels[service] = mesh_channel(self._settings.address_of(service))
+            self._channels[service] = mesh_channel(
+                self._settings.address_of(service), self._settings.grpc_max_message_bytes
+            )
         return self._channels[service]
 
     def stub(self, service: ServiceName, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:

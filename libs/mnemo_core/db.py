@@ -35,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
+from mnemo_core.sealing import Sealer, attach, private_dir, private_file
 from mnemo_core.telemetry import trace_engines
 
 # Stable constraint names, so migrations can refer to them on every backend.
@@ -117,6 +118,11 @@ class Database:
             raise FailedPrecondition(f"unsupported database URL scheme {parsed.drivername!r}")
         trace_engines([self.engine.sync_engine, *self._sync_engines])
         _open.add(self)
+
+    def seal_with(self, sealer: Sealer) -> None:
+        """Seals and opens this database's SealedText / SealedJson columns with `sealer`."""
+        for engine in [self.engine.sync_engine, *self._sync_engines]:
+            attach(engine.dialect, sealer)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs `fn(connection, *args)` on a read connection; nothing it does is committed."""
@@ -208,7 +214,11 @@ def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_engine(url: str) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        # The data directory and files hold secrets (sealed, but still): the service user's alone. SQLite
+        # gives its -wal and -shm files the database file's mode.
+        private_dir(path.parent)
+        private_file(path)
     engine = create_async_engine(url, connect_args={"timeout": 30})
     event.listen(engine.sync_engine, "connect", _set_pragmas)
     return engine

@@ -7,6 +7,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from mnemo_core import errors
+from mnemo_core.quotas import RETRY_AFTER_KEY
 
 DETAILS_KEY = "grpc-status-details-bin"
 
@@ -47,6 +48,13 @@ def to_trailing_metadata(error: errors.MnemoError) -> tuple[tuple[str, bytes], .
     packed = any_pb2.Any()
     packed.Pack(info)
     status.details.append(packed)
+    retry_after = error.metadata.get(RETRY_AFTER_KEY, "")
+    if retry_after.isdigit():
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromSeconds(int(retry_after))
+        packed_retry = any_pb2.Any()
+        packed_retry.Pack(retry)
+        status.details.append(packed_retry)
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[

@@ -13,11 +13,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mnemo_core.audit import AuditInterceptor, AuditRecorder, Sink, remote_audit_sink
+from mnemo_core.channels import Peers
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
 from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
 from mnemo_core.migrations import SchemaNotMigrated
+from mnemo_core.quotas import DEFAULT_MAX_MESSAGE_BYTES, RateLimitInterceptor, RateLimits
 from mnemo_core.rpc_metrics import RpcMetricsInterceptor
 from mnemo_core.settings import ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
@@ -62,17 +65,29 @@ class RunningServer:
 
 
 async def start_server(
-    app: GrpcApp, *, host: str, port: int, internal_token: str | None = None
+    app: GrpcApp,
+    *,
+    host: str,
+    port: int,
+    internal_token: str | None = None,
+    rate_limits: RateLimits | None = None,
+    audit: AuditRecorder | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
     """Starts `app` on host:port (0 picks a free port) with health and reflection."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(internal_token)]
     if metrics_enabled():
         interceptors.insert(0, RpcMetricsInterceptor())
+    if audit is not None:
+        # Before the rate limits, so that a call they refuse is recorded too.
+        interceptors.append(AuditInterceptor(audit))
+    if rate_limits is not None:
+        interceptors.append(RateLimitInterceptor(rate_limits))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
             ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ],
@@ -100,8 +115,21 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     setup_metrics(settings.service, prometheus=metrics_port != 0)
     app = await build(settings)
     token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    # The agent service keeps the audit log and records its own events; the others send theirs to it.
+    sink: Sink | None = getattr(app, "audit_sink", None)
+    peers: Peers | None = None
+    if sink is None:
+        peers = Peers(settings)
+        sink = remote_audit_sink(peers)
+    audit = AuditRecorder(sink)
     running = await start_server(
-        app, host=settings.grpc_host, port=settings.port_of(settings.service), internal_token=token
+        app,
+        host=settings.grpc_host,
+        port=settings.port_of(settings.service),
+        internal_token=token,
+        rate_limits=settings.rate_limits(),
+        audit=audit,
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
     log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
     if metrics_port:
@@ -116,6 +144,9 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     await stop.wait()
     log.info("mnemo-%s shutting down", settings.service)
     await running.stop(settings.shutdown_grace)
+    await audit.aclose()
+    if peers is not None:
+        await peers.aclose()
     await app.aclose()
     shutdown_metrics()
     shutdown_tracing()

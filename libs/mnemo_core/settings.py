@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mnemo_core.quotas import FailureThrottle, Rate, RateLimits
+
 ServiceName = Literal["agent", "memory", "tools", "llm", "gateway"]
 GRPC_SERVICES: tuple[ServiceName, ...] = ("agent", "memory", "tools", "llm")
 
@@ -82,6 +84,33 @@ class MnemoSettings(BaseSettings):
     log_format: Literal["json", "text"] = "text"
     # Seconds a stopping process (SIGTERM) lets in-flight requests and turns finish before cutting them off.
     shutdown_grace: float = 10.0
+    # Limits (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md). Rates are calls a second refilling a bucket of
+    # `*_burst` calls; 0 turns a limit off. Buckets are per process: with N replicas a client may get up
+    # to N times the rate.
+    rate_limit_per_key: float = Field(default=50.0, ge=0)
+    rate_limit_per_key_burst: float = Field(default=200.0, ge=1)
+    rate_limit_per_org: float = Field(default=200.0, ge=0)
+    rate_limit_per_org_burst: float = Field(default=800.0, ge=1)
+    # Failed authentications a client address may make a second (and in a burst) before it is refused
+    # without the key being checked; a key that failed is refused at once for `auth_negative_ttl_seconds`.
+    auth_failure_rate: float = Field(default=2.0, ge=0)
+    auth_failure_burst: float = Field(default=20.0, ge=1)
+    auth_negative_ttl_seconds: float = Field(default=30.0, ge=0)
+    # The largest gRPC message a server or mesh channel accepts.
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+
+    def rate_limits(self) -> RateLimits:
+        """Token buckets for API-key callers, as configured."""
+        return RateLimits(
+            Rate(self.rate_limit_per_key, self.rate_limit_per_key_burst),
+            Rate(self.rate_limit_per_org, self.rate_limit_per_org_burst),
+        )
+
+    def failure_throttle(self) -> FailureThrottle:
+        """The throttle on failed authentications, as configured."""
+        return FailureThrottle(
+            Rate(self.auth_failure_rate, self.auth_failure_burst), self.auth_negative_ttl_seconds
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -209,8 +209,10 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
             await asyncio.sleep(0.05)
 
 
-# Stopped first on a graceful stop: they hold the in-flight requests and turns, which still call the others.
-FRONT = ("gateway", "agent")
+# Stop order on a graceful stop: the gateway first (its in-flight requests finish against a running mesh,
+# its queued audit events reach the agent service), then the agent service (its turns finish while the
+# services they call still run), then the others.
+STOP_STAGES = (("gateway",), ("agent",))
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,7 @@ async def _stop_group(children: list[Child], grace: float) -> None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.process.wait() for c in children)), grace)
+        await asyncio.wait_for(asyncio.gather(*(c.process.wait() for c in children)), max(grace, 0.1))
     except TimeoutError:
         for child in children:
             if child.process.returncode is None:
@@ -329,11 +331,12 @@ async def _stop_group(children: list[Child], grace: float) -> None:
 
 
 async def stop_children(children: list[Child], grace: float = 15.0) -> None:
-    """Stops the gateway and the agent service, then the others: SIGTERM, and SIGKILL to those still
-    running `grace` seconds later (each group)."""
-    front = [c for c in children if c.name in FRONT]
-    await _stop_group(front, grace)
-    await _stop_group([c for c in children if c.name not in FRONT], grace)
+    """Stops the gateway, then the agent service, then the others: SIGTERM, and SIGKILL to those still
+    running `grace` seconds later (each stage)."""
+    staged = {name for stage in STOP_STAGES for name in stage}
+    for stage in STOP_STAGES:
+        await _stop_group([c for c in children if c.name in stage], grace)
+    await _stop_group([c for c in children if c.name not in staged], grace)
 
 
 async def supervise(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,8 @@ from tests.fakes.llm_provider import FakeProvider
 from tests.harness import RunningMesh, mesh_env, running_mesh
 
 UNKNOWN_KEY = "key-00000000-0000-0000-0000-000000000000"
+MCP_SERVER = str(Path(__file__).parents[1] / "fakes" / "mcp_server.py")
+TOOL_SOURCE = 'def ping() -> str:\n    """Answers pong."""\n    return "pong"\n'
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +192,47 @@ def test_the_client_manages_organizations_users_and_keys(identity_mesh: RunningM
         with Mnemo(identity_mesh.http_url, member.secret) as revoked, pytest.raises(Unauthenticated):
             revoked.agents.list()
         bob.agents.delete(agent.id)
+
+
+def test_an_organization_that_still_owns_resources_in_other_services_cannot_be_deleted(
+    identity_mesh: RunningMesh, root: httpx.Client
+) -> None:
+    org = root.post("/v1/organizations", json={"name": "owner"}).json()
+    user = root.post("/v1/users", json={"name": "o", "org_id": org["id"]}).json()
+    key = root.post(
+        "/v1/api-keys", json={"name": "o", "role": "admin", "user_id": user["id"], "org_id": org["id"]}
+    ).json()
+    made: dict[str, str] = {}
+    with client(identity_mesh, key["secret"]) as api:
+        made["blocks"] = (
+            "/v1/blocks/" + api.post("/v1/blocks", json={"label": "l", "value": "v"}).json()["id"]
+        )
+        made["sources"] = "/v1/sources/" + api.post("/v1/sources", json={"name": "s"}).json()["id"]
+        made["tools"] = "/v1/tools/" + api.post("/v1/tools", json={"source_code": TOOL_SOURCE}).json()["id"]
+        server = api.post(
+            "/v1/mcp-servers",
+            json={"name": "m", "transport": "stdio", "command": sys.executable, "args": [MCP_SERVER]},
+        )
+        assert server.status_code == 201, server.text
+        made["mcp_servers"] = "/v1/mcp-servers/" + server.json()["id"]
+
+        refusals = []
+        for kind in ("blocks", "sources", "tools", "mcp_servers"):
+            refused = root.delete(f"/v1/organizations/{org['id']}")
+            refusals.append(
+                (refused.status_code, refused.json()["reason"], refused.json()["metadata"]["owns"])
+            )
+            assert api.get(made[kind]).status_code == 200  # nothing of it was removed
+            assert api.delete(made[kind]).status_code == 204
+    deleted = root.delete(f"/v1/organizations/{org['id']}")
+
+    assert refusals == [
+        (400, "ORGANIZATION_NOT_EMPTY", "blocks,sources,tools,mcp_servers"),
+        (400, "ORGANIZATION_NOT_EMPTY", "sources,tools,mcp_servers"),
+        (400, "ORGANIZATION_NOT_EMPTY", "tools,mcp_servers"),
+        (400, "ORGANIZATION_NOT_EMPTY", "mcp_servers"),
+    ]
+    assert deleted.status_code == 204
 
 
 async def test_keys_cannot_be_checked_while_the_agent_service_is_down(

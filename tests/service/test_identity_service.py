@@ -38,10 +38,15 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="module")
-async def agent_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+async def agent_service(
+    tmp_path_factory: pytest.TempPathFactory, memory_service: Served, tools_service: Served
+) -> AsyncIterator[Served]:
+    """The agent service; deleting an organization asks memory and tools what it still owns there."""
     home = tmp_path_factory.mktemp("identity")
     with clean_environment(home):
-        settings = AgentSettings(home=home)
+        settings = AgentSettings(
+            home=home, memory_addr=memory_service.address, tools_addr=tools_service.address
+        )
     app = await build_agent(settings)
     async with serving(app) as served:
         yield served

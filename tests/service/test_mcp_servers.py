@@ -19,7 +19,14 @@ import pytest
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
 from mnemo_core.actor import ADMIN, Actor, acting_as
-from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from mnemo_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from mnemo_tools.app import build as build_tools
 from mnemo_tools.mcp_addresses import REFUSED_URL
 from mnemo_tools.settings import ToolsSettings
@@ -475,3 +482,31 @@ async def test_a_response_beyond_the_cap_ends_the_connection(tmp_path: Path, act
         flooder.close()
 
     assert failed.value.message == "cannot connect to the MCP server"
+
+
+async def test_an_organization_beyond_its_mcp_server_cap_is_refused_and_others_are_not(
+    tmp_path: Path, actor: Actor, http_server: str
+) -> None:
+    def over_http(name: str) -> mcp_pb2.McpServer:
+        return mcp_pb2.McpServer(
+            name=name, tool_prefix=name, streamable_http=mcp_pb2.StreamableHttpTransport(url=http_server)
+        )
+
+    async with serving(await build_tools(mcp_settings(tmp_path, mcp_max_servers_per_org=2))) as served:
+        mcp = served.stub(mcp_pb2_grpc.McpServiceStub)
+        with acting_as(actor):
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=over_http("one")))
+            second = await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=over_http("two")))
+            with pytest.raises(ResourceExhausted) as refused:
+                await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=over_http("three")))
+            listed = await mcp.ListMcpServers(mcp_pb2.ListMcpServersRequest())
+        other = new_actor()
+        with acting_as(Actor(other.org_id, "admin-2", ADMIN)):
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=over_http("one")))
+        with acting_as(actor):
+            await mcp.DeleteMcpServer(mcp_pb2.DeleteMcpServerRequest(mcp_server_id=second.server.id))
+            await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=over_http("three")))
+
+    assert refused.value.reason == "MCP_SERVERS_EXHAUSTED"
+    assert refused.value.metadata == {"max_servers": "2"}
+    assert sorted(s.name for s in listed.servers) == ["one", "two"]

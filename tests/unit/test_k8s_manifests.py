@@ -309,6 +309,8 @@ def test_each_pod_gets_only_the_secrets_it_needs(profile: str) -> None:
                 expected["MNEMO_DATABASE_URL"] = ("mnemo-database", service)
         if service == "gateway":
             expected["MNEMO_API_KEY"] = ("mnemo-gateway", "MNEMO_API_KEY")
+        if service == "tools" and not name.endswith("-migrate"):
+            expected["MNEMO_SECRETS_KEY"] = ("mnemo-tools", "MNEMO_SECRETS_KEY")
         if service == "llm" and not name.endswith("-migrate"):
             for key in (
                 "OPENAI_API_KEY",

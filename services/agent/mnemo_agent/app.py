@@ -14,6 +14,8 @@ import grpc
 from mnemo.agent.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     batch_pb2,
     batch_pb2_grpc,
     end_user_pb2,
@@ -27,14 +29,17 @@ from mnemo.agent.v1 import (
 )
 from mnemo_agent.agent_files import AgentFiles
 from mnemo_agent.agents import Agents
+from mnemo_agent.audit_log import AuditLog
 from mnemo_agent.batches import Batches
 from mnemo_agent.end_users import EndUsers
 from mnemo_agent.group_turns import GroupTurns
 from mnemo_agent.groups import Groups
 from mnemo_agent.identity import Identities
 from mnemo_agent.mesh import Mesh
+from mnemo_agent.org_holdings import MeshHoldings
 from mnemo_agent.runs import Runs
 from mnemo_agent.servicers.agents import AgentServicer
+from mnemo_agent.servicers.audit import AuditServicer
 from mnemo_agent.servicers.batches import BatchServicer
 from mnemo_agent.servicers.end_users import EndUserServicer
 from mnemo_agent.servicers.groups import GroupServicer
@@ -45,6 +50,7 @@ from mnemo_agent.sleeptime import Sleeptime
 from mnemo_agent.store import Run
 from mnemo_agent.turn import Turns
 from mnemo_core.actor import Actor
+from mnemo_core.audit import AuditEvent
 from mnemo_core.db import Database
 from mnemo_core.migrations import prepare_schema
 
@@ -59,7 +65,11 @@ class AgentApp:
         self.db = db
         self.mesh = mesh
         self.agents = Agents(db, mesh, max_steps_limit=settings.max_steps_limit)
-        self.runs = Runs(db, lease_seconds=settings.run_lease_seconds)
+        self.runs = Runs(
+            db,
+            lease_seconds=settings.run_lease_seconds,
+            max_running_per_org=settings.max_running_runs_per_org,
+        )
         self.turns = Turns.over_mesh(self.agents, self.runs, mesh, settings)
         self.batches = Batches(
             db,
@@ -85,7 +95,8 @@ class AgentApp:
             single_writer=db.is_sqlite,
         )
         self.files = AgentFiles(self.agents, self.groups, mesh, max_bytes=settings.agent_file_max_bytes)
-        self.identities = Identities(db)
+        self.identities = Identities(db, MeshHoldings(mesh))
+        self.audit = AuditLog(db, retention_days=settings.audit_retention_days)
         self.end_users = EndUsers(db, mesh, self.agents)
         self._sweep_seconds = settings.run_sweep_seconds
         self._sweeper: asyncio.Task[None] | None = None
@@ -101,7 +112,9 @@ class AgentApp:
         batch_pb2_grpc.add_BatchServiceServicer_to_server(BatchServicer(self.batches), server)
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities), server)
         end_user_pb2_grpc.add_EndUserServiceServicer_to_server(EndUserServicer(self.end_users), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.audit), server)
         return [
+            audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
             agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
             run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
             batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
@@ -144,7 +157,12 @@ class AgentApp:
             except Exception:
                 log.exception("looking for runs of replicas that are gone failed; will look again")
 
+    async def audit_sink(self, events: Sequence[AuditEvent]) -> None:
+        """Where this service's own audit events go: straight into its log, no hop."""
+        await self.audit.record(events)
+
     async def aclose(self) -> None:
+        await self.audit.aclose()
         self.turns.shutting_down()
         await self.group_turns.aclose()
         if self._sweeper is not None:
@@ -165,4 +183,5 @@ async def build(settings: AgentSettings) -> AgentApp:
     app = AgentApp(db, Mesh(settings), settings)
     await app.recover()
     app.start_sweeping()
+    app.audit.start_pruning()
     return app

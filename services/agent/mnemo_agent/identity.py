@@ -23,6 +23,7 @@ from mnemo_agent.identity_store import (
     User,
     UserQueries,
 )
+from mnemo_agent.org_holdings import OrgHoldings
 from mnemo_core.actor import ADMIN, MEMBER, Actor
 from mnemo_core.api_keys import KEY_PREFIX, could_be_key, key_digest, new_key
 from mnemo_core.db import Database
@@ -136,8 +137,10 @@ def _key(conn: Connection, org_id: str, key_id: str) -> ApiKey:
 class Identities:
     """Organizations, users and API keys, with the permission rules above."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, holdings: OrgHoldings | None = None) -> None:
         self._db = db
+        # What an organization still owns in the other services (None: not asked, in tests of this alone).
+        self._holdings = holdings
 
     # Organizations
 
@@ -179,7 +182,8 @@ class Identities:
         )
 
     async def delete_organization(self, actor: Actor, org_id: str) -> None:
-        """Deletes an organization with its users and keys; refused while it has agents."""
+        """Deletes an organization with its users and keys; refused while it has agents, or blocks,
+        sources, custom tools or MCP servers in the other services."""
         _require_root(actor)
         require_id(org_id, "org_id")
         if org_id == DEFAULT_ORG:
@@ -187,7 +191,7 @@ class Identities:
                 "the default organization cannot be deleted", reason="DEFAULT_ORGANIZATION"
             )
 
-        def tx(conn: Connection) -> None:
+        def check(conn: Connection) -> None:
             if OrganizationQueries.get(conn, org_id) is None:
                 raise _org_not_found(org_id)
             agents = OrganizationQueries.agent_count(conn, org_id)
@@ -197,6 +201,19 @@ class Identities:
                     reason="ORGANIZATION_HAS_AGENTS",
                     metadata={"agents": str(agents)},
                 )
+
+        await self._db.read(check)
+        if self._holdings is not None:
+            owned = await self._holdings.remaining(org_id)
+            if owned:
+                raise FailedPrecondition(
+                    f"organization {org_id} still owns {', '.join(owned)}; delete them first",
+                    reason="ORGANIZATION_NOT_EMPTY",
+                    metadata={"owns": ",".join(owned)},
+                )
+
+        def tx(conn: Connection) -> None:
+            check(conn)
             OrganizationQueries.delete(conn, org_id)
 
         await self._db.write(tx)

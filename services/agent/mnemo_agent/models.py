@@ -318,3 +318,27 @@ class EndUserBlockRow(AgentBase):
     block_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditEventRow(AgentBase):
+    """One write made through REST or by a gRPC client with an API key (never a secret or a body)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_org_time", "org_id", "time", "id"),
+        # Pruning deletes by time across organizations.
+        Index("ix_audit_events_time", "time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # No foreign key: the log outlives what it records (a deleted organization's events stay until pruned).
+    org_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(300))
+    resource: Mapped[str] = mapped_column(String(1000))
+    request_id: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(128))
+    code: Mapped[int] = mapped_column(Integer)
+    surface: Mapped[str] = mapped_column(String(8))
+    time: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -36,6 +36,7 @@ from mnemo_core.errors import FailedPrecondition, NotFound, ResourceExhausted
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.proto_enums import EnumNames
+from mnemo_core.quotas import RETRY_AFTER_KEY
 from mnemo_core.wire import utcnow
 
 __all__ = [
@@ -121,10 +122,17 @@ class Runs:
     """Creates, leases, finishes and lists run records."""
 
     def __init__(
-        self, db: Database, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow
+        self,
+        db: Database,
+        *,
+        lease_seconds: float = 60.0,
+        max_running_per_org: int = 0,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
         self.lease_seconds = lease_seconds
+        # Runs one organization may have running at once (0: no cap).
+        self.max_running_per_org = max_running_per_org
         # Lease times are read from here, so tests can move time instead of waiting for it.
         self._now = clock
 
@@ -172,9 +180,13 @@ class Runs:
             waiting_agent_ids=list(lineage.waiting),
             group_run_id=lineage.group_run_id,
         )
+        capped = status == RUNNING and batch_id is None and self.max_running_per_org > 0
         for _ in range(3):
             try:
-                await self._db.write(RunQueries.insert, [run])
+                if capped:
+                    await self._db.write(self._insert_within_cap, run)
+                else:
+                    await self._db.write(RunQueries.insert, [run])
             except IntegrityError:
                 if idempotency_key:
                     found = await self._db.read(RunQueries.by_key, org_id, agent_id, idempotency_key)
@@ -184,6 +196,24 @@ class Runs:
                 continue
             return RunStart(run, existing=False)
         raise AgentBusy(agent_id)
+
+    def _insert_within_cap(self, conn: Connection, run: Run) -> None:
+        """Inserts a running run unless its organization has its cap of running runs already.
+
+        Counted in the inserting transaction, so on SQLite (one writer) the cap is exact. A retry with a
+        recorded idempotency key is never refused: it finds its run instead of starting one.
+        """
+        if run.idempotency_key and RunQueries.by_key(conn, run.org_id, run.agent_id, run.idempotency_key):
+            RunQueries.insert(conn, [run])  # raises IntegrityError: the caller returns the recorded run
+        running = RunQueries.running_in_org(conn, run.org_id, run.created_at)
+        if running >= self.max_running_per_org:
+            raise ResourceExhausted(
+                f"this organization has {running} runs going already (at most "
+                f"{self.max_running_per_org} at once); retry when one has finished",
+                reason="ORG_RUNS_EXHAUSTED",
+                metadata={"max_running_runs": str(self.max_running_per_org), RETRY_AFTER_KEY: "1"},
+            )
+        RunQueries.insert(conn, [run])
 
     async def _check_budget(self, org_id: str, agent_id: str, key: str, lineage: Lineage) -> None:
         """Refuses a new run of a chain that holds its budget already (a retry of a recorded one is fine).

@@ -37,6 +37,11 @@ class AgentSettings(ServiceSettings):
     summarizer_timeout: float = 60.0
     # Seconds a running turn holds its agent without extending the lease (crash detection across replicas).
     run_lease_seconds: float = 60.0
+    # Runs one organization may have running at once (batch runs aside); beyond it a new turn is refused
+    # with RESOURCE_EXHAUSTED (ORG_RUNS_EXHAUSTED). 0: no cap.
+    max_running_runs_per_org: int = Field(default=64, ge=0)
+    # Days an audit event is kept; older ones are pruned (at start, then hourly).
+    audit_retention_days: float = Field(default=90.0, gt=0)
     # With replicas sharing the database (Postgres): how often a running turn checks whether another
     # replica was asked to cancel it.
     run_cancel_poll_seconds: float = Field(default=1.0, gt=0)

@@ -309,6 +309,18 @@ class RunQueries:
         return [_run(row) for row in conn.execute(query)]
 
     @staticmethod
+    def running_in_org(conn: Connection, org_id: str, now: datetime) -> int:
+        """How many of the organization's runs are running now (a run whose lease ran out is not)."""
+        count = conn.scalar(
+            select(func.count()).where(
+                runs_t.c.org_id == org_id,
+                runs_t.c.status == RUNNING,
+                runs_t.c.lease_expires_at > now,
+            )
+        )
+        return int(count or 0)
+
+    @staticmethod
     def in_chain(conn: Connection, root_run_id: str) -> int:
         """How many runs a chain of agent-to-agent messages started from `root_run_id` holds."""
         return int(conn.scalar(select(func.count()).where(runs_t.c.root_run_id == root_run_id)) or 0)

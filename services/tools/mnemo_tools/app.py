@@ -10,9 +10,11 @@ from typing import Any
 import grpc
 
 from mnemo.tools.v1 import mcp_pb2, mcp_pb2_grpc, tool_pb2, tool_pb2_grpc
+from mnemo_core import sealing
 from mnemo_core.channels import Peers
 from mnemo_core.db import Database
 from mnemo_core.migrations import prepare_schema
+from mnemo_tools import store
 from mnemo_tools.agent_directory import AgentDirectory
 from mnemo_tools.agent_env import AgentEnvironments
 from mnemo_tools.environments import PackageEnvironments
@@ -103,8 +105,12 @@ def log_isolation(capabilities: dict[str, Any], *, allow_unisolated: bool) -> No
 
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
+    secret_key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
     db = Database(settings.resolved_database_url(), schema="tools")
+    db.seal_with(sealing.Sealer(sealing.load_keys(secret_key, settings.home)))
     await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
+    # Cheap (a row per variable and server) and what makes a key rotation complete.
+    await db.write(store.reseal)
     registry = Registry(
         db,
         default_return_char_limit=settings.default_return_char_limit,
@@ -145,6 +151,7 @@ async def build(settings: ToolsSettings) -> ToolsApp:
         addresses=addresses,
         default_return_char_limit=settings.default_return_char_limit,
         schema_max_bytes=settings.tool_schema_max_bytes,
+        max_per_org=settings.mcp_max_servers_per_org,
     )
     peers = Peers(settings)
     environments = AgentEnvironments(db, AgentDirectory(peers))

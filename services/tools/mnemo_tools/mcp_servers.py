@@ -14,7 +14,14 @@ from sqlalchemy.exc import IntegrityError
 
 from mnemo_core.actor import Actor
 from mnemo_core.db import Database
-from mnemo_core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from mnemo_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from mnemo_core.ids import new_id, require_id
 from mnemo_core.paging import decode_token, encode_token, page_size
 from mnemo_core.validation import check_text, invalid
@@ -84,8 +91,11 @@ class McpServers:
         addresses: AddressPolicy,
         default_return_char_limit: int,
         schema_max_bytes: int,
+        max_per_org: int = 0,
     ) -> None:
         self._db = db
+        # Servers one organization may register (0: no cap).
+        self._max_per_org = max_per_org
         self._connections = connections
         self._stdio = stdio
         self._addresses = addresses
@@ -117,6 +127,15 @@ class McpServers:
             await self._addresses.check_url(spec.url, "server.streamable_http.url")
         else:
             raise invalid("server.transport", "set stdio or streamable_http")
+
+    def _check_cap(self, registered: int) -> None:
+        if self._max_per_org and registered >= self._max_per_org:
+            raise ResourceExhausted(
+                f"this organization has {registered} MCP servers registered (at most {self._max_per_org}); "
+                "delete one before registering another",
+                reason="MCP_SERVERS_EXHAUSTED",
+                metadata={"max_servers": str(self._max_per_org)},
+            )
 
     def _check_stdio(self, spec: McpServerSpec) -> None:
         if len(spec.args) > 100 or any("\x00" in a or len(a) > 4096 for a in spec.args):
@@ -153,6 +172,8 @@ class McpServers:
         org_id = actor.org_id
         if await self._db.read(ServerQueries.name_taken, org_id, spec.name):
             raise AlreadyExists(f"an MCP server named '{spec.name}' exists", reason="MCP_SERVER_NAME_TAKEN")
+        # Checked before connecting (a refused registration starts nothing) and again when inserting.
+        self._check_cap(await self._db.read(ServerQueries.count, org_id))
         now = utcnow()
         server = McpServer(
             id=new_id("mcp"),
@@ -172,6 +193,7 @@ class McpServers:
         listed = await self._list_tools(endpoint_of(server))
 
         def tx(conn: Connection) -> list[Tool]:
+            self._check_cap(ServerQueries.count(conn, org_id))
             ServerQueries.insert(conn, server)
             return self._sync_tools(conn, server, listed)
 

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mnemo_core.db import Base, UtcDateTime
+from mnemo_core.sealing import SealedJson, SealedText
 
 # org_id of built-in tools, which every organization sees.
 BUILTIN_ORG = ""
@@ -63,7 +64,7 @@ class ToolEnvRow(ToolsBase):
     org_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(SealedText)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -81,7 +82,7 @@ class McpServerRow(ToolsBase):
     args: Mapped[list[str]] = mapped_column(JSON, default=list)
     cwd: Mapped[str] = mapped_column(Text, default="")
     url: Mapped[str] = mapped_column(Text, default="")
-    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets: Mapped[dict[str, Any]] = mapped_column(SealedJson, default=dict)
     tool_prefix: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 
 from mnemo_core.settings import ServiceName, ServiceSettings
 
@@ -70,6 +70,13 @@ class ToolsSettings(ServiceSettings):
     mcp_stdio_network: bool | None = None
     # stdio server processes this service runs at once.
     mcp_stdio_max_servers: int = 16
+    # Fernet keys (comma-separated; the first seals, all open) for tool environment values and MCP
+    # headers/env in the database; unset: one generated into $MNEMO_HOME/secrets.key (mode 0600).
+    # Rotate: put a new key first, keep the old one after it, restart (every value is sealed again at
+    # start), then drop the old one.
+    secrets_key: SecretStr | None = None
+    # MCP servers one organization may register (RESOURCE_EXHAUSTED beyond it; 0: no cap).
+    mcp_max_servers_per_org: int = Field(default=50, ge=0)
     # Streamable HTTP servers: URLs that resolve to loopback, private, link-local or other non-public
     # addresses are refused unless one of these networks (CIDR, e.g. "10.1.0.0/16") contains them.
     mcp_http_allowed_networks: list[str] = Field(default_factory=list)

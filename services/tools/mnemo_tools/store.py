@@ -250,6 +250,11 @@ class ServerQueries:
         return found is not None
 
     @staticmethod
+    def count(conn: Connection, org_id: str) -> int:
+        """How many MCP servers the organization has registered."""
+        return int(conn.scalar(select(func.count()).where(servers_t.c.org_id == org_id)) or 0)
+
+    @staticmethod
     def page(conn: Connection, org_id: str, *, after_name: str | None, limit: int) -> list[McpServer]:
         query = select(servers_t).where(servers_t.c.org_id == org_id)
         if after_name is not None:
@@ -305,3 +310,20 @@ class EnvQueries:
                 ],
             )
         return list(conn.scalars(select(env_t.c.name).where(*mine).order_by(env_t.c.name)))
+
+
+def reseal(conn: Connection) -> int:
+    """Writes every sealed value again, so that all are sealed with the current first key (and values
+    from before sealing get sealed); returns how many rows were written."""
+    written = 0
+    for row in conn.execute(select(env_t)).all():
+        conn.execute(
+            update(env_t)
+            .where(env_t.c.org_id == row.org_id, env_t.c.agent_id == row.agent_id, env_t.c.name == row.name)
+            .values(value=row.value)
+        )
+        written += 1
+    for server in conn.execute(select(servers_t.c.id, servers_t.c.secrets)).all():
+        conn.execute(update(servers_t).where(servers_t.c.id == server.id).values(secrets=server.secrets))
+        written += 1
+    return written
