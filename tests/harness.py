@@ -34,6 +34,11 @@ class RunningMesh:
         return self.settings.address_of(service)
 
     @property
+    def credential(self) -> str:
+        """The mesh's internal credential (what its own hops sign the actor with)."""
+        return self.settings.internal_credential()
+
+    @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
@@ -87,6 +92,7 @@ def mesh_env(
 def _settings(env: Mapping[str, str]) -> MnemoSettings:
     return MnemoSettings(
         home=Path(env["MNEMO_HOME"]),
+        internal_token=env["MNEMO_INTERNAL_TOKEN"],
         **{f"{service}_port": int(env[f"MNEMO_{service.upper()}_PORT"]) for service in GRPC_SERVICES},
     )
 

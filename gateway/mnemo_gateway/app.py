@@ -12,7 +12,7 @@ from mnemo.rest.common import ErrorBody
 from mnemo_core.metrics import setup_metrics
 from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, openapi
-from mnemo_gateway.auth import KeyCache, ensure_api_key
+from mnemo_gateway.auth import ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.console import mount_console
 from mnemo_gateway.grpc_front import start_grpc_front
@@ -69,7 +69,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         },
     )
     app.state.api_key = ensure_api_key(settings)
-    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     errors.install(app)
     openapi.install(app)
     if settings.cors_origins:

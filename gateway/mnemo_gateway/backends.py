@@ -22,6 +22,7 @@ from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.channels import Peers
 from mnemo_core.settings import GRPC_SERVICES, ServiceName
 from mnemo_gateway.auth import authenticate
@@ -47,6 +48,7 @@ class Backends:
         self.passages = self._peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
         self.sources = self._peers.stub("memory", source_pb2_grpc.SourceServiceStub)
         self.llm = self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
+        self.keys = KeyResolver(self.identity, settings.api_key_cache_seconds)
 
     async def agent(self, agent_id: str) -> agent_pb2.Agent:
         """The agent, or 404 AGENT_NOT_FOUND when it is not in the caller's organization.

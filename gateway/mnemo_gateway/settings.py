@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from mnemo_core.settings import MnemoSettings
 
@@ -21,9 +21,6 @@ class GatewaySettings(MnemoSettings):
     grpc_port: int = Field(default=8288, ge=0)
     # The REST API key; unset means one generated at first start and kept in $MNEMO_HOME/api_key.
     api_key: SecretStr | None = None
-    # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a
-    # revoked key keeps working for at most this long. 0 asks on every request.
-    api_key_cache_seconds: float = Field(default=5.0, ge=0)
     # Seconds a REST request may wait for the mesh (a whole agent turn included).
     http_request_timeout: float = 600.0
     # Origins whose browser pages may call the API (CORS), e.g. ["https://app.example.com"]; none by default.

@@ -13,6 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mnemo.agent.v1 import identity_pb2_grpc
+from mnemo_core.api_keys import KeyResolver
+from mnemo_core.channels import mesh_channel, mesh_stub
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
@@ -62,10 +65,13 @@ class RunningServer:
 
 
 async def start_server(
-    app: GrpcApp, *, host: str, port: int, internal_token: str | None = None
+    app: GrpcApp, *, host: str, port: int, credential: str, keys: KeyResolver | None = None
 ) -> RunningServer:
-    """Starts `app` on host:port (0 picks a free port) with health and reflection."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(internal_token)]
+    """Starts `app` on host:port (0 picks a free port) with health and reflection.
+
+    Internal hops must sign their actor with `credential`; external callers' API keys go to `keys`.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(credential, keys)]
     if metrics_enabled():
         interceptors.insert(0, RpcMetricsInterceptor())
     server = grpc.aio.server(
@@ -99,9 +105,18 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     metrics_port = settings.metrics_port_of(settings.service)
     setup_metrics(settings.service, prometheus=metrics_port != 0)
     app = await build(settings)
-    token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    credential = settings.internal_credential()
+    identity_channel = mesh_channel(settings.address_of("agent"))
+    keys = KeyResolver(
+        mesh_stub(identity_pb2_grpc.IdentityServiceStub, identity_channel, credential),
+        settings.api_key_cache_seconds,
+    )
     running = await start_server(
-        app, host=settings.grpc_host, port=settings.port_of(settings.service), internal_token=token
+        app,
+        host=settings.grpc_host,
+        port=settings.port_of(settings.service),
+        credential=credential,
+        keys=keys,
     )
     log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
     if metrics_port:
@@ -116,6 +131,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     await stop.wait()
     log.info("mnemo-%s shutting down", settings.service)
     await running.stop()
+    await identity_channel.close()
     await app.aclose()
     shutdown_metrics()
     shutdown_tracing()

@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mnemo_core import mesh_credential
+
 ServiceName = Literal["agent", "memory", "tools", "llm", "gateway"]
 GRPC_SERVICES: tuple[ServiceName, ...] = ("agent", "memory", "tools", "llm")
 
@@ -75,8 +77,12 @@ class MnemoSettings(BaseSettings):
     memory_metrics_port: int = 9285
     tools_metrics_port: int = 9286
     llm_metrics_port: int = 9287
-    # Shared secret that internal hops must present with actor metadata; unset on a laptop.
+    # The mesh's internal credential (signs the actor on every internal hop); unset means the key generated
+    # at first start into $MNEMO_HOME/internal_key (mode 0600). Every process of one mesh needs the same one.
     internal_token: SecretStr | None = None
+    # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a
+    # revoked key keeps working for at most this long. 0 asks on every request.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "INFO"
     # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
     log_format: Literal["json", "text"] = "text"
@@ -91,6 +97,12 @@ class MnemoSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls, cls.section))
+
+    def internal_credential(self) -> str:
+        """The mesh's internal credential: `internal_token` when set, else the install's generated key."""
+        if self.internal_token is not None:
+            return self.internal_token.get_secret_value()
+        return mesh_credential.ensure_key(self.home)
 
     def port_of(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""

@@ -54,7 +54,13 @@ def server(
     key = ensure_api_key(settings)
     url = f"http://{settings.http_host}:{settings.http_port}"
     # One machine, one user: the services may trust that user as their operator (stdio MCP servers).
-    env = child_env({"MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true")})
+    env = child_env(
+        {
+            "MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true"),
+            # Every service signs and checks internal hops with this one (config file or generated key).
+            "MNEMO_INTERNAL_TOKEN": settings.internal_credential(),
+        }
+    )
     # Forking must happen before the event loop (or any thread) exists.
     forked = fork_children(env) if fork else None
 

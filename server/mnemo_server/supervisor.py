@@ -23,12 +23,14 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mnemo_core import mesh_credential
 from mnemo_core.lifecycle import as_child_of_this_process
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings
 
@@ -245,8 +247,12 @@ async def supervise(children: list[Child]) -> int:
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the service processes: they die with this process (MNEMO_PARENT_PID)."""
+    """The environment of the service processes: they die with this process (MNEMO_PARENT_PID), and all
+    share the mesh's internal credential (MNEMO_INTERNAL_TOKEN, else the install's generated key)."""
     env = dict(os.environ)
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if not env.get("MNEMO_INTERNAL_TOKEN"):
+        home = Path(env.get("MNEMO_HOME") or "~/.mnemo").expanduser()
+        env["MNEMO_INTERNAL_TOKEN"] = mesh_credential.ensure_key(home)
     return as_child_of_this_process(env)
