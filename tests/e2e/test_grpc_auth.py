@@ -72,7 +72,7 @@ CALLS: dict[str, tuple[Any, str, Any]] = {
 
 async def call(mesh: RunningMesh, service: str, metadata: Any) -> Any:
     stub_cls, method, request = CALLS[service]
-    async with grpc.aio.insecure_channel(mesh.address(service)) as channel:  # type: ignore[arg-type]
+    async with grpc.aio.insecure_channel(mesh.address(service)) as channel:
         return await getattr(stub_cls(channel), method)(request, metadata=metadata, timeout=30)
 
 
@@ -280,7 +280,7 @@ def _for_members(tenant: dict[str, Any]) -> list[tuple[str, Any, str, Any]]:
 async def _code_of(
     mesh: RunningMesh, key: str, service: str, stub_cls: Any, method: str, request: Any
 ) -> grpc.StatusCode:
-    async with grpc.aio.insecure_channel(mesh.address(service)) as channel:  # type: ignore[arg-type]
+    async with grpc.aio.insecure_channel(mesh.address(service)) as channel:
         try:
             await getattr(stub_cls(channel), method)(request, metadata=bearer(key), timeout=30)
         except grpc.aio.AioRpcError as exc:
