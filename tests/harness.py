@@ -93,6 +93,8 @@ def _settings(env: Mapping[str, str]) -> MnemoSettings:
     return MnemoSettings(
         home=Path(env["MNEMO_HOME"]),
         internal_token=env["MNEMO_INTERNAL_TOKEN"],
+        tls_cert_file=env.get("MNEMO_TLS_CERT_FILE") or None,
+        tls_key_file=env.get("MNEMO_TLS_KEY_FILE") or None,
         **{f"{service}_port": int(env[f"MNEMO_{service.upper()}_PORT"]) for service in GRPC_SERVICES},
     )
 
@@ -103,7 +105,7 @@ async def running_mesh(env: Mapping[str, str], *, timeout: float = 60.0) -> Asyn
     settings = _settings(env)
     mesh = RunningMesh(
         home=Path(env["MNEMO_HOME"]),
-        http_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}",
+        http_url=f"{'https' if settings.tls else 'http'}://127.0.0.1:{env['MNEMO_HTTP_PORT']}",
         grpc_address=f"127.0.0.1:{env['MNEMO_GRPC_PORT']}",
         api_key=env["MNEMO_API_KEY"],
         settings=settings,

@@ -31,9 +31,14 @@ _OPTIONS = [
 ]
 
 
-def mesh_channel(address: str) -> grpc.aio.Channel:
-    """An insecure (mesh-internal) channel to `address`; make calls on it through `mesh_stub`."""
-    return grpc.aio.insecure_channel(address, options=_OPTIONS)
+def mesh_channel(address: str, trust: bytes | None = None) -> grpc.aio.Channel:
+    """A channel to a service of the mesh at `address`: TLS trusting the PEM `trust` when given, else
+    plaintext. Make calls on it through `mesh_stub`."""
+    if trust is None:
+        return grpc.aio.insecure_channel(address, options=_OPTIONS)
+    return grpc.aio.secure_channel(
+        address, grpc.ssl_channel_credentials(root_certificates=trust), options=_OPTIONS
+    )
 
 
 class _UnaryMethod:
@@ -118,12 +123,13 @@ class Peers:
     def __init__(self, settings: MnemoSettings) -> None:
         self._settings = settings
         self._credential = settings.internal_credential()
+        self._trust = settings.tls_trust()
         self._channels: dict[ServiceName, grpc.aio.Channel] = {}
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """The channel to `service` (calls that need no actor, like health checks, may use it bare)."""
         if service not in self._channels:
-            self._channels[service] = mesh_channel(self._settings.address_of(service))
+            self._channels[service] = mesh_channel(self._settings.address_of(service), self._trust)
         return self._channels[service]
 
     def stub(self, service: ServiceName, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:

@@ -22,7 +22,7 @@ from mnemo_core.logs import configure_logging
 from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
 from mnemo_core.migrations import SchemaNotMigrated
 from mnemo_core.rpc_metrics import RpcMetricsInterceptor
-from mnemo_core.settings import ServiceSettings
+from mnemo_core.settings import MnemoSettings, ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,30 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A certificate chain and its private key (PEM) to serve TLS with."""
+
+    certificate: bytes
+    private_key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: MnemoSettings) -> ServerTls | None:
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            return None
+        return cls(settings.tls_cert_file.read_bytes(), settings.tls_key_file.read_bytes())
+
+
 async def start_server(
-    app: GrpcApp, *, host: str, port: int, credential: str, keys: KeyResolver | None = None
+    app: GrpcApp,
+    *,
+    host: str,
+    port: int,
+    credential: str,
+    keys: KeyResolver | None = None,
+    tls: ServerTls | None = None,
 ) -> RunningServer:
-    """Starts `app` on host:port (0 picks a free port) with health and reflection.
+    """Starts `app` on host:port (0 picks a free port) with health and reflection, over TLS when given.
 
     Internal hops must sign their actor with `credential`; external callers' API keys go to `keys`.
     """
@@ -87,7 +107,11 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
@@ -106,7 +130,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     setup_metrics(settings.service, prometheus=metrics_port != 0)
     app = await build(settings)
     credential = settings.internal_credential()
-    identity_channel = mesh_channel(settings.address_of("agent"))
+    identity_channel = mesh_channel(settings.address_of("agent"), settings.tls_trust())
     keys = KeyResolver(
         mesh_stub(identity_pb2_grpc.IdentityServiceStub, identity_channel, credential),
         settings.api_key_cache_seconds,
@@ -117,8 +141,15 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
         port=settings.port_of(settings.service),
         credential=credential,
         keys=keys,
+        tls=ServerTls.from_settings(settings),
     )
-    log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
+    log.info(
+        "mnemo-%s serving gRPC%s on %s:%d",
+        settings.service,
+        " over TLS" if settings.tls else "",
+        settings.grpc_host,
+        running.port,
+    )
     if metrics_port:
         bound = serve_prometheus(settings.grpc_host, metrics_port)
         log.info(

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -86,6 +86,30 @@ class MnemoSettings(BaseSettings):
     log_level: str = "INFO"
     # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
     log_format: Literal["json", "text"] = "text"
+    # TLS on the gRPC ports (and the REST port): PEM certificate chain and private key. Unset means plaintext,
+    # the default for the loopback addresses a single machine uses. Set both, or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # The CA certificate(s) the mesh's own clients trust when the services serve TLS; unset means the
+    # certificate above (a self-signed one trusts itself).
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MnemoSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the services serve TLS."""
+        return self.tls_cert_file is not None
+
+    def tls_trust(self) -> bytes | None:
+        """What mesh clients trust (PEM), or None for plaintext."""
+        if self.tls_cert_file is None:
+            return None
+        return (self.tls_ca_file or self.tls_cert_file).read_bytes()
 
     @classmethod
     def settings_customise_sources(

@@ -52,7 +52,7 @@ def server(
     settings = GatewaySettings()
     llm = LlmSettings()
     key = ensure_api_key(settings)
-    url = f"http://{settings.http_host}:{settings.http_port}"
+    url = settings.http_url
     # One machine, one user: the services may trust that user as their operator (stdio MCP servers).
     env = child_env(
         {

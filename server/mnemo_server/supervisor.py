@@ -18,6 +18,7 @@ import importlib
 import os
 import runpy
 import signal
+import ssl
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo_core import mesh_credential
+from mnemo_core.channels import mesh_channel
 from mnemo_core.lifecycle import as_child_of_this_process
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings
 
@@ -172,8 +174,8 @@ def fork_children(env: Mapping[str, str]) -> list[Child]:
     return children
 
 
-async def _grpc_serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _grpc_serving(address: str, trust: bytes | None) -> bool:
+    async with mesh_channel(address, trust) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=1.0
@@ -187,7 +189,12 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
     """Waits until every service reports SERVING and the gateway answers; raises if one dies or time runs out."""
     deadline = time.monotonic() + timeout
     pending = set(GRPC_SERVICES)
-    async with httpx.AsyncClient() as client:
+    trust = settings.tls_trust()
+    # The REST port's certificate: a public one (the system's CAs) or the mesh's own.
+    verify = ssl.create_default_context()
+    if trust is not None:
+        verify.load_verify_locations(cadata=trust.decode())
+    async with httpx.AsyncClient(verify=verify) as client:
         while True:
             for child in children:
                 if child.process.returncode is not None:
@@ -195,7 +202,7 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
                         f"{child.name} exited with code {child.process.returncode} while starting"
                     )
             for service in list(pending):
-                if await _grpc_serving(settings.address_of(service)):
+                if await _grpc_serving(settings.address_of(service), trust):
                     pending.discard(service)
             if not pending:
                 with contextlib.suppress(httpx.HTTPError):
