@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnemo_core import mesh_credential
+from mnemo_core.actor import Actor
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
 from mnemo_server.supervisor import Child, child_env, start_children, stop_children, wait_healthy
 from tests.fakes.llm_provider import free_port
@@ -37,6 +39,10 @@ class RunningMesh:
     def credential(self) -> str:
         """The mesh's internal credential (what its own hops sign the actor with)."""
         return self.settings.internal_credential()
+
+    def hop(self, org_id: str, user_id: str, role: str = "") -> tuple[tuple[str, str], ...]:
+        """The metadata of one of the mesh's own hops acting for that actor (signed; valid for minutes)."""
+        return tuple(mesh_credential.actor_metadata(self.credential, Actor(org_id, user_id, role)))
 
     @property
     def auth(self) -> dict[str, str]:

@@ -167,11 +167,5 @@ def outgoing_metadata(credential: str, extra: Any = None) -> list[tuple[str, str
     metadata = [(str(k), str(v)) for k, v in extra or ()]
     actor = current_actor_or_none()
     if actor is not None:
-        metadata += [
-            (ORG_KEY, actor.org_id),
-            (USER_KEY, actor.user_id),
-            (mesh_credential.SIGNATURE_KEY, mesh_credential.sign(credential, actor)),
-        ]
-        if actor.role:
-            metadata.append((ROLE_KEY, actor.role))
+        metadata += mesh_credential.actor_metadata(credential, actor)
     return metadata

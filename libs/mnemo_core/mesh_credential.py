@@ -18,7 +18,7 @@ import secrets
 import time
 from pathlib import Path
 
-from mnemo_core.actor import Actor
+from mnemo_core.actor import ORG_KEY, ROLE_KEY, USER_KEY, Actor
 
 SIGNATURE_KEY = "x-mnemo-actor-signature"
 # Clock skew between pods plus the longest a hop waits before it is served.
@@ -83,3 +83,11 @@ def verify(key: str, actor: Actor, signature: str, now: float | None = None) -> 
     if abs(current - int(parts[1])) > MAX_SKEW_SECONDS:
         return False
     return hmac.compare_digest(parts[2], _mac(key, parts[1], actor))
+
+
+def actor_metadata(key: str, actor: Actor) -> list[tuple[str, str]]:
+    """The metadata an internal hop carries on behalf of `actor`: the actor and its signature."""
+    metadata = [(ORG_KEY, actor.org_id), (USER_KEY, actor.user_id), (SIGNATURE_KEY, sign(key, actor))]
+    if actor.role:
+        metadata.append((ROLE_KEY, actor.role))
+    return metadata

@@ -224,6 +224,11 @@ async def _resources_of_a(api: httpx.AsyncClient, a: Tenant, llm: FakeProvider) 
         )
     )
     ids["batch_id"] = batch["id"]
+    # Everything of A's settles before the first snapshot, so that only B's probes could change it.
+    for _ in range(400):
+        if _ok(await api.get(f"/v1/batches/{ids['batch_id']}"))["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
     return ids
 
 
