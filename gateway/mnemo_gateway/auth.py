@@ -15,12 +15,12 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mnemo_core.actor import ROOT, Actor
-from mnemo_core.api_keys import KeyResolver, new_key
+from mnemo_core.actor import Actor
+from mnemo_core.api_keys import ROOT_ACTOR, KeyResolver, new_key
 from mnemo_core.errors import Unauthenticated
 from mnemo_gateway.settings import GatewaySettings
 
-DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
+DEFAULT_ACTOR = ROOT_ACTOR
 _bearer = HTTPBearer(
     auto_error=False, description="The API key printed by `mnemo server`, or one it created."
 )

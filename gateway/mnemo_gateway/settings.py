@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from mnemo_core.settings import MnemoSettings
 
@@ -20,8 +20,6 @@ class GatewaySettings(MnemoSettings):
     # The one gRPC address for clients outside the mesh (on http_host): every service's calls, health and
     # reflection, routed to the owning process (grpc_front.py). 0 turns it off.
     grpc_port: int = Field(default=8288, ge=0)
-    # The REST API key; unset means one generated at first start and kept in $MNEMO_HOME/api_key.
-    api_key: SecretStr | None = None
     # TLS on the REST port: PEM certificate chain and key. Unset means the mesh's own (`tls_cert_file` /
     # `tls_key_file`), and plaintext when those are unset too. A public certificate for browsers can go here
     # while the gRPC ports keep a private one.

@@ -4,17 +4,20 @@ one way a key becomes an actor, used by the REST gateway and by every gRPC servi
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
 
 from mnemo.agent.v1 import identity_pb2, identity_pb2_grpc
-from mnemo_core.actor import ADMIN, MEMBER, Actor, acting_as
+from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
 from mnemo_core.errors import NotFound, Unauthenticated
 
 # Every key starts with this: anything else is refused without a lookup.
 KEY_PREFIX = "mnemo-"
 MAX_KEY_CHARS = 200
+# Whom the root (bootstrap) key acts for.
+ROOT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT)
 # Whom a process acts as when it asks the identity service about a key (no key is known yet).
 AUTHENTICATOR = Actor(org_id="org-default", user_id="authenticator")
 CACHE_SIZE = 10_000
@@ -65,16 +68,21 @@ class KeyCache:
 class KeyResolver:
     """Turns an API key into its actor (organization, user, admin or member) through IdentityService.
 
-    Answers are cached for `ttl` seconds, so a revoked key keeps working for at most that long. A key never
-    resolves to root: the bootstrap key is the REST gateway's own business.
+    Answers are cached for `ttl` seconds, so a revoked key keeps working for at most that long. Only
+    `root_key` (the bootstrap key, when the process knows it) resolves to root; created keys never do.
     """
 
-    def __init__(self, identity: identity_pb2_grpc.IdentityServiceAsyncStub, ttl: float) -> None:
+    def __init__(
+        self, identity: identity_pb2_grpc.IdentityServiceAsyncStub, ttl: float, root_key: str | None = None
+    ) -> None:
         self._identity = identity
         self._cache = KeyCache(ttl)
+        self._root_key = root_key.encode() if root_key else None
 
     async def resolve(self, key: str) -> Actor:
         """The actor of `key`; UNAUTHENTICATED when it is unknown or revoked, UNAVAILABLE when keys cannot be checked."""
+        if self._root_key is not None and hmac.compare_digest(key.encode(), self._root_key):
+            return ROOT_ACTOR
         invalid = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
         if not could_be_key(key):
             raise invalid

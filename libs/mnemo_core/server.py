@@ -134,6 +134,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     keys = KeyResolver(
         mesh_stub(identity_pb2_grpc.IdentityServiceStub, identity_channel, credential),
         settings.api_key_cache_seconds,
+        settings.root_key(),
     )
     running = await start_server(
         app,

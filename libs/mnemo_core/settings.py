@@ -80,6 +80,8 @@ class MnemoSettings(BaseSettings):
     # The mesh's internal credential (signs the actor on every internal hop); unset means the key generated
     # at first start into $MNEMO_HOME/internal_key (mode 0600). Every process of one mesh needs the same one.
     internal_token: SecretStr | None = None
+    # The root (bootstrap) API key; unset means the one generated at first start into $MNEMO_HOME/api_key.
+    api_key: SecretStr | None = None
     # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a
     # revoked key keeps working for at most this long. 0 asks on every request.
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
@@ -127,6 +129,13 @@ class MnemoSettings(BaseSettings):
         if self.internal_token is not None:
             return self.internal_token.get_secret_value()
         return mesh_credential.ensure_key(self.home)
+
+    def root_key(self) -> str | None:
+        """The root API key when this process can know it: `api_key`, else the generated file (never made here)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        path = self.home / "api_key"
+        return path.read_text().strip() if path.is_file() else None
 
     def port_of(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""
