@@ -39,6 +39,8 @@ from mnemo_core.channels import mesh_channel, mesh_stub
 from tests.fakes.llm_provider import RemoteFake, free_port, reply, streamed
 
 ACTOR = Actor("org-bench", "user-bench")
+# The internal credential the llm-gateway under measurement is started with.
+BENCH_CREDENTIAL = "bench-credential"
 MESSAGES = [
     {"role": "system", "content": "You are a benchmark assistant. " * 20},
     {"role": "user", "content": "Say ok."},
@@ -112,6 +114,7 @@ async def gateway_overhead(args: argparse.Namespace, figures: dict[str, float]) 
                 "OPENAI_API_KEY": "sk-bench",
                 "MNEMO_LOCAL_CHAT": "off",
                 "MNEMO_LOG_LEVEL": "WARNING",
+                "MNEMO_INTERNAL_TOKEN": BENCH_CREDENTIAL,
             }
         )
         # Popen, not asyncio: both children must outlive any one event-loop task and be killed for sure.
@@ -126,7 +129,7 @@ async def gateway_overhead(args: argparse.Namespace, figures: dict[str, float]) 
             remote = RemoteFake(base_url)
             direct = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
             channel = mesh_channel(f"127.0.0.1:{llm_port}")
-            stub = mesh_stub(llm_pb2_grpc.LlmServiceStub, channel)
+            stub = mesh_stub(llm_pb2_grpc.LlmServiceStub, channel, BENCH_CREDENTIAL)
             request = chat_request()
 
             async def sdk_chat() -> object:

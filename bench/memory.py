@@ -180,7 +180,7 @@ async def archival_phase(
         mesh_channel(mesh.address("llm")) as llm_channel,
         mesh_channel(mesh.address("memory")) as channel,
     ):
-        llm = mesh_stub(llm_pb2_grpc.LlmServiceStub, llm_channel)
+        llm = mesh_stub(llm_pb2_grpc.LlmServiceStub, llm_channel, mesh.credential)
         with acting_as(DEFAULT_ACTOR):
             started = time.perf_counter()
             base = await embed(llm, sentences)
@@ -214,7 +214,7 @@ async def archival_phase(
             print(f"  stored in {time.perf_counter() - started:.1f} s", flush=True)
             index_of = {passage_id: i for i, passage_id in enumerate(ids)}
 
-            stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel)
+            stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel, mesh.credential)
             queries = [
                 f"{q} {extra}" for q in QUERIES for extra in ("", "please", "I wonder", "recently", "again")
             ]
@@ -320,7 +320,7 @@ async def history_phase(
     await db.dispose()
     print(f"  seeded in {time.perf_counter() - started:.1f} s", flush=True)
     async with mesh_channel(mesh.address("memory")) as channel:
-        stub = mesh_stub(message_pb2_grpc.MessageServiceStub, channel)
+        stub = mesh_stub(message_pb2_grpc.MessageServiceStub, channel, mesh.credential)
         with acting_as(actor):
             page = await stub.ListMessages(
                 history_pb2.ListMessagesRequest(

@@ -221,7 +221,8 @@ async def build_scale_agent(
     started = time.perf_counter()
     async with mesh_channel(mesh.address("llm")) as channel:
         pad_vectors = await embed_all(
-            mesh_stub(llm_pb2_grpc.LlmServiceStub, channel), [turn.text for pad in pads for turn in pad.turns]
+            mesh_stub(llm_pb2_grpc.LlmServiceStub, channel, mesh.credential),
+            [turn.text for pad in pads for turn in pad.turns],
         )
     print(
         f"  embedded {len(pad_vectors)} distinct pad texts in {time.perf_counter() - started:.0f} s",
@@ -292,7 +293,7 @@ async def tune(
     store = passage_store(db)
     gathered = []
     async with mesh_channel(mesh.address("llm")) as channel:
-        embedder = Embedder(mesh_stub(llm_pb2_grpc.LlmServiceStub, channel))
+        embedder = Embedder(mesh_stub(llm_pb2_grpc.LlmServiceStub, channel, mesh.credential))
         for talk in talks:
             agent = stored.agent_of[talk.id]
             for question in talk.questions:
@@ -366,7 +367,7 @@ async def measure(args: argparse.Namespace) -> None:
                 extra["MNEMO_DATABASE_URL"] = url
             env = mesh_env(Path(home), provider_url=None, extra=extra)
             async with running_mesh(env) as mesh, mesh_channel(mesh.address("memory")) as channel:
-                stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel)
+                stub = mesh_stub(passage_pb2_grpc.PassageServiceStub, channel, mesh.credential)
                 with acting_as(DEFAULT_ACTOR):
                     if not stored.agent_of:
                         started = time.perf_counter()

@@ -24,10 +24,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
-from mnemo_core.actor import ORG_KEY, USER_KEY
+from mnemo_core import mesh_credential
+from mnemo_core.actor import Actor
 from tests.fakes.llm_provider import free_port
 
-METADATA = ((ORG_KEY, "org-bench"), (USER_KEY, "user-bench"))
+# The internal credential the tools service under measurement is started with, and whom the calls act for.
+CREDENTIAL = "bench-credential"
+ACTOR = Actor("org-bench", "user-bench")
+
+
+def metadata() -> tuple[tuple[str, str], ...]:
+    """A signed hop for ACTOR (signatures hold for minutes, so one per call)."""
+    return tuple(mesh_credential.actor_metadata(CREDENTIAL, ACTOR))
+
+
 TRIVIAL = 'def add(a: int, b: int) -> int:\n    """Adds two numbers."""\n    return a + b\n'
 
 
@@ -60,7 +70,14 @@ async def main(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as home:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MNEMO_", "OTEL_"))}
-        env.update({"MNEMO_HOME": home, "MNEMO_TOOLS_PORT": str(port), "MNEMO_LOG_LEVEL": "WARNING"})
+        env.update(
+            {
+                "MNEMO_HOME": home,
+                "MNEMO_TOOLS_PORT": str(port),
+                "MNEMO_LOG_LEVEL": "WARNING",
+                "MNEMO_INTERNAL_TOKEN": CREDENTIAL,
+            }
+        )
         env["MNEMO_CONFIG"] = str(Path(home) / "none.toml")
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", "mnemo_tools", env=env)
         address = f"127.0.0.1:{port}"
@@ -72,7 +89,8 @@ async def main(quick: bool) -> None:
                 stub = tool_pb2_grpc.ToolServiceStub(channel)
                 tool = (
                     await stub.CreateTool(
-                        tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=TRIVIAL)), metadata=METADATA
+                        tool_pb2.CreateToolRequest(tool=tool_pb2.Tool(source_code=TRIVIAL)),
+                        metadata=metadata(),
                     )
                 ).tool
                 request = tool_pb2.RunToolRequest(
@@ -81,7 +99,7 @@ async def main(quick: bool) -> None:
 
                 async def one() -> tuple[float, float]:
                     begin = time.perf_counter()
-                    result = await stub.RunTool(request, metadata=METADATA)
+                    result = await stub.RunTool(request, metadata=metadata())
                     assert result.status == message_pb2.TOOL_RETURN_STATUS_SUCCESS, result.content
                     assert result.content == "5"
                     return time.perf_counter() - begin, result.duration_seconds

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnemo_core import mesh_credential
+from mnemo_core.actor import Actor
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
 from mnemo_server.supervisor import Child, child_env, start_children, stop_children, wait_healthy
 from tests.fakes.llm_provider import free_port
@@ -32,6 +34,15 @@ class RunningMesh:
 
     def address(self, service: ServiceName) -> str:
         return self.settings.address_of(service)
+
+    @property
+    def credential(self) -> str:
+        """The mesh's internal credential (what its own hops sign the actor with)."""
+        return self.settings.internal_credential()
+
+    def hop(self, org_id: str, user_id: str, role: str = "") -> tuple[tuple[str, str], ...]:
+        """The metadata of one of the mesh's own hops acting for that actor (signed; valid for minutes)."""
+        return tuple(mesh_credential.actor_metadata(self.credential, Actor(org_id, user_id, role)))
 
     @property
     def auth(self) -> dict[str, str]:
@@ -87,6 +98,9 @@ def mesh_env(
 def _settings(env: Mapping[str, str]) -> MnemoSettings:
     return MnemoSettings(
         home=Path(env["MNEMO_HOME"]),
+        internal_token=env["MNEMO_INTERNAL_TOKEN"],
+        tls_cert_file=env.get("MNEMO_TLS_CERT_FILE") or None,
+        tls_key_file=env.get("MNEMO_TLS_KEY_FILE") or None,
         **{f"{service}_port": int(env[f"MNEMO_{service.upper()}_PORT"]) for service in GRPC_SERVICES},
     )
 
@@ -97,7 +111,7 @@ async def running_mesh(env: Mapping[str, str], *, timeout: float = 60.0) -> Asyn
     settings = _settings(env)
     mesh = RunningMesh(
         home=Path(env["MNEMO_HOME"]),
-        http_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}",
+        http_url=f"{'https' if settings.tls else 'http'}://127.0.0.1:{env['MNEMO_HTTP_PORT']}",
         grpc_address=f"127.0.0.1:{env['MNEMO_GRPC_PORT']}",
         api_key=env["MNEMO_API_KEY"],
         settings=settings,

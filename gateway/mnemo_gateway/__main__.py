@@ -14,6 +14,7 @@ def main() -> None:
     follow_parent()
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
+    cert, key = settings.http_tls() or (None, None)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
@@ -21,6 +22,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
 
 

@@ -14,7 +14,7 @@ from mnemo_core.metrics import setup_metrics
 from mnemo_core.telemetry import setup_tracing
 from mnemo_gateway import errors, openapi
 from mnemo_gateway.audit import AuditMiddleware
-from mnemo_gateway.auth import KeyCache, ensure_api_key
+from mnemo_gateway.auth import ensure_api_key
 from mnemo_gateway.backends import Backends
 from mnemo_gateway.console import mount_console
 from mnemo_gateway.grpc_front import start_grpc_front
@@ -75,8 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         },
     )
     app.state.api_key = ensure_api_key(settings)
-    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
-    app.state.limits = EdgeLimits(settings.rate_limits(), settings.failure_throttle())
+    app.state.limits = EdgeLimits(settings.rate_limits())
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
     # Added last, so outermost: a body refused by the cap still gets its request id.
     app.add_middleware(AuditMiddleware)

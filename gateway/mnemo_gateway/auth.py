@@ -1,34 +1,26 @@
 """API-key authentication: `Authorization: Bearer <key>`.
 
 The bootstrap key (MNEMO_API_KEY, or the one generated into $MNEMO_HOME/api_key) is the root key: it acts
-for `org-default` / `user-default` and manages every organization. Any other key is resolved by the agent
-service's IdentityService; the answer is reused for `api_key_cache_seconds`, so a revoked key stops
-working within that time.
+for `org-default` / `user-default` and manages every organization. Any other key is resolved like on every
+gRPC service (`mnemo_core.api_keys.KeyResolver`): by the agent service's IdentityService, the answer reused
+for `api_key_cache_seconds`, so a revoked key stops working within that time.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-import time
-from collections import OrderedDict
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mnemo.agent.v1 import identity_pb2
-from mnemo_core.actor import ADMIN, MEMBER, ROOT, Actor, acting_as
-from mnemo_core.api_keys import could_be_key, key_digest, new_key
-from mnemo_core.errors import NotFound, Unauthenticated
-from mnemo_core.quotas import FailureThrottle
+from mnemo_core.actor import Actor
+from mnemo_core.api_keys import ROOT_ACTOR, KeyResolver, new_key
+from mnemo_core.errors import Unauthenticated
 from mnemo_gateway.settings import GatewaySettings
 
-DEFAULT_ACTOR = Actor(org_id="org-default", user_id="user-default", role=ROOT, key_id="root")
-# Whom the gateway acts as when it asks the identity service about a key (no key is known yet).
-AUTHENTICATOR = Actor(org_id="org-default", user_id="gateway")
-CACHE_SIZE = 10_000
-AUTH_TIMEOUT = 10.0
+DEFAULT_ACTOR = ROOT_ACTOR
 _bearer = HTTPBearer(
     auto_error=False, description="The API key printed by `mnemo server`, or one it created."
 )
@@ -54,32 +46,6 @@ def ensure_api_key(settings: GatewaySettings) -> str:
     return key
 
 
-class KeyCache:
-    """Actors of recently authenticated keys, by the SHA-256 of the key, for a few seconds."""
-
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._entries: OrderedDict[str, tuple[float, Actor]] = OrderedDict()
-
-    def get(self, digest: str) -> Actor | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        expires, actor = entry
-        if time.monotonic() >= expires:
-            del self._entries[digest]
-            return None
-        return actor
-
-    def put(self, digest: str, actor: Actor) -> None:
-        if self._ttl <= 0:
-            return
-        self._entries[digest] = (time.monotonic() + self._ttl, actor)
-        self._entries.move_to_end(digest)
-        if len(self._entries) > CACHE_SIZE:
-            self._entries.popitem(last=False)
-
-
 async def authenticate(request: Request) -> Actor:
     """The actor for a request's bearer key; 401 without a valid one, 503 when keys cannot be checked."""
     credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
@@ -89,33 +55,5 @@ async def authenticate(request: Request) -> Actor:
     root_key: str = request.app.state.api_key
     if hmac.compare_digest(key.encode(), root_key.encode()):
         return DEFAULT_ACTOR
-    invalid = Unauthenticated("invalid API key", reason="API_KEY_INVALID")
-    if not could_be_key(key):
-        raise invalid
-    cache: KeyCache = request.app.state.key_cache
-    digest = key_digest(key)
-    actor = cache.get(digest)
-    if actor is not None:
-        return actor
-    # Unknown and wrong keys: a recent failure fails again at once, and a client that keeps failing is
-    # throttled, both without asking the identity service.
-    failures: FailureThrottle = request.app.state.limits.failures
-    if failures.known_bad(digest):
-        raise invalid
-    source = request.client.host if request.client else ""
-    failures.check(source)
-    identity = request.app.state.backends.identity
-    try:
-        with acting_as(AUTHENTICATOR, deadline=time.monotonic() + AUTH_TIMEOUT):
-            holder = await identity.AuthenticateApiKey(identity_pb2.AuthenticateApiKeyRequest(secret=key))
-    except (Unauthenticated, NotFound):
-        failures.failed(source, digest)
-        raise invalid from None
-    actor = Actor(
-        org_id=holder.org_id,
-        user_id=holder.user_id,
-        role=ADMIN if holder.role == identity_pb2.ROLE_ADMIN else MEMBER,
-        key_id=holder.key_id,
-    )
-    cache.put(digest, actor)
-    return actor
+    resolver: KeyResolver = request.app.state.backends.keys
+    return await resolver.resolve(key, request.client.host if request.client else "")

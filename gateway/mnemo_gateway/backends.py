@@ -23,6 +23,7 @@ from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc, passage_pb2_grpc, source_pb2_grpc
 from mnemo.tools.v1 import mcp_pb2_grpc, tool_pb2_grpc
 from mnemo_core.actor import Actor, acting_as
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.channels import Peers
 from mnemo_core.settings import GRPC_SERVICES, ServiceName
 from mnemo_gateway.auth import authenticate
@@ -49,6 +50,9 @@ class Backends:
         self.passages = self.peers.stub("memory", passage_pb2_grpc.PassageServiceStub)
         self.sources = self.peers.stub("memory", source_pb2_grpc.SourceServiceStub)
         self.llm = self.peers.stub("llm", llm_pb2_grpc.LlmServiceStub)
+        self.keys = KeyResolver(
+            self.identity, settings.api_key_cache_seconds, failures=settings.failure_throttle()
+        )
 
     async def agent(self, agent_id: str) -> agent_pb2.Agent:
         """The agent, or 404 AGENT_NOT_FOUND when it is not in the caller's organization.

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnemo_core.actor import Actor
-from mnemo_core.quotas import FailureThrottle, RateLimits
+from mnemo_core.quotas import RateLimits
 
 BODY_TOO_LARGE = "REQUEST_BODY_TOO_LARGE"
 
@@ -103,11 +103,11 @@ class BodyLimitMiddleware:
 
 
 class EdgeLimits:
-    """What the gateway checks per authenticated request: the rate limits and the failure throttle."""
+    """What the gateway checks per authenticated request: the rate limits (the failure throttle is the key
+    resolver's, mnemo_core.api_keys)."""
 
-    def __init__(self, rates: RateLimits, failures: FailureThrottle) -> None:
+    def __init__(self, rates: RateLimits) -> None:
         self.rates = rates
-        self.failures = failures
 
     def admit(self, actor: Actor) -> None:
         """RATE_LIMITED (429 with Retry-After) when the actor's key or organization is over its rate."""

@@ -1,7 +1,7 @@
 """The actor: which organization and user a request acts for.
 
-Every RPC carries the actor in metadata; the server interceptor puts it in a
-context variable for the handler, and outgoing calls forward it unchanged.
+An external RPC carries an API key and an internal hop carries the actor in signed metadata; the server
+interceptor puts the actor in a context variable for the handler, and outgoing calls forward it, signed.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from mnemo_core.errors import DeadlineExceeded, Unauthenticated
+from mnemo_core.errors import DeadlineExceeded, PermissionDenied, Unauthenticated
 
 ORG_KEY = "x-mnemo-org-id"
 USER_KEY = "x-mnemo-user-id"
-# The caller's role (ROOT, ADMIN or MEMBER), set by the REST gateway from the API key; trusted like the
-# org and user entries (see docs/adr/0405-identity-and-api-keys.md).
+# The caller's role (ROOT, ADMIN or MEMBER), resolved from the API key at the edge; trusted like the org and
+# user entries, only with the mesh's signature (mesh_credential.py).
 ROLE_KEY = "x-mnemo-role"
+# External gRPC callers authenticate like REST ones: `authorization: Bearer <API key>`.
+AUTHORIZATION_KEY = "authorization"
 ROOT = "root"
 ADMIN = "admin"
 MEMBER = "member"
-INTERNAL_TOKEN_KEY = "x-mnemo-internal-token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,12 @@ class Actor:
         return self.role in (ROOT, ADMIN)
 
 
+def require_admin(actor: Actor, what: str) -> None:
+    """PERMISSION_DENIED (`ADMIN_ROLE_REQUIRED`) unless `actor` is an admin (or root): `what` says of what."""
+    if not actor.is_admin:
+        raise PermissionDenied(f"only an admin key may {what}", reason="ADMIN_ROLE_REQUIRED")
+
+
 _actor: ContextVar[Actor | None] = ContextVar("mnemo_actor", default=None)
 # Monotonic deadline of the RPC being served, so outgoing calls never outlive it.
 _deadline: ContextVar[float | None] = ContextVar("mnemo_deadline", default=None)
@@ -58,7 +65,7 @@ def current_actor() -> Actor:
     """The actor of the request being served; UNAUTHENTICATED when there is none."""
     actor = _actor.get()
     if actor is None:
-        raise Unauthenticated("request carries no actor (x-mnemo-org-id / x-mnemo-user-id metadata)")
+        raise Unauthenticated("request carries no actor")
     return actor
 
 

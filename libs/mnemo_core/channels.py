@@ -1,7 +1,8 @@
 """Calls to other services of the mesh: the one way every caller makes them.
 
 `Peers.stub` (or `mesh_stub` on a `mesh_channel`, where there is no `Peers`) wraps each method of a generated
-stub so that it forwards the current actor, the deadline and the internal token, and raises domain errors.
+stub so that it forwards the current actor signed with the mesh's credential, the deadline, and raises
+domain errors.
 The wrapping is done inline rather than with grpc.aio client interceptors, which would add a task to every
 call on the hot path of a turn.
 """
@@ -34,23 +35,31 @@ _OPTIONS = [
 DEFAULT_DEADLINE = 600.0
 
 
-def mesh_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
-    """An insecure (mesh-internal) channel to `address`; make calls on it through `mesh_stub`."""
-    sizes = [
+def mesh_channel(
+    address: str, trust: bytes | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> grpc.aio.Channel:
+    """A channel to a service of the mesh at `address`: TLS trusting the PEM `trust` when given, else
+    plaintext. Make calls on it through `mesh_stub`."""
+    options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        *_OPTIONS,
     ]
-    return grpc.aio.insecure_channel(address, options=[*sizes, *_OPTIONS])
+    if trust is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(
+        address, grpc.ssl_channel_credentials(root_certificates=trust), options=options
+    )
 
 
 class _UnaryMethod:
     """A unary-unary stub method that forwards actor and deadline and raises domain errors."""
 
-    __slots__ = ("_call", "_token")
+    __slots__ = ("_call", "_credential")
 
-    def __init__(self, call: grpc.aio.UnaryUnaryMultiCallable[Any, Any], token: str | None) -> None:
+    def __init__(self, call: grpc.aio.UnaryUnaryMultiCallable[Any, Any], credential: str) -> None:
         self._call = call
-        self._token = token
+        self._credential = credential
 
     async def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kwargs: Any
@@ -59,7 +68,7 @@ class _UnaryMethod:
             return await self._call(
                 request,
                 timeout=call_timeout(DEFAULT_DEADLINE if timeout is None else timeout),
-                metadata=tuple(outgoing_metadata(self._token, metadata)),
+                metadata=tuple(outgoing_metadata(self._credential, metadata)),
                 **kwargs,
             )
         except grpc.aio.AioRpcError as exc:
@@ -69,11 +78,11 @@ class _UnaryMethod:
 class _StreamMethod:
     """The unary-stream twin of _UnaryMethod: returns an async iterator of the responses."""
 
-    __slots__ = ("_call", "_token")
+    __slots__ = ("_call", "_credential")
 
-    def __init__(self, call: grpc.aio.UnaryStreamMultiCallable[Any, Any], token: str | None) -> None:
+    def __init__(self, call: grpc.aio.UnaryStreamMultiCallable[Any, Any], credential: str) -> None:
         self._call = call
-        self._token = token
+        self._credential = credential
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kwargs: Any
@@ -81,7 +90,7 @@ class _StreamMethod:
         call = self._call(
             request,
             timeout=call_timeout(DEFAULT_DEADLINE if timeout is None else timeout),
-            metadata=tuple(outgoing_metadata(self._token, metadata)),
+            metadata=tuple(outgoing_metadata(self._credential, metadata)),
             **kwargs,
         )
 
@@ -102,9 +111,10 @@ class _Stub:
 
 
 def mesh_stub(
-    stub_cls: Callable[[grpc.aio.Channel], StubT], channel: grpc.aio.Channel, token: str | None = None
+    stub_cls: Callable[[grpc.aio.Channel], StubT], channel: grpc.aio.Channel, credential: str
 ) -> StubT:
-    """A generated stub whose methods forward the actor, deadline and internal `token` and raise domain errors.
+    """A generated stub whose methods forward the actor (signed with `credential`) and deadline and raise
+    domain errors.
 
     A streaming method returns an async iterator; closing it (`aclose`) cancels the call.
     """
@@ -112,9 +122,9 @@ def mesh_stub(
     wrapped = _Stub()
     for name, method in vars(stub).items():
         if isinstance(method, grpc.aio.UnaryUnaryMultiCallable):
-            setattr(wrapped, name, _UnaryMethod(method, token))
+            setattr(wrapped, name, _UnaryMethod(method, credential))
         elif isinstance(method, grpc.aio.UnaryStreamMultiCallable):
-            setattr(wrapped, name, _StreamMethod(method, token))
+            setattr(wrapped, name, _StreamMethod(method, credential))
     return cast(StubT, wrapped)
 
 
@@ -123,20 +133,21 @@ class Peers:
 
     def __init__(self, settings: MnemoSettings) -> None:
         self._settings = settings
-        self._token = settings.internal_token.get_secret_value() if settings.internal_token else None
+        self._credential = settings.internal_credential()
+        self._trust = settings.tls_trust()
         self._channels: dict[ServiceName, grpc.aio.Channel] = {}
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """The channel to `service` (calls that need no actor, like health checks, may use it bare)."""
         if service not in self._channels:
             self._channels[service] = mesh_channel(
-                self._settings.address_of(service), self._settings.grpc_max_message_bytes
+                self._settings.address_of(service), self._trust, self._settings.grpc_max_message_bytes
             )
         return self._channels[service]
 
     def stub(self, service: ServiceName, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
-        """A stub of `service` that forwards the actor, deadline and internal token and raises domain errors."""
-        return mesh_stub(stub_cls, self.channel(service), self._token)
+        """A stub of `service` that forwards the signed actor and the deadline and raises domain errors."""
+        return mesh_stub(stub_cls, self.channel(service), self._credential)
 
     async def aclose(self) -> None:
         """Closes every channel."""

@@ -4,7 +4,6 @@ metadata a mesh call carries (see channels.py)."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,9 +11,9 @@ from typing import Any
 
 import grpc
 
-from mnemo_core import errors
+from mnemo_core import errors, mesh_credential
 from mnemo_core.actor import (
-    INTERNAL_TOKEN_KEY,
+    AUTHORIZATION_KEY,
     ORG_KEY,
     ROLE_KEY,
     USER_KEY,
@@ -22,6 +21,7 @@ from mnemo_core.actor import (
     acting_as,
     current_actor_or_none,
 )
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.rpc_errors import from_rpc_error, status_code_of, to_trailing_metadata
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,42 @@ log = logging.getLogger(__name__)
 _EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-def _actor_from_metadata(metadata: Any, internal_token: str | None) -> Actor:
+class _Bearer:
+    """An API key presented by an external caller, resolved when the call is served."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+_Caller = Actor | errors.MnemoError | _Bearer
+
+
+def _caller_from_metadata(metadata: Any, credential: str) -> _Caller:
+    """Who calls: an API key (external clients), or an actor signed with the mesh's credential (internal hops)."""
     values = {key: value for key, value in metadata or ()}
-    if internal_token is not None:
-        presented = values.get(INTERNAL_TOKEN_KEY, "")
-        if not hmac.compare_digest(str(presented), internal_token):
-            raise errors.Unauthenticated("missing or wrong internal token", reason="INTERNAL_TOKEN_INVALID")
+    authorization = str(values.get(AUTHORIZATION_KEY, ""))
+    if authorization:
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return errors.Unauthenticated(
+                "send 'authorization: Bearer <API key>' metadata", reason="API_KEY_MISSING"
+            )
+        return _Bearer(key.strip())
     org, user = values.get(ORG_KEY), values.get(USER_KEY)
     if not org or not user:
-        raise errors.Unauthenticated(
-            f"request carries no actor: send {ORG_KEY} and {USER_KEY} metadata", reason="ACTOR_MISSING"
+        return errors.Unauthenticated(
+            "request carries no credentials: send 'authorization: Bearer <API key>' metadata",
+            reason="API_KEY_MISSING",
         )
-    return Actor(org_id=str(org), user_id=str(user), role=str(values.get(ROLE_KEY, "")))
+    actor = Actor(org_id=str(org), user_id=str(user), role=str(values.get(ROLE_KEY, "")))
+    if not mesh_credential.verify(credential, actor, str(values.get(mesh_credential.SIGNATURE_KEY, ""))):
+        return errors.Unauthenticated(
+            "actor metadata without a valid internal signature: external callers send an API key",
+            reason="INTERNAL_SIGNATURE_INVALID",
+        )
+    return actor
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -59,10 +83,15 @@ def _deadline_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Puts the caller's actor and deadline in context and maps domain errors to statuses."""
+    """Authenticates the caller, puts its actor and deadline in context and maps domain errors to statuses.
 
-    def __init__(self, internal_token: str | None = None) -> None:
-        self._internal_token = internal_token
+    `credential` is the mesh's internal key (internal hops sign their actor with it); `keys` resolves the API
+    keys of external callers (without it, API keys are refused).
+    """
+
+    def __init__(self, credential: str, keys: KeyResolver | None = None) -> None:
+        self._credential = credential
+        self._keys = keys
 
     async def intercept_service(
         self,
@@ -72,25 +101,29 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(_EXEMPT_PREFIXES):
             return handler
-        try:
-            actor: Actor | errors.MnemoError = _actor_from_metadata(
-                handler_call_details.invocation_metadata, self._internal_token
-            )
-        except errors.MnemoError as exc:
-            actor = exc
-        return _wrap(handler, actor)
+        caller = _caller_from_metadata(handler_call_details.invocation_metadata, self._credential)
+        return _wrap(handler, caller, self._keys)
+
+
+async def _authenticate(caller: _Caller, keys: KeyResolver | None) -> Actor:
+    if isinstance(caller, Actor):
+        return caller
+    if isinstance(caller, errors.MnemoError):
+        raise caller
+    if keys is None:
+        raise errors.Unauthenticated("this server does not accept API keys", reason="API_KEY_INVALID")
+    return await keys.resolve(caller.key)
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], actor: Actor | errors.MnemoError
+    handler: grpc.RpcMethodHandler[Any, Any], caller: _Caller, keys: KeyResolver | None
 ) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary  # an async handler under grpc.aio
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                if isinstance(actor, errors.MnemoError):
-                    raise actor
+                actor = caller if isinstance(caller, Actor) else await _authenticate(caller, keys)
                 with acting_as(actor, deadline=_deadline_of(context)):
                     return await unary(request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -111,8 +144,7 @@ def _wrap(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
-                if isinstance(actor, errors.MnemoError):
-                    raise actor
+                actor = caller if isinstance(caller, Actor) else await _authenticate(caller, keys)
                 with acting_as(actor, deadline=_deadline_of(context)):
                     async for item in stream(request, context):
                         yield item
@@ -130,14 +162,10 @@ def _wrap(
     raise errors.Unimplemented("client-streaming RPCs are not used by mnemo")
 
 
-def outgoing_metadata(internal_token: str | None, extra: Any = None) -> list[tuple[str, str]]:
-    """Metadata for a call to another service: the current actor and the internal token."""
+def outgoing_metadata(credential: str, extra: Any = None) -> list[tuple[str, str]]:
+    """Metadata for a call to another service: the current actor, signed with the mesh's `credential`."""
     metadata = [(str(k), str(v)) for k, v in extra or ()]
     actor = current_actor_or_none()
     if actor is not None:
-        metadata += [(ORG_KEY, actor.org_id), (USER_KEY, actor.user_id)]
-        if actor.role:
-            metadata.append((ROLE_KEY, actor.role))
-    if internal_token is not None:
-        metadata.append((INTERNAL_TOKEN_KEY, internal_token))
+        metadata += mesh_credential.actor_metadata(credential, actor)
     return metadata

@@ -13,8 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mnemo.agent.v1 import identity_pb2_grpc
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.audit import AuditInterceptor, AuditRecorder, Sink, remote_audit_sink
-from mnemo_core.channels import Peers
+from mnemo_core.channels import Peers, mesh_channel, mesh_stub
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
@@ -22,7 +24,7 @@ from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics,
 from mnemo_core.migrations import SchemaNotMigrated
 from mnemo_core.quotas import DEFAULT_MAX_MESSAGE_BYTES, RateLimitInterceptor, RateLimits
 from mnemo_core.rpc_metrics import RpcMetricsInterceptor
-from mnemo_core.settings import ServiceSettings
+from mnemo_core.settings import MnemoSettings, ServiceSettings
 from mnemo_core.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
@@ -64,18 +66,37 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A certificate chain and its private key (PEM) to serve TLS with."""
+
+    certificate: bytes
+    private_key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: MnemoSettings) -> ServerTls | None:
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            return None
+        return cls(settings.tls_cert_file.read_bytes(), settings.tls_key_file.read_bytes())
+
+
 async def start_server(
     app: GrpcApp,
     *,
     host: str,
     port: int,
-    internal_token: str | None = None,
+    credential: str,
+    keys: KeyResolver | None = None,
+    tls: ServerTls | None = None,
     rate_limits: RateLimits | None = None,
     audit: AuditRecorder | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
-    """Starts `app` on host:port (0 picks a free port) with health and reflection."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(internal_token)]
+    """Starts `app` on host:port (0 picks a free port) with health and reflection, over TLS when given.
+
+    Internal hops must sign their actor with `credential`; external callers' API keys go to `keys`.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(credential, keys)]
     if metrics_enabled():
         interceptors.insert(0, RpcMetricsInterceptor())
     if audit is not None:
@@ -96,7 +117,11 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
@@ -114,7 +139,14 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     metrics_port = settings.metrics_port_of(settings.service)
     setup_metrics(settings.service, prometheus=metrics_port != 0)
     app = await build(settings)
-    token = settings.internal_token.get_secret_value() if settings.internal_token else None
+    credential = settings.internal_credential()
+    identity_channel = mesh_channel(settings.address_of("agent"), settings.tls_trust())
+    keys = KeyResolver(
+        mesh_stub(identity_pb2_grpc.IdentityServiceStub, identity_channel, credential),
+        settings.api_key_cache_seconds,
+        settings.root_key(),
+        failures=settings.failure_throttle(),
+    )
     # The agent service keeps the audit log and records its own events; the others send theirs to it.
     sink: Sink | None = getattr(app, "audit_sink", None)
     peers: Peers | None = None
@@ -126,12 +158,20 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
         app,
         host=settings.grpc_host,
         port=settings.port_of(settings.service),
-        internal_token=token,
+        credential=credential,
+        keys=keys,
+        tls=ServerTls.from_settings(settings),
         rate_limits=settings.rate_limits(),
         audit=audit,
         max_message_bytes=settings.grpc_max_message_bytes,
     )
-    log.info("mnemo-%s serving gRPC on %s:%d", settings.service, settings.grpc_host, running.port)
+    log.info(
+        "mnemo-%s serving gRPC%s on %s:%d",
+        settings.service,
+        " over TLS" if settings.tls else "",
+        settings.grpc_host,
+        running.port,
+    )
     if metrics_port:
         bound = serve_prometheus(settings.grpc_host, metrics_port)
         log.info(
@@ -145,6 +185,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     log.info("mnemo-%s shutting down", settings.service)
     await running.stop(settings.shutdown_grace)
     await audit.aclose()
+    await identity_channel.close()
     if peers is not None:
         await peers.aclose()
     await app.aclose()

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mnemo_core import mesh_credential
 from mnemo_core.quotas import FailureThrottle, Rate, RateLimits
 
 ServiceName = Literal["agent", "memory", "tools", "llm", "gateway"]
@@ -77,8 +78,14 @@ class MnemoSettings(BaseSettings):
     memory_metrics_port: int = 9285
     tools_metrics_port: int = 9286
     llm_metrics_port: int = 9287
-    # Shared secret that internal hops must present with actor metadata; unset on a laptop.
+    # The mesh's internal credential (signs the actor on every internal hop); unset means the key generated
+    # at first start into $MNEMO_HOME/internal_key (mode 0600). Every process of one mesh needs the same one.
     internal_token: SecretStr | None = None
+    # The root (bootstrap) API key; unset means the one generated at first start into $MNEMO_HOME/api_key.
+    api_key: SecretStr | None = None
+    # Seconds an API key's identity (org, user, role) is reused without asking the agent service; a
+    # revoked key keeps working for at most this long. 0 asks on every request.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "INFO"
     # `text` for a terminal, `json` (one object per line, with trace ids) for a log pipeline.
     log_format: Literal["json", "text"] = "text"
@@ -112,6 +119,31 @@ class MnemoSettings(BaseSettings):
             Rate(self.auth_failure_rate, self.auth_failure_burst), self.auth_negative_ttl_seconds
         )
 
+    # TLS on the gRPC ports (and the REST port): PEM certificate chain and private key. Unset means plaintext,
+    # the default for the loopback addresses a single machine uses. Set both, or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # The CA certificate(s) the mesh's own clients trust when the services serve TLS; unset means the
+    # certificate above (a self-signed one trusts itself).
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MnemoSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the services serve TLS."""
+        return self.tls_cert_file is not None
+
+    def tls_trust(self) -> bytes | None:
+        """What mesh clients trust (PEM), or None for plaintext."""
+        if self.tls_cert_file is None:
+            return None
+        return (self.tls_ca_file or self.tls_cert_file).read_bytes()
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -122,6 +154,19 @@ class MnemoSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls, cls.section))
+
+    def internal_credential(self) -> str:
+        """The mesh's internal credential: `internal_token` when set, else the install's generated key."""
+        if self.internal_token is not None:
+            return self.internal_token.get_secret_value()
+        return mesh_credential.ensure_key(self.home)
+
+    def root_key(self) -> str | None:
+        """The root API key when this process can know it: `api_key`, else the generated file (never made here)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        path = self.home / "api_key"
+        return path.read_text().strip() if path.is_file() else None
 
     def port_of(self, service: ServiceName) -> int:
         """The gRPC port a service listens on."""

@@ -62,11 +62,17 @@ def server(
     settings = GatewaySettings()
     llm = LlmSettings()
     key = ensure_api_key(settings)
-    url = f"http://{settings.http_host}:{settings.http_port}"
+    url = settings.http_url
     # Each service drains for up to its grace period; the supervisor kills what is left a little later.
     grace = settings.shutdown_grace + 5.0
     # One machine, one user: the services may trust that user as their operator (stdio MCP servers).
-    env = child_env({"MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true")})
+    env = child_env(
+        {
+            "MNEMO_SINGLE_USER": os.environ.get("MNEMO_SINGLE_USER", "true"),
+            # Every service signs and checks internal hops with this one (config file or generated key).
+            "MNEMO_INTERNAL_TOKEN": settings.internal_credential(),
+        }
+    )
     # Forking must happen before the event loop (or any thread) exists.
     forked = fork_children(env) if fork else None
 

@@ -21,17 +21,21 @@ import importlib
 import os
 import runpy
 import signal
+import ssl
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, cast
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mnemo_core import mesh_credential
+from mnemo_core.channels import mesh_channel
 from mnemo_core.lifecycle import as_child_of_this_process
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
 
@@ -173,8 +177,8 @@ def fork_children(env: Mapping[str, str]) -> list[Child]:
     return children
 
 
-async def _grpc_serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _grpc_serving(address: str, trust: bytes | None) -> bool:
+    async with mesh_channel(address, trust) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=1.0
@@ -188,7 +192,12 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
     """Waits until every service reports SERVING and the gateway answers; raises if one dies or time runs out."""
     deadline = time.monotonic() + timeout
     pending = set(GRPC_SERVICES)
-    async with httpx.AsyncClient() as client:
+    trust = settings.tls_trust()
+    # The REST port's certificate: a public one (the system's CAs) or the mesh's own.
+    verify = ssl.create_default_context()
+    if trust is not None:
+        verify.load_verify_locations(cadata=trust.decode())
+    async with httpx.AsyncClient(verify=verify) as client:
         while True:
             for child in children:
                 if child.process.returncode is not None:
@@ -196,7 +205,7 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
                         f"{child.name} exited with code {child.process.returncode} while starting"
                     )
             for service in list(pending):
-                if await _grpc_serving(settings.address_of(service)):
+                if await _grpc_serving(settings.address_of(service), trust):
                     pending.discard(service)
             if not pending:
                 with contextlib.suppress(httpx.HTTPError):
@@ -259,10 +268,13 @@ def say(text: str) -> None:
 def mesh_probe(settings: MnemoSettings, http_url: str) -> Probe:
     """Whether a service answers: gRPC health SERVING, or any HTTP answer from the gateway."""
 
+    trust = settings.tls_trust()
+
     async def answering(name: str) -> bool:
         if name != "gateway":
-            return await _grpc_serving(settings.address_of(cast(ServiceName, name)))
-        async with httpx.AsyncClient() as client:
+            return await _grpc_serving(settings.address_of(cast(ServiceName, name)), trust)
+        # Liveness only (no credential is sent): any answer counts, over TLS with any certificate too.
+        async with httpx.AsyncClient(verify=False) as client:  # noqa: S501
             try:
                 await client.get(f"{http_url}/v1/health", timeout=1.0)
             except httpx.HTTPError:
@@ -369,8 +381,12 @@ async def supervise(
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the service processes: they die with this process (MNEMO_PARENT_PID)."""
+    """The environment of the service processes: they die with this process (MNEMO_PARENT_PID), and all
+    share the mesh's internal credential (MNEMO_INTERNAL_TOKEN, else the install's generated key)."""
     env = dict(os.environ)
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if not env.get("MNEMO_INTERNAL_TOKEN"):
+        home = Path(env.get("MNEMO_HOME") or "~/.mnemo").expanduser()
+        env["MNEMO_INTERNAL_TOKEN"] = mesh_credential.ensure_key(home)
     return as_child_of_this_process(env)

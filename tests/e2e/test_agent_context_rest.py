@@ -7,7 +7,6 @@ import httpx
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo.client import Mnemo
-from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.e2e.test_turn import create_agent, send
 from tests.fakes.llm_provider import FakeProvider, reply
 from tests.harness import RunningMesh
@@ -43,7 +42,7 @@ def test_the_breakdown_adds_up_and_grows_with_the_conversation_and_the_blocks(
 
 
 async def test_the_breakdown_over_grpc_and_the_python_client(mesh: RunningMesh, api: httpx.Client) -> None:
-    metadata = ((ORG_KEY, "org-grpc-context"), (USER_KEY, "user-1"))
+    metadata = mesh.hop("org-grpc-context", "user-1")
     async with grpc.aio.insecure_channel(mesh.address("agent")) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         created = await stub.CreateAgent(

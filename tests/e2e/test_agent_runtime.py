@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
-from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.e2e.test_turn import blocks_by_label, create_agent, send
 from tests.fakes.llm_provider import FakeProvider, error, reply, tool_call, tool_calls
 from tests.harness import RunningMesh
@@ -890,7 +889,7 @@ def test_recompile_shows_block_edits_made_outside_the_agent(api: httpx.Client, m
                 block=block_pb2.Block(id=human["id"], value="Edited from outside"),
                 update_mask={"paths": ["value"]},
             ),
-            metadata=((ORG_KEY, "org-default"), (USER_KEY, "user-default")),
+            metadata=mesh.hop("org-default", "user-default"),
         )
 
     response = api.post(f"/v1/agents/{agent['id']}/recompile")
@@ -913,7 +912,7 @@ async def test_grpc_stream_and_approval_with_the_generated_clients(
     from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc, run_pb2, run_pb2_grpc
     from mnemo.common.v1 import message_pb2, turn_pb2
 
-    metadata = ((ORG_KEY, "org-grpc-runtime"), (USER_KEY, "user-1"))
+    metadata = mesh.hop("org-grpc-runtime", "user-1")
     async with grpc.aio.insecure_channel(mesh.address("agent")) as channel:
         agents = agent_pb2_grpc.AgentServiceStub(channel)
         runs = run_pb2_grpc.RunServiceStub(channel)

@@ -144,7 +144,9 @@ async def test_deleting_an_agent_deletes_its_archival_passages(mesh: RunningMesh
             f"/v1/agents/{agent['id']}/archival-memory", json={"text": "The vault code is 4711."}
         )
         assert inserted.status_code == 201, inserted.text
-        passages = mesh_stub(passage_pb2_grpc.PassageServiceStub, mesh_channel(mesh.address("memory")))
+        passages = mesh_stub(
+            passage_pb2_grpc.PassageServiceStub, mesh_channel(mesh.address("memory")), mesh.credential
+        )
         with acting_as(DEFAULT_ACTOR):
             before = await passages.ListPassages(passage_pb2.ListPassagesRequest(agent_id=agent["id"]))
             assert len(before.passages) == 1

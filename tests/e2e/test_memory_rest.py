@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from mnemo.memory.v1 import passage_pb2, passage_pb2_grpc
-from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.harness import RunningMesh
 
 UNKNOWN_AGENT = "agent-00000000-0000-0000-0000-000000000000"
@@ -220,7 +219,7 @@ async def test_archival_memory_of_another_org_is_not_found_over_grpc(mesh: Runni
     (passage,) = inserted.json()
     async with grpc.aio.insecure_channel(mesh.address("memory")) as channel:
         stub = passage_pb2_grpc.PassageServiceStub(channel)
-        foreign = ((ORG_KEY, "org-someone-else"), (USER_KEY, "u"))
+        foreign = mesh.hop("org-someone-else", "u")
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.GetPassage(passage_pb2.GetPassageRequest(passage_id=passage["id"]), metadata=foreign)
         assert denied.value.code() == grpc.StatusCode.NOT_FOUND

@@ -15,7 +15,7 @@ import httpx
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo.tools.v1 import tool_pb2, tool_pb2_grpc
-from mnemo_core.actor import MEMBER, ORG_KEY, ROLE_KEY, USER_KEY
+from mnemo_core.actor import MEMBER
 from mnemo_gateway.auth import DEFAULT_ACTOR
 from tests.fakes.llm_provider import FakeProvider, reply, tool_calls
 from tests.harness import RunningMesh
@@ -216,7 +216,7 @@ def test_attach_and_detach_validate_and_are_idempotent(api: httpx.Client) -> Non
 async def test_concurrent_attaches_all_land(api: httpx.Client, mesh: RunningMesh) -> None:
     tools = [create_tool(api, renamed(WEATHER, "weather_report", unique("race"))) for _ in range(8)]
     agent = create_agent(api)
-    metadata = ((ORG_KEY, "org-default"), (USER_KEY, "user-default"))
+    metadata = mesh.hop("org-default", "user-default")
     async with grpc.aio.insecure_channel(mesh.address("agent")) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         await asyncio.gather(
@@ -262,7 +262,7 @@ def test_deleting_an_agent_deletes_its_tool_secrets(api: httpx.Client, mesh: Run
     agent = create_agent(api)
     env = api.patch(f"/v1/agents/{agent['id']}/tool-environment", json={"set": {"TOKEN": "s3cret"}})
     assert env.json() == {"names": ["TOKEN"]}
-    metadata = ((ORG_KEY, DEFAULT_ACTOR.org_id), (USER_KEY, DEFAULT_ACTOR.user_id))
+    metadata = mesh.hop(DEFAULT_ACTOR.org_id, DEFAULT_ACTOR.user_id)
 
     assert api.delete(f"/v1/agents/{agent['id']}").status_code == 204
 
@@ -304,7 +304,7 @@ def test_an_agents_secrets_reach_only_its_own_turns_and_admins(
         )
     admins_direct, admins_unattached = direct(api, agent["id"]), direct(api, other["id"])
     # A member calling RunTool itself, naming the agent's (finished) run: not a current turn.
-    metadata = ((ORG_KEY, DEFAULT_ACTOR.org_id), (USER_KEY, "user-default"), (ROLE_KEY, MEMBER))
+    metadata = mesh.hop(DEFAULT_ACTOR.org_id, "user-default", MEMBER)
     with grpc.insecure_channel(mesh.address("tools")) as channel:
         forged = tool_pb2_grpc.ToolServiceStub(channel).RunTool(
             tool_pb2.RunToolRequest(tool_id=tool["id"], agent_id=agent["id"], run_id=turn.json()["run_id"]),

@@ -12,7 +12,6 @@ import pytest
 
 from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo.common.v1 import message_pb2
-from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.fakes.llm_provider import FakeProvider, error, reply, tool_call
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.harness import RunningMesh
@@ -127,7 +126,7 @@ async def test_grpc_turn_with_the_generated_client(mesh: RunningMesh, llm: FakeP
         tool_call("core_memory_append", {"label": "human", "content": "Likes tea"}),
         reply("Noted: tea it is."),
     )
-    metadata = ((ORG_KEY, "org-grpc"), (USER_KEY, "user-1"))
+    metadata = mesh.hop("org-grpc", "user-1")
     async with grpc.aio.insecure_channel(mesh.address("agent")) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         created = await stub.CreateAgent(
@@ -154,7 +153,7 @@ async def test_grpc_turn_with_the_generated_client(mesh: RunningMesh, llm: FakeP
         with pytest.raises(grpc.aio.AioRpcError) as foreign:
             await stub.GetAgent(
                 agent_pb2.GetAgentRequest(agent_id=created.agent.id),
-                metadata=((ORG_KEY, "org-other"), (USER_KEY, "u")),
+                metadata=mesh.hop("org-other", "u"),
             )
         assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
 

@@ -20,6 +20,7 @@ from mnemo.llm.v1 import llm_pb2_grpc
 from mnemo.memory.v1 import block_pb2_grpc, message_pb2_grpc
 from mnemo.tools.v1 import tool_pb2_grpc
 from mnemo_core.actor import Actor
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.channels import StubT, mesh_channel, mesh_stub
 from mnemo_core.server import GrpcApp, RunningServer, start_server
 from mnemo_llm.app import build as build_llm
@@ -32,6 +33,8 @@ from tests.fakes.llm_provider import FakeProvider, free_port
 
 # Char limit of a block created without one, on the memory service under test.
 DEFAULT_BLOCK_LIMIT = 200
+# The internal credential of the services under test (one mesh, so one credential, like `mnemo server`).
+TEST_CREDENTIAL = "test-mesh-credential"
 
 
 @contextlib.contextmanager
@@ -43,6 +46,7 @@ def clean_environment(home: Path) -> Iterator[None]:
                 patch.delenv(key)
         patch.setenv("MNEMO_HOME", str(home))
         patch.setenv("MNEMO_CONFIG", str(home / "no-config.toml"))
+        patch.setenv("MNEMO_INTERNAL_TOKEN", TEST_CREDENTIAL)
         yield
 
 
@@ -53,7 +57,7 @@ class Served:
     app: GrpcApp
     running: RunningServer
     channel: grpc.aio.Channel
-    internal_token: str | None = None
+    credential: str = TEST_CREDENTIAL
 
     @property
     def address(self) -> str:
@@ -61,16 +65,18 @@ class Served:
 
     def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """A stub making mesh calls to the service (the actor of `acting_as`, errors as domain errors)."""
-        return mesh_stub(stub_cls, self.channel, self.internal_token)
+        return mesh_stub(stub_cls, self.channel, self.credential)
 
 
 @contextlib.asynccontextmanager
-async def serving(app: GrpcApp, *, internal_token: str | None = None) -> AsyncIterator[Served]:
+async def serving(
+    app: GrpcApp, *, credential: str = TEST_CREDENTIAL, keys: KeyResolver | None = None
+) -> AsyncIterator[Served]:
     """Starts `app` on a free loopback port and opens a mesh channel to it."""
-    running = await start_server(app, host="127.0.0.1", port=0, internal_token=internal_token)
+    running = await start_server(app, host="127.0.0.1", port=0, credential=credential, keys=keys)
     channel = mesh_channel(f"127.0.0.1:{running.port}")
     try:
-        yield Served(app=app, running=running, channel=channel, internal_token=internal_token)
+        yield Served(app=app, running=running, channel=channel, credential=credential)
     finally:
         await channel.close()
         await running.stop(0)

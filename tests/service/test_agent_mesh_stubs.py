@@ -1,4 +1,4 @@
-"""Stubs from `Peers.stub` behave like stubs on an intercepted channel: actor, token, deadline, errors."""
+"""Stubs from `Peers.stub` behave like stubs on an intercepted channel: signed actor, deadline, errors."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from mnemo_core.channels import mesh_stub
 from mnemo_core.errors import DeadlineExceeded, NotFound, Unauthenticated
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
-from tests.service.conftest import Served, clean_environment, new_actor, serving
+from tests.service.conftest import TEST_CREDENTIAL, Served, clean_environment, new_actor, serving
 
 
 async def test_mesh_stub_forwards_the_actor_and_maps_errors_to_domain_errors(memory_service: Served) -> None:
     async with grpc.aio.insecure_channel(memory_service.address) as channel:
-        blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, None)
+        blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, TEST_CREDENTIAL)
         owner, stranger = new_actor(), new_actor()
         with acting_as(owner):
             created = await blocks.CreateBlock(
@@ -33,21 +33,21 @@ async def test_mesh_stub_forwards_the_actor_and_maps_errors_to_domain_errors(mem
 
     assert fetched.block.label == "human"
     assert foreign.value.reason == "BLOCK_NOT_FOUND"
-    assert anonymous.value.reason == "ACTOR_MISSING"
+    assert anonymous.value.reason == "API_KEY_MISSING"
 
 
 async def test_mesh_stub_never_outlives_the_callers_deadline(memory_service: Served) -> None:
     async with grpc.aio.insecure_channel(memory_service.address) as channel:
-        blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, None)
+        blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, TEST_CREDENTIAL)
         with acting_as(new_actor(), deadline=time.monotonic() - 1), pytest.raises(DeadlineExceeded):
             await blocks.ListBlocks(block_pb2.ListBlocksRequest())
 
 
-async def test_mesh_stub_presents_the_internal_token(tmp_path: Path) -> None:
+async def test_mesh_stub_signs_the_actor_with_its_credential(tmp_path: Path) -> None:
     with clean_environment(tmp_path):
         settings = MemorySettings(home=tmp_path)
     async with (
-        serving(await build_memory(settings), internal_token="s3cret") as served,
+        serving(await build_memory(settings), credential="s3cret") as served,
         grpc.aio.insecure_channel(served.address) as channel,
     ):
         good = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, "s3cret")
@@ -58,4 +58,4 @@ async def test_mesh_stub_presents_the_internal_token(tmp_path: Path) -> None:
                 await bad.ListBlocks(block_pb2.ListBlocksRequest())
 
     assert list(listed.blocks) == []
-    assert refused.value.reason == "INTERNAL_TOKEN_INVALID"
+    assert refused.value.reason == "INTERNAL_SIGNATURE_INVALID"

@@ -21,7 +21,7 @@ from mnemo_llm.settings import LlmSettings
 from tests.fakes.llm_provider import EMBEDDING_DIMENSION, FakeProvider, fake_embedding
 from tests.fakes.ollama_provider import FakeOllama
 from tests.fakes.ollama_provider import fake_embedding as ollama_embedding
-from tests.service.conftest import clean_environment, serving
+from tests.service.conftest import TEST_CREDENTIAL, clean_environment, serving
 
 if TYPE_CHECKING:
     from mnemo.llm.v1.llm_pb2_grpc import LlmServiceAsyncStub as Llm
@@ -40,10 +40,10 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
         default_embedding_model=MODEL,
     )
     app = await build(settings)
-    running = await start_server(app, host="127.0.0.1", port=0)
+    running = await start_server(app, host="127.0.0.1", port=0, credential=TEST_CREDENTIAL)
     channel = mesh_channel(f"127.0.0.1:{running.port}")
     try:
-        yield mesh_stub(llm_pb2_grpc.LlmServiceStub, channel), running.port
+        yield mesh_stub(llm_pb2_grpc.LlmServiceStub, channel, TEST_CREDENTIAL), running.port
     finally:
         await channel.close()
         await running.stop(0)

@@ -413,12 +413,12 @@ def listener() -> Iterator[socket.socket]:
     ],
 )
 async def test_urls_of_the_services_own_network_are_refused_without_connecting(
-    tools_service: Served, listener: socket.socket, url: str
+    tools_service: Served, listener: socket.socket, url: str, actor: Actor
 ) -> None:
     mcp = tools_service.stub(mcp_pb2_grpc.McpServiceStub)
     target = url.format(port=listener.getsockname()[1])
     server = mcp_pb2.McpServer(name="probe", streamable_http=mcp_pb2.StreamableHttpTransport(url=target))
-    with acting_as(new_actor()), pytest.raises(InvalidArgument) as refused:
+    with acting_as(actor), pytest.raises(InvalidArgument) as refused:
         await mcp.CreateMcpServer(mcp_pb2.CreateMcpServerRequest(server=server))
 
     assert refused.value.reason == "MCP_URL_NOT_ALLOWED"

@@ -199,7 +199,7 @@ async def test_request_without_actor_metadata_is_unauthenticated(blocks: Blocks,
     with pytest.raises(Unauthenticated) as anonymous:
         await get_block(blocks, block.id)
 
-    assert anonymous.value.reason == "ACTOR_MISSING"
+    assert anonymous.value.reason == "API_KEY_MISSING"
 
 
 # --- organization isolation ----------------------------------------------------------------------------

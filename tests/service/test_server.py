@@ -1,8 +1,9 @@
-"""What every service gets from mnemo_core.server: health, reflection, the actor and the internal token."""
+"""What every service gets from mnemo_core.server: health, reflection, the actor and the internal credential."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
-from mnemo_core import channels, server
-from mnemo_core.actor import ORG_KEY, acting_as
-from mnemo_core.channels import mesh_channel, mesh_stub
+from mnemo_core import channels, mesh_credential, server
+from mnemo_core.actor import ORG_KEY, ROLE_KEY, USER_KEY, Actor, acting_as
 from mnemo_core.errors import NotFound, Unauthenticated
 from mnemo_core.interceptors import outgoing_metadata
+from mnemo_core.rpc_errors import from_rpc_error
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
 from tests.service.conftest import Served, clean_environment, new_actor, serving
@@ -77,38 +78,46 @@ async def test_reflection_lists_the_services_with_health_and_reflection(service:
     assert sorted(names) == sorted([*SERVICES[name], HEALTH, REFLECTION])
 
 
-async def test_internal_token_is_required_with_the_actor_when_the_server_is_given_one(tmp_path: Path) -> None:
+async def test_actor_metadata_is_refused_unless_signed_with_the_servers_credential(tmp_path: Path) -> None:
     with clean_environment(tmp_path):
         settings = MemorySettings(home=tmp_path)
-    async with serving(await build_memory(settings), internal_token="s3cret") as served:
-        with_token = served.stub(block_pb2_grpc.BlockServiceStub)
-        without_token_channel = mesh_channel(served.address)
-        wrong_token_channel = mesh_channel(served.address)
-        try:
-            with acting_as(new_actor()):
-                created = await with_token.CreateBlock(
-                    block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human"))
-                )
-                with pytest.raises(Unauthenticated) as missing:
-                    await mesh_stub(block_pb2_grpc.BlockServiceStub, without_token_channel).GetBlock(
-                        block_pb2.GetBlockRequest(block_id=created.block.id)
-                    )
-                with pytest.raises(Unauthenticated) as wrong:
-                    await mesh_stub(block_pb2_grpc.BlockServiceStub, wrong_token_channel, "guess").GetBlock(
-                        block_pb2.GetBlockRequest(block_id=created.block.id)
-                    )
-            # Health stays open to probes that carry neither token nor actor.
-            health = await health_pb2_grpc.HealthStub(without_token_channel).Check(
-                health_pb2.HealthCheckRequest()
+    owner = new_actor()
+    forged = [
+        # What a client could send before: the actor, as root or not, and no signature.
+        ((ORG_KEY, owner.org_id), (USER_KEY, "anyone")),
+        ((ORG_KEY, owner.org_id), (USER_KEY, "anyone"), (ROLE_KEY, "root")),
+        # Signed with another key, signed too long ago, and a signed member claiming root.
+        tuple(_signed("guess", owner)),
+        tuple(_signed("s3cret", owner, now=time.time() - mesh_credential.MAX_SKEW_SECONDS - 5)),
+        (*tuple((k, v) for k, v in _signed("s3cret", owner) if k != ROLE_KEY), (ROLE_KEY, "root")),
+    ]
+    async with serving(await build_memory(settings), credential="s3cret") as served:
+        signed = served.stub(block_pb2_grpc.BlockServiceStub)
+        raw = block_pb2_grpc.BlockServiceStub(served.channel)
+        with acting_as(owner):
+            created = await signed.CreateBlock(
+                block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human"))
             )
-        finally:
-            await without_token_channel.close()
-            await wrong_token_channel.close()
+        statuses = []
+        for metadata in forged:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await raw.GetBlock(block_pb2.GetBlockRequest(block_id=created.block.id), metadata=metadata)
+            statuses.append((refused.value.code(), from_rpc_error(refused.value).reason))
+        # Health stays open to probes that carry no credential at all.
+        health = await health_pb2_grpc.HealthStub(served.channel).Check(health_pb2.HealthCheckRequest())
 
-    assert created.block.id.startswith("block-")
-    assert missing.value.reason == "INTERNAL_TOKEN_INVALID"
-    assert wrong.value.reason == "INTERNAL_TOKEN_INVALID"
+    assert statuses == [(grpc.StatusCode.UNAUTHENTICATED, "INTERNAL_SIGNATURE_INVALID")] * len(forged)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _signed(key: str, actor: Actor, *, now: float | None = None) -> list[tuple[str, str]]:
+    member = Actor(actor.org_id, actor.user_id, "member")
+    return [
+        (ORG_KEY, member.org_id),
+        (USER_KEY, member.user_id),
+        (ROLE_KEY, member.role),
+        (mesh_credential.SIGNATURE_KEY, mesh_credential.sign(key, member, now=now)),
+    ]
 
 
 async def test_a_request_with_only_half_of_the_actor_is_unauthenticated(memory_service: Served) -> None:
@@ -116,7 +125,7 @@ async def test_a_request_with_only_half_of_the_actor_is_unauthenticated(memory_s
     with pytest.raises(Unauthenticated) as anonymous:
         await stub.ListBlocks(block_pb2.ListBlocksRequest(), metadata=((ORG_KEY, "org-1"),))
 
-    assert anonymous.value.reason == "ACTOR_MISSING"
+    assert anonymous.value.reason == "API_KEY_MISSING"
 
 
 class SilentApp:
@@ -152,7 +161,9 @@ async def test_a_long_silent_call_survives_the_keepalive_pings_of_its_client(
         )
         try:
             with acting_as(new_actor()):
-                reply = await pinging.unary_unary("/test.Silent/Wait")(b"6", metadata=outgoing_metadata(None))
+                reply = await pinging.unary_unary("/test.Silent/Wait")(
+                    b"6", metadata=outgoing_metadata(served.credential)
+                )
         finally:
             await pinging.close()
 

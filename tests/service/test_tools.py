@@ -196,7 +196,7 @@ async def test_list_tools_without_actor_is_unauthenticated(tools: Tools) -> None
     with pytest.raises(Unauthenticated) as anonymous:
         await tools.ListTools(tool_pb2.ListToolsRequest())
 
-    assert anonymous.value.reason == "ACTOR_MISSING"
+    assert anonymous.value.reason == "API_KEY_MISSING"
 
 
 async def test_restarting_the_tools_service_on_the_same_database_keeps_one_copy_of_each_builtin(

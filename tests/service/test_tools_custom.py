@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2
 
 from mnemo.common.v1 import message_pb2
 from mnemo.tools.v1 import tool_pb2
-from mnemo_core.actor import Actor, acting_as
+from mnemo_core.actor import ADMIN, Actor, acting_as
 from mnemo_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tests.service.conftest import new_actor, new_agent_id
 
@@ -334,11 +334,17 @@ async def test_agent_environment_variables_are_named_never_returned_and_kept_fro
 ) -> None:
     agent = new_agent_id()
     code = source("env", "import os\nreturn dict(os.environ)")
-    with acting_as(actor):
-        tool = await create(tools, code)
+    with acting_as(Actor(actor.org_id, "admin-1", ADMIN)):
         updated = await tools.UpdateToolEnvironment(
             tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent, set={"API_KEY": "s3cret", "REGION": "eu"})
         )
+    with acting_as(actor):
+        tool = await create(tools, code)
+        # Setting is for admins; a member may remove (as deleting the agent does).
+        with pytest.raises(PermissionDenied) as member_sets:
+            await tools.UpdateToolEnvironment(
+                tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent, set={"REGION": "us"})
+            )
         removed = await tools.UpdateToolEnvironment(
             tool_pb2.UpdateToolEnvironmentRequest(agent_id=agent, unset=["REGION"])
         )
@@ -356,10 +362,11 @@ async def test_agent_environment_variables_are_named_never_returned_and_kept_fro
     assert json.loads(named.content) == {}
     assert json.loads(nobody.content) == {}
     assert list(foreign.names) == []
+    assert member_sets.value.reason == "ADMIN_ROLE_REQUIRED"
 
 
 async def test_bad_environment_variable_names_are_invalid_argument(tools: Tools, actor: Actor) -> None:
-    with acting_as(actor), pytest.raises(InvalidArgument) as refused:
+    with acting_as(Actor(actor.org_id, "admin-1", ADMIN)), pytest.raises(InvalidArgument) as refused:
         await tools.UpdateToolEnvironment(
             tool_pb2.UpdateToolEnvironmentRequest(agent_id=new_agent_id(), set={"1BAD": "x"})
         )

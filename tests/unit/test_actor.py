@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
+from pathlib import Path
 
 import pytest
 
+from mnemo_core import mesh_credential
 from mnemo_core.actor import (
-    INTERNAL_TOKEN_KEY,
     ORG_KEY,
     USER_KEY,
     Actor,
@@ -67,20 +69,45 @@ async def test_concurrent_tasks_each_keep_their_own_actor() -> None:
     assert list(await asyncio.gather(who(ADA), who(BOB))) == [ADA, BOB]
 
 
-def test_outgoing_metadata_forwards_the_current_actor_and_the_internal_token() -> None:
+def test_outgoing_metadata_forwards_the_current_actor_signed_and_never_the_credential() -> None:
     with acting_as(ADA):
         metadata = outgoing_metadata("s3cret", extra=[("x-request-id", "r1")])
 
-    assert metadata == [
-        ("x-request-id", "r1"),
-        (ORG_KEY, "org-a"),
-        (USER_KEY, "user-ada"),
-        (INTERNAL_TOKEN_KEY, "s3cret"),
-    ]
+    values = dict(metadata)
+    assert metadata[:3] == [("x-request-id", "r1"), (ORG_KEY, "org-a"), (USER_KEY, "user-ada")]
+    assert mesh_credential.verify("s3cret", ADA, values[mesh_credential.SIGNATURE_KEY])
+    assert not any("s3cret" in value for _, value in metadata)
 
 
-def test_outgoing_metadata_without_actor_or_token_carries_neither() -> None:
-    assert outgoing_metadata(None) == []
+def test_outgoing_metadata_without_an_actor_carries_no_actor() -> None:
+    assert outgoing_metadata("s3cret") == []
+
+
+def test_a_signature_holds_for_its_actor_only_and_only_for_a_while() -> None:
+    member = Actor("org-a", "user-ada", "member")
+    signature = mesh_credential.sign("s3cret", member, now=1_000_000)
+
+    assert mesh_credential.verify("s3cret", member, signature, now=1_000_010)
+    assert not mesh_credential.verify("other", member, signature, now=1_000_010)
+    assert not mesh_credential.verify("s3cret", Actor("org-a", "user-ada", "root"), signature, now=1_000_010)
+    assert not mesh_credential.verify(
+        "s3cret", Actor("org-b", "user-ada", "member"), signature, now=1_000_010
+    )
+    assert not mesh_credential.verify(
+        "s3cret", member, signature, now=1_000_000 + mesh_credential.MAX_SKEW_SECONDS + 1
+    )
+    assert not mesh_credential.verify("s3cret", member, "v1.x.y")
+
+
+def test_the_internal_key_is_generated_once_private_and_then_kept(tmp_path: Path) -> None:
+    first = mesh_credential.ensure_key(tmp_path / "home")
+    second = mesh_credential.ensure_key(tmp_path / "home")
+
+    path = mesh_credential.key_file(tmp_path / "home")
+    assert first == second
+    assert len(first) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in (tmp_path / "home").iterdir()] == [path.name]
 
 
 def test_an_outgoing_call_after_the_callers_deadline_fails_at_once() -> None:

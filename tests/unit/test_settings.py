@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mnemo_core.settings import MnemoSettings, config_file_path, default_home
+from mnemo_gateway.settings import GatewaySettings
 from mnemo_llm.settings import LlmSettings
 from mnemo_memory.settings import MemorySettings
 from mnemo_tools.settings import ToolsSettings
@@ -249,3 +251,28 @@ def test_unprefixed_database_url_is_ignored_by_the_llm_gateway_too(
     monkeypatch.setenv("DATABASE_URL", "postgresql://someone-elses/db")
 
     assert LlmSettings().database_url == ""
+
+
+def test_tls_needs_both_certificate_and_key_and_the_rest_port_follows_the_mesh_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MNEMO_CONFIG", str(tmp_path / "none.toml"))
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    with pytest.raises(ValidationError):
+        MnemoSettings(home=tmp_path, tls_cert_file=cert)
+    plain = GatewaySettings(home=tmp_path)
+    mesh_tls = GatewaySettings(home=tmp_path, tls_cert_file=cert, tls_key_file=key)
+    own = GatewaySettings(
+        home=tmp_path,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        http_tls_cert_file=tmp_path / "public.pem",
+        http_tls_key_file=tmp_path / "public.key",
+    )
+
+    assert not plain.tls
+    assert plain.http_tls() is None
+    assert plain.http_url.startswith("http://")
+    assert mesh_tls.http_tls() == (cert, key)
+    assert mesh_tls.http_url.startswith("https://")
+    assert own.http_tls() == (tmp_path / "public.pem", tmp_path / "public.key")

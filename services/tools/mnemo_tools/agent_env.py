@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
-from mnemo_core.actor import Actor
+from mnemo_core.actor import Actor, require_admin
 from mnemo_core.db import Database
 from mnemo_core.ids import require_id
 from mnemo_core.validation import invalid
@@ -42,9 +42,16 @@ class AgentEnvironments:
         self._agents = agents
 
     async def update(
-        self, org_id: str, agent_id: str, set_: Mapping[str, str], unset: Sequence[str]
+        self, actor: Actor, agent_id: str, set_: Mapping[str, str], unset: Sequence[str]
     ) -> list[str]:
-        """Sets and removes variables; returns the names after the change."""
+        """Sets and removes variables; returns the names after the change.
+
+        Setting needs an admin (the values are the organization's secrets); removing does not, so that a
+        member who may delete an agent may also delete what the agent's tools were given.
+        """
+        if set_:
+            require_admin(actor, "set tool environment variables")
+        org_id = actor.org_id
         require_id(agent_id, "agent_id")
         for name, value in set_.items():
             if not NAME.match(name):

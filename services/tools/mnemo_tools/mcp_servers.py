@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from mnemo_core.actor import Actor
+from mnemo_core.actor import Actor, require_admin
 from mnemo_core.db import Database
 from mnemo_core.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
-    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -104,12 +103,11 @@ class McpServers:
 
     async def _check(self, actor: Actor, spec: McpServerSpec) -> None:
         """Refuses what the caller may not register, before anything connects or runs."""
+        # Registering a server gives the whole organization its tools (and, for stdio, a command the tools
+        # service starts): admins only.
+        require_admin(actor, "register MCP servers")
         if spec.transport == "stdio":
-            # A command the tools service starts: admins only, and only the operator's commands.
-            if not actor.is_admin:
-                raise PermissionDenied(
-                    "only an admin may register stdio MCP servers", reason="ADMIN_ROLE_REQUIRED"
-                )
+            # Only the operator's commands.
             check_text(spec.command, "server.stdio.command", max_chars=4096, allow_empty=False)
             refusal = self._stdio.refusal(spec.command)
             if refusal is not None:
@@ -305,8 +303,10 @@ class McpServers:
         counts = await self._counts([server.id for server in servers])
         return [McpServerView(server, counts.get(server.id, 0)) for server in servers], next_token
 
-    async def refresh(self, org_id: str, server_id: str) -> tuple[McpServerView, list[Tool]]:
-        """Lists the server's tools again and stores the changes."""
+    async def refresh(self, actor: Actor, server_id: str) -> tuple[McpServerView, list[Tool]]:
+        """Lists the server's tools again and stores the changes (admins only)."""
+        require_admin(actor, "refresh MCP servers")
+        org_id = actor.org_id
         server = await self.server(org_id, server_id)
         await self._connections.forget(server.id)
         listed = await self._list_tools(endpoint_of(server))
@@ -323,8 +323,10 @@ class McpServers:
         refreshed, tools = await self._db.write(tx)
         return McpServerView(refreshed, len(tools)), tools
 
-    async def delete(self, org_id: str, server_id: str) -> None:
-        """Deletes a server and its tools, and closes its connection."""
+    async def delete(self, actor: Actor, server_id: str) -> None:
+        """Deletes a server and its tools, and closes its connection (admins only)."""
+        require_admin(actor, "delete MCP servers")
+        org_id = actor.org_id
         await self.server(org_id, server_id)
         await self._db.write(ServerQueries.delete, org_id, server_id)
         await self._connections.forget(server_id)

@@ -90,13 +90,13 @@ class McpServicer(mcp_pb2_grpc.McpServiceServicer):
     async def DeleteMcpServer(
         self, request: mcp_pb2.DeleteMcpServerRequest, context: Context
     ) -> mcp_pb2.DeleteMcpServerResponse:
-        await self._servers.delete(current_actor().org_id, request.mcp_server_id)
+        await self._servers.delete(current_actor(), request.mcp_server_id)
         return mcp_pb2.DeleteMcpServerResponse()
 
     async def RefreshMcpServer(
         self, request: mcp_pb2.RefreshMcpServerRequest, context: Context
     ) -> mcp_pb2.RefreshMcpServerResponse:
-        view, tools = await self._servers.refresh(current_actor().org_id, request.mcp_server_id)
+        view, tools = await self._servers.refresh(current_actor(), request.mcp_server_id)
         return mcp_pb2.RefreshMcpServerResponse(
             server=server_to_proto(view), tools=[tool_to_proto(t) for t in tools]
         )

@@ -128,7 +128,7 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
         self, request: tool_pb2.UpdateToolEnvironmentRequest, context: Context
     ) -> tool_pb2.UpdateToolEnvironmentResponse:
         names = await self._environments.update(
-            current_actor().org_id, request.agent_id, dict(request.set), list(request.unset)
+            current_actor(), request.agent_id, dict(request.set), list(request.unset)
         )
         return tool_pb2.UpdateToolEnvironmentResponse(names=names)
 
