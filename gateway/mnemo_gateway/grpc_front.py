@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import pkgutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,23 +36,6 @@ ROUTES: Mapping[str, ServiceName] = {
     "mnemo.tools.v1": "tools",
     "mnemo.llm.v1": "llm",
 }
-# The generated modules whose services the front routes (imported for their descriptors: the front needs
-# each method's shape, reflection the files).
-_SERVICE_MODULES = (
-    "mnemo.agent.v1.agent_pb2",
-    "mnemo.agent.v1.batch_pb2",
-    "mnemo.agent.v1.end_user_pb2",
-    "mnemo.agent.v1.group_pb2",
-    "mnemo.agent.v1.identity_pb2",
-    "mnemo.agent.v1.run_pb2",
-    "mnemo.memory.v1.block_pb2",
-    "mnemo.memory.v1.message_pb2",
-    "mnemo.memory.v1.passage_pb2",
-    "mnemo.memory.v1.source_pb2",
-    "mnemo.tools.v1.mcp_pb2",
-    "mnemo.tools.v1.tool_pb2",
-    "mnemo.llm.v1.llm_pb2",
-)
 # Metadata that belongs to one HTTP/2 hop; the proxy's own call sets it again.
 _HOP_KEYS = frozenset({"content-type", "te", "user-agent", "host"})
 _OPTIONS = [
@@ -66,10 +50,22 @@ WATCH_INTERVAL = 1.0
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
+def _service_modules() -> list[str]:
+    """The generated message modules of the routed packages (each file's descriptor names its services):
+    found, not listed, so that a service added to the contract is routed the day it is generated."""
+    names = []
+    for package in ROUTES:
+        path = importlib.import_module(package).__path__
+        names += [
+            f"{package}.{info.name}" for info in pkgutil.iter_modules(path) if info.name.endswith("_pb2")
+        ]
+    return sorted(names)
+
+
 def routed_services() -> list[str]:
     """Full names of every service the front routes, from the generated modules."""
     names = []
-    for module_name in _SERVICE_MODULES:
+    for module_name in _service_modules():
         module = importlib.import_module(module_name)
         names += [service.full_name for service in module.DESCRIPTOR.services_by_name.values()]
     return sorted(names)

@@ -41,9 +41,10 @@ from tests.harness import RunningMesh, mesh_env, running_mesh
 
 MARKER = f"a-only-{uuid.uuid4().hex}"
 MCP_SERVER = str(Path(__file__).parents[1] / "fakes" / "mcp_server.py")
-# Request fields that end in _id but name no resource of the mesh, and messages whose `id` is no resource.
-NOT_RESOURCES = {"tool_call_id"}
-NOT_RESOURCE_MESSAGES = {"mnemo.common.v1.ToolCall"}
+# Request fields that end in _id but name no resource of the mesh (a tool call's, a request's), and messages
+# whose `id` is no resource (a tool call's own id; an audit event's, made by the recorder that sends it).
+NOT_RESOURCES = {"tool_call_id", "request_id"}
+NOT_RESOURCE_MESSAGES = {"mnemo.common.v1.ToolCall", "mnemo.agent.v1.AuditEvent"}
 # Names under which requests refer to a resource the registry holds under another name.
 ALIASES = {
     "primary_agent_id": "agent_id",

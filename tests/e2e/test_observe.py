@@ -279,7 +279,15 @@ async def test_every_process_serves_prometheus_metrics_of_the_turn_rpcs_tokens_t
         )
         assert sent.status_code == 200, sent.text
         assert (await api.get("/v1/agents/agent-00000000-0000-0000-0000-000000000000")).status_code == 404
-        after = {service: await scrape(scraper, url) for service, url in endpoints.items()}
+        # The llm-gateway writes its usage ledger in the background (every usage_flush_interval): its
+        # database connection opens up to half a second after the turn.
+        deadline = time.monotonic() + 10
+        while True:
+            after = {service: await scrape(scraper, url) for service, url in endpoints.items()}
+            opened = all(value(after[s], "mnemo_db_connections") >= 1 for s in GRPC_SERVICES)
+            if opened or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
 
     def delta(service: str, metric: str, **labels: str) -> float:
         return value(after[service], metric, **labels) - value(before[service], metric, **labels)

@@ -171,3 +171,63 @@ def tools(tools_service: Served) -> tool_pb2_grpc.ToolServiceAsyncStub:
 @pytest.fixture
 def chat(llm_service: Served) -> llm_pb2_grpc.LlmServiceAsyncStub:
     return llm_service.stub(llm_pb2_grpc.LlmServiceStub)
+
+
+@dataclass
+class KeyHolder:
+    """An API key made by a real IdentityService, and whom it acts for."""
+
+    secret: str
+    org_id: str
+    user_id: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.secret}"),)
+
+
+async def make_key_holder(identity: Served, org_id: str = "", *, role: str = "member") -> KeyHolder:
+    """A key of a new user in `org_id` (a new organization when empty), made as root over gRPC."""
+    from mnemo.agent.v1 import identity_pb2, identity_pb2_grpc
+    from mnemo_core.actor import acting_as
+    from mnemo_core.api_keys import ROOT_ACTOR
+
+    stub = identity.stub(identity_pb2_grpc.IdentityServiceStub)
+    with acting_as(ROOT_ACTOR):
+        if not org_id:
+            made = await stub.CreateOrganization(
+                identity_pb2.CreateOrganizationRequest(
+                    organization=identity_pb2.Organization(name=f"org-{uuid.uuid4().hex[:8]}")
+                )
+            )
+            org_id = made.organization.id
+        user = await stub.CreateUser(
+            identity_pb2.CreateUserRequest(
+                org_id=org_id, user=identity_pb2.User(name=f"user-{uuid.uuid4().hex[:8]}")
+            )
+        )
+        key = await stub.CreateApiKey(
+            identity_pb2.CreateApiKeyRequest(
+                org_id=org_id,
+                api_key=identity_pb2.ApiKey(
+                    user_id=user.user.id,
+                    name=f"key-{uuid.uuid4().hex[:8]}",
+                    role=identity_pb2.ROLE_ADMIN if role == "admin" else identity_pb2.ROLE_MEMBER,
+                ),
+            )
+        )
+    return KeyHolder(secret=key.secret, org_id=org_id, user_id=user.user.id)
+
+
+@contextlib.asynccontextmanager
+async def identity_service(home: Path) -> AsyncIterator[Served]:
+    """An agent service of its own, for its IdentityService (no memory or tools service behind it)."""
+    from mnemo_agent.app import build as build_agent
+    from mnemo_agent.settings import AgentSettings
+
+    with clean_environment(home):
+        settings = AgentSettings(
+            home=home, memory_addr=f"127.0.0.1:{free_port()}", tools_addr=f"127.0.0.1:{free_port()}"
+        )
+    async with serving(await build_agent(settings)) as served:
+        yield served

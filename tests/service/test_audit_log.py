@@ -3,7 +3,6 @@ the recorder's batching and shutdown flush, and the log's retention."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -11,11 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mnemo.agent.v1 import identity_pb2_grpc
 from mnemo.memory.v1 import block_pb2, block_pb2_grpc
 from mnemo_agent.app import MIGRATIONS
 from mnemo_agent.audit_log import AuditLog
 from mnemo_agent.audit_store import AuditFilter
-from mnemo_core.actor import ADMIN, ORG_KEY, USER_KEY, Actor
+from mnemo_core.actor import ADMIN, Actor, acting_as
+from mnemo_core.api_keys import KeyResolver
 from mnemo_core.audit import AuditEvent, AuditRecorder
 from mnemo_core.channels import mesh_channel
 from mnemo_core.db import Database
@@ -25,7 +26,13 @@ from mnemo_core.wire import utcnow
 from mnemo_memory.app import build as build_memory
 from mnemo_memory.settings import MemorySettings
 from tests.fakes.llm_provider import free_port
-from tests.service.conftest import clean_environment
+from tests.service.conftest import (
+    TEST_CREDENTIAL,
+    Served,
+    clean_environment,
+    identity_service,
+    make_key_holder,
+)
 
 
 class ListSink:
@@ -76,38 +83,56 @@ async def test_the_recorder_sends_in_batches_keeps_events_while_the_sink_is_down
 
 
 @pytest.fixture
-async def audited_memory(tmp_path: Path) -> AsyncIterator[tuple[int, AuditRecorder, ListSink]]:
+async def identity(tmp_path: Path) -> AsyncIterator[Served]:
+    async with identity_service(tmp_path / "agent") as served:
+        yield served
+
+
+@pytest.fixture
+async def audited_memory(
+    tmp_path: Path, identity: Served
+) -> AsyncIterator[tuple[Served, AuditRecorder, ListSink]]:
     with clean_environment(tmp_path):
         settings = MemorySettings(home=tmp_path, llm_addr=f"127.0.0.1:{free_port()}")
     app = await build_memory(settings)
     sink = ListSink()
     recorder = AuditRecorder(sink, flush_seconds=3600)
-    running = await start_server(app, host="127.0.0.1", port=0, audit=recorder)
-    yield running.port, recorder, sink
+    keys = KeyResolver(identity.stub(identity_pb2_grpc.IdentityServiceStub), 5.0)
+    running = await start_server(
+        app, host="127.0.0.1", port=0, credential=TEST_CREDENTIAL, keys=keys, audit=recorder
+    )
+    channel = mesh_channel(f"127.0.0.1:{running.port}")
+    yield Served(app=app, running=running, channel=channel), recorder, sink
+    await channel.close()
     await running.stop(0)
     await app.aclose()
 
 
 async def test_grpc_writes_of_key_holders_are_recorded_and_reads_and_mesh_hops_are_not(
-    audited_memory: tuple[int, AuditRecorder, ListSink],
+    audited_memory: tuple[Served, AuditRecorder, ListSink], identity: Served
 ) -> None:
-    port, recorder, sink = audited_memory
-    org = f"org-{uuid.uuid4()}"
-    keyed = ((ORG_KEY, org), (USER_KEY, "alice"), ("authorization", "Bearer mnemo-s3cret"))
-    async with mesh_channel(f"127.0.0.1:{port}") as channel:
-        blocks = block_pb2_grpc.BlockServiceStub(channel)
-        created = await blocks.CreateBlock(
-            block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human", value="private words")),
-            metadata=(*keyed, ("x-request-id", "req-42")),
+    memory, recorder, sink = audited_memory
+    holder = await make_key_holder(identity)
+    blocks = block_pb2_grpc.BlockServiceStub(memory.channel)
+    created = await blocks.CreateBlock(
+        block_pb2.CreateBlockRequest(block=block_pb2.Block(label="human", value="private words")),
+        metadata=(*holder.metadata, ("x-request-id", "req-42")),
+    )
+    await blocks.ListBlocks(block_pb2.ListBlocksRequest(), metadata=holder.metadata)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await blocks.DeleteBlock(
+            block_pb2.DeleteBlockRequest(block_id="block-nope"), metadata=holder.metadata
         )
-        await blocks.ListBlocks(block_pb2.ListBlocksRequest(), metadata=keyed)
-        with pytest.raises(grpc.aio.AioRpcError):
-            await blocks.DeleteBlock(block_pb2.DeleteBlockRequest(block_id="block-nope"), metadata=keyed)
-        await blocks.DeleteBlock(block_pb2.DeleteBlockRequest(block_id=created.block.id), metadata=keyed[:2])
+    # A hop inside the mesh (signed, no key) is recorded by whoever holds the client's request, not here.
+    with acting_as(Actor(org_id=holder.org_id, user_id=holder.user_id)):
+        await memory.stub(block_pb2_grpc.BlockServiceStub).DeleteBlock(
+            block_pb2.DeleteBlockRequest(block_id=created.block.id)
+        )
     await recorder.aclose()
 
     made, failed = sink.events
-    assert (made.org_id, made.user_id, made.surface) == (org, "alice", "grpc")
+    assert (made.org_id, made.user_id, made.surface) == (holder.org_id, holder.user_id, "grpc")
+    assert made.key_id
     assert made.action == "/mnemo.memory.v1.BlockService/CreateBlock"
     assert made.request_id == "req-42"
     assert (made.outcome, made.code) == ("OK", 0)
@@ -115,7 +140,7 @@ async def test_grpc_writes_of_key_holders_are_recorded_and_reads_and_mesh_hops_a
     assert failed.resource == "block_id=block-nope"
     assert failed.outcome == "BLOCK_NOT_FOUND"
     assert failed.code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert "s3cret" not in str(sink.events)
+    assert holder.secret not in str(sink.events)
     assert "private words" not in str(sink.events)
 
 
