@@ -59,7 +59,8 @@ class Synthetic:
         noisy = self.centres[agent, topics] + 0.08 * self.rng.standard_normal((len(topics), DIM)).astype(
             np.float32
         )
-        return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+        normalised: np.ndarray = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+        return normalised
 
     def text(self, topic: int) -> str:
         drawn = np.minimum(self.rng.zipf(1.3, 12), VOCABULARY) - 1
@@ -103,7 +104,7 @@ async def load(
 
 async def copy_load(url: str, data: Synthetic, agents: int, per_agent: int, batch: int) -> float:
     """Seeds passages with COPY (rows as the service writes them, tags joined afterwards); passages/s."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
     from pgvector.asyncpg import register_vector
 
     host = url.split("host=")[1]
