@@ -24,23 +24,46 @@ StubT = TypeVar("StubT")
 
 # A call that stays silent this long (a slow model step) is pinged, so that a dead peer is noticed.
 KEEPALIVE_MS = 30_000
+# A ping unanswered this long closes the connection: calls go to the peer's other replicas meanwhile.
+KEEPALIVE_TIMEOUT_MS = 10_000
 _OPTIONS = [
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", RETRY_SERVICE_CONFIG),
+    # Calls rotate over every address the target resolves to (a DNS name with several records, or a
+    # list). Set as the channel's policy name, not in a service config, so that a service config with
+    # method settings (retries, deadlines) leaves it alone as long as it names no loadBalancingConfig.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 # The deadline of a call that has none (background work: async runs, batches): long enough for a slow
 # model step, short enough that no call waits for ever on a peer that will not answer.
 DEFAULT_DEADLINE = 600.0
 
 
+def channel_target(address: str) -> str:
+    """The gRPC target of a peer address: `host:port`, `dns:///name:port`, or `ip:port,ip:port,...`.
+
+    A comma-separated list names the replicas of one service (IP literals or `localhost`; use a DNS name
+    with several records for host names, e.g. a Kubernetes headless Service).
+    """
+    if "," not in address:
+        return address
+    replicas = [part.strip() for part in address.split(",") if part.strip()]
+    hosts = [replica.rsplit(":", 1)[0].replace("localhost", "127.0.0.1") for replica in replicas]
+    ports = [replica.rsplit(":", 1)[1] for replica in replicas]
+    scheme = "ipv6" if all(host.startswith("[") for host in hosts) else "ipv4"
+    return f"{scheme}:" + ",".join(f"{host}:{port}" for host, port in zip(hosts, ports, strict=True))
+
+
 def mesh_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
-    """An insecure (mesh-internal) channel to `address`; make calls on it through `mesh_stub`."""
+    """An insecure (mesh-internal) channel to `address` (see `channel_target`), spreading calls over its
+    replicas; make calls on it through `mesh_stub`."""
     sizes = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    return grpc.aio.insecure_channel(address, options=[*sizes, *_OPTIONS])
+    return grpc.aio.insecure_channel(channel_target(address), options=[*sizes, *_OPTIONS])
 
 
 class _UnaryMethod:
