@@ -32,6 +32,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mnemo_core.channels import channel_target
 from mnemo_core.lifecycle import as_child_of_this_process
 from mnemo_core.settings import GRPC_SERVICES, MnemoSettings, ServiceName
 
@@ -174,7 +175,7 @@ def fork_children(env: Mapping[str, str]) -> list[Child]:
 
 
 async def _grpc_serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(channel_target(address)) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=1.0
