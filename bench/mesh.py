@@ -6,6 +6,7 @@ would. Prints a table.
 
     make bench                      # full run
     make bench BENCH_ARGS=--quick   # a shorter run
+    python -m bench.mesh --quick --backends sqlite,postgres   # the same on SQLite and on Postgres
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mnemo.agent.v1 import agent_pb2, agent_pb2_grpc
 from mnemo_core.actor import ORG_KEY, USER_KEY
 from tests.fakes.llm_provider import RemoteFake, free_port
 from tests.harness import API_KEY, mesh_env
+from tests.postgres import embedded_postgres
 
 # (name, target, unit, lower is better)
 TARGETS = {
@@ -142,7 +144,7 @@ def start_server(env: dict[str, str]) -> tuple[float, Server]:
     raise RuntimeError(f"mnemo server exited with {process.wait()}")
 
 
-async def measure(args: argparse.Namespace) -> Figures:
+async def measure(args: argparse.Namespace, database_url: str = "") -> Figures:
     values: dict[str, float] = {}
     provider_port = free_port()
     provider = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
@@ -151,7 +153,8 @@ async def measure(args: argparse.Namespace) -> Figures:
     try:
         await _wait_http(f"http://127.0.0.1:{provider_port}/_fake/requests")
         with tempfile.TemporaryDirectory() as home:
-            env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{provider_port}/v1")
+            extra = {"MNEMO_DATABASE_URL": database_url} if database_url else None
+            env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{provider_port}/v1", extra=extra)
             values["ready (cold, fresh data dir)"], server = start_server(env)
             server.stop()
             values["ready (warm restart)"], server = start_server(env)
@@ -328,11 +331,23 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the 16-client phase")
     parser.add_argument("--streams", type=int, default=100, help="streamed turns for the first-event latency")
+    parser.add_argument(
+        "--backends",
+        default="sqlite",
+        help="comma-separated: sqlite (each service's file) and/or postgres (one embedded Postgres 18 for all "
+        "services, a schema each); each backend gets a fresh mesh, one after the other in this run",
+    )
     args = parser.parse_args()
     if args.quick:
         args.creates, args.sends, args.seconds, args.streams = 60, 100, 5.0, 30
-    figures = asyncio.run(measure(args))
-    figures.print()
+    for backend in args.backends.split(","):
+        if backend == "postgres":
+            with embedded_postgres() as url:
+                figures = asyncio.run(measure(args, url))
+        else:
+            figures = asyncio.run(measure(args))
+        print(f"\n{backend}:")
+        figures.print()
 
 
 if __name__ == "__main__":

@@ -25,30 +25,54 @@ StubT = TypeVar("StubT")
 
 # A call that stays silent this long (a slow model step) is pinged, so that a dead peer is noticed.
 KEEPALIVE_MS = 30_000
+# A ping unanswered this long closes the connection: calls go to the peer's other replicas meanwhile.
+KEEPALIVE_TIMEOUT_MS = 10_000
 _OPTIONS = [
     ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", RETRY_SERVICE_CONFIG),
+    # Calls rotate over every address the target resolves to (a DNS name with several records, or a
+    # list). Set as the channel's policy name, not in a service config, so that a service config with
+    # method settings (retries, deadlines) leaves it alone as long as it names no loadBalancingConfig.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 # The deadline of a call that has none (background work: async runs, batches): long enough for a slow
 # model step, short enough that no call waits for ever on a peer that will not answer.
 DEFAULT_DEADLINE = 600.0
 
 
+def channel_target(address: str) -> str:
+    """The gRPC target of a peer address: `host:port`, `dns:///name:port`, or `ip:port,ip:port,...`.
+
+    A comma-separated list names the replicas of one service (IP literals or `localhost`; use a DNS name
+    with several records for host names, e.g. a Kubernetes headless Service).
+    """
+    if "," not in address:
+        return address
+    replicas = [part.strip() for part in address.split(",") if part.strip()]
+    hosts = [replica.rsplit(":", 1)[0].replace("localhost", "127.0.0.1") for replica in replicas]
+    ports = [replica.rsplit(":", 1)[1] for replica in replicas]
+    scheme = "ipv6" if all(host.startswith("[") for host in hosts) else "ipv4"
+    return f"{scheme}:" + ",".join(f"{host}:{port}" for host, port in zip(hosts, ports, strict=True))
+
+
 def mesh_channel(
     address: str, trust: bytes | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> grpc.aio.Channel:
-    """A channel to a service of the mesh at `address`: TLS trusting the PEM `trust` when given, else
-    plaintext. Make calls on it through `mesh_stub`."""
+    """A channel to a service of the mesh at `address` (see `channel_target`), spreading calls over its
+    replicas: TLS trusting the PEM `trust` when given, else plaintext. Make calls on it through
+    `mesh_stub`."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         *_OPTIONS,
     ]
+    target = channel_target(address)
     if trust is None:
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(
-        address, grpc.ssl_channel_credentials(root_certificates=trust), options=options
+        target, grpc.ssl_channel_credentials(root_certificates=trust), options=options
     )
 
 

@@ -36,6 +36,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # with "too many pings" about three minutes into a long call, such as a turn of the offline model on a
 # busy machine. Below the clients' keepalive, with room for timer jitter.
 MIN_PING_INTERVAL_MS = 10_000
+# A client connection is asked to go (GOAWAY) after this long, so clients resolve the service's address
+# again and spread over replicas started since they connected; calls in flight may finish within the
+# grace, which covers the longest turn.
+MAX_CONNECTION_AGE_SECONDS = 300.0
+MAX_CONNECTION_AGE_GRACE_SECONDS = 1800.0
 
 
 class GrpcApp(Protocol):
@@ -91,8 +96,10 @@ async def start_server(
     rate_limits: RateLimits | None = None,
     audit: AuditRecorder | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_connection_age: float = MAX_CONNECTION_AGE_SECONDS,
 ) -> RunningServer:
-    """Starts `app` on host:port (0 picks a free port) with health and reflection, over TLS when given.
+    """Starts `app` on host:port (0 picks a free port) with health and reflection, over TLS when given;
+    connections are recycled after `max_connection_age` seconds (gRPC adds ±10% jitter).
 
     Internal hops must sign their actor with `credential`; external callers' API keys go to `keys`.
     """
@@ -111,6 +118,8 @@ async def start_server(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
             ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE_SECONDS * 1000)),
         ],
     )
     names = list(app.register(server))

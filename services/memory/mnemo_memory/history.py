@@ -120,6 +120,7 @@ class History:
             content.create_time.FromDatetime(now)
 
         def tx(conn: Connection) -> list[bytes] | None:
+            MessageQueries.lock(conn, org_id, agent_id)
             stored = MessageQueries.batch(conn, org_id, agent_id, run_id, step)
             if stored:
                 return stored
@@ -242,6 +243,7 @@ class History:
             raise invalid("summary", "must carry event content")
 
         def tx(conn: Connection) -> tuple[message_pb2.Message | None, int]:
+            MessageQueries.lock(conn, org_id, agent_id)
             history = MessageQueries.history(conn, org_id, agent_id)
             keep_seq = self._seq(conn, org_id, agent_id, keep_from, "keep_from_message_id")
             if history is None or keep_seq is None:

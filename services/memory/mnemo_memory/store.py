@@ -428,8 +428,21 @@ def wait_for_appends(conn: Connection) -> None:
         conn.execute(_WAIT_FOR_APPENDS)
 
 
+# Writers of one agent's history (appends, compaction) take this transaction lock first on Postgres: they
+# read the history's counters and write them back, and two replicas (or two concurrent calls) appending
+# at once would otherwise both create the history row, or both take the same positions. SQLite has one
+# writer. Two int4 keys: a space apart from the single-key `_APPENDS_LOCK`.
+_LOCK_HISTORY = text("SELECT pg_advisory_xact_lock(hashtext(:org_id), hashtext(:agent_id))")
+
+
 class MessageQueries:
     """History reads and writes on one connection."""
+
+    @staticmethod
+    def lock(conn: Connection, org_id: str, agent_id: str) -> None:
+        """Serializes the writers of one agent's history until the transaction ends (Postgres)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(_LOCK_HISTORY, {"org_id": org_id, "agent_id": agent_id})
 
     @staticmethod
     def history(conn: Connection, org_id: str, agent_id: str) -> HistoryState | None:
