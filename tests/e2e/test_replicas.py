@@ -53,7 +53,7 @@ async def replicated_mesh(
                 )
             for port in second.values():
                 for _ in range(600):
-                    if await _grpc_serving(f"127.0.0.1:{port}"):
+                    if await _grpc_serving(f"127.0.0.1:{port}", None):
                         break
                     await asyncio.sleep(0.1)
                 else:
@@ -116,10 +116,17 @@ async def test_concurrent_turns_over_two_replicas_keep_each_history_whole_and_ev
 
         assert sorted(facts) == sorted(f"fact {n}" for n in range(total))
 
-        # The first replicas go; the gateway's channels carry on over the second ones.
+        # The first replicas go; the gateway's channels carry on over the second ones. A call that was
+        # already on its way to a dead replica gets a retryable 503 (with Retry-After): the client sends
+        # it again with the same idempotency key, as any client should.
         for service in REPLICATED:
             await kill(replicated_mesh, service)
         llm.script(reply("still here"))
-        after = await send(ids[0], turns)
+        for _ in range(5):
+            after = await send(ids[0], turns)
+            if after.status_code != 503:
+                break
+            assert after.headers["Retry-After"], after.text
+            await asyncio.sleep(float(after.headers["Retry-After"]))
         assert after.status_code == 200, after.text
         assert after.json()["messages"][-1]["content"] == "still here"

@@ -18,7 +18,7 @@ from mnemo.memory.v1 import block_pb2, block_pb2_grpc, message_pb2_grpc, passage
 from mnemo.memory.v1 import message_pb2 as history_pb2
 from mnemo_core.actor import acting_as
 from mnemo_core.channels import mesh_channel, mesh_stub
-from tests.service.conftest import Served, new_actor, new_agent_id
+from tests.service.conftest import TEST_CREDENTIAL, Served, new_actor, new_agent_id
 from tests.service.memory_with_embeddings import memory_postgres, memory_with_llm  # noqa: F401 - fixture
 
 
@@ -68,7 +68,7 @@ async def test_concurrent_appends_spread_over_both_replicas_lose_no_block_update
 ) -> None:
     writers = 16
     channel = mesh_channel(both)
-    blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel)
+    blocks = mesh_stub(block_pb2_grpc.BlockServiceStub, channel, TEST_CREDENTIAL)
     try:
         with acting_as(new_actor()):
             agent_id = new_agent_id()
@@ -97,7 +97,7 @@ async def test_concurrent_appends_spread_over_both_replicas_lose_no_block_update
 async def test_steps_appended_concurrently_through_both_replicas_are_kept_whole_and_once(both: str) -> None:
     steps = 12
     channel = mesh_channel(both)
-    history = mesh_stub(message_pb2_grpc.MessageServiceStub, channel)
+    history = mesh_stub(message_pb2_grpc.MessageServiceStub, channel, TEST_CREDENTIAL)
 
     def step(i: int) -> history_pb2.AppendMessagesRequest:
         return history_pb2.AppendMessagesRequest(

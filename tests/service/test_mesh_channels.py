@@ -16,7 +16,7 @@ from mnemo_core.actor import acting_as
 from mnemo_core.channels import channel_target, mesh_channel
 from mnemo_core.interceptors import outgoing_metadata
 from mnemo_core.server import RunningServer, start_server
-from tests.service.conftest import new_actor
+from tests.service.conftest import TEST_CREDENTIAL, new_actor
 
 _SERVICE = "mnemo.test.v1.Replica"
 
@@ -45,7 +45,11 @@ async def _replicas(
     servers = []
     for name in names:
         server = await start_server(
-            _Replica(name), host="127.0.0.1", port=0, max_connection_age=max_connection_age
+            _Replica(name),
+            host="127.0.0.1",
+            port=0,
+            credential=TEST_CREDENTIAL,
+            max_connection_age=max_connection_age,
         )
         stack.push_async_callback(server.stop, 0)
         servers.append(server)
@@ -54,7 +58,7 @@ async def _replicas(
 
 async def _ask(channel: grpc.aio.Channel) -> tuple[str, str]:
     with acting_as(new_actor()):
-        metadata = tuple(outgoing_metadata(None, None))
+        metadata = tuple(outgoing_metadata(TEST_CREDENTIAL, None))
     method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{_SERVICE}/Name")
     answer = await method(b"", timeout=5, wait_for_ready=True, metadata=metadata)
     name, peer = answer.decode().split(" ", 1)
