@@ -34,6 +34,9 @@ HTTP_STATUS_BY_REASON = {"LLM_PROVIDER_NOT_CONFIGURED": 503}
 DEFAULT_RETRY_AFTER = 1
 # 503s that retrying does not cure: configuration, not a passing outage.
 NOT_RETRYABLE_REASONS = frozenset({"LLM_PROVIDER_NOT_CONFIGURED"})
+# Other errors that the same request sent again later cures: the idempotency key's earlier run is still going
+# (a retry after a lost connection or a restarted replica meets it), and then gives its result.
+RETRYABLE_REASONS = frozenset({"RUN_IN_PROGRESS"})
 
 
 def http_status(error: errors.MnemoError) -> int:
@@ -48,8 +51,11 @@ def http_status(error: errors.MnemoError) -> int:
 
 
 def retry_after(error: errors.MnemoError, status: int) -> str | None:
-    """The Retry-After header (whole seconds) of a 429 or 503 that is worth retrying; None otherwise."""
-    if status not in (429, 503) or error.reason in NOT_RETRYABLE_REASONS:
+    """The Retry-After header (whole seconds) of an error worth retrying (a 429, a 503, a key's run still
+    going); None otherwise."""
+    if error.reason in NOT_RETRYABLE_REASONS:
+        return None
+    if status not in (429, 503) and error.reason not in RETRYABLE_REASONS:
         return None
     try:
         asked = float(error.metadata.get(RETRY_AFTER_KEY, ""))

@@ -1,4 +1,5 @@
-"""The retry policy names real idempotent methods; restarts back off; 503/429 carry Retry-After."""
+"""The retry policy names real idempotent methods; restarts back off; 503/429 and a key's running run carry
+Retry-After."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def test_the_exit_cause_names_the_signal_or_the_code() -> None:
         (errors.ResourceExhausted("slow down", metadata={"retry_after_seconds": "2.000"}), "2"),
         (errors.ResourceExhausted("slow down"), "1"),
         (errors.Unavailable("no provider", reason="LLM_PROVIDER_NOT_CONFIGURED"), None),
+        (errors.Aborted("the key's run is still going", reason="RUN_IN_PROGRESS"), "1"),
+        (errors.Aborted("stale version", reason="VERSION_MISMATCH"), None),
         (errors.NotFound("gone"), None),
     ],
 )
