@@ -24,6 +24,7 @@ import grpc
 from mnemo.agent.v1 import audit_pb2, audit_pb2_grpc
 from mnemo_core import errors
 from mnemo_core.actor import Actor, acting_as, current_actor_or_none
+from mnemo_core.call_hooks import Finish, around_each_call
 from mnemo_core.channels import Peers
 from mnemo_core.quotas import AUTHORIZATION_KEY
 from mnemo_core.rpc_errors import status_code_of
@@ -219,46 +220,15 @@ def _event(method: str, request: Any, request_id: str, error: BaseException | No
 def _recording(
     handler: grpc.RpcMethodHandler[Any, Any], recorder: AuditRecorder, method: str, request_id: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    def record(request: Any, error: BaseException | None) -> None:
-        event = _event(method, request, request_id, error)
-        if event is not None:
-            recorder.record(event)
+    def start(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Finish:
+        def finish(error: BaseException | None) -> None:
+            event = _event(method, request, request_id, error)
+            if event is not None:
+                recorder.record(event)
 
-    if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary
+        return finish
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                response = await unary(request, context)
-            except BaseException as exc:
-                record(request, exc)
-                raise
-            record(request, None)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        stream: Any = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                async for item in stream(request, context):
-                    yield item
-            except BaseException as exc:
-                record(request, exc)
-                raise
-            record(request, None)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+    return around_each_call(handler, start)
 
 
 def remote_audit_sink(peers: Peers) -> Sink:

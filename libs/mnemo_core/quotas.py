@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from mnemo_core.actor import Actor, current_actor_or_none
+from mnemo_core.call_hooks import around_each_call
 from mnemo_core.errors import ResourceExhausted
 
 # The largest gRPC message a server or channel of the mesh accepts (a 60 MiB source file upload plus
@@ -205,34 +206,9 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
 def _admitting(
     handler: grpc.RpcMethodHandler[Any, Any], limits: RateLimits
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    def admit() -> None:
+    def admit(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         actor = current_actor_or_none()
         if actor is not None:
             limits.admit(actor)
 
-    if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            admit()
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        stream: Any = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            admit()
-            async for item in stream(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+    return around_each_call(handler, admit)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from mnemo_core.call_hooks import Finish, around_each_call
 from mnemo_core.metrics import duration_histogram, meter
 from mnemo_core.rpc_errors import DETAILS_KEY
 
@@ -79,42 +80,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or full.startswith(_EXEMPT_PREFIXES):
             return handler
         service, _, method = full.lstrip("/").rpartition("/")
-        if handler.unary_unary is not None:
-            unary: Any = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                call = _Call(service, method)
-                try:
-                    response = await unary(request, context)
-                except BaseException as exc:
-                    call.end(context, exc)
-                    raise
-                call.end(context, None)
-                return response
+        def start(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Finish:
+            call = _Call(service, method)
+            return lambda failure: call.end(context, failure)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream: Any = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                call = _Call(service, method)
-                try:
-                    async for item in stream(request, context):
-                        yield item
-                except BaseException as exc:
-                    call.end(context, exc)
-                    raise
-                call.end(context, None)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return around_each_call(handler, start)
