@@ -18,10 +18,12 @@ from mnemo_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from mnemo_memory.passage_store import NewPassage
 from tests.service.conftest import new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
-    embedded_memory,
+    archival_memory,
+    fake_weaviate,
     memory_app,
     memory_database,
     memory_postgres,
+    passage_backend,
     passages,
 )
 
@@ -314,11 +316,11 @@ async def test_unknown_embedding_model_is_refused_before_anything_is_stored(pass
 
 
 async def test_search_never_compares_vectors_of_two_models(
-    passages: Passages, embedded_memory: Served
+    passages: Passages, archival_memory: Served
 ) -> None:
     actor, agent_id = await seeded(passages)
     # A passage embedded by another model (stored as a store-level row; this server has one model only).
-    store = memory_app(embedded_memory).passage_store
+    store = memory_app(archival_memory).passage_store
     await store.insert(
         actor.org_id,
         [

@@ -23,11 +23,13 @@ from mnemo_memory.sources import sources_t
 from tests.fakes.llm_provider import free_port
 from tests.service.conftest import Served, new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
-    embedded_memory,
+    archival_memory,
+    fake_weaviate,
     memory_app,
     memory_database,
     memory_postgres,
     memory_with_llm,
+    passage_backend,
     passages,
     sources,
 )

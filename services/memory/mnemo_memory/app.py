@@ -33,6 +33,7 @@ from mnemo_memory.files import FileParser, ParseLimits
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
+from mnemo_memory.passage_store_weaviate import WeaviateConfig, WeaviatePassageStore
 from mnemo_memory.recall import MessageEmbedder, MessageIndex, Recall, SqliteMessageIndex
 from mnemo_memory.recall_pg import PgMessageIndex
 from mnemo_memory.servicers.blocks import BlockServicer
@@ -64,6 +65,17 @@ class MemoryApp:
         else:
             self.passage_store = PgPassageStore(self.db)
             message_index = PgMessageIndex(self.db)
+        self.weaviate: WeaviatePassageStore | None = None
+        if settings.passage_store == "weaviate":
+            self.weaviate = WeaviatePassageStore(self.db, weaviate_config(settings))
+            self.passage_store = self.weaviate
+        elif settings.passage_store and settings.passage_store != (
+            "sqlite" if self.db.is_sqlite else "postgres"
+        ):
+            raise ValueError(
+                f"passage_store {settings.passage_store!r} needs that database; the memory service runs on "
+                f'{"SQLite" if self.db.is_sqlite else "Postgres"} (use "" or "weaviate")'
+            )
         self.message_embedder = MessageEmbedder(
             self.db, self.embedder, message_index, model=settings.recall_embedding_model
         )
@@ -112,6 +124,10 @@ class MemoryApp:
 
     async def start(self) -> None:
         """Installs the built-in templates and starts the background work (resuming what a restart cut off)."""
+        if self.weaviate is not None:
+            await (
+                self.weaviate.connect()
+            )  # fail at start, not at the first search, when Weaviate is unreachable
         await self.core.install_builtin_templates()
         self.message_embedder.start()
         await self.jobs.start()
@@ -142,8 +158,20 @@ class MemoryApp:
         await self.message_embedder.stop()
         await self.jobs.stop()
         await self._peers.aclose()
+        if self.weaviate is not None:
+            await self.weaviate.close()
         self.vectors.close()
         await self.db.dispose()
+
+
+def weaviate_config(settings: MemorySettings) -> WeaviateConfig:
+    """Where the Weaviate passage store is (the settings require a URL with this store)."""
+    return WeaviateConfig(
+        url=settings.weaviate_url,
+        grpc_address=settings.weaviate_grpc_address,
+        api_key=settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else None,
+        timeout_seconds=settings.weaviate_timeout_seconds,
+    )
 
 
 async def build(settings: MemorySettings) -> MemoryApp:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from mnemo_core.settings import ServiceName, ServiceSettings
 
@@ -19,6 +19,17 @@ class MemorySettings(ServiceSettings):
         default="",
         validation_alias=AliasChoices("MNEMO_MEMORY_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
+    # Where archival passages are searched (MNEMO_PASSAGE_STORE): "" or the database's own kind ("sqlite",
+    # "postgres"), or "weaviate" (rows stay in the database, vectors and words are searched in Weaviate;
+    # docs/adr/0206-weaviate-passage-store.md).
+    passage_store: Literal["", "sqlite", "postgres", "weaviate"] = ""
+    # Weaviate's REST URL (MNEMO_WEAVIATE_URL, e.g. http://weaviate:8080), its gRPC address (host:port;
+    # empty: the URL's host on port 50051) and its API key (unset: anonymous access).
+    weaviate_url: str = ""
+    weaviate_grpc_address: str = ""
+    weaviate_api_key: SecretStr | None = None
+    # Seconds a Weaviate call may take (connect, query, insert).
+    weaviate_timeout_seconds: float = Field(default=30.0, gt=0)
     # Char limit of a block created without one.
     default_block_limit: int = 5000
     # Embedding model of recall (message) search, "provider/model"; empty uses the llm-gateway's default.
@@ -43,3 +54,9 @@ class MemorySettings(ServiceSettings):
     block_history_max_age_days: float = Field(default=0, ge=0)
     # How often the sweep of old block versions runs (seconds), when there is an age limit.
     block_history_sweep_seconds: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _weaviate_needs_a_url(self) -> Self:
+        if self.passage_store == "weaviate" and not self.weaviate_url:
+            raise ValueError('passage_store is "weaviate" but no Weaviate URL is set (MNEMO_WEAVIATE_URL)')
+        return self
