@@ -14,6 +14,7 @@ only: never a runtime default. What it covers, and nothing more:
   (filters, dry run, verbose) and TenantsGet.
 - Filters: equal, not equal, <, <=, >, >=, and, or, not, contains any/all/none on text, int, number
   and boolean values and arrays. Others (like, geo, null, references) answer UNIMPLEMENTED.
+- Failure injection: `refuse_writes` makes BatchObjects refuse every object.
 - Multi-tenancy is enforced: a multi-tenant collection refuses calls without a known tenant. An API
   key, when set, is required on both protocols (REST 401, gRPC UNAUTHENTICATED).
 
@@ -115,6 +116,9 @@ class FakeWeaviate:
         self.lock = threading.Lock()
         # Every gRPC method and REST route called, in order (tests read what went over the wire).
         self.calls: list[str] = []
+        # When set, BatchObjects refuses every object with this message (as a full disk or a read-only
+        # shard would), so tests can see what a refused write leaves behind.
+        self.refuse_writes: str | None = None
 
     # State, for REST and gRPC alike
 
@@ -561,6 +565,8 @@ class WeaviateServicer(weaviate_pb2_grpc.WeaviateServicer):
             reply = batch_pb2.BatchObjectsReply(took=0.0)
             for index, obj in enumerate(request.objects):
                 try:
+                    if self._fake.refuse_writes is not None:
+                        raise FakeError(500, grpc.StatusCode.INTERNAL, self._fake.refuse_writes)
                     collection = self._fake.collection(obj.collection)
                     objects = self._fake.objects(obj.collection, obj.tenant)
                     vectors = vectors_in(obj)

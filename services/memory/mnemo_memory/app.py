@@ -51,6 +51,12 @@ class MemoryApp:
     """The memory service's servicers, their database and their background tasks."""
 
     def __init__(self, db: Database, settings: MemorySettings) -> None:
+        own = "sqlite" if db.is_sqlite else "postgres"
+        if settings.passage_store not in ("", own, "weaviate"):
+            raise ValueError(
+                f"passage_store {settings.passage_store!r} needs that database; the memory service runs on "
+                f"{'SQLite' if db.is_sqlite else 'Postgres'} (use {own!r} or 'weaviate')"
+            )
         self.db = db
         self._peers = Peers(settings)
         self.embedder = Embedder(self._peers.stub("llm", llm_pb2_grpc.LlmServiceStub))
@@ -69,13 +75,6 @@ class MemoryApp:
         if settings.passage_store == "weaviate":
             self.weaviate = WeaviatePassageStore(self.db, weaviate_config(settings))
             self.passage_store = self.weaviate
-        elif settings.passage_store and settings.passage_store != (
-            "sqlite" if self.db.is_sqlite else "postgres"
-        ):
-            raise ValueError(
-                f"passage_store {settings.passage_store!r} needs that database; the memory service runs on "
-                f'{"SQLite" if self.db.is_sqlite else "Postgres"} (use "" or "weaviate")'
-            )
         self.message_embedder = MessageEmbedder(
             self.db, self.embedder, message_index, model=settings.recall_embedding_model
         )

@@ -255,7 +255,12 @@ class WeaviatePassageStore(SqlPassages):
             if (name, tenant) not in self._tenants:
                 tenants = client.collections.use(name).tenants
                 if not await tenants.exists(tenant):
-                    await tenants.create([Tenant(name=tenant)])
+                    try:
+                        await tenants.create([Tenant(name=tenant)])
+                    except WeaviateBaseError:
+                        # Created by another writer meanwhile (or a real refusal, raised again).
+                        if not await tenants.exists(tenant):
+                            raise
                 self._tenants.add((name, tenant))
         except WeaviateBaseError as error:
             raise _unavailable(error) from error
@@ -360,10 +365,32 @@ class WeaviatePassageStore(SqlPassages):
             raise
 
     async def _undo(self, org_id: str, written: dict[str, list[tuple[str, dict[str, Any], Floats]]]) -> None:
+        """Deletes the objects just written whose rows did not commit with a vector (a failed SQL write).
+
+        Rows committed before (a retried insert of the same passage) keep their objects.
+        """
+        ids = [passage_id for objects in written.values() for passage_id, _, _ in objects]
+        if not ids:
+            return
+
+        def read(conn: Connection) -> set[str]:
+            found = conn.scalars(
+                select(passages_t.c.id).where(
+                    passages_t.c.org_id == org_id, passages_t.c.id.in_(ids), passages_t.c.embedding_dim > 0
+                )
+            )
+            return set(found)
+
+        committed = await asyncio.shield(self._db.read(read))
         for model, objects in written.items():
             for dim in {len(vector) for _, _, vector in objects}:
-                ids = [passage_id for passage_id, _, vector in objects if len(vector) == dim]
-                await asyncio.shield(self._forget(org_id, model, dim, _equal_any("passage_id", ids)))
+                doomed = [
+                    passage_id
+                    for passage_id, _, vector in objects
+                    if len(vector) == dim and passage_id not in committed
+                ]
+                if doomed:
+                    await asyncio.shield(self._forget(org_id, model, dim, _equal_any("passage_id", doomed)))
 
     async def _after_delete(self, org_id: str, gone: Passage) -> None:
         if gone.embedding_dim:
