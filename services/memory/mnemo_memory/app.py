@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -33,7 +34,6 @@ from mnemo_memory.files import FileParser, ParseLimits
 from mnemo_memory.history import History
 from mnemo_memory.passage_store import PassageStore, SqlitePassageStore
 from mnemo_memory.passage_store_pg import PgPassageStore
-from mnemo_memory.passage_store_weaviate import WeaviateConfig, WeaviatePassageStore
 from mnemo_memory.recall import MessageEmbedder, MessageIndex, Recall, SqliteMessageIndex
 from mnemo_memory.recall_pg import PgMessageIndex
 from mnemo_memory.servicers.blocks import BlockServicer
@@ -43,6 +43,9 @@ from mnemo_memory.servicers.sources import SourceServicer
 from mnemo_memory.settings import MemorySettings
 from mnemo_memory.sources import FileJobs, Sources
 from mnemo_memory.vectors import VectorCache
+
+if TYPE_CHECKING:
+    from mnemo_memory.passage_store_weaviate import WeaviateConfig, WeaviatePassageStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -73,6 +76,9 @@ class MemoryApp:
             message_index = PgMessageIndex(self.db)
         self.weaviate: WeaviatePassageStore | None = None
         if settings.passage_store == "weaviate":
+            # Imported here: weaviate-client takes seconds to import, and most deployments do without it.
+            from mnemo_memory.passage_store_weaviate import WeaviatePassageStore
+
             self.weaviate = WeaviatePassageStore(self.db, weaviate_config(settings))
             self.passage_store = self.weaviate
         self.message_embedder = MessageEmbedder(
@@ -124,9 +130,8 @@ class MemoryApp:
     async def start(self) -> None:
         """Installs the built-in templates and starts the background work (resuming what a restart cut off)."""
         if self.weaviate is not None:
-            await (
-                self.weaviate.connect()
-            )  # fail at start, not at the first search, when Weaviate is unreachable
+            # Fails the start, not the first search, when Weaviate cannot be reached.
+            await self.weaviate.connect()
         await self.core.install_builtin_templates()
         self.message_embedder.start()
         await self.jobs.start()
@@ -165,6 +170,8 @@ class MemoryApp:
 
 def weaviate_config(settings: MemorySettings) -> WeaviateConfig:
     """Where the Weaviate passage store is (the settings require a URL with this store)."""
+    from mnemo_memory.passage_store_weaviate import WeaviateConfig
+
     return WeaviateConfig(
         url=settings.weaviate_url,
         grpc_address=settings.weaviate_grpc_address,

@@ -3,8 +3,9 @@ embedded SQLite store.
 
 The SQLite store keeps rows (and float32 vector blobs) in the passages table, words in an FTS5
 index kept in sync by triggers, and searches vectors in memory (`VectorCache`). The Postgres store
-(`passage_store_pg.PgPassageStore`) keeps vectors in a pgvector column and searches in SQL. A Weaviate
-store could sit behind the same interface; none exists (no Weaviate server runs where this is built).
+(`passage_store_pg.PgPassageStore`) keeps vectors in a pgvector column and searches in SQL. The Weaviate
+store (`passage_store_weaviate.WeaviatePassageStore`) keeps the rows in either database and searches a
+copy of the embedded passages in Weaviate.
 """
 
 from __future__ import annotations
