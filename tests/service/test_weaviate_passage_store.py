@@ -10,6 +10,7 @@ that a refused write leaves nothing behind and that a stray object is never retu
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from mnemo.memory.v1 import passage_pb2, passage_pb2_grpc, source_pb2, source_pb
 from mnemo_core.actor import acting_as
 from mnemo_core.db import Database
 from mnemo_core.errors import Unavailable
-from mnemo_memory.app import MemoryApp
+from mnemo_memory.app import MemoryApp, weaviate_store
 from mnemo_memory.passage_store_weaviate import (
     PREFIX,
     WeaviateConfig,
@@ -220,3 +221,13 @@ def test_the_weaviate_store_needs_a_url_and_a_sql_store_its_own_database(tmp_pat
         settings = MemorySettings(home=tmp_path, passage_store="postgres")
     with pytest.raises(ValueError, match="runs on SQLite"):
         MemoryApp(Database(settings.resolved_database_url(), schema="memory"), settings)
+
+
+def test_without_the_weaviate_extra_the_store_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with clean_environment(tmp_path):
+        settings = MemorySettings(home=tmp_path, passage_store="weaviate", weaviate_url="http://127.0.0.1:1")
+    monkeypatch.setitem(sys.modules, "mnemo_memory.passage_store_weaviate", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="`weaviate` extra"):
+        weaviate_store(Database(settings.resolved_database_url(), schema="memory"), settings)

@@ -45,7 +45,7 @@ from mnemo_memory.sources import FileJobs, Sources
 from mnemo_memory.vectors import VectorCache
 
 if TYPE_CHECKING:
-    from mnemo_memory.passage_store_weaviate import WeaviateConfig, WeaviatePassageStore
+    from mnemo_memory.passage_store_weaviate import WeaviatePassageStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -76,10 +76,7 @@ class MemoryApp:
             message_index = PgMessageIndex(self.db)
         self.weaviate: WeaviatePassageStore | None = None
         if settings.passage_store == "weaviate":
-            # Imported here: weaviate-client takes seconds to import, and most deployments do without it.
-            from mnemo_memory.passage_store_weaviate import WeaviatePassageStore
-
-            self.weaviate = WeaviatePassageStore(self.db, weaviate_config(settings))
+            self.weaviate = weaviate_store(self.db, settings)
             self.passage_store = self.weaviate
         self.message_embedder = MessageEmbedder(
             self.db, self.embedder, message_index, model=settings.recall_embedding_model
@@ -168,16 +165,23 @@ class MemoryApp:
         await self.db.dispose()
 
 
-def weaviate_config(settings: MemorySettings) -> WeaviateConfig:
-    """Where the Weaviate passage store is (the settings require a URL with this store)."""
-    from mnemo_memory.passage_store_weaviate import WeaviateConfig
-
-    return WeaviateConfig(
+def weaviate_store(db: Database, settings: MemorySettings) -> WeaviatePassageStore:
+    """The Weaviate passage store of the settings (which require a URL with it)."""
+    # Imported here: weaviate-client is an extra, and takes seconds to import.
+    try:
+        from mnemo_memory.passage_store_weaviate import WeaviateConfig, WeaviatePassageStore
+    except ImportError as error:
+        raise RuntimeError(
+            "MNEMO_PASSAGE_STORE=weaviate needs weaviate-client, the `weaviate` extra of mnemo-server "
+            "(uv sync --extra weaviate; see docs/adr/0206-weaviate-passage-store.md for pip)"
+        ) from error
+    config = WeaviateConfig(
         url=settings.weaviate_url,
         grpc_address=settings.weaviate_grpc_address,
         api_key=settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else None,
         timeout_seconds=settings.weaviate_timeout_seconds,
     )
+    return WeaviatePassageStore(db, config)
 
 
 async def build(settings: MemorySettings) -> MemoryApp:
