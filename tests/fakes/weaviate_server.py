@@ -7,8 +7,9 @@ objects, "word" tokenization: lower-cased runs of letters and digits), and filte
 only: never a runtime default. What it covers, and nothing more:
 
 - REST: GET /v1/meta, /v1/.well-known/ready|live (openid-configuration: 404, no OIDC), GET/POST
-  /v1/schema, GET/DELETE /v1/schema/{collection}, GET/POST /v1/schema/{collection}/tenants, GET
-  /v1/schema/{collection}/tenants/{tenant}, GET/DELETE /v1/objects/{collection}/{id}?tenant=.
+  /v1/schema, GET/DELETE /v1/schema/{collection}, GET/POST /v1/schema/{collection}/tenants, GET and
+  HEAD (the client's existence check) /v1/schema/{collection}/tenants/{tenant}, GET/DELETE
+  /v1/objects/{collection}/{id}?tenant=.
 - gRPC: /grpc.health.v1.Health/Check (the client's ping), Search (near_vector or bm25, filters,
   limit, offset, returned properties, distance and score metadata), BatchObjects, BatchDelete
   (filters, dry run, verbose) and TenantsGet.
