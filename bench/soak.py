@@ -9,6 +9,7 @@ docs/soak/soak.json and plotted to docs/soak/soak.png.
 
     python -m bench.soak                               # the full form (`make soak`): 50 clients, 600 s
     python -m bench.soak --clients 10 --duration 60    # a quick look
+    python -m bench.soak --probe 15 --tracemalloc 10   # and where each process's memory went (slower)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 import psutil
 
 from bench.chaos import SERVICES, Server, fake_provider, mnemo_server
+from bench.memory_probe import report
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "soak"
 # Operations and their share of the mix.
@@ -259,16 +261,32 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--probe",
+        type=float,
+        default=0.0,
+        help="seconds between each process's memory probe lines (MNEMO_MEMORY_PROBE; off by default)",
+    )
+    parser.add_argument(
+        "--tracemalloc", type=int, default=0, help="with --probe: trace the Python heap, this many frames"
+    )
+    parser.add_argument("--probe-dir", type=Path, help="where the probe writes (default: a temporary one)")
     args = parser.parse_args()
     warmup = args.warmup or args.duration / 5
-    with (
-        tempfile.TemporaryDirectory(prefix="mnemo-soak-") as home,
-        fake_provider() as fake,
-        mnemo_server(Path(home), fake.base_url, {"MNEMO_LOG_LEVEL": "ERROR"}) as server,
-    ):
-        fake.inject_faults(conversing=True)
-        soak = asyncio.run(soak_run(server, args))
-        alive = server.process.poll() is None
+    extra = {"MNEMO_LOG_LEVEL": "ERROR"}
+    with tempfile.TemporaryDirectory(prefix="mnemo-soak-") as home:
+        probe_dir = args.probe_dir or Path(home) / "memory-probe"
+        if args.probe:
+            extra |= {"MNEMO_MEMORY_PROBE": str(args.probe), "MNEMO_MEMORY_PROBE_DIR": str(probe_dir)}
+            if args.tracemalloc:
+                extra["MNEMO_TRACEMALLOC"] = str(args.tracemalloc)
+        with fake_provider() as fake, mnemo_server(Path(home), fake.base_url, extra) as server:
+            fake.inject_faults(conversing=True)
+            soak = asyncio.run(soak_run(server, args))
+            alive = server.process.poll() is None
+        probed = (
+            report(probe_dir, time.time() - time.monotonic() + soak.started + warmup) if args.probe else []
+        )
     ok, lines = judge(soak, warmup)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(
@@ -288,6 +306,9 @@ def main() -> None:
     print(f"soak: {args.clients} clients, {args.duration:.0f} s (warm-up {warmup:.0f} s)")
     print("\n".join(lines))
     print(f"  plot         {args.out / 'soak.png'}")
+    if probed:
+        print("memory probe (first sample after warm-up -> last):")
+        print("\n".join(probed))
     if not alive:
         print("  mnemo server exited during the soak")
         ok = False

@@ -6,6 +6,7 @@ import uvicorn
 
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
+from mnemo_core.memory_probe import start_memory_probe
 from mnemo_gateway.app import create_app
 from mnemo_gateway.settings import GatewaySettings
 
@@ -14,6 +15,7 @@ def main() -> None:
     follow_parent()
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
+    start_memory_probe("gateway")
     cert, key = settings.http_tls() or (None, None)
     uvicorn.run(
         create_app(settings),
