@@ -17,6 +17,7 @@ from mnemo.agent.v1 import identity_pb2_grpc
 from mnemo_core.api_keys import KeyResolver
 from mnemo_core.audit import AuditInterceptor, AuditRecorder, Sink, remote_audit_sink
 from mnemo_core.channels import Peers, mesh_channel, mesh_stub
+from mnemo_core.heap import tend_heap
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
@@ -209,6 +210,7 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     settings = settings_cls()
     configure_logging(settings.service, settings.log_level, settings.log_format)
     start_memory_probe(settings.service)
+    tend_heap(arenas=settings.malloc_arenas, trim_every=settings.malloc_trim_seconds)
     try:
         asyncio.run(serve(settings, build))
     except SchemaNotMigrated as exc:
