@@ -36,8 +36,15 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "soak"
 # Operations and their share of the mix.
 MIX = {"turn": 0.45, "archival_insert": 0.15, "archival_search": 0.15, "tool_run": 0.15, "upload": 0.10}
 SAMPLE_EVERY = 5.0
-# Tokens of each agent's window: the system prompt and tool schemas take about 2,000 of them.
-CONTEXT_WINDOW = 6000
+# Tokens of each agent's window. The system prompt, tool schemas and the (nearly full) block take about
+# 1,100 of them and each turn adds ~25, so the window is summarized every few turns from the eighth on:
+# each agent's window, and what the services keep of it, reaches its steady size within the warm-up.
+# (With 6,000, the first summary came after ~170 turns, later than the end of the soak: the windows, and
+# the agent service's cache of them, grew all along.)
+CONTEXT_WINDOW = 1500
+# The block starts nearly full, so that it is full within the warm-up (later appends are refused).
+BLOCK_LIMIT = 1000
+BLOCK_START = ("The user runs soak tests. " * 40)[:900]
 RSS_GROWTH_LIMIT = 0.10
 TOOL = '''
 def word_count(text: str) -> int:
@@ -167,12 +174,12 @@ async def setup(server: Server, clients: int) -> list[tuple[str, str, str]]:
             agent = await client.post(
                 "/v1/agents",
                 # A steady state, as long-lived agents reach one: a window that summaries keep small, and a
-                # block that fills up (later appends are refused), so that what grows is only a leak.
+                # block that is full, so that what grows is only the stored history and passages.
                 json={
                     "name": f"soak-{i}",
                     "model": "openai/soak",
                     "context_window": CONTEXT_WINDOW,
-                    "memory_blocks": [{"label": "human", "value": "", "limit": 1000}],
+                    "memory_blocks": [{"label": "human", "value": BLOCK_START, "limit": BLOCK_LIMIT}],
                 },
             )
             agent.raise_for_status()
