@@ -308,6 +308,20 @@ async def _answering_since(child: Child, probe: Probe) -> float | None:
     return None
 
 
+async def _first_answer(child: Child, probe: Probe) -> float | None:
+    """When a just started `child` first answered; None when it died before (a forked child's exit is
+    only seen by waiting for it, so the wait runs alongside the probing)."""
+    answering = asyncio.ensure_future(_answering_since(child, probe))
+    exited = asyncio.ensure_future(child.process.wait())
+    await asyncio.wait({answering, exited}, return_when=asyncio.FIRST_COMPLETED)
+    if answering.done():
+        exited.cancel()
+        return answering.result()
+    answering.cancel()
+    await asyncio.gather(answering, return_exceptions=True)
+    return None
+
+
 async def keep_alive(
     child: Child, env: Mapping[str, str], probe: Probe, policy: RestartPolicy, *, starting: bool = False
 ) -> None:
@@ -315,7 +329,7 @@ async def keep_alive(
 
     `starting`: the child has just been started and may not answer yet (a death before it does is fast).
     """
-    answered_at = await _answering_since(child, probe) if starting else time.monotonic()
+    answered_at = await _first_answer(child, probe) if starting else time.monotonic()
     fast_failures = 0
     while True:
         returncode = await child.process.wait()

@@ -217,7 +217,7 @@ def test_a_service_that_dies_while_the_mesh_starts_is_restarted_and_the_mesh_com
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "supervisor.log"
-    env = mesh_env(tmp_path)
+    env = mesh_env(tmp_path, provider_url=None)
     memory_port = int(env["MNEMO_MEMORY_PORT"])
     # Another program holds the memory service's port as the mesh starts: its first start fails.
     with _squatting(memory_port):
@@ -246,7 +246,7 @@ def test_a_service_that_cannot_start_at_all_is_a_crash_loop_and_the_supervisor_g
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "supervisor.log"
-    env = mesh_env(tmp_path)
+    env = mesh_env(tmp_path, provider_url=None)
     with _squatting(int(env["MNEMO_MEMORY_PORT"])):
         process, env = _start(tmp_path, log=log, env=env)
         try:
