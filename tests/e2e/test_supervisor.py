@@ -231,7 +231,7 @@ def test_a_service_that_dies_while_the_mesh_starts_is_restarted_and_the_mesh_com
         assert "memory (pid" in line
         assert "exited with code 1; restarting it in 0.25 s" in line
         _banner(process, timeout=90)
-        assert "memory is back" in log.read_text()
+        assert "memory is back" in _wait_for_line(log, "memory is back", timeout=10)
         with httpx.Client(
             base_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}", headers=_auth(env)
         ) as client:
