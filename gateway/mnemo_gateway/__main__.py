@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uvicorn
 
+from mnemo_core.heap import tend_heap
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
+from mnemo_core.memory_probe import start_memory_probe
 from mnemo_gateway.app import create_app
 from mnemo_gateway.settings import GatewaySettings
 
@@ -14,6 +16,8 @@ def main() -> None:
     follow_parent()
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
+    start_memory_probe("gateway")
+    tend_heap(arenas=settings.malloc_arenas, trim_every=settings.malloc_trim_seconds)
     cert, key = settings.http_tls() or (None, None)
     uvicorn.run(
         create_app(settings),

@@ -36,6 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from mnemo_core.errors import FailedPrecondition
 from mnemo_core.sealing import Sealer, attach, private_dir, private_file
+from mnemo_core.settings import DEFAULT_SQLITE_CACHE_MB
 from mnemo_core.telemetry import trace_engines
 
 # Stable constraint names, so migrations can refer to them on every backend.
@@ -87,7 +88,9 @@ class Database:
     `engine` (async) is for migrations and, on Postgres, what the units of work run on.
     """
 
-    def __init__(self, url: str, *, schema: str, readers: int = 2) -> None:
+    def __init__(
+        self, url: str, *, schema: str, readers: int = 2, cache_mb: int = DEFAULT_SQLITE_CACHE_MB
+    ) -> None:
         self.url = url
         self.schema = schema
         parsed = make_url(url)
@@ -96,13 +99,13 @@ class Database:
         self._writer: _ThreadConnections | None = None
         self._readers: _ThreadConnections | None = None
         if self.is_sqlite:
-            self.engine = _sqlite_engine(url)
+            self.engine = _sqlite_engine(url, cache_mb)
             sync_url = parsed.set(drivername="sqlite")
             if sync_url.database not in (None, "", ":memory:"):
                 # The writer takes SQLite's write lock when its transaction begins, not at its first
                 # write, so a read-then-write unit never meets a lock upgrade failure.
-                write_engine = _unit_engine(sync_url, "BEGIN IMMEDIATE")
-                read_engine = _unit_engine(sync_url, "BEGIN")
+                write_engine = _unit_engine(sync_url, "BEGIN IMMEDIATE", cache_mb)
+                read_engine = _unit_engine(sync_url, "BEGIN", cache_mb)
                 self._sync_engines = [write_engine, read_engine]
                 self._writer = _ThreadConnections(write_engine, 1, f"{schema}-db-write")
                 self._readers = _ThreadConnections(read_engine, readers, f"{schema}-db-read")
@@ -199,19 +202,18 @@ _PRAGMAS = (
     "synchronous=NORMAL",
     "foreign_keys=ON",
     "busy_timeout=30000",
-    "cache_size=-32000",
     "temp_store=MEMORY",
 )
 
 
-def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _set_pragmas(dbapi_connection: Any, cache_mb: int) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in _PRAGMAS:
+    for pragma in (*_PRAGMAS, f"cache_size=-{cache_mb * 1000}"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
+def _sqlite_engine(url: str, cache_mb: int) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
         path = Path(database).expanduser()
@@ -220,7 +222,11 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         private_dir(path.parent)
         private_file(path)
     engine = create_async_engine(url, connect_args={"timeout": 30})
-    event.listen(engine.sync_engine, "connect", _set_pragmas)
+    event.listen(
+        engine.sync_engine,
+        "connect",
+        lambda dbapi_connection, _record: _set_pragmas(dbapi_connection, cache_mb),
+    )
     return engine
 
 
@@ -267,7 +273,7 @@ class _ThreadConnections:
             self._all.clear()
 
 
-def _unit_engine(url: URL, begin_sql: str) -> Engine:
+def _unit_engine(url: URL, begin_sql: str, cache_mb: int) -> Engine:
     """A sync SQLite engine whose transactions really begin (pysqlite alone defers BEGIN to the first write)."""
     # Each worker thread holds its connection for good; no pool is needed between them.
     engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
@@ -275,7 +281,7 @@ def _unit_engine(url: URL, begin_sql: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        _set_pragmas(dbapi_connection, None)
+        _set_pragmas(dbapi_connection, cache_mb)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:

@@ -17,9 +17,11 @@ from mnemo.agent.v1 import identity_pb2_grpc
 from mnemo_core.api_keys import KeyResolver
 from mnemo_core.audit import AuditInterceptor, AuditRecorder, Sink, remote_audit_sink
 from mnemo_core.channels import Peers, mesh_channel, mesh_stub
+from mnemo_core.heap import tend_heap
 from mnemo_core.interceptors import ServerInterceptor
 from mnemo_core.lifecycle import follow_parent
 from mnemo_core.logs import configure_logging
+from mnemo_core.memory_probe import start_memory_probe
 from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
 from mnemo_core.migrations import SchemaNotMigrated
 from mnemo_core.quotas import DEFAULT_MAX_MESSAGE_BYTES, RateLimitInterceptor, RateLimits
@@ -207,6 +209,8 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     follow_parent()
     settings = settings_cls()
     configure_logging(settings.service, settings.log_level, settings.log_format)
+    start_memory_probe(settings.service)
+    tend_heap(arenas=settings.malloc_arenas, trim_every=settings.malloc_trim_seconds)
     try:
         asyncio.run(serve(settings, build))
     except SchemaNotMigrated as exc:

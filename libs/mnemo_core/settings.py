@@ -23,6 +23,11 @@ from pydantic_settings import (
 from mnemo_core import mesh_credential
 from mnemo_core.quotas import FailureThrottle, Rate, RateLimits
 
+# Megabytes of page cache each SQLite connection may keep (PRAGMA cache_size). It fills as the database
+# grows and then stays part of the service's memory: a service has a writer, two readers and the async
+# engine's connections, so its bound is a few times this. The OS keeps the file's pages cached as well.
+DEFAULT_SQLITE_CACHE_MB = 8
+
 ServiceName = Literal["agent", "memory", "tools", "llm", "gateway"]
 GRPC_SERVICES: tuple[ServiceName, ...] = ("agent", "memory", "tools", "llm")
 
@@ -91,6 +96,10 @@ class MnemoSettings(BaseSettings):
     log_format: Literal["json", "text"] = "text"
     # Seconds a stopping process (SIGTERM) lets in-flight requests and turns finish before cutting them off.
     shutdown_grace: float = 10.0
+    # The allocator (glibc; mnemo_core.heap): seconds between returns of its free memory to the system
+    # (malloc_trim; 0 never), and the most arenas it keeps (0: glibc's default, 8 per core).
+    malloc_trim_seconds: float = Field(default=60.0, ge=0)
+    malloc_arenas: int = Field(default=2, ge=0)
     # Limits (docs/adr/0412-limits-quotas-audit-and-secrets-at-rest.md). Rates are calls a second refilling a bucket of
     # `*_burst` calls; 0 turns a limit off. Buckets are per process: with N replicas a client may get up
     # to N times the rate.
@@ -196,6 +205,8 @@ class ServiceSettings(MnemoSettings):
     migrate: bool = True
     # How long a service that does not migrate waits for its schema before it gives up (seconds).
     schema_wait_seconds: float = Field(default=300.0, ge=0)
+    # Megabytes of SQLite page cache per connection (the embedded database only; see mnemo_core.db).
+    sqlite_cache_mb: int = Field(default=DEFAULT_SQLITE_CACHE_MB, ge=1)
 
     def resolved_database_url(self) -> str:
         """The database URL, with the embedded SQLite default filled in."""

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
 
 
 def server(
-    ready_timeout: float = typer.Option(60.0, help="Seconds to wait for every service to be healthy."),
+    ready_timeout: float = typer.Option(
+        60.0, help="Seconds to wait for every service to be healthy (restarts of those that die included)."
+    ),
     fork: bool = typer.Option(
         True, help="Fork services from preloaded modules (faster); --no-fork execs each."
     ),
@@ -78,17 +80,17 @@ def server(
 
     async def run() -> int:
         children = forked if forked is not None else await start_children(env)
+        # Supervised from the start: a service that dies before the mesh is first up is restarted too.
+        policy = RestartPolicy(settle=settle, crash_loop=crash_loop)
         try:
-            return await ready_then_supervise(children)
+            return await supervise(
+                children, env, mesh_probe(settings, url), policy, grace, ready=lambda: ready(children)
+            )
         finally:
             await stop_children(children, grace)
 
-    async def ready_then_supervise(children: list[Child]) -> int:
-        try:
-            await wait_healthy(settings, url, children, ready_timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            typer.echo(f"mnemo: {exc}", err=True)
-            return 1
+    async def ready(children: list[Child]) -> None:
+        await wait_healthy(settings, url, children, ready_timeout, restarted=True)
         configured = describe_providers(llm)
         provider = "\n               ".join(configured) or (
             "none configured (set OPENAI_API_KEY, ANTHROPIC_API_KEY or MNEMO_OLLAMA_BASE_URL, "
@@ -122,8 +124,6 @@ def server(
                 ]
             )
         )
-        policy = RestartPolicy(settle=settle, crash_loop=crash_loop)
-        return await supervise(children, env, mesh_probe(settings, url), policy, grace)
 
     sys.exit(asyncio.run(run()))
 

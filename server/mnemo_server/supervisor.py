@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import grpc
 import httpx
@@ -188,8 +188,16 @@ async def _grpc_serving(address: str, trust: bytes | None) -> bool:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Child], timeout: float) -> None:
-    """Waits until every service reports SERVING and the gateway answers; raises if one dies or time runs out."""
+async def wait_healthy(
+    settings: MnemoSettings,
+    http_url: str,
+    children: list[Child],
+    timeout: float,
+    *,
+    restarted: bool = False,
+) -> None:
+    """Waits until every service reports SERVING and the gateway answers; raises when time runs out, or
+    when a service dies, unless `restarted` (a keeper starts dead services again meanwhile)."""
     deadline = time.monotonic() + timeout
     pending = set(GRPC_SERVICES)
     trust = settings.tls_trust()
@@ -199,7 +207,7 @@ async def wait_healthy(settings: MnemoSettings, http_url: str, children: list[Ch
         verify.load_verify_locations(cadata=trust.decode())
     async with httpx.AsyncClient(verify=verify) as client:
         while True:
-            for child in children:
+            for child in [] if restarted else children:
                 if child.process.returncode is not None:
                     raise RuntimeError(
                         f"{child.name} exited with code {child.process.returncode} while starting"
@@ -300,9 +308,28 @@ async def _answering_since(child: Child, probe: Probe) -> float | None:
     return None
 
 
-async def keep_alive(child: Child, env: Mapping[str, str], probe: Probe, policy: RestartPolicy) -> None:
-    """Restarts `child` each time it dies, with backoff; raises CrashLoop when it keeps dying fast."""
-    answered_at: float | None = time.monotonic()
+async def _first_answer(child: Child, probe: Probe) -> float | None:
+    """When a just started `child` first answered; None when it died before (a forked child's exit is
+    only seen by waiting for it, so the wait runs alongside the probing)."""
+    answering = asyncio.ensure_future(_answering_since(child, probe))
+    exited = asyncio.ensure_future(child.process.wait())
+    await asyncio.wait({answering, exited}, return_when=asyncio.FIRST_COMPLETED)
+    if answering.done():
+        exited.cancel()
+        return answering.result()
+    answering.cancel()
+    await asyncio.gather(answering, return_exceptions=True)
+    return None
+
+
+async def keep_alive(
+    child: Child, env: Mapping[str, str], probe: Probe, policy: RestartPolicy, *, starting: bool = False
+) -> None:
+    """Restarts `child` each time it dies, with backoff; raises CrashLoop when it keeps dying fast.
+
+    `starting`: the child has just been started and may not answer yet (a death before it does is fast).
+    """
+    answered_at = await _first_answer(child, probe) if starting else time.monotonic()
     fast_failures = 0
     while True:
         returncode = await child.process.wait()
@@ -357,25 +384,50 @@ async def supervise(
     probe: Probe,
     policy: RestartPolicy | None = None,
     grace: float = 15.0,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Keeps every service running until a stop signal (returns 0) or a crash loop (returns 1); then
-    stops them all."""
+    stops them all.
+
+    With `ready`, the children have just been started: a service that dies before it first answers is
+    restarted like any other (a fast failure), while `ready` waits for the whole mesh; if `ready` fails
+    (the mesh is not healthy in time), its error is said and the mesh stopped (returns 1).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    keepers = [asyncio.ensure_future(keep_alive(c, env, probe, policy or RestartPolicy())) for c in children]
+    keepers = [
+        asyncio.ensure_future(
+            keep_alive(c, env, probe, policy or RestartPolicy(), starting=ready is not None)
+        )
+        for c in children
+    ]
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([*keepers, stopper], return_when=asyncio.FIRST_COMPLETED)
+    readiness = asyncio.ensure_future(ready()) if ready is not None else None
+    watched: set[asyncio.Future[Any]] = {*keepers, stopper}
+    if readiness is not None:
+        watched.add(readiness)
     code = 0
-    for task in done:
-        if task is not stopper:
+    while True:
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if done == {readiness} and readiness is not None and readiness.exception() is None:
+            watched.discard(readiness)  # the mesh is up: supervise on
+            continue
+        for task in done:
+            if task is stopper or (task is readiness and task.exception() is None):
+                continue
             code = 1
             error = task.exception()
-            say(str(error) if isinstance(error, CrashLoop) else f"supervising failed: {error!r}; stopping")
-    for task in [*keepers, stopper]:
+            if task is readiness or isinstance(error, CrashLoop):
+                say(f"{error}; stopping" if task is readiness else str(error))
+            else:
+                say(f"supervising failed: {error!r}; stopping")
+        break
+    tasks = [*keepers, stopper, *([readiness] if readiness is not None else [])]
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*keepers, stopper, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     await stop_children(children, grace)
     return code
 

@@ -31,9 +31,13 @@ NO_PROVIDER_BANNER = (
 
 
 def _start(
-    home: Path, *options: str, provider_url: str | None = None, log: Path | None = None
+    home: Path,
+    *options: str,
+    provider_url: str | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    env = mesh_env(home, provider_url=provider_url)
+    env = env or mesh_env(home, provider_url=provider_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "mnemo.cli", "server", *options],
         env=env,
@@ -207,6 +211,56 @@ def test_a_crash_looping_service_makes_the_supervisor_give_up_with_a_clear_messa
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_service_that_dies_while_the_mesh_starts_is_restarted_and_the_mesh_comes_up(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "supervisor.log"
+    env = mesh_env(tmp_path, provider_url=None)
+    memory_port = int(env["MNEMO_MEMORY_PORT"])
+    # Another program holds the memory service's port as the mesh starts: its first start fails.
+    with _squatting(memory_port):
+        process, env = _start(tmp_path, log=log, env=env)
+        try:
+            line = _wait_for_line(log, "memory (pid")
+        except BaseException:
+            process.kill()
+            raise
+    try:
+        assert "memory (pid" in line
+        assert "exited with code 1; restarting it in 0.25 s" in line
+        _banner(process, timeout=90)
+        assert "memory is back" in _wait_for_line(log, "memory is back", timeout=10)
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{env['MNEMO_HTTP_PORT']}", headers=_auth(env)
+        ) as client:
+            assert client.get("/v1/blocks").status_code == 200
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+
+def test_a_service_that_cannot_start_at_all_is_a_crash_loop_and_the_supervisor_gives_up(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "supervisor.log"
+    env = mesh_env(tmp_path, provider_url=None)
+    with _squatting(int(env["MNEMO_MEMORY_PORT"])):
+        process, env = _start(tmp_path, log=log, env=env)
+        try:
+            assert process.wait(timeout=120) == 1
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.stdout is not None
+    assert "Press Ctrl-C" not in process.stdout.read()
+    text = log.read_text()
+    assert text.count("memory (pid") == 4, text  # four restarts, and the fifth failure gives up
+    assert "memory exited with code 1; it failed 5 times in a row before it was up for 1 s" in text
+    assert "a crash loop (see its log above). Giving up: stopping the mesh" in text
 
 
 @contextlib.contextmanager

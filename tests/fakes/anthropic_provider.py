@@ -3,7 +3,7 @@ the Message Batches API (/v1/messages/batches: create, retrieve, cancel, JSONL r
 after `complete_batches_after` retrieves, its requests answered from the script like /v1/messages).
 
 Tests script replies (text, thinking, tool_use blocks, errors with headers, delays, pauses between stream
-events, an error event in the middle of a stream) and read back the requests and their headers. With
+events, an error event in the middle of a stream, an answer cut short) and read back the requests and their headers. With
 nothing scripted it answers "ok". A test fixture only.
 """
 
@@ -85,6 +85,18 @@ def stream_error(after_events: int, err_type: str, message: str) -> dict[str, An
     item = reply("partial answer that never ends", pieces=5)
     item["stream_error"] = {"after": after_events, "error": {"type": err_type, "message": message}}
     return item
+
+
+def cut_short(after_events: int, *, drop: bool) -> dict[str, Any]:
+    """A text answer cut after `after_events` stream events: the connection drops (`drop`), or the stream
+    just ends, before its stop reason and `message_stop`. Not streamed, the body is cut in half."""
+    item = reply("partial answer that never ends", pieces=5)
+    item["cut_short"] = {"after": after_events, "drop": drop}
+    return item
+
+
+class _Dropped(Exception):
+    """Raised inside a streamed answer to drop the connection part-way."""
 
 
 def _message(body: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +343,11 @@ def build_app(state: ScriptState) -> Starlette:
                 status_code=item["status"],
                 headers=item.get("headers"),
             )
+        cut = item.get("cut_short")
         if not body.get("stream"):
+            if cut:
+                text = json.dumps(_message(body, item))
+                return Response(text[: len(text) // 2], media_type="application/json")
             return JSONResponse(_message(body, item))
         events = _events(body, item)
         broken = item.get("stream_error")
@@ -344,6 +360,10 @@ def build_app(state: ScriptState) -> Starlette:
                         payload = {"type": "error", "error": broken["error"]}
                         yield f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
                         finished = True
+                        return
+                    if cut and n == cut["after"]:
+                        if cut["drop"]:
+                            raise _Dropped
                         return
                     yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
                     if item.get("event_delay"):

@@ -13,7 +13,7 @@ from mnemo.llm.v1 import llm_pb2
 from mnemo_core import errors
 from mnemo_llm.anthropic_provider import DEFAULT_MAX_TOKENS, AnthropicProvider
 from mnemo_llm.providers import RETRY_AFTER_KEY
-from tests.fakes.anthropic_provider import FakeAnthropic, error, reply, stream_error, tool_use
+from tests.fakes.anthropic_provider import FakeAnthropic, cut_short, error, reply, stream_error, tool_use
 
 KEY = "sk-ant-test-key"
 
@@ -310,6 +310,38 @@ async def test_an_error_event_inside_a_stream_becomes_the_domain_error_of_its_ty
     assert "Overloaded" in failed.value.message
     assert seen
     assert "".join(seen) != "partial answer that never ends"
+
+
+@pytest.mark.parametrize("drop", [True, False], ids=["connection dropped", "stream ended early"])
+async def test_a_stream_cut_short_is_a_retryable_error_not_a_shorter_answer(
+    provider: AnthropicProvider, fake: FakeAnthropic, drop: bool
+) -> None:
+    # After message_start, ping, the text block's start and two of its five deltas.
+    fake.script(cut_short(5, drop=drop))
+    seen: list[llm_pb2.StreamChatResponse] = []
+
+    async def consume() -> None:
+        async for event in provider.stream("claude-sonnet-4-5", request(user("hi")), time_budget=10):
+            seen.append(event)
+
+    with pytest.raises(errors.Unavailable) as failed:
+        await consume()
+
+    assert failed.value.reason == "PROVIDER_UNAVAILABLE"
+    assert [e.content_delta for e in seen if e.content_delta]
+    assert not [e for e in seen if e.HasField("completed")]
+
+
+async def test_an_answer_body_cut_short_is_a_retryable_error(
+    provider: AnthropicProvider, fake: FakeAnthropic
+) -> None:
+    fake.script(cut_short(0, drop=False))
+
+    with pytest.raises(errors.Unavailable) as failed:
+        await provider.chat("claude-sonnet-4-5", request(user("hi")), time_budget=10)
+
+    assert failed.value.reason == "PROVIDER_UNAVAILABLE"
+    assert "not valid JSON" in failed.value.message
 
 
 async def test_slow_provider_beyond_the_time_budget_is_provider_timeout(

@@ -20,7 +20,7 @@ from mnemo_core.errors import (
 )
 from mnemo_llm.app import build
 from mnemo_llm.settings import LlmSettings, ProviderConfig
-from tests.fakes.anthropic_provider import FakeAnthropic
+from tests.fakes.anthropic_provider import FakeAnthropic, cut_short
 from tests.fakes.anthropic_provider import error as anthropic_error
 from tests.fakes.anthropic_provider import reply as anthropic_reply
 from tests.fakes.llm_provider import FakeProvider, error, reply, streamed
@@ -224,6 +224,40 @@ async def test_anthropic_overload_is_retried(
 
     assert response.message.content == "hello from claude"
     assert len(anthropic_fake.requests("/v1/messages")) == 2
+
+
+async def test_an_anthropic_answer_cut_short_is_retried_and_only_the_whole_one_is_returned(
+    retrying: Served, anthropic_fake: FakeAnthropic, actor: Actor
+) -> None:
+    anthropic_fake.script(cut_short(0, drop=False), anthropic_reply("the whole answer"))
+    with acting_as(actor):
+        response = await retrying.stub(llm_pb2_grpc.LlmServiceStub).Chat(
+            chat_request("claude/claude-sonnet-4-5")
+        )
+
+    assert response.message.content == "the whole answer"
+    assert len(anthropic_fake.requests("/v1/messages")) == 2
+
+
+@pytest.mark.parametrize("drop", [True, False], ids=["connection dropped", "stream ended early"])
+async def test_an_anthropic_stream_cut_short_is_a_retryable_error_not_a_shorter_answer(
+    retrying: Served, anthropic_fake: FakeAnthropic, actor: Actor, drop: bool
+) -> None:
+    anthropic_fake.script(cut_short(5, drop=drop))
+    events: list[llm_pb2.StreamChatResponse] = []
+
+    async def consume() -> None:
+        async for event in retrying.stub(llm_pb2_grpc.LlmServiceStub).StreamChat(
+            llm_pb2.StreamChatRequest(chat=chat_request("claude/claude-sonnet-4-5"))
+        ):
+            events.append(event)
+
+    with acting_as(actor), pytest.raises(Unavailable) as failed:
+        await consume()
+
+    assert failed.value.reason == "PROVIDER_UNAVAILABLE"
+    assert [e.content_delta for e in events if e.content_delta]
+    assert not [e for e in events if e.HasField("completed")]
 
 
 async def test_ollama_server_errors_are_retried(

@@ -178,7 +178,7 @@ class AgentApp:
 
 async def build(settings: AgentSettings) -> AgentApp:
     """Opens (and migrates) the database, connects to the peers and builds the app."""
-    db = Database(settings.resolved_database_url(), schema="agent")
+    db = Database(settings.resolved_database_url(), schema="agent", cache_mb=settings.sqlite_cache_mb)
     await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     app = AgentApp(db, Mesh(settings), settings)
     await app.recover()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import anthropic
+import httpx2
 from anthropic import AsyncStream
 from anthropic._base_client import make_request_options
 from anthropic.types import Message, RawMessageStreamEvent
@@ -232,9 +233,14 @@ def batch_progress(batch: MessageBatch) -> BatchProgress:
 async def stream_events(
     events: AsyncIterator[RawMessageStreamEvent],
 ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-    """Stream events for messages-API events: deltas at once, each tool_use block once it stops."""
+    """Stream events for messages-API events: deltas at once, each tool_use block once it stops.
+
+    A stream that ends before its stop reason was cut (a dropped connection, a proxy): its reply is
+    incomplete, and raises PROVIDER_UNAVAILABLE rather than pass for a whole answer.
+    """
     reply = ReplyBuilder()
     tool_blocks: set[int] = set()
+    finished = False
     async for event in events:
         if event.type == "content_block_delta":
             delta = event.delta
@@ -271,10 +277,13 @@ async def stream_events(
             reply.completion_tokens = tokens.output_tokens
         elif event.type == "message_delta":
             if event.delta.stop_reason:
+                finished = True
                 reply.finish_reason = STOP_REASONS.get(
                     event.delta.stop_reason, llm_pb2.FINISH_REASON_UNSPECIFIED
                 )
             reply.completion_tokens = event.usage.output_tokens or reply.completion_tokens
+    if not finished:
+        raise unreachable_error("the stream ended before the answer was complete (no stop reason)")
     for done in reply.complete_all_calls():
         yield tool_call_event(done)
     yield completed_event(reply.response())
@@ -302,6 +311,8 @@ class AnthropicProvider:
             )
         except anthropic.AnthropicError as exc:
             raise map_error(exc, time_budget) from exc
+        except ValueError as exc:  # a body cut short (JSONDecodeError): worth another attempt
+            raise unreachable_error(f"the answer was not valid JSON ({exc})") from exc
         if not isinstance(message, Message):
             raise errors.Unavailable("provider returned no message", reason=PROVIDER_BAD_RESPONSE)
         return response_from(message)
@@ -327,6 +338,13 @@ class AnthropicProvider:
                 yield event
         except anthropic.AnthropicError as exc:
             raise map_error(exc, time_budget) from exc
+        except ValueError as exc:  # an event cut short (JSONDecodeError)
+            raise unreachable_error(f"a streamed event was not valid JSON ({exc})") from exc
+        except httpx2.TimeoutException as exc:
+            # This SDK (unlike openai's) lets a failure while reading the stream through unwrapped.
+            raise timeout_error(time_budget) from exc
+        except httpx2.TransportError as exc:  # the connection dropped mid-way
+            raise unreachable_error(f"the stream broke off ({exc})") from exc
         finally:
             await events.close()
 

@@ -123,7 +123,7 @@ class LlmApp:
 
 async def build(settings: LlmSettings) -> LlmApp:
     """Opens (and migrates) the usage ledger's database and builds the app from settings."""
-    db = Database(settings.resolved_database_url(), schema="llm")
+    db = Database(settings.resolved_database_url(), schema="llm", cache_mb=settings.sqlite_cache_mb)
     await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     providers = providers_from(settings)
     retry = RetryPolicy(

@@ -186,7 +186,7 @@ def weaviate_store(db: Database, settings: MemorySettings) -> WeaviatePassageSto
 
 async def build(settings: MemorySettings) -> MemoryApp:
     """Opens (and migrates) the database and builds the app."""
-    db = Database(settings.resolved_database_url(), schema="memory")
+    db = Database(settings.resolved_database_url(), schema="memory", cache_mb=settings.sqlite_cache_mb)
     await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     app = MemoryApp(db, settings)
     await app.start()

@@ -106,7 +106,7 @@ def log_isolation(capabilities: dict[str, Any], *, allow_unisolated: bool) -> No
 async def build(settings: ToolsSettings) -> ToolsApp:
     """Opens (and migrates) the database, installs the built-ins, starts the sandbox and builds the app."""
     secret_key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
-    db = Database(settings.resolved_database_url(), schema="tools")
+    db = Database(settings.resolved_database_url(), schema="tools", cache_mb=settings.sqlite_cache_mb)
     db.seal_with(sealing.Sealer(sealing.load_keys(secret_key, settings.home)))
     await prepare_schema(db, MIGRATIONS, migrate=settings.migrate, wait_seconds=settings.schema_wait_seconds)
     # Cheap (a row per variable and server) and what makes a key rotation complete.

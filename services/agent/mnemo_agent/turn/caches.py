@@ -20,13 +20,30 @@ class WindowCache:
     service on SQLite): every change to an agent's window then passes through this process, under the
     agent's lock. A turn that fails or is cancelled drops its entry, since what the memory service
     stored is then uncertain; the next turn reads the window again.
+
+    Bounded by agents and by bytes: the least recently used windows go first when either bound is passed
+    (bytes are the messages' serialized size; in memory, with their chat form, they take a few times that).
+    A window alone larger than the byte bound, or longer than `max_messages`, is not kept.
     """
 
-    def __init__(self, *, enabled: bool, agents: int = 1000, max_messages: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        agents: int = 1000,
+        max_messages: int = 2000,
+        max_bytes: int = 32 * 2**20,
+    ) -> None:
         self._enabled = enabled
         self._agents = agents
         self._max_messages = max_messages
+        self._max_bytes = max_bytes
         self._windows: OrderedDict[str, tuple[list[message_pb2.Message], int, ChatHistory]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._windows)
 
     def get(self, agent_id: str) -> tuple[list[message_pb2.Message], int, ChatHistory] | None:
         found = self._windows.get(agent_id)
@@ -39,15 +56,34 @@ class WindowCache:
         self, agent_id: str, messages: list[message_pb2.Message], history_count: int, chat: ChatHistory
     ) -> None:
         if not self._enabled or len(messages) > self._max_messages:
-            self._windows.pop(agent_id, None)
+            self.drop(agent_id)
+            return
+        size = self._size(agent_id, messages)
+        self.drop(agent_id)
+        if size > self._max_bytes:
             return
         self._windows[agent_id] = (list(messages), history_count, chat)
-        self._windows.move_to_end(agent_id)
-        if len(self._windows) > self._agents:
-            self._windows.popitem(last=False)
+        self._sizes[agent_id] = size
+        self.bytes += size
+        while len(self._windows) > self._agents or self.bytes > self._max_bytes:
+            oldest, _ = self._windows.popitem(last=False)
+            self.bytes -= self._sizes.pop(oldest)
 
     def drop(self, agent_id: str) -> None:
-        self._windows.pop(agent_id, None)
+        if self._windows.pop(agent_id, None) is not None:
+            self.bytes -= self._sizes.pop(agent_id)
+
+    def _size(self, agent_id: str, messages: list[message_pb2.Message]) -> int:
+        """The serialized size of `messages`, measuring only those the cached window does not hold."""
+        cached = self._windows.get(agent_id)
+        if cached is None:
+            return sum(m.ByteSize() for m in messages)
+        # The cached list holds its messages, so their ids are theirs for as long as it is cached.
+        known = {id(m) for m in cached[0]}
+        kept = {id(m) for m in messages}
+        added = sum(m.ByteSize() for m in messages if id(m) not in known)
+        removed = sum(m.ByteSize() for m in cached[0] if id(m) not in kept)
+        return self._sizes[agent_id] + added - removed
 
 
 class ToolCatalog:
