@@ -202,13 +202,26 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     shutdown_tracing()
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the event loop a service runs on; None for asyncio's default."""
+    if choice == "uvloop":
+        try:
+            import uvloop  # optional: comes with uvicorn[standard] where it builds
+        except ImportError:
+            log.warning("uvloop is not installed; running on the standard asyncio event loop")
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
 def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
     """Entry point of a service process: settings, logging, then `serve`."""
     follow_parent()
     settings = settings_cls()
     configure_logging(settings.service, settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings, build))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings, build))
     except SchemaNotMigrated as exc:
         failure = str(exc)
     else:

@@ -196,6 +196,10 @@ class ServiceSettings(MnemoSettings):
     migrate: bool = True
     # How long a service that does not migrate waits for its schema before it gives up (seconds).
     schema_wait_seconds: float = Field(default=300.0, ge=0)
+    # The asyncio event loop: uvloop (libuv; installed with uvicorn[standard]) costs the turn's services
+    # less CPU per call than the standard library's (docs/adr/0413-server-cpu-per-message.md); `asyncio` is
+    # the fallback, and what a service gets when uvloop cannot be imported.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def resolved_database_url(self) -> str:
         """The database URL, with the embedded SQLite default filled in."""
