@@ -69,6 +69,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=openapi.operation_id,
+        # FastAPI's own telemetry would time every request again (HttpMetrics does) and look up the global
+        # providers on each; traces come from the OpenTelemetry instrumentation below when configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         responses={
             401: {"model": ErrorBody, "description": "Missing or invalid API key."},
             404: {"model": ErrorBody, "description": "No such resource."},

@@ -204,6 +204,18 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
     shutdown_tracing()
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the event loop a service runs on; None for asyncio's default."""
+    if choice == "uvloop":
+        try:
+            import uvloop  # optional: comes with uvicorn[standard] where it builds
+        except ImportError:
+            log.warning("uvloop is not installed; running on the standard asyncio event loop")
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
 def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[GrpcApp]]) -> None:
     """Entry point of a service process: settings, logging, then `serve`."""
     follow_parent()
@@ -212,7 +224,8 @@ def main(settings_cls: type[SettingsT], build: Callable[[SettingsT], Awaitable[G
     start_memory_probe(settings.service)
     tend_heap(arenas=settings.malloc_arenas, trim_every=settings.malloc_trim_seconds)
     try:
-        asyncio.run(serve(settings, build))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings, build))
     except SchemaNotMigrated as exc:
         failure = str(exc)
     else:

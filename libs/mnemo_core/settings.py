@@ -207,6 +207,10 @@ class ServiceSettings(MnemoSettings):
     schema_wait_seconds: float = Field(default=300.0, ge=0)
     # Megabytes of SQLite page cache per connection (the embedded database only; see mnemo_core.db).
     sqlite_cache_mb: int = Field(default=DEFAULT_SQLITE_CACHE_MB, ge=1)
+    # The asyncio event loop: uvloop (libuv; installed with uvicorn[standard]) costs the turn's services
+    # less CPU per call than the standard library's (docs/adr/0413-server-cpu-per-message.md); `asyncio` is
+    # the fallback, and what a service gets when uvloop cannot be imported.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def resolved_database_url(self) -> str:
         """The database URL, with the embedded SQLite default filled in."""

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,21 +16,22 @@ from google.protobuf import timestamp_pb2
 
 from mnemo.common.v1 import message_pb2
 from mnemo.memory.v1 import message_pb2 as history_pb2
-from mnemo.memory.v1 import search_pb2
+from mnemo.memory.v1 import message_pb2_grpc, search_pb2
 from mnemo_core.actor import Actor, acting_as
 from mnemo_core.errors import InvalidArgument
-from tests.service.conftest import new_actor, new_agent_id
+from mnemo_memory.recall import GATHER_SECONDS
+from tests.service.conftest import Served, new_actor, new_agent_id
 from tests.service.memory_with_embeddings import (  # noqa: F401 - fixtures
     embedded_memory,
     memory_app,
     memory_database,
     memory_postgres,
+    memory_with_llm,
     recall_messages,
 )
 
 if TYPE_CHECKING:
     from mnemo.memory.v1.message_pb2_grpc import MessageServiceAsyncStub as Messages
-    from tests.service.conftest import Served
 
 
 def user(text: str) -> message_pb2.Message:
@@ -217,3 +221,53 @@ async def test_recall_of_a_period_with_nothing_in_it_still_finds_the_best_matche
     with acting_as(actor):
         found = await find(recall_messages, agent_id, "what did I say about my sister in 2019?", top_k=2)
     assert found.matches[0].message.user.text == CONVERSATION[1][0].user.text
+
+
+async def _found_by_meaning(messages: Messages, agent_id: str, query: str, text: str) -> bool:
+    found = await find(messages, agent_id, query, mode=search_pb2.SEARCH_MODE_VECTOR)
+    return any(match.message.user.text == text for match in found.matches)
+
+
+async def test_a_stored_message_is_found_by_meaning_after_the_embedding_delay_without_any_wait(
+    recall_messages: Messages,
+) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    text = "My grandmother grows tomatoes in her allotment."
+    with acting_as(actor):
+        await recall_messages.AppendMessages(
+            history_pb2.AppendMessagesRequest(
+                agent_id=agent_id, run_id="run-1", step=0, messages=[user(text)]
+            )
+        )
+        # Nobody asks the embedder to finish: the message gets its vector on its own, about GATHER_SECONDS
+        # after it was stored (the deadline leaves room for a loaded machine).
+        deadline = time.monotonic() + GATHER_SECONDS + 15
+        while not await _found_by_meaning(recall_messages, agent_id, "who does gardening?", text):
+            assert time.monotonic() < deadline, "the message was never embedded"
+            await asyncio.sleep(0.1)
+
+
+async def test_messages_stored_just_before_a_restart_are_embedded_after_it(
+    tmp_path: Path, llm_service: Served
+) -> None:
+    actor, agent_id = new_actor(), new_agent_id()
+    text = "The spare key is under the blue flowerpot."
+    async with memory_with_llm(tmp_path, llm_service.address) as served:
+        # As if the process died between the append and the embedder's next batch.
+        await memory_app(served).message_embedder.stop()
+        messages = served.stub(message_pb2_grpc.MessageServiceStub)
+        with acting_as(actor):
+            await messages.AppendMessages(
+                history_pb2.AppendMessagesRequest(
+                    agent_id=agent_id, run_id="run-1", step=0, messages=[user(text)]
+                )
+            )
+            found = await find(messages, agent_id, "spare key", mode=search_pb2.SEARCH_MODE_KEYWORD)
+            assert found.pending_embeddings == 1
+            assert found.matches[0].message.user.text == text
+    async with memory_with_llm(tmp_path, llm_service.address) as served:
+        messages = served.stub(message_pb2_grpc.MessageServiceStub)
+        assert await memory_app(served).message_embedder.drained(timeout=30)
+        with acting_as(actor):
+            assert await _found_by_meaning(messages, agent_id, "where can I find the key?", text)
+            assert (await find(messages, agent_id, "spare key")).pending_embeddings == 0

@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import uvloop
 from pydantic import ValidationError
 
+from mnemo_agent.settings import AgentSettings
+from mnemo_core.server import event_loop_factory
 from mnemo_core.settings import MnemoSettings, config_file_path, default_home
 from mnemo_gateway.settings import GatewaySettings
 from mnemo_llm.settings import LlmSettings
@@ -276,3 +279,8 @@ def test_tls_needs_both_certificate_and_key_and_the_rest_port_follows_the_mesh_u
     assert mesh_tls.http_tls() == (cert, key)
     assert mesh_tls.http_url.startswith("https://")
     assert own.http_tls() == (tmp_path / "public.pem", tmp_path / "public.key")
+
+
+def test_services_run_on_uvloop_by_default_and_the_tools_service_on_asyncio(home: Path) -> None:
+    assert event_loop_factory(AgentSettings().event_loop) is uvloop.new_event_loop
+    assert event_loop_factory(ToolsSettings().event_loop) is None

@@ -82,6 +82,15 @@ class RunRow(AgentBase):
         Index("ix_runs_batch", "batch_id"),
         Index("ix_runs_root", "root_run_id"),
         Index("ix_runs_group_run", "group_run_id"),
+        # The organization's running runs, counted when a run starts (the cap of ADR 0412): only the few
+        # running rows are indexed, so the count does not grow with the history.
+        Index(
+            "ix_runs_running_org",
+            "org_id",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
         # At most one turn of an agent holds it at a time, across every replica of the service:
         # inserting a second running run of the same agent fails (see mnemo_agent.runs).
         Index(

@@ -13,7 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from mnemo_agent.models import AgentRow, AgentTagRow, BatchRow, EndUserAgentRow, RunRow
 from mnemo_core.db import table_of
@@ -311,10 +323,11 @@ class RunQueries:
     @staticmethod
     def running_in_org(conn: Connection, org_id: str, now: datetime) -> int:
         """How many of the organization's runs are running now (a run whose lease ran out is not)."""
+        # The status as a literal, not a bound parameter: only then can the planner use the partial index.
         count = conn.scalar(
             select(func.count()).where(
                 runs_t.c.org_id == org_id,
-                runs_t.c.status == RUNNING,
+                runs_t.c.status == literal_column(f"'{RUNNING}'"),
                 runs_t.c.lease_expires_at > now,
             )
         )

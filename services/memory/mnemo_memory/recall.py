@@ -84,8 +84,11 @@ MESSAGE_KINDS = EnumNames(history_pb2.MessageKind)
 EMBEDDED_KINDS = ("system", "user", "assistant", "reasoning", "event")
 PROGRESS_NAME = "messages"
 EMBED_BATCH = 128
-# How long the embedder waits after a wake-up for more messages to batch with.
-GATHER_SECONDS = 0.5
+# How long the embedder waits after a wake-up for more messages to batch with. A forward pass of the local
+# model reads all its weights (~40 MB) whatever the batch holds, so under load a longer wait is fewer
+# passes for the same messages; a message gets its vector about this long after it was stored (plus the
+# model call), and is found by its words at once (docs/adr/0413-server-cpu-per-message.md).
+GATHER_SECONDS = 1.0
 EMBEDDER_USER = "mnemo-memory-embedder"
 FUSION_DEPTH = 50
 

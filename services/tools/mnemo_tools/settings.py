@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
@@ -19,6 +19,9 @@ class ToolsSettings(ServiceSettings):
         default="",
         validation_alias=AliasChoices("MNEMO_TOOLS_DATABASE_URL", "MNEMO_DATABASE_URL"),
     )
+    # Not on a turn's path unless a custom tool runs (which costs far more than the loop); the sandbox's
+    # children and signals stay on the standard loop, whose child handling the sandbox was built against.
+    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
     # Longest tool return shown to the model when a tool does not set its own limit.
     default_return_char_limit: int = 50_000
 
