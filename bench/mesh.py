@@ -239,7 +239,10 @@ async def measure(args: argparse.Namespace, database_url: str = "") -> Figures:
     try:
         await _wait_http(f"http://127.0.0.1:{provider_port}/_fake/requests")
         with tempfile.TemporaryDirectory() as home:
-            extra = {"MNEMO_DATABASE_URL": database_url} if database_url else None
+            # A benchmark measures the mesh, not its rate limits (the gRPC phase alone exceeds the default).
+            extra = {"MNEMO_RATE_LIMIT_PER_KEY": "0", "MNEMO_RATE_LIMIT_PER_ORG": "0"}
+            if database_url:
+                extra["MNEMO_DATABASE_URL"] = database_url
             env = mesh_env(Path(home), provider_url=f"http://127.0.0.1:{provider_port}/v1", extra=extra)
             values["ready (cold, fresh data dir)"], server = start_server(env)
             server.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from mnemo_core.lifecycle import follow_parent
+from mnemo_core.lifecycle import follow_parent, freeze_startup_objects
 from mnemo_core.logs import configure_logging
 from mnemo_gateway.app import create_app
 from mnemo_gateway.settings import GatewaySettings
@@ -15,8 +15,10 @@ def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     cert, key = settings.http_tls() or (None, None)
+    app = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
