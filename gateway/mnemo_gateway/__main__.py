@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from mnemo_core.heap import tend_heap
-from mnemo_core.lifecycle import follow_parent
+from mnemo_core.lifecycle import follow_parent, freeze_startup_objects
 from mnemo_core.logs import configure_logging
 from mnemo_core.memory_probe import start_memory_probe
 from mnemo_gateway.app import create_app
@@ -19,8 +19,10 @@ def main() -> None:
     start_memory_probe("gateway")
     tend_heap(arenas=settings.malloc_arenas, trim_every=settings.malloc_trim_seconds)
     cert, key = settings.http_tls() or (None, None)
+    app = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

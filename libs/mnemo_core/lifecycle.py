@@ -9,6 +9,7 @@ process with live gRPC threads is unsafe.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -30,3 +31,13 @@ def follow_parent() -> None:
 def as_child_of_this_process(env: dict[str, str]) -> dict[str, str]:
     """`env` for a process this one starts and that should die with it."""
     return {**env, PARENT_PID_ENV: str(os.getpid())}
+
+
+def freeze_startup_objects() -> None:
+    """Moves every object alive now (modules, settings, the built app) out of the garbage collector's reach.
+
+    They live as long as the process. Left tracked, every full collection walks them and writes to their
+    headers: CPU on the request path and, in a service forked from `mnemo server`, a private copy of each
+    memory page it still shared with the supervisor (docs/adr/0006-supervisor-forks-preloaded-services.md).
+    """
+    gc.freeze()

@@ -19,7 +19,7 @@ from mnemo_core.audit import AuditInterceptor, AuditRecorder, Sink, remote_audit
 from mnemo_core.channels import Peers, mesh_channel, mesh_stub
 from mnemo_core.heap import tend_heap
 from mnemo_core.interceptors import ServerInterceptor
-from mnemo_core.lifecycle import follow_parent
+from mnemo_core.lifecycle import follow_parent, freeze_startup_objects
 from mnemo_core.logs import configure_logging
 from mnemo_core.memory_probe import start_memory_probe
 from mnemo_core.metrics import metrics_enabled, serve_prometheus, setup_metrics, shutdown_metrics
@@ -183,6 +183,7 @@ async def serve(settings: SettingsT, build: Callable[[SettingsT], Awaitable[Grpc
         settings.grpc_host,
         running.port,
     )
+    freeze_startup_objects()
     if metrics_port:
         bound = serve_prometheus(settings.grpc_host, metrics_port)
         log.info(

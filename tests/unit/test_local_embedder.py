@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,36 @@ async def test_an_onnx_encoder_without_onnx_runtime_is_refused_at_start(
         LocalEmbedder(encoder="onnx")
 
     assert refused.value.reason == "EMBEDDING_ENCODER_UNAVAILABLE"
+
+
+async def test_the_model_leaves_memory_after_its_keep_alive_and_comes_back_with_the_same_vectors() -> None:
+    local = LocalEmbedder(keep_alive=0.2)
+    try:
+        first = await local.embed(SENTENCES)
+        assert local.loaded
+        model = weakref.ref(local._model)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not local.loaded:
+                break
+        assert not local.loaded
+        # Nothing holds on to the weights: their memory is freed (and trimmed back to the system).
+        assert model() is None
+
+        again = await local.embed(SENTENCES)
+        assert local.loaded
+        np.testing.assert_array_equal(first.vectors, again.vectors)
+    finally:
+        local.close()
+
+
+async def test_a_request_within_the_keep_alive_keeps_the_model_loaded() -> None:
+    local = LocalEmbedder(keep_alive=0.5)
+    try:
+        await local.embed(["first"])
+        for _ in range(4):
+            await asyncio.sleep(0.2)
+            await local.embed(["again"])
+            assert local.loaded
+    finally:
+        local.close()

@@ -136,7 +136,11 @@ async def build(settings: LlmSettings) -> LlmApp:
     gateway = LlmGateway(
         providers,
         request_timeout=settings.provider_timeout,
-        embedder=LocalEmbedder(blas_threads=settings.embedding_threads, encoder=settings.embedding_encoder),
+        embedder=LocalEmbedder(
+            blas_threads=settings.embedding_threads,
+            encoder=settings.embedding_encoder,
+            keep_alive=settings.embedding_keep_alive_seconds or None,
+        ),
         default_embedding_model=settings.default_embedding_model,
         retry=retry,
         catalogue=catalogue_from(settings, providers),

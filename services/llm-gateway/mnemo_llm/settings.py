@@ -112,5 +112,8 @@ class LlmSettings(ServiceSettings):
     # Where the local embedding model's encoder layers run: "numpy" (default, least memory) or "onnx"
     # (ONNX Runtime: short queries about twice as fast, ~100 MB more memory; needs the `onnx` extra).
     embedding_encoder: Literal["numpy", "onnx"] = "numpy"
+    # Seconds without an embedding request after which the local model leaves memory (~60 MB); the next
+    # request loads it again (~0.3 s). 0 keeps it loaded for the process's life.
+    embedding_keep_alive_seconds: float = Field(default=300.0, ge=0)
     # Seconds between two writes of the usage ledger (calls are recorded in memory meanwhile).
     usage_flush_interval: float = Field(default=0.5, gt=0)
